@@ -1,0 +1,25 @@
+"""Asset keys of the graph in DESIGN.md ("Data flow"), in one place so that assets, jobs, schedules
+and tests agree on them."""
+
+
+import dagster as dg
+
+DUCKDB_POOL = "duckdb"  # every asset that opens warehouse.duckdb; the instance sizes it to 1
+
+
+def dataset(ds: str) -> dg.AssetKey:
+    return dg.AssetKey(["datasets", ds])
+
+
+def image_embeddings(ds: str) -> dg.AssetKey:
+    return dg.AssetKey(["embeddings", f"{ds}_image"])
+
+
+def text_embeddings(ds: str) -> dg.AssetKey:
+    return dg.AssetKey(["embeddings", f"{ds}_text"])
+
+
+IMAGE_ISOTROPY = dg.AssetKey(["metrics", "image_isotropy"])
+ISOTROPY = dg.AssetKey(["metrics", "isotropy"])
+MODALITY_GAP = dg.AssetKey(["metrics", "modality_gap"])
+PARTITION_REPORT = dg.AssetKey(["reports", "partition_report"])

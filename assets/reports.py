@@ -1,0 +1,55 @@
+"""reports/partition_report [model x lang]: the HTML report of one partition, linked from metadata."""
+
+
+import dagster as dg
+
+from assets import keys
+from assets.metrics import load_pair
+from conescope.profile import Profile
+from conescope.provenance import code_version
+from conescope.report import DatasetSection, render_partition_report
+from pipelines.partitions import ProfilePartitions, split_key
+from pipelines.resources import ConescopeHome
+from storage.parquet_store import atomic_directory, read_provenance
+
+_ROWS_SQL = """
+SELECT family, dataset, modality, metric, value, n FROM metrics.all
+WHERE model = ? AND (lang = ? OR (lang IS NULL AND modality = 'image')) AND transform = 'none'
+ORDER BY dataset, family, modality, metric
+"""
+
+
+def report_assets(profile: Profile, parts: ProfilePartitions) -> list[dg.AssetsDefinition]:
+    datasets = list(profile.datasets)
+
+    @dg.asset(key=keys.PARTITION_REPORT, partitions_def=parts.model_lang, group_name="reports",
+              deps=[keys.ISOTROPY, keys.MODALITY_GAP,
+                    dg.AssetDep(keys.IMAGE_ISOTROPY, partition_mapping=parts.image_mapping)],
+              pool=keys.DUCKDB_POOL, kinds={"html"},
+              description="HTML report: 2-D SVD projection, singular-value spectrum and metric tables")
+    def partition_report(context: dg.AssetExecutionContext, conescope: ConescopeHome) -> dg.MaterializeResult:
+        model, lang = split_key(context)
+        with conescope.warehouse.connect(read_only=True) as con:
+            rows = con.execute(_ROWS_SQL, [model, lang]).to_arrow_table().to_pylist()
+        sections = []
+        for ds in datasets:
+            image, text = load_pair(conescope, ds, model, lang)
+            sections.append(DatasetSection(ds, image, text, [r for r in rows if r["dataset"] == ds]))
+        emb_prov = read_provenance(next(conescope.root.image_embeddings(datasets[0], model).glob("*.parquet")))
+        provenance = {"model": model, "lang": lang, "profile": profile.name, "code_version": code_version(),
+                      **{k: emb_prov[k] for k in ("arch", "pretrained", "seed", "zero_bias") if k in emb_prov}}
+        page = render_partition_report(model, lang, sections, provenance, profile.report.max_points, profile.seed)
+        target = conescope.root.report_dir(model, lang)
+        with atomic_directory(target, conescope.root.scratch) as staging:
+            (staging / "index.html").write_text(page, encoding="utf-8")
+        index = target / "index.html"
+        headline = {f"{r['dataset']}/{r['modality']}/{r['metric']}": round(r["value"], 4)
+                    for r in rows if r["metric"] in ("i1", "gap_norm")}
+        preview = "\n".join(f"| {k} | {v} |" for k, v in headline.items())
+        return dg.MaterializeResult(metadata={
+            "report": dg.MetadataValue.url(index.as_uri()),
+            "path": dg.MetadataValue.path(str(index)),
+            "preview": dg.MetadataValue.md(f"| metric | value |\n|---|---|\n{preview}"),
+        })
+
+    return [partition_report]

@@ -1,0 +1,55 @@
+"""Running image and text towers over a manifest, batch by batch.
+
+Both functions yield ``(row_indices, embeddings)`` per batch so that callers can write each batch as
+it is produced (peak memory stays one batch). Embeddings are the raw tower outputs, float32, not
+normalized (DESIGN.md, storage contract). A sample whose image cannot be decoded is skipped and
+reported through ``on_reject`` rather than failing the batch.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterator, Sequence
+
+import numpy as np
+
+from conescope.models import LoadedModel
+
+
+def _decode(image_bytes: bytes):
+    from PIL import Image
+
+    with Image.open(io.BytesIO(image_bytes)) as img:
+        return img.convert("RGB")
+
+
+def embed_images(loaded: LoadedModel, images: Sequence[bytes], batch_size: int,
+                 on_reject: Callable[[int, str], None] | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    import torch
+
+    for start in range(0, len(images), batch_size):
+        rows, tensors = [], []
+        for i in range(start, min(start + batch_size, len(images))):
+            try:
+                tensors.append(loaded.preprocess(_decode(images[i])))
+                rows.append(i)
+            except Exception as exc:  # PIL raises many types for corrupt data
+                if on_reject is None:
+                    raise
+                on_reject(i, f"image could not be decoded: {exc}")
+        if not rows:
+            continue
+        with torch.inference_mode():
+            out = loaded.model.encode_image(torch.stack(tensors).to(loaded.device), normalize=False)
+        yield np.asarray(rows), out.float().cpu().numpy()
+
+
+def embed_texts(loaded: LoadedModel, texts: Sequence[str], batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    import torch
+
+    for start in range(0, len(texts), batch_size):
+        stop = min(start + batch_size, len(texts))
+        tokens = loaded.tokenizer(list(texts[start:stop])).to(loaded.device)
+        with torch.inference_mode():
+            out = loaded.model.encode_text(tokens, normalize=False)
+        yield np.arange(start, stop), out.float().cpu().numpy()

@@ -1,0 +1,235 @@
+"""Profiles: the YAML files under configs/ that say which datasets, models and languages to run.
+
+A profile is validated completely when it is loaded; every error names the file and the offending
+key path (e.g. ``configs/demo.yaml: models.vit-b-32.random.seed: expected an integer, got 'x'``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+DEFAULT_PROFILE = "demo"
+
+# Partition keys become path segments and Dagster partition keys: keep them plain.
+_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+_LANG = re.compile(r"^[a-z]{2,3}$")
+_CRON = re.compile(r"^\s*[0-9*/,\-]+(\s+[0-9A-Za-z*/,\-]+){4}\s*$")
+DATASET_KINDS = ("shapes", "digits")
+MODEL_KINDS = ("open_clip",)
+DEVICES = ("auto", "cpu", "cuda")
+
+
+class ProfileError(ValueError):
+    """A profile is malformed; the message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    kind: str
+    n: int
+    seed: int
+    image_size: int = 64
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    kind: str
+    arch: str
+    pretrained: str | None
+    seed: int
+    zero_bias: bool
+
+
+@dataclass(frozen=True)
+class EmbeddingSpec:
+    batch_size: int = 32
+    device: str = "auto"
+
+
+@dataclass(frozen=True)
+class ReportSpec:
+    max_points: int = 2000
+
+
+@dataclass(frozen=True)
+class ScheduleSpec:
+    cron: str = "0 2 * * *"
+    timezone: str = "UTC"
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    source: str
+    seed: int
+    languages: tuple[str, ...]
+    datasets: dict[str, DatasetSpec]
+    models: dict[str, ModelSpec]
+    embedding: EmbeddingSpec = field(default_factory=EmbeddingSpec)
+    report: ReportSpec = field(default_factory=ReportSpec)
+    schedule: ScheduleSpec = field(default_factory=ScheduleSpec)
+
+
+class _Reader:
+    """Typed access to a YAML mapping that reports errors as ``file: key.path: problem``."""
+
+    def __init__(self, source: str):
+        self.source = source
+
+    def fail(self, path: str, problem: str) -> ProfileError:
+        return ProfileError(f"{self.source}: {path}: {problem}")
+
+    def mapping(self, value: Any, path: str, allowed: set[str], required: set[str] = frozenset()) -> dict:
+        if not isinstance(value, dict):
+            raise self.fail(path, f"expected a mapping, got {type(value).__name__}")
+        for key in value:
+            if key not in allowed:
+                raise self.fail(f"{path}.{key}" if path else str(key),
+                                f"unknown key (allowed: {', '.join(sorted(allowed))})")
+        for key in sorted(required):
+            if key not in value:
+                raise self.fail(f"{path}.{key}" if path else key, "missing required key")
+        return value
+
+    def integer(self, value: Any, path: str, minimum: int | None = None) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.fail(path, f"expected an integer, got {value!r}")
+        if minimum is not None and value < minimum:
+            raise self.fail(path, f"must be >= {minimum}, got {value}")
+        return value
+
+    def boolean(self, value: Any, path: str) -> bool:
+        if not isinstance(value, bool):
+            raise self.fail(path, f"expected true or false, got {value!r}")
+        return value
+
+    def string(self, value: Any, path: str, choices: tuple[str, ...] | None = None,
+               pattern: re.Pattern | None = None) -> str:
+        if not isinstance(value, str) or not value:
+            raise self.fail(path, f"expected a non-empty string, got {value!r}")
+        if choices is not None and value not in choices:
+            raise self.fail(path, f"{value!r} is not one of {', '.join(choices)}")
+        if pattern is not None and not pattern.match(value):
+            raise self.fail(path, f"{value!r} does not match {pattern.pattern}")
+        return value
+
+
+def _dataset(r: _Reader, name: str, raw: Any) -> DatasetSpec:
+    path = f"datasets.{name}"
+    if not _NAME.match(str(name)):
+        raise r.fail(path, f"dataset name must match {_NAME.pattern}")
+    m = r.mapping(raw, path, {"kind", "n", "seed", "image_size"}, {"kind", "n"})
+    kind = r.string(m["kind"], f"{path}.kind", DATASET_KINDS)
+    spec = DatasetSpec(
+        name=name,
+        kind=kind,
+        n=r.integer(m["n"], f"{path}.n", minimum=2),
+        seed=r.integer(m.get("seed", 0), f"{path}.seed", minimum=0),
+        image_size=r.integer(m.get("image_size", 64), f"{path}.image_size", minimum=16),
+    )
+    if kind == "digits" and spec.n > 1797:
+        raise r.fail(f"{path}.n", f"scikit-learn's digits has 1797 samples, asked for {spec.n}")
+    return spec
+
+
+def _model(r: _Reader, name: str, raw: Any) -> ModelSpec:
+    path = f"models.{name}"
+    if not _NAME.match(str(name)):
+        raise r.fail(path, f"model name must match {_NAME.pattern}")
+    m = r.mapping(raw, path, {"kind", "arch", "pretrained", "seed", "zero_bias"}, {"kind", "arch"})
+    kind = r.string(m["kind"], f"{path}.kind", MODEL_KINDS)
+    arch = r.string(m["arch"], f"{path}.arch")
+    from conescope.models import known_architectures  # open_clip import is slow: only when needed
+
+    if arch not in known_architectures():
+        raise r.fail(f"{path}.arch", f"unknown open_clip architecture {arch!r}")
+    pretrained = m.get("pretrained")
+    if pretrained is not None:
+        pretrained = r.string(pretrained, f"{path}.pretrained")
+    zero_bias = r.boolean(m.get("zero_bias", False), f"{path}.zero_bias")
+    if zero_bias and pretrained is not None:
+        raise r.fail(f"{path}.zero_bias", "zeroing biases applies to random initialisation only")
+    return ModelSpec(name=name, kind=kind, arch=arch, pretrained=pretrained,
+                     seed=r.integer(m.get("seed", 0), f"{path}.seed", minimum=0), zero_bias=zero_bias)
+
+
+def parse_profile(raw: Any, source: str) -> Profile:
+    """Validate a parsed YAML document and build a :class:`Profile`."""
+    r = _Reader(source)
+    top = r.mapping(raw, "", {"name", "seed", "languages", "datasets", "models", "embedding", "report",
+                              "schedule"}, {"name", "languages", "datasets", "models"})
+    name = r.string(top["name"], "name", pattern=_NAME)
+    langs = top["languages"]
+    if not isinstance(langs, list) or not langs:
+        raise r.fail("languages", "expected a non-empty list of ISO 639-1 codes")
+    languages = tuple(r.string(v, f"languages[{i}]", pattern=_LANG) for i, v in enumerate(langs))
+    if len(set(languages)) != len(languages):
+        raise r.fail("languages", f"duplicate language in {list(languages)}")
+    for key in ("datasets", "models"):
+        if not isinstance(top[key], dict) or not top[key]:
+            raise r.fail(key, "expected a non-empty mapping of name -> settings")
+    datasets = {str(k): _dataset(r, str(k), v) for k, v in top["datasets"].items()}
+    models = {str(k): _model(r, str(k), v) for k, v in top["models"].items()}
+    from conescope.datasets import SUPPORTED_LANGUAGES
+
+    for lang in languages:
+        if lang not in SUPPORTED_LANGUAGES:
+            raise r.fail("languages", f"{lang!r} has no captions in the generated datasets "
+                                      f"(available: {', '.join(SUPPORTED_LANGUAGES)})")
+
+    emb = r.mapping(top.get("embedding", {}), "embedding", {"batch_size", "device"})
+    report = r.mapping(top.get("report", {}), "report", {"max_points"})
+    sched = r.mapping(top.get("schedule", {}), "schedule", {"cron", "timezone"})
+    cron = r.string(sched.get("cron", "0 2 * * *"), "schedule.cron")
+    if not _CRON.match(cron):
+        raise r.fail("schedule.cron", f"{cron!r} is not a valid cron string")
+    return Profile(
+        name=name,
+        source=source,
+        seed=r.integer(top.get("seed", 0), "seed", minimum=0),
+        languages=languages,
+        datasets=datasets,
+        models=models,
+        embedding=EmbeddingSpec(
+            batch_size=r.integer(emb.get("batch_size", 32), "embedding.batch_size", minimum=1),
+            device=r.string(emb.get("device", "auto"), "embedding.device", DEVICES),
+        ),
+        report=ReportSpec(max_points=r.integer(report.get("max_points", 2000), "report.max_points", 2)),
+        schedule=ScheduleSpec(cron=cron,
+                              timezone=r.string(sched.get("timezone", "UTC"), "schedule.timezone")),
+    )
+
+
+def resolve_profile_path(name_or_path: str) -> Path:
+    """A profile is either a path to a YAML file or a name under configs/ (``demo``)."""
+    candidate = Path(name_or_path)
+    if candidate.suffix in (".yaml", ".yml"):
+        path = candidate
+    else:
+        path = CONFIG_DIR / f"{name_or_path}.yaml"
+    if not path.is_file():
+        available = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+        raise ProfileError(f"profile {name_or_path!r}: no file {path} (profiles in configs/: "
+                           f"{', '.join(available)}; set CONESCOPE_PROFILE to a name or a .yaml path)")
+    return path
+
+
+def load_profile(name_or_path: str | None = None) -> Profile:
+    """Load and validate a profile; default from ``CONESCOPE_PROFILE``, else ``demo``."""
+    name_or_path = name_or_path or os.environ.get("CONESCOPE_PROFILE") or DEFAULT_PROFILE
+    path = resolve_profile_path(name_or_path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ProfileError(f"{path.name}: not valid YAML: {exc}") from exc
+    source = f"configs/{path.name}" if path.parent == CONFIG_DIR else path.name
+    return parse_profile(raw, source)

@@ -1,0 +1,39 @@
+"""Partitions from the profile: ``model`` (static) and ``lang`` (static, ISO 639-1).
+
+Multi-partition keys order their dimensions by name, so keys read ``lang|model`` (``en|vit-b-32.random``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import dagster as dg
+
+from conescope.profile import Profile
+
+MODEL = "model"
+LANG = "lang"
+
+
+@dataclass(frozen=True)
+class ProfilePartitions:
+    model: dg.StaticPartitionsDefinition
+    lang: dg.StaticPartitionsDefinition
+    model_lang: dg.MultiPartitionsDefinition
+
+    @property
+    def image_mapping(self) -> dg.MultiToSingleDimensionPartitionMapping:
+        """model x lang -> model: a text partition reads the image embeddings of its model."""
+        return dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name=MODEL)
+
+
+def profile_partitions(profile: Profile) -> ProfilePartitions:
+    model = dg.StaticPartitionsDefinition(list(profile.models))
+    lang = dg.StaticPartitionsDefinition(list(profile.languages))
+    return ProfilePartitions(model, lang, dg.MultiPartitionsDefinition({MODEL: model, LANG: lang}))
+
+
+def split_key(context: dg.AssetExecutionContext) -> tuple[str, str]:
+    """(model, lang) of a model x lang run."""
+    keys = context.partition_key.keys_by_dimension
+    return keys[MODEL], keys[LANG]

@@ -1,0 +1,65 @@
+"""The refresh chain: which runs recompute every partition of a profile, in dependency order.
+
+Layers: the datasets (one run), then each model's image layer (one run per model), then each
+model x lang partition. The nightly schedule starts the first layer; run-status sensors start the
+next layer when a run of the chain succeeds, so a layer never reads an upstream that is still being
+rewritten. ``conescope materialize`` walks the same chain in process.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import dagster as dg
+
+from conescope.profile import Profile
+
+DATASETS_JOB = "datasets_job"
+IMAGE_JOB = "image_job"
+PARTITION_JOB = "model_lang_job"
+REFRESH_TAG = "conescope/refresh"
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    job: str
+    partition_key: str | None
+    tags: dict[str, str] = field(default_factory=dict, compare=False)
+
+
+def _check(profile: Profile, models: list[str], langs: list[str]) -> None:
+    unknown = [m for m in models if m not in profile.models]
+    unknown += [lang for lang in langs if lang not in profile.languages]
+    if unknown:
+        raise ValueError(f"not in profile {profile.name!r}: {', '.join(unknown)}")
+
+
+def first_layer(refresh_id: str) -> list[PlannedRun]:
+    return [PlannedRun(DATASETS_JOB, None, {REFRESH_TAG: refresh_id})]
+
+
+def next_layer(profile: Profile, finished: PlannedRun, models: list[str] | None = None,
+               langs: list[str] | None = None) -> list[PlannedRun]:
+    """The runs that a successful run of the chain unlocks (none after the last layer)."""
+    models = models or list(profile.models)
+    langs = langs or list(profile.languages)
+    _check(profile, models, langs)
+    tags = dict(finished.tags)
+    if finished.job == DATASETS_JOB:
+        return [PlannedRun(IMAGE_JOB, m, tags) for m in models]
+    if finished.job == IMAGE_JOB:
+        if finished.partition_key not in models:
+            return []
+        return [PlannedRun(PARTITION_JOB, str(dg.MultiPartitionKey({"model": finished.partition_key, "lang": lang})),
+                           tags) for lang in langs]
+    return []
+
+
+def full_plan(profile: Profile, refresh_id: str, models: list[str] | None = None,
+              langs: list[str] | None = None) -> list[PlannedRun]:
+    """Every run of the chain in an order that respects dependencies (breadth first)."""
+    plan, frontier = [], first_layer(refresh_id)
+    while frontier:
+        plan += frontier
+        frontier = [nxt for run in frontier for nxt in next_layer(profile, run, models, langs)]
+    return plan

@@ -1,0 +1,121 @@
+"""Parquet persistence for manifests and embeddings, in the layout of DESIGN.md ("Storage").
+
+Every directory is written under the data root's scratch folder and renamed into place only when
+complete, so a reader never sees a half-written partition and a failed write leaves the previous
+version untouched. Provenance goes into the Parquet file metadata under ``conescope.provenance``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+PROVENANCE_KEY = b"conescope.provenance"
+
+
+@contextmanager
+def atomic_directory(target: Path, scratch: Path) -> Iterator[Path]:
+    """Yield an empty staging directory; on success it replaces ``target`` whole, on error it is
+    removed and ``target`` is left as it was."""
+    scratch.mkdir(parents=True, exist_ok=True)
+    staging = scratch / f"new-{uuid.uuid4().hex}"
+    staging.mkdir()
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    target.parent.mkdir(parents=True, exist_ok=True)
+    retired = scratch / f"old-{uuid.uuid4().hex}"
+    if target.exists():
+        os.replace(target, retired)
+    os.replace(staging, target)
+    shutil.rmtree(retired, ignore_errors=True)
+
+
+def _with_provenance(schema: pa.Schema, provenance: dict) -> pa.Schema:
+    return schema.with_metadata({PROVENANCE_KEY: json.dumps(provenance, sort_keys=True).encode()})
+
+
+def read_provenance(path: Path) -> dict:
+    meta = pq.read_schema(path).metadata or {}
+    return json.loads(meta[PROVENANCE_KEY]) if PROVENANCE_KEY in meta else {}
+
+
+# --- manifests -----------------------------------------------------------------------------------
+
+def write_manifest(directory: Path, scratch: Path, tables: dict[str, pa.Table], provenance: dict) -> None:
+    """Write each table as ``<name>.parquet`` into ``directory``, atomically as a whole."""
+    with atomic_directory(directory, scratch) as staging:
+        for name, table in tables.items():
+            pq.write_table(table.replace_schema_metadata(_with_provenance(table.schema, provenance).metadata),
+                           staging / f"{name}.parquet")
+
+
+def read_manifest_table(directory: Path, name: str, columns: list[str] | None = None) -> pa.Table:
+    path = directory / f"{name}.parquet"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: manifest table missing; materialize the dataset asset first")
+    return pq.read_table(path, columns=columns)
+
+
+# --- embeddings ----------------------------------------------------------------------------------
+
+def embedding_schema(dim: int, extra: list[tuple[str, pa.DataType]]) -> pa.Schema:
+    return pa.schema([*extra, ("embedding", pa.list_(pa.float32(), dim)), ("norm", pa.float32())])
+
+
+IMAGE_KEY_COLUMNS: list[tuple[str, pa.DataType]] = [("sample_id", pa.string())]
+TEXT_KEY_COLUMNS: list[tuple[str, pa.DataType]] = [
+    ("text_id", pa.string()), ("sample_id", pa.string()), ("label", pa.int32()), ("text", pa.string()),
+]
+
+
+def write_embeddings(directory: Path, scratch: Path, key_columns: list[tuple[str, pa.DataType]],
+                     batches: Iterable[tuple[dict[str, list], np.ndarray]], provenance: dict) -> int:
+    """Stream ``(keys, embeddings)`` batches into ``directory/part-00000.parquet``, one row group per
+    batch, and swap the directory in atomically. Returns the number of rows written."""
+    writer: pq.ParquetWriter | None = None
+    rows = 0
+    with atomic_directory(directory, scratch) as staging:
+        try:
+            for keys, emb in batches:
+                emb = np.ascontiguousarray(emb, dtype=np.float32)
+                if writer is None:
+                    schema = _with_provenance(embedding_schema(emb.shape[1], key_columns),
+                                              {**provenance, "dim": emb.shape[1]})
+                    writer = pq.ParquetWriter(staging / "part-00000.parquet", schema)
+                flat = pa.array(emb.reshape(-1), type=pa.float32())
+                columns = [pa.array(keys[name], type=typ) for name, typ in key_columns]
+                columns += [pa.FixedSizeListArray.from_arrays(flat, emb.shape[1]),
+                            pa.array(np.linalg.norm(emb, axis=1).astype(np.float32))]
+                writer.write_table(pa.Table.from_arrays(columns, schema=writer.schema))
+                rows += emb.shape[0]
+        finally:
+            if writer is not None:
+                writer.close()
+        if writer is None:
+            raise ValueError(f"{directory}: no embeddings were produced (every sample rejected or none given)")
+    return rows
+
+
+def read_embeddings(directory: Path, columns: list[str] | None = None) -> tuple[pa.Table, np.ndarray]:
+    """The key columns and the (n, d) float32 embedding matrix of one partition directory."""
+    files = sorted(directory.glob("part-*.parquet"))
+    if not files:
+        raise FileNotFoundError(f"{directory}: no embedding files; materialize the embedding asset first")
+    wanted = None if columns is None else [*columns, "embedding"]
+    table = pa.concat_tables([pq.read_table(f, columns=wanted) for f in files])
+    emb_col = table.column("embedding").combine_chunks()
+    dim = emb_col.type.list_size
+    matrix = emb_col.values.to_numpy(zero_copy_only=True).reshape(-1, dim)
+    return table.drop_columns(["embedding"]), matrix

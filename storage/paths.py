@@ -1,0 +1,43 @@
+"""The layout of the data root (``CONESCOPE_HOME``, default ``./data``): every artefact hangs off it."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_HOME = "data"
+
+
+@dataclass(frozen=True)
+class DataRoot:
+    root: Path
+
+    @classmethod
+    def from_env(cls) -> DataRoot:
+        return cls(Path(os.environ.get("CONESCOPE_HOME") or DEFAULT_HOME).resolve())
+
+    @property
+    def warehouse(self) -> Path:
+        return self.root / "warehouse.duckdb"
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.root / "dagster_home"
+
+    @property
+    def scratch(self) -> Path:
+        """Temporary outputs live here, outside every glob that readers use, until renamed in place."""
+        return self.root / "tmp"
+
+    def dataset_dir(self, dataset: str) -> Path:
+        return self.root / "datasets" / dataset
+
+    def image_embeddings(self, dataset: str, model: str) -> Path:
+        return self.root / "embeddings" / dataset / "image" / f"model={model}"
+
+    def text_embeddings(self, dataset: str, model: str, lang: str) -> Path:
+        return self.root / "embeddings" / dataset / "text" / f"model={model}" / f"lang={lang}"
+
+    def report_dir(self, model: str, lang: str) -> Path:
+        return self.root / "reports" / model / lang
