@@ -30,7 +30,9 @@ def report_assets(profile: Profile, parts: ProfilePartitions) -> list[dg.AssetsD
     def partition_report(context: dg.AssetExecutionContext, conescope: ConescopeHome) -> dg.MaterializeResult:
         model, lang = split_key(context)
         with conescope.warehouse.connect(read_only=True) as con:
-            rows = con.execute(_ROWS_SQL, [model, lang]).to_arrow_table().to_pylist()
+            cursor = con.execute(_ROWS_SQL, [model, lang])
+            names = [col[0] for col in cursor.description]
+            rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
         sections = []
         for ds in datasets:
             image, text = load_pair(conescope, ds, model, lang)

@@ -212,10 +212,7 @@ def parse_profile(raw: Any, source: str) -> Profile:
 def resolve_profile_path(name_or_path: str) -> Path:
     """A profile is either a path to a YAML file or a name under configs/ (``demo``)."""
     candidate = Path(name_or_path)
-    if candidate.suffix in (".yaml", ".yml"):
-        path = candidate
-    else:
-        path = CONFIG_DIR / f"{name_or_path}.yaml"
+    path = candidate if candidate.suffix in (".yaml", ".yml") else CONFIG_DIR / f"{name_or_path}.yaml"
     if not path.is_file():
         available = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
         raise ProfileError(f"profile {name_or_path!r}: no file {path} (profiles in configs/: "

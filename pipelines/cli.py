@@ -22,27 +22,16 @@ def _materialize(args: argparse.Namespace) -> int:
 
     from conescope.profile import load_profile
     from pipelines.definitions import build_definitions
-    from pipelines.refresh import full_plan
+    from pipelines.refresh import execute_plan, full_plan
 
     profile = load_profile(args.profile)
     defs = build_definitions(profile, str(root.root))
     plan = full_plan(profile, f"cli-{time.strftime('%Y%m%dT%H%M%S')}", args.model or None, args.lang or None)
     print(f"profile {profile.name} ({profile.source}), data root {root.root}: {len(plan)} runs")
     started = time.perf_counter()
-    # The full event log stays in the instance (the UI shows it); the terminal gets warnings and up.
-    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
     with dg.DagsterInstance.get() as instance:
-        for i, planned in enumerate(plan, 1):
-            t0 = time.perf_counter()
-            job = defs.resolve_job_def(planned.job)
-            result = job.execute_in_process(instance=instance, partition_key=planned.partition_key,
-                                            tags=planned.tags, raise_on_error=False, run_config=quiet)
-            status = "ok" if result.success else "FAILED"
-            print(f"[{i}/{len(plan)}] {planned.job} {planned.partition_key or ''} {status} "
-                  f"({time.perf_counter() - t0:.1f} s)", flush=True)
-            if not result.success:
-                print(f"run {result.run_id} failed; see `conescope dev` (Runs) for its log", file=sys.stderr)
-                return 1
+        if not execute_plan(defs, plan, instance):
+            return 1
     print(f"done in {time.perf_counter() - started:.1f} s; try: conescope sql \"SELECT * FROM metrics.isotropy\"")
     return 0
 

@@ -63,3 +63,27 @@ def full_plan(profile: Profile, refresh_id: str, models: list[str] | None = None
         plan += frontier
         frontier = [nxt for run in frontier for nxt in next_layer(profile, run, models, langs)]
     return plan
+
+
+def execute_plan(defs: dg.Definitions, plan: list[PlannedRun], instance: dg.DagsterInstance,
+                 log=print) -> bool:
+    """Run the plan in this process, one Dagster run per entry, stopping at the first failure.
+    Runs are recorded in ``instance`` (the UI shows them with their full event logs)."""
+    import sys
+    import time
+
+    # The terminal gets warnings and up; the instance keeps the whole event log.
+    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+    for i, planned in enumerate(plan, 1):
+        t0 = time.perf_counter()
+        result = defs.resolve_job_def(planned.job).execute_in_process(
+            instance=instance, partition_key=planned.partition_key, tags=planned.tags,
+            raise_on_error=False, run_config=quiet)
+        log(f"[{i}/{len(plan)}] {planned.job} {planned.partition_key or ''} "
+            f"{'ok' if result.success else 'FAILED'} ({time.perf_counter() - t0:.1f} s)")
+        if not result.success:
+            failure = next((e for e in result.all_events if e.is_step_failure), None)
+            detail = failure.step_failure_data.error.message.strip() if failure else "see the run's log"
+            print(f"run {result.run_id} failed: {detail}", file=sys.stderr)
+            return False
+    return True

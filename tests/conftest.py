@@ -1,0 +1,50 @@
+"""Shared fixtures: a tiny profile (two-layer open_clip towers, a dozen samples) and a data root."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pytest
+import yaml
+
+warnings.filterwarnings("ignore", message=".*is currently in beta.*")
+
+TINY_PROFILE = {
+    "name": "tiny",
+    "seed": 0,
+    "languages": ["en", "fr"],
+    "datasets": {
+        "shapes": {"kind": "shapes", "n": 12, "image_size": 32, "seed": 1},
+        "digits": {"kind": "digits", "n": 15, "seed": 2},
+    },
+    "models": {
+        "tiny.random": {"kind": "open_clip", "arch": "conescope-tiny", "pretrained": None, "seed": 0,
+                        "zero_bias": False},
+        "tiny.random-nobias": {"kind": "open_clip", "arch": "conescope-tiny", "pretrained": None, "seed": 0,
+                               "zero_bias": True},
+    },
+    "embedding": {"batch_size": 5, "device": "cpu"},
+    "report": {"max_points": 50},
+}
+
+
+@pytest.fixture
+def tiny_profile_path(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(TINY_PROFILE))
+    return path
+
+
+@pytest.fixture
+def tiny_profile(tiny_profile_path: Path):
+    from conescope.profile import load_profile
+
+    return load_profile(str(tiny_profile_path))
+
+
+@pytest.fixture
+def data_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    root = tmp_path / "data"
+    monkeypatch.setenv("CONESCOPE_HOME", str(root))
+    return root

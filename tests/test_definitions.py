@@ -1,0 +1,93 @@
+"""The code location loads, with the graph, partitions, jobs, schedule and sensors of DESIGN.md."""
+
+import datetime
+
+import dagster as dg
+import pytest
+
+from pipelines.definitions import build_definitions
+from pipelines.refresh import DATASETS_JOB, IMAGE_JOB, PARTITION_JOB, REFRESH_TAG, full_plan
+
+
+def test_module_level_definitions_load_with_the_demo_profile(monkeypatch):
+    import importlib
+
+    monkeypatch.delenv("CONESCOPE_PROFILE", raising=False)
+    module = importlib.import_module("pipelines.definitions")
+    defs = importlib.reload(module).defs
+    keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
+    assert {"datasets/shapes", "datasets/digits", "embeddings/shapes_image", "embeddings/digits_text",
+            "metrics/isotropy", "metrics/image_isotropy", "metrics/modality_gap",
+            "reports/partition_report"} <= keys
+    job = defs.resolve_job_def(PARTITION_JOB)
+    assert "en|vit-b-32.random" in job.partitions_def.get_partition_keys()
+    assert defs.resolve_job_def(IMAGE_JOB).partitions_def.get_partition_keys() == [
+        "vit-b-32.random", "vit-b-32.random-nobias"]
+
+
+def test_every_asset_touching_duckdb_is_in_the_pool(tiny_profile, data_root):
+    defs = build_definitions(tiny_profile, str(data_root))
+    for key in defs.resolve_asset_graph().get_all_asset_keys():
+        assert defs.resolve_assets_def(key).op.pool == "duckdb", key
+
+
+def test_dependencies_and_partition_mappings(tiny_profile, data_root):
+    defs = build_definitions(tiny_profile, str(data_root))
+    graph = defs.resolve_asset_graph()
+    iso = graph.get(dg.AssetKey(["metrics", "isotropy"]))
+    assert dg.AssetKey(["embeddings", "shapes_image"]) in iso.parent_keys
+    mapping = iso.partition_mappings[dg.AssetKey(["embeddings", "shapes_image"])]
+    assert isinstance(mapping, dg.MultiToSingleDimensionPartitionMapping)
+    assert mapping.partition_dimension_name == "model"
+
+
+def _tick(defs, when):
+    schedule = defs.get_schedule_def("nightly_recompute")
+    with dg.build_schedule_context(repository_def=defs.get_repository_def(), scheduled_execution_time=when) as ctx:
+        return schedule, schedule.evaluate_tick(ctx).run_requests
+
+
+def test_nightly_schedule_starts_the_refresh_chain(tiny_profile, data_root):
+    defs = build_definitions(tiny_profile, str(data_root))
+    when = datetime.datetime(2026, 11, 22, 2, 0, tzinfo=datetime.UTC)
+    schedule, requests = _tick(defs, when)
+    assert schedule.cron_schedule == "0 2 * * *"
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    assert schedule.job_name == DATASETS_JOB
+    assert len(requests) == 1
+    assert requests[0].tags[REFRESH_TAG] == "nightly-20261122T0200"
+    assert requests[0].run_key == "nightly-20261122T0200:datasets_job"
+
+
+def _sensor_requests(defs, sensor_name, job_name, partition_key, tags, instance):
+    result = defs.resolve_job_def(job_name).execute_in_process(
+        instance=instance, partition_key=partition_key, tags=tags)
+    run = result.dagster_run
+    success = next(e for e in result.all_events if e.event_type_value == "PIPELINE_SUCCESS")
+    sensor = defs.get_sensor_def(sensor_name)
+    ctx = dg.build_run_status_sensor_context(sensor_name=sensor_name, dagster_event=success,
+                                             dagster_instance=instance, dagster_run=run)
+    return list(sensor(ctx) or [])
+
+
+def test_refresh_sensors_request_every_downstream_partition(tiny_profile, data_root):
+    defs = build_definitions(tiny_profile, str(data_root))
+    instance = dg.DagsterInstance.ephemeral()
+    tags = {REFRESH_TAG: "nightly-x"}
+    after_datasets = _sensor_requests(defs, "refresh_after_datasets_job", DATASETS_JOB, None, tags, instance)
+    assert sorted(r.partition_key for r in after_datasets) == sorted(tiny_profile.models)
+    assert all(r.tags[REFRESH_TAG] == "nightly-x" for r in after_datasets)
+    after_image = _sensor_requests(defs, "refresh_after_image_job", IMAGE_JOB, "tiny.random", tags, instance)
+    assert sorted(r.partition_key for r in after_image) == ["en|tiny.random", "fr|tiny.random"]
+    # A run outside a refresh (launched by hand) does not start the chain.
+    assert _sensor_requests(defs, "refresh_after_image_job", IMAGE_JOB, "tiny.random", {}, instance) == []
+
+
+def test_full_plan_covers_every_partition_in_dependency_order(tiny_profile):
+    plan = full_plan(tiny_profile, "x")
+    jobs = [p.job for p in plan]
+    assert jobs == [DATASETS_JOB] + [IMAGE_JOB] * 2 + [PARTITION_JOB] * 4
+    assert {p.partition_key for p in plan if p.job == PARTITION_JOB} == {
+        "en|tiny.random", "fr|tiny.random", "en|tiny.random-nobias", "fr|tiny.random-nobias"}
+    with pytest.raises(ValueError, match="not in profile"):
+        full_plan(tiny_profile, "x", models=["nope"])

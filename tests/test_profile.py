@@ -1,0 +1,73 @@
+import copy
+
+import pytest
+import yaml
+
+from conescope.profile import ProfileError, load_profile, parse_profile
+from tests.conftest import TINY_PROFILE
+
+
+def test_demo_profile_is_the_default_and_matches_the_issue(monkeypatch):
+    monkeypatch.delenv("CONESCOPE_PROFILE", raising=False)
+    profile = load_profile()
+    assert profile.name == "demo"
+    assert set(profile.datasets) == {"shapes", "digits"}
+    assert set(profile.models) == {"vit-b-32.random", "vit-b-32.random-nobias"}
+    assert profile.languages == ("en", "fr", "de", "ru")
+    assert profile.models["vit-b-32.random-nobias"].zero_bias
+    assert profile.models["vit-b-32.random"].arch == "ViT-B-32"
+
+
+def test_profile_from_env_path(monkeypatch, tiny_profile_path):
+    monkeypatch.setenv("CONESCOPE_PROFILE", str(tiny_profile_path))
+    assert load_profile().name == "tiny"
+
+
+def _broken(mutate) -> dict:
+    raw = copy.deepcopy(TINY_PROFILE)
+    mutate(raw)
+    return raw
+
+
+@pytest.mark.parametrize("mutate, key, problem", [
+    (lambda r: r.pop("models"), "models", "missing required key"),
+    (lambda r: r.update(extra=1), "extra", "unknown key"),
+    (lambda r: r["datasets"]["shapes"].update(n="many"), "datasets.shapes.n", "expected an integer"),
+    (lambda r: r["datasets"]["shapes"].update(kind="svg"), "datasets.shapes.kind", "not one of"),
+    (lambda r: r["datasets"]["digits"].update(n=5000), "datasets.digits.n", "1797"),
+    (lambda r: r["models"]["tiny.random"].update(arch="ViT-Q-99"), "models.tiny.random.arch", "unknown open_clip"),
+    (lambda r: r["models"]["tiny.random"].update(zero_bias="yes"), "models.tiny.random.zero_bias", "true or false"),
+    (lambda r: r["models"]["tiny.random"].update(pretrained="openai", zero_bias=True),
+     "models.tiny.random.zero_bias", "random initialisation only"),
+    (lambda r: r.update(languages=["en", "english"]), "languages[1]", "does not match"),
+    (lambda r: r.update(languages=["en", "es"]), "languages", "'es'"),
+    (lambda r: r.update(languages=["en", "en"]), "languages", "duplicate"),
+    (lambda r: r["embedding"].update(device="tpu"), "embedding.device", "not one of"),
+    (lambda r: r["embedding"].update(batch_size=0), "embedding.batch_size", ">= 1"),
+    (lambda r: r.update(schedule={"cron": "every night"}), "schedule.cron", "not a valid cron"),
+    (lambda r: r["models"].update({"Bad Name": r["models"]["tiny.random"]}), "models.Bad Name", "must match"),
+])
+def test_profile_errors_name_the_key(mutate, key, problem):
+    with pytest.raises(ProfileError) as err:
+        parse_profile(_broken(mutate), "configs/broken.yaml")
+    message = str(err.value)
+    assert message.startswith(f"configs/broken.yaml: {key}:"), message
+    assert problem in message
+
+
+def test_missing_profile_lists_the_available_ones():
+    with pytest.raises(ProfileError, match="demo"):
+        load_profile("no-such-profile")
+
+
+def test_invalid_yaml_names_the_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: [unclosed\n")
+    with pytest.raises(ProfileError, match="bad.yaml: not valid YAML"):
+        load_profile(str(path))
+
+
+def test_tiny_profile_round_trips(tiny_profile_path):
+    profile = load_profile(str(tiny_profile_path))
+    assert profile.embedding.batch_size == 5
+    assert yaml.safe_load(tiny_profile_path.read_text())["name"] == profile.name

@@ -1,0 +1,114 @@
+"""Parquet store and warehouse: atomic writes, partition-exact replacement, clear errors."""
+
+import io
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from PIL import Image
+
+from conescope.embedding import embed_images
+from conescope.models import load_model
+from storage.parquet_store import (
+    IMAGE_KEY_COLUMNS,
+    atomic_directory,
+    read_embeddings,
+    read_provenance,
+    write_embeddings,
+)
+from storage.warehouse import Warehouse, metric_rows
+
+
+def test_embeddings_round_trip_with_provenance(tmp_path):
+    rng = np.random.default_rng(0)
+    chunks = [rng.normal(size=(4, 6)).astype(np.float32), rng.normal(size=(3, 6)).astype(np.float32)]
+    batches = [({"sample_id": [f"s{i}" for i in range(4)]}, chunks[0]),
+               ({"sample_id": [f"s{i}" for i in range(4, 7)]}, chunks[1])]
+    target = tmp_path / "emb" / "model=m"
+    assert write_embeddings(target, tmp_path / "scratch", IMAGE_KEY_COLUMNS, batches, {"model": "m"}) == 7
+    keys, emb = read_embeddings(target)
+    assert keys.column("sample_id").to_pylist() == [f"s{i}" for i in range(7)]
+    np.testing.assert_array_equal(emb, np.vstack(chunks))
+    assert read_provenance(target / "part-00000.parquet") == {"model": "m", "dim": 6}
+
+
+def test_failed_write_keeps_the_previous_version(tmp_path):
+    target, scratch = tmp_path / "out", tmp_path / "scratch"
+    with atomic_directory(target, scratch) as staging:
+        (staging / "a.txt").write_text("old")
+
+    def failing():
+        yield {"sample_id": ["x"]}, np.ones((1, 2), np.float32)
+        raise RuntimeError("tower crashed")
+
+    with pytest.raises(RuntimeError, match="tower crashed"):
+        write_embeddings(target, scratch, IMAGE_KEY_COLUMNS, failing(), {})
+    assert (target / "a.txt").read_text() == "old"
+    assert list(scratch.iterdir()) == []
+
+
+def test_no_embeddings_is_an_error_naming_the_partition(tmp_path):
+    with pytest.raises(ValueError, match="model=m: no embeddings"):
+        write_embeddings(tmp_path / "model=m", tmp_path / "s", IMAGE_KEY_COLUMNS, iter([]), {})
+    with pytest.raises(FileNotFoundError, match="materialize the embedding asset"):
+        read_embeddings(tmp_path / "nowhere")
+
+
+def _rows(model, lang, value):
+    return metric_rows([{"dataset": "d", "model": model, "lang": lang, "modality": "text", "metric": "i1",
+                         "value": value, "n": 3}])
+
+
+def test_replace_rows_is_partition_exact(tmp_path):
+    wh = Warehouse(tmp_path / "w.duckdb")
+    wh.replace_rows("metrics.isotropy", _rows("a", "en", 1.0), {"model": "a", "lang": "en"})
+    wh.replace_rows("metrics.isotropy", _rows("a", "fr", 2.0), {"model": "a", "lang": "fr"})
+    assert wh.replace_rows("metrics.isotropy", _rows("a", "en", 3.0), {"model": "a", "lang": "en"}) == 1
+    with wh.connect(read_only=True) as con:
+        rows = con.execute("SELECT lang, value FROM metrics.isotropy ORDER BY lang").fetchall()
+    assert rows == [("en", 3.0), ("fr", 2.0)]
+
+
+def test_replace_rows_refuses_rows_of_another_partition(tmp_path):
+    wh = Warehouse(tmp_path / "w.duckdb")
+    wh.replace_rows("metrics.isotropy", _rows("a", "en", 1.0), {"model": "a", "lang": "en"})
+    with pytest.raises(ValueError, match="rows outside the partition"):
+        wh.replace_rows("metrics.isotropy", _rows("a", "fr", 2.0), {"model": "a", "lang": "en"})
+    with pytest.raises(ValueError, match="without a partition filter"):
+        wh.replace_rows("metrics.isotropy", _rows("a", "en", 2.0), {})
+    with wh.connect(read_only=True) as con:
+        assert con.execute("SELECT value FROM metrics.isotropy").fetchall() == [(1.0,)]
+
+
+def test_failed_insert_rolls_back_the_delete(tmp_path):
+    wh = Warehouse(tmp_path / "w.duckdb")
+    wh.replace_rows("metrics.isotropy", _rows("a", "en", 1.0), {"model": "a", "lang": "en"})
+    bad = pa.table({"model": ["a"], "lang": ["en"], "value": ["not a number"]})
+    with pytest.raises(Exception):  # noqa: B017 - duckdb's conversion error class varies by version
+        wh.replace_rows("metrics.isotropy", bad, {"model": "a", "lang": "en"})
+    with wh.connect(read_only=True) as con:
+        assert con.execute("SELECT value FROM metrics.isotropy").fetchall() == [(1.0,)]
+
+
+def test_metric_rows_reject_columns_outside_the_contract():
+    with pytest.raises(ValueError, match="outside the contract"):
+        metric_rows([{"model": "a", "score": 1.0}])
+
+
+def test_read_only_without_a_warehouse_says_what_to_do(tmp_path):
+    with pytest.raises(FileNotFoundError, match="conescope materialize"), \
+            Warehouse(tmp_path / "none.duckdb").connect(read_only=True):
+        pass
+
+
+def test_corrupt_image_is_skipped_and_the_rest_of_the_batch_kept():
+    loaded = load_model("conescope-tiny", None, seed=0, zero_bias=False, device="cpu")
+    good = io.BytesIO()
+    Image.new("RGB", (32, 32), (10, 200, 30)).save(good, format="PNG")
+    images = [good.getvalue(), b"not an image at all", good.getvalue()]
+    rejected = []
+    batches = list(embed_images(loaded, images, batch_size=3, on_reject=lambda i, why: rejected.append((i, why))))
+    assert len(batches) == 1
+    rows, emb = batches[0]
+    assert rows.tolist() == [0, 2] and emb.shape == (2, 32)
+    assert rejected[0][0] == 1 and "could not be decoded" in rejected[0][1]
