@@ -60,8 +60,11 @@ def _sql(args: argparse.Namespace) -> int:
 def _dev(args: argparse.Namespace) -> int:
     from pipelines.instance import ensure_dagster_home
 
-    ensure_dagster_home(DataRoot.from_env())
-    cmd = ["dagster", "dev", "-w", str(REPO / "workspace.yaml"), "-p", str(args.port), "-h", args.host]
+    root = DataRoot.from_env()
+    ensure_dagster_home(root)
+    os.environ["CONESCOPE_HOME"] = str(root.root)  # the code server resolves it from the repository
+    local = Path(sys.executable).parent / "dagster"
+    cmd = [str(local) if local.exists() else "dagster", "dev", "-w", str(REPO / "workspace.yaml"), "-p", str(args.port), "-h", args.host]
     os.chdir(REPO)
     os.execvp(cmd[0], cmd)
 
