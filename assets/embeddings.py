@@ -26,7 +26,7 @@ from storage.warehouse import REJECT_COLUMNS, arrow_schema
 
 
 @lru_cache(maxsize=2)
-def _cached_model(spec: ModelSpec, device: str) -> LoadedModel:
+def cached_model(spec: ModelSpec, device: str) -> LoadedModel:
     # Runs executed in one process (the CLI, tests) reuse the model across steps and partitions.
     return load_model(spec.arch, spec.pretrained, spec.seed, spec.zero_bias, device)
 
@@ -46,7 +46,7 @@ def _image_asset(ds: str, profile: Profile, parts: ProfilePartitions) -> dg.Asse
         samples = read_manifest_table(conescope.root.dataset_dir(ds), "samples", ["sample_id", "image"])
         ids = samples.column("sample_id").to_pylist()
         images = samples.column("image").to_pylist()
-        loaded = _cached_model(spec, profile.embedding.device)
+        loaded = cached_model(spec, profile.embedding.device)
         rejects: list[dict] = []
 
         def reject(i: int, reason: str) -> None:
@@ -84,7 +84,7 @@ def _text_asset(ds: str, profile: Profile, parts: ProfilePartitions) -> dg.Asset
         if texts.num_rows == 0:
             raise ValueError(f"dataset {ds!r} has no texts in language {lang!r}; rematerialize datasets/{ds}")
         cols = {name: texts.column(name).to_pylist() for name, _ in TEXT_KEY_COLUMNS}
-        loaded = _cached_model(spec, profile.embedding.device)
+        loaded = cached_model(spec, profile.embedding.device)
         start = time.perf_counter()
         batches = (({name: [values[i] for i in rows] for name, values in cols.items()}, emb)
                    for rows, emb in embed_texts(loaded, cols["text"], profile.embedding.batch_size))

@@ -1,84 +1,158 @@
-"""metrics/<family>: metric rows in the warehouse, replaced per partition.
+"""metrics/<family>: metric rows in the warehouse tables of the storage contract, replaced per partition.
 
-- metrics/image_isotropy [model]: isotropy of image embeddings (``lang`` null).
-- metrics/isotropy [model x lang]: isotropy of text embeddings and of the joint image + text set.
-- metrics/modality_gap [model x lang]: the gap between image and text embeddings.
-All three write the tables of the storage contract (``metrics.isotropy``, ``metrics.modality_gap``).
+[model] (image only, ``lang`` null): image_isotropy, image_clusters, linear_probe.
+[model x lang]: isotropy (text, joint), modality_gap, clip_loss, zero_shot, retrieval, clusters (text),
+layers (text tower, per hidden layer).
+[model], after every language: multilingual (``lang`` holds the compared language).
 """
 
+from collections.abc import Callable
 
 import dagster as dg
 import numpy as np
 
 from assets import keys
-from conescope.metrics.gap import gap_norm
-from conescope.metrics.isotropy import isotropy_summary
+from assets.embeddings import cached_model
+from conescope import families
+from conescope.embedding import text_layer_states
 from conescope.profile import Profile
 from pipelines.partitions import ProfilePartitions, split_key
 from pipelines.resources import ConescopeHome
-from storage.parquet_store import read_embeddings
+from storage.embedding_sets import load_image_set, load_text_set
+from storage.parquet_store import read_provenance
 from storage.warehouse import metric_rows
 
-
-def _rows(dataset: str, model: str, lang: str | None, modality: str, n: int, values: dict[str, float]) -> list[dict]:
-    return [{"dataset": dataset, "model": model, "lang": lang, "modality": modality, "metric": metric,
-             "value": value, "n": n, "eval_set": "all"} for metric, value in values.items()]
-
-
-def _summary(rows: list[dict]) -> dict:
-    return {f"{r['dataset']}/{r['modality']}/{r['metric']}": round(r["value"], 4) for r in rows}
+MODEL_LAYER = [keys.IMAGE_ISOTROPY, keys.IMAGE_CLUSTERS, keys.LINEAR_PROBE]
+MODEL_LANG_LAYER = [keys.ISOTROPY, keys.MODALITY_GAP, keys.CLIP_LOSS, keys.ZERO_SHOT, keys.RETRIEVAL, keys.CLUSTERS,
+                    keys.LAYERS]
+SUMMARY_LAYER = [keys.MULTILINGUAL]
 
 
-def load_pair(home: ConescopeHome, ds: str, model: str, lang: str) -> tuple[np.ndarray, np.ndarray]:
-    _, image = read_embeddings(home.root.image_embeddings(ds, model))
-    _, text = read_embeddings(home.root.text_embeddings(ds, model, lang))
-    return image, text
+def _write(home: ConescopeHome, table: str, records: list[dict], where: dict, context) -> dg.MaterializeResult:
+    for rec in records:
+        rec.update({k: v for k, v in where.items() if k in ("model", "lang")})
+    replaced = home.warehouse.replace_rows(table, metric_rows(records, table), where)
+    headline = {f"{r['dataset']}/{r['modality']}/{r['metric']}" + (f"/{r['layer']}" if "layer" in r else "")
+                + (f"/{r['lang']}" if table == "metrics.multilingual" else ""): round(r["value"], 4)
+                for r in records}
+    context.log.info(f"{table}: {len(records)} rows written, {replaced} replaced")
+    return dg.MaterializeResult(metadata={"table": table, "rows": len(records), "replaced": replaced,
+                                          **dict(list(headline.items())[:60])})
 
 
 def metric_assets(profile: Profile, parts: ProfilePartitions) -> list[dg.AssetsDefinition]:
     datasets = list(profile.datasets)
-    image_deps = [dg.AssetDep(keys.image_embeddings(ds), partition_mapping=parts.image_mapping) for ds in datasets]
+    s = profile.metrics
+    image_deps = [keys.image_embeddings(ds) for ds in datasets]
+    mapped_image_deps = [dg.AssetDep(keys.image_embeddings(ds), partition_mapping=parts.image_mapping)
+                         for ds in datasets]
     text_deps = [keys.text_embeddings(ds) for ds in datasets]
+    all_lang_deps = [dg.AssetDep(keys.text_embeddings(ds), partition_mapping=parts.image_mapping) for ds in datasets]
 
-    @dg.asset(key=keys.IMAGE_ISOTROPY, deps=[keys.image_embeddings(ds) for ds in datasets],
-              partitions_def=parts.model, group_name="metrics", pool=keys.DUCKDB_POOL, kinds={"duckdb"},
-              description="I1, I2, mean cosine and mean-vector norm of image embeddings (metrics.isotropy)")
-    def image_isotropy(context: dg.AssetExecutionContext, conescope: ConescopeHome) -> dg.MaterializeResult:
-        model = context.partition_key
+    def model_asset(key: dg.AssetKey, table: str, description: str,
+                    compute: Callable[[ConescopeHome, str], list[dict]], where: dict, deps) -> dg.AssetsDefinition:
+        @dg.asset(key=key, deps=deps, partitions_def=parts.model, group_name="metrics", pool=keys.DUCKDB_POOL,
+                  kinds={"duckdb"}, description=description)
+        def _asset(context: dg.AssetExecutionContext, conescope: ConescopeHome) -> dg.MaterializeResult:
+            model = context.partition_key
+            return _write(conescope, table, compute(conescope, model), {"model": model, **where}, context)
+
+        return _asset
+
+    def model_lang_asset(key: dg.AssetKey, table: str, description: str,
+                         compute: Callable[[ConescopeHome, str, str], list[dict]]) -> dg.AssetsDefinition:
+        @dg.asset(key=key, deps=mapped_image_deps + text_deps, partitions_def=parts.model_lang,
+                  group_name="metrics", pool=keys.DUCKDB_POOL, kinds={"duckdb"}, description=description)
+        def _asset(context: dg.AssetExecutionContext, conescope: ConescopeHome) -> dg.MaterializeResult:
+            model, lang = split_key(context)
+            return _write(conescope, table, compute(conescope, model, lang), {"model": model, "lang": lang}, context)
+
+        return _asset
+
+    def pairs(home: ConescopeHome, model: str, lang: str):
+        for ds in datasets:
+            yield load_image_set(home.root, ds, model), load_text_set(home.root, ds, model, lang)
+
+    # --- [model] ---------------------------------------------------------------------------------
+    def image_isotropy(home, model):
+        return [r for ds in datasets
+                for r in families.isotropy_rows(ds, "image", load_image_set(home.root, ds, model).emb, s)]
+
+    def image_clusters(home, model):
         rows = []
         for ds in datasets:
-            _, image = read_embeddings(conescope.root.image_embeddings(ds, model))
-            rows += _rows(ds, model, None, "image", len(image), isotropy_summary(image))
-        replaced = conescope.warehouse.replace_rows("metrics.isotropy", metric_rows(rows),
-                                                    {"model": model, "modality": "image"})
-        return dg.MaterializeResult(metadata={"rows": len(rows), "replaced": replaced, **_summary(rows)})
+            img = load_image_set(home.root, ds, model)
+            rows += families.silhouette_rows(ds, "image", img.emb, img.labels, s)
+        return rows
 
-    @dg.asset(key=keys.ISOTROPY, deps=image_deps + text_deps, partitions_def=parts.model_lang,
-              group_name="metrics", pool=keys.DUCKDB_POOL, kinds={"duckdb"},
-              description="I1, I2, mean cosine and mean-vector norm of text and joint embeddings (metrics.isotropy)")
-    def isotropy(context: dg.AssetExecutionContext, conescope: ConescopeHome) -> dg.MaterializeResult:
-        model, lang = split_key(context)
+    def probe(home, model):
+        return [r for ds in datasets for r in families.linear_probe_rows(load_image_set(home.root, ds, model), s)]
+
+    # --- [model x lang] --------------------------------------------------------------------------
+    def isotropy(home, model, lang):
+        rows = []
+        for img, txt in pairs(home, model, lang):
+            rows += families.isotropy_rows(img.dataset, "text", txt.emb, s)
+            rows += families.isotropy_rows(img.dataset, "joint", np.vstack([img.emb, txt.emb]), s)
+        return rows
+
+    def modality_gap(home, model, lang):
+        return [r for img, txt in pairs(home, model, lang) for r in families.gap_rows(img, txt, s)]
+
+    def clip_loss(home, model, lang):
+        rows = []
+        for img, txt in pairs(home, model, lang):
+            prov = read_provenance(next(home.root.image_embeddings(img.dataset, model).glob("*.parquet")))
+            rows += families.clip_loss_rows(img, txt, float(prov["logit_scale"]), prov.get("logit_bias"), s)
+        return rows
+
+    def zero_shot(home, model, lang):
+        return [r for img, txt in pairs(home, model, lang) for r in families.zero_shot_rows(img, txt, s)]
+
+    def retrieval(home, model, lang):
+        return [r for img, txt in pairs(home, model, lang) for r in families.retrieval_rows(img, txt, s)]
+
+    def text_clusters(home, model, lang):
+        return [r for img, txt in pairs(home, model, lang)
+                for r in families.silhouette_rows(img.dataset, "text", txt.emb, families.caption_labels(img, txt), s)]
+
+    def layer_metrics(home, model, lang):
+        loaded = cached_model(profile.models[model], profile.embedding.device)
         rows = []
         for ds in datasets:
-            image, text = load_pair(conescope, ds, model, lang)
-            rows += _rows(ds, model, lang, "text", len(text), isotropy_summary(text))
-            joint = np.vstack([image, text])
-            rows += _rows(ds, model, lang, "joint", len(joint), isotropy_summary(joint))
-        replaced = conescope.warehouse.replace_rows("metrics.isotropy", metric_rows(rows),
-                                                    {"model": model, "lang": lang})
-        return dg.MaterializeResult(metadata={"rows": len(rows), "replaced": replaced, **_summary(rows)})
+            txt = load_text_set(home.root, ds, model, lang)
+            if len(txt.texts) >= 2:
+                rows += families.layer_rows(ds, text_layer_states(loaded, txt.texts, profile.embedding.batch_size))
+        return rows
 
-    @dg.asset(key=keys.MODALITY_GAP, deps=image_deps + text_deps, partitions_def=parts.model_lang,
-              group_name="metrics", pool=keys.DUCKDB_POOL, kinds={"duckdb"},
-              description="Norm of the modality gap vector (metrics.modality_gap)")
-    def modality_gap(context: dg.AssetExecutionContext, conescope: ConescopeHome) -> dg.MaterializeResult:
-        model, lang = split_key(context)
+    # --- [model], every language -----------------------------------------------------------------
+    def multilingual(home, model):
         rows = []
         for ds in datasets:
-            image, text = load_pair(conescope, ds, model, lang)
-            rows += _rows(ds, model, lang, "joint", len(image) + len(text), {"gap_norm": gap_norm(image, text)})
-        replaced = conescope.warehouse.replace_rows("metrics.modality_gap", metric_rows(rows),
-                                                    {"model": model, "lang": lang})
-        return dg.MaterializeResult(metadata={"rows": len(rows), "replaced": replaced, **_summary(rows)})
+            texts = {lang: load_text_set(home.root, ds, model, lang) for lang in profile.languages}
+            rows += families.multilingual_rows(texts, profile.reference_lang, s)
+        return rows
 
-    return [image_isotropy, isotropy, modality_gap]
+    return [
+        model_asset(keys.IMAGE_ISOTROPY, "metrics.isotropy", "Isotropy of image embeddings (metrics.isotropy)",
+                    image_isotropy, {"modality": "image"}, image_deps),
+        model_asset(keys.IMAGE_CLUSTERS, "metrics.clusters", "Silhouette of image embeddings against labels",
+                    image_clusters, {"modality": "image"}, image_deps),
+        model_asset(keys.LINEAR_PROBE, "metrics.linear_probe",
+                    "Linear-probe accuracy on image embeddings (train -> test split)", probe, {}, image_deps),
+        model_lang_asset(keys.ISOTROPY, "metrics.isotropy", "Isotropy of text and joint embeddings", isotropy),
+        model_lang_asset(keys.MODALITY_GAP, "metrics.modality_gap",
+                         "Gap norm, modality separability, positive vs random pair cosines", modality_gap),
+        model_lang_asset(keys.CLIP_LOSS, "metrics.clip_loss", "Symmetric CLIP loss of image-caption pairs",
+                         clip_loss),
+        model_lang_asset(keys.ZERO_SHOT, "metrics.zero_shot", "Zero-shot classification with class prompts",
+                         zero_shot),
+        model_lang_asset(keys.RETRIEVAL, "metrics.retrieval", "Image-text retrieval recall@k", retrieval),
+        model_lang_asset(keys.CLUSTERS, "metrics.clusters", "Silhouette of text embeddings against labels",
+                         text_clusters),
+        model_lang_asset(keys.LAYERS, "metrics.layers", "Self-similarity of every hidden layer of the text tower",
+                         layer_metrics),
+        model_asset(keys.MULTILINGUAL, "metrics.multilingual",
+                    "Distance ratios, cross-lingual recall and language separability (reads every language)",
+                    multilingual, {}, all_lang_deps),
+    ]

@@ -4,18 +4,19 @@
 import dagster as dg
 
 from assets import keys
-from assets.metrics import load_pair
+from assets.metrics import MODEL_LANG_LAYER, MODEL_LAYER
 from conescope.profile import Profile
 from conescope.provenance import code_version
 from conescope.report import DatasetSection, render_partition_report
 from pipelines.partitions import ProfilePartitions, split_key
 from pipelines.resources import ConescopeHome
+from storage.embedding_sets import load_image_set, load_text_set
 from storage.parquet_store import atomic_directory, read_provenance
 
 _ROWS_SQL = """
-SELECT family, dataset, modality, metric, value, n FROM metrics.all
-WHERE model = ? AND (lang = ? OR (lang IS NULL AND modality = 'image')) AND transform = 'none'
-ORDER BY dataset, family, modality, metric
+SELECT family, dataset, modality, metric, layer, value, ci_low, ci_high, n FROM metrics.all
+WHERE model = ? AND (lang = ? OR (lang IS NULL AND family <> 'multilingual')) AND transform = 'none'
+ORDER BY dataset, family, modality, metric, layer
 """
 
 
@@ -23,8 +24,7 @@ def report_assets(profile: Profile, parts: ProfilePartitions) -> list[dg.AssetsD
     datasets = list(profile.datasets)
 
     @dg.asset(key=keys.PARTITION_REPORT, partitions_def=parts.model_lang, group_name="reports",
-              deps=[keys.ISOTROPY, keys.MODALITY_GAP,
-                    dg.AssetDep(keys.IMAGE_ISOTROPY, partition_mapping=parts.image_mapping)],
+              deps=[*MODEL_LANG_LAYER, *(dg.AssetDep(k, partition_mapping=parts.image_mapping) for k in MODEL_LAYER)],
               pool=keys.DUCKDB_POOL, kinds={"html"},
               description="HTML report: 2-D SVD projection, singular-value spectrum and metric tables")
     def partition_report(context: dg.AssetExecutionContext, conescope: ConescopeHome) -> dg.MaterializeResult:
@@ -35,7 +35,8 @@ def report_assets(profile: Profile, parts: ProfilePartitions) -> list[dg.AssetsD
             rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
         sections = []
         for ds in datasets:
-            image, text = load_pair(conescope, ds, model, lang)
+            image = load_image_set(conescope.root, ds, model).emb
+            text = load_text_set(conescope.root, ds, model, lang).emb
             sections.append(DatasetSection(ds, image, text, [r for r in rows if r["dataset"] == ds]))
         emb_prov = read_provenance(next(conescope.root.image_embeddings(datasets[0], model).glob("*.parquet")))
         provenance = {"model": model, "lang": lang, "profile": profile.name, "code_version": code_version(),

@@ -53,3 +53,37 @@ def embed_texts(loaded: LoadedModel, texts: Sequence[str], batch_size: int) -> I
         with torch.inference_mode():
             out = loaded.model.encode_text(tokens, normalize=False)
         yield np.arange(start, stop), out.float().cpu().numpy()
+
+
+def text_layer_states(loaded: LoadedModel, texts: Sequence[str], batch_size: int) -> list[np.ndarray]:
+    """Pooled hidden states of every layer of the text tower (Wolfe & Caliskan 2022, section 3):
+    index 0 is the input to the first block (token + position embeddings), index l the output of
+    block l, each pooled at the token the tower itself pools (EOS for CLIP), before ``ln_final`` and
+    the projection. Returns one (n, width) float32 array per layer."""
+    import torch
+    from open_clip.transformer import text_global_pool
+
+    model = loaded.model
+    blocks = getattr(getattr(model, "transformer", None), "resblocks", None)
+    if blocks is None:
+        raise ValueError(f"{type(model).__name__}: layer-wise states need an open_clip text transformer "
+                         f"with resblocks (CLIP-style towers); this model's text tower is not one")
+    pool_type = getattr(model, "text_pool_type", "argmax")
+    eos_id = getattr(model, "text_eos_id", None)
+    captured: list[torch.Tensor] = []
+    hooks = [model.transformer.register_forward_pre_hook(lambda _m, args, _kw=None: captured.append(args[0]))]
+    hooks += [b.register_forward_hook(lambda _m, _in, out: captured.append(out)) for b in blocks]
+    layers: list[list[np.ndarray]] = [[] for _ in range(len(blocks) + 1)]
+    try:
+        for start in range(0, len(texts), batch_size):
+            tokens = loaded.tokenizer(list(texts[start:start + batch_size])).to(loaded.device)
+            captured.clear()
+            with torch.inference_mode():
+                model.encode_text(tokens)
+            for i, state in enumerate(captured):
+                pooled = text_global_pool(state, tokens, pool_type, eos_token_id=eos_id)
+                layers[i].append(pooled.float().cpu().numpy())
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return [np.concatenate(chunks) for chunks in layers]

@@ -67,6 +67,21 @@ class ScheduleSpec:
 
 
 @dataclass(frozen=True)
+class MetricSettings:
+    """How the metric families are computed (profile section ``metrics``)."""
+
+    seed: int = 0
+    bootstrap: int = 1000  # resamples for the confidence intervals of means over samples
+    clip_batch_size: int | None = 64  # consecutive batches (Tyshchuk et al.); None: the full matrix
+    logit_scale: float | None = None  # None: the model's own; the paper setting is 100
+    geometry: str = "cosine"  # logit geometry: cosine | dot | neg_sq_euclidean
+    folds: int = 5  # cross-validation folds of the separability probes
+    silhouette_exact_max: int = 5000  # above this many rows the silhouette is sampled, with a CI
+    probe_l2: float = 1e-4  # L2 penalty of the linear probe (mean loss + l2/2 ||W||^2)
+    reference_lang: str | None = None  # multilingual reference; None: en if profiled, else the first
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str
     source: str
@@ -77,6 +92,13 @@ class Profile:
     embedding: EmbeddingSpec = field(default_factory=EmbeddingSpec)
     report: ReportSpec = field(default_factory=ReportSpec)
     schedule: ScheduleSpec = field(default_factory=ScheduleSpec)
+    metrics: MetricSettings = field(default_factory=MetricSettings)
+
+    @property
+    def reference_lang(self) -> str:
+        if self.metrics.reference_lang:
+            return self.metrics.reference_lang
+        return "en" if "en" in self.languages else self.languages[0]
 
 
 class _Reader:
@@ -162,11 +184,42 @@ def _model(r: _Reader, name: str, raw: Any) -> ModelSpec:
                      seed=r.integer(m.get("seed", 0), f"{path}.seed", minimum=0), zero_bias=zero_bias)
 
 
+GEOMETRIES = ("cosine", "dot", "neg_sq_euclidean")
+
+
+def _metrics(r: _Reader, raw: Any, languages: tuple[str, ...]) -> MetricSettings:
+    d = MetricSettings()
+    m = r.mapping(raw, "metrics", set(d.__dataclass_fields__))
+
+    def number(key: str, value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            raise r.fail(f"metrics.{key}", f"expected a positive number, got {value!r}")
+        return float(value)
+
+    batch = m.get("clip_batch_size", d.clip_batch_size)
+    scale = m.get("logit_scale", "model")
+    ref = m.get("reference_lang", d.reference_lang)
+    if ref is not None and ref not in languages:
+        raise r.fail("metrics.reference_lang", f"{ref!r} is not one of the profile's languages")
+    return MetricSettings(
+        seed=r.integer(m.get("seed", d.seed), "metrics.seed", minimum=0),
+        bootstrap=r.integer(m.get("bootstrap", d.bootstrap), "metrics.bootstrap", minimum=10),
+        clip_batch_size=None if batch in (None, "full") else r.integer(batch, "metrics.clip_batch_size", 2),
+        logit_scale=None if scale in (None, "model") else number("logit_scale", scale),
+        geometry=r.string(m.get("geometry", d.geometry), "metrics.geometry", GEOMETRIES),
+        folds=r.integer(m.get("folds", d.folds), "metrics.folds", minimum=2),
+        silhouette_exact_max=r.integer(m.get("silhouette_exact_max", d.silhouette_exact_max),
+                                       "metrics.silhouette_exact_max", minimum=10),
+        probe_l2=number("probe_l2", m.get("probe_l2", d.probe_l2)),
+        reference_lang=ref,
+    )
+
+
 def parse_profile(raw: Any, source: str) -> Profile:
     """Validate a parsed YAML document and build a :class:`Profile`."""
     r = _Reader(source)
     top = r.mapping(raw, "", {"name", "seed", "languages", "datasets", "models", "embedding", "report",
-                              "schedule"}, {"name", "languages", "datasets", "models"})
+                              "schedule", "metrics"}, {"name", "languages", "datasets", "models"})
     name = r.string(top["name"], "name", pattern=_NAME)
     langs = top["languages"]
     if not isinstance(langs, list) or not langs:
@@ -192,6 +245,7 @@ def parse_profile(raw: Any, source: str) -> Profile:
     cron = r.string(sched.get("cron", "0 2 * * *"), "schedule.cron")
     if not _CRON.match(cron):
         raise r.fail("schedule.cron", f"{cron!r} is not a valid cron string")
+    metrics = _metrics(r, top.get("metrics", {}), languages)
     return Profile(
         name=name,
         source=source,
@@ -206,6 +260,7 @@ def parse_profile(raw: Any, source: str) -> Profile:
         report=ReportSpec(max_points=r.integer(report.get("max_points", 2000), "report.max_points", 2)),
         schedule=ScheduleSpec(cron=cron,
                               timezone=r.string(sched.get("timezone", "UTC"), "schedule.timezone")),
+        metrics=metrics,
     )
 
 

@@ -90,10 +90,16 @@ class DatasetSection:
 def _metric_table(rows: list[dict]) -> str:
     if not rows:
         return "<p>No metric rows for this partition yet.</p>"
-    head = "<tr><th>family</th><th>modality</th><th>metric</th><th>value</th><th>n</th></tr>"
+    def ci(r: dict) -> str:
+        return "" if r.get("ci_low") is None else f"[{r['ci_low']:.4f}, {r['ci_high']:.4f}]"
+
+    def name(r: dict) -> str:
+        return str(r["metric"]) + (f" (layer {r['layer']})" if r.get("layer") is not None else "")
+
+    head = "<tr><th>family</th><th>modality</th><th>metric</th><th>value</th><th>95% CI</th><th>n</th></tr>"
     body = "".join(
         f"<tr><td>{html.escape(str(r['family']))}</td><td>{html.escape(str(r['modality']))}</td>"
-        f"<td>{html.escape(str(r['metric']))}</td><td>{r['value']:.4f}</td><td>{r['n']}</td></tr>"
+        f"<td>{html.escape(name(r))}</td><td>{r['value']:.4f}</td><td>{ci(r)}</td><td>{r['n']}</td></tr>"
         for r in rows)
     return f"<table>{head}{body}</table>"
 

@@ -64,7 +64,8 @@ def _dev(args: argparse.Namespace) -> int:
     ensure_dagster_home(root)
     os.environ["CONESCOPE_HOME"] = str(root.root)  # the code server resolves it from the repository
     local = Path(sys.executable).parent / "dagster"
-    cmd = [str(local) if local.exists() else "dagster", "dev", "-w", str(REPO / "workspace.yaml"), "-p", str(args.port), "-h", args.host]
+    cmd = [str(local) if local.exists() else "dagster", "dev", "-w", str(REPO / "workspace.yaml"),
+           "-p", str(args.port), "-h", args.host]
     os.chdir(REPO)
     os.execvp(cmd[0], cmd)
 

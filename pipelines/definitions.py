@@ -8,11 +8,20 @@ import dagster as dg
 
 from assets.datasets import dataset_assets
 from assets.embeddings import embedding_assets
-from assets.metrics import metric_assets
+from assets.metrics import SUMMARY_LAYER, metric_assets
 from assets.reports import report_assets
 from conescope.profile import Profile, load_profile
 from pipelines.partitions import profile_partitions
-from pipelines.refresh import DATASETS_JOB, IMAGE_JOB, PARTITION_JOB, REFRESH_TAG, PlannedRun, first_layer, next_layer
+from pipelines.refresh import (
+    DATASETS_JOB,
+    IMAGE_JOB,
+    PARTITION_JOB,
+    REFRESH_TAG,
+    SUMMARY_JOB,
+    PlannedRun,
+    first_layer,
+    next_layer,
+)
 from pipelines.resources import ConescopeHome
 from storage.paths import DataRoot
 
@@ -40,25 +49,40 @@ def _refresh_instigators(profile: Profile, jobs: dict) -> tuple[dg.ScheduleDefin
             if REFRESH_TAG not in run.tags:
                 return
             finished = PlannedRun(upstream, run.tags.get("dagster/partition"), {REFRESH_TAG: run.tags[REFRESH_TAG]})
-            for planned in next_layer(profile, finished):
-                yield dg.RunRequest(run_key=f"{run.run_id}:{planned.partition_key}",
+            done_langs = None
+            if upstream == PARTITION_JOB:
+                done = context.instance.get_runs(dg.RunsFilter(
+                    job_name=PARTITION_JOB, statuses=[dg.DagsterRunStatus.SUCCESS],
+                    tags={REFRESH_TAG: run.tags[REFRESH_TAG],
+                          "dagster/partition/model": run.tags.get("dagster/partition/model", "")}))
+                done_langs = {r.tags.get("dagster/partition/lang") for r in done}
+            for planned in next_layer(profile, finished, done_langs=done_langs):
+                yield dg.RunRequest(run_key=f"{run.tags[REFRESH_TAG]}:{planned.job}:{planned.partition_key}",
                                     partition_key=planned.partition_key, tags=planned.tags)
 
         return _sensor
 
-    return nightly, [chain_sensor(DATASETS_JOB, IMAGE_JOB), chain_sensor(IMAGE_JOB, PARTITION_JOB)]
+    return nightly, [chain_sensor(DATASETS_JOB, IMAGE_JOB), chain_sensor(IMAGE_JOB, PARTITION_JOB),
+                     chain_sensor(PARTITION_JOB, SUMMARY_JOB)]
 
 
 def build_definitions(profile: Profile, home: str | None = None) -> dg.Definitions:
     parts = profile_partitions(profile)
     all_assets = [*dataset_assets(profile), *embedding_assets(profile, parts), *metric_assets(profile, parts),
                   *report_assets(profile, parts)]
-    by_partitions = {None: DATASETS_JOB, parts.model: IMAGE_JOB, parts.model_lang: PARTITION_JOB}
+    summary = set(SUMMARY_LAYER)
+    layers = {
+        DATASETS_JOB: (None, "the dataset manifests"),
+        IMAGE_JOB: (parts.model, "per model: image embeddings and image-only metrics"),
+        PARTITION_JOB: (parts.model_lang, "per model x lang: text embeddings, metrics, report"),
+        SUMMARY_JOB: (parts.model, "per model, after every language: multilingual metrics"),
+    }
     jobs = {}
-    for partitions_def, name in by_partitions.items():
-        selected = [a.key for a in all_assets if a.partitions_def == partitions_def]
+    for name, (partitions_def, description) in layers.items():
+        selected = [a.key for a in all_assets if a.partitions_def == partitions_def
+                    and (a.key in summary) == (name == SUMMARY_JOB)]
         jobs[name] = dg.define_asset_job(name, selection=selected, partitions_def=partitions_def,
-                                         description=f"every asset partitioned like {name.removesuffix('_job')}")
+                                         description=description)
     schedule, sensors = _refresh_instigators(profile, jobs)
     root = DataRoot.from_env() if home is None else DataRoot(Path(home).resolve())
     return dg.Definitions(

@@ -5,6 +5,7 @@ Multi-partition keys order their dimensions by name, so keys read ``lang|model``
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import dagster as dg
@@ -23,8 +24,11 @@ class ProfilePartitions:
 
     @property
     def image_mapping(self) -> dg.MultiToSingleDimensionPartitionMapping:
-        """model x lang -> model: a text partition reads the image embeddings of its model."""
-        return dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name=MODEL)
+        """model x lang <-> model: a text partition reads the image embeddings of its model, and a
+        per-model asset reads every language of its model."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", dg.BetaWarning)  # the mapping is beta; its behaviour is tested here
+            return dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name=MODEL)
 
 
 def profile_partitions(profile: Profile) -> ProfilePartitions:

@@ -1,9 +1,10 @@
 """The refresh chain: which runs recompute every partition of a profile, in dependency order.
 
 Layers: the datasets (one run), then each model's image layer (one run per model), then each
-model x lang partition. The nightly schedule starts the first layer; run-status sensors start the
-next layer when a run of the chain succeeds, so a layer never reads an upstream that is still being
-rewritten. ``conescope materialize`` walks the same chain in process.
+model x lang partition, then each model's summary (metrics that read every language). The nightly
+schedule starts the first layer; run-status sensors start the next layer when a run of the chain
+succeeds (the summary of a model once all its languages have), so a layer never reads an upstream
+that is still being rewritten. ``conescope materialize`` walks the same chain in process.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from conescope.profile import Profile
 DATASETS_JOB = "datasets_job"
 IMAGE_JOB = "image_job"
 PARTITION_JOB = "model_lang_job"
+SUMMARY_JOB = "model_summary_job"
 REFRESH_TAG = "conescope/refresh"
 
 
@@ -39,8 +41,10 @@ def first_layer(refresh_id: str) -> list[PlannedRun]:
 
 
 def next_layer(profile: Profile, finished: PlannedRun, models: list[str] | None = None,
-               langs: list[str] | None = None) -> list[PlannedRun]:
-    """The runs that a successful run of the chain unlocks (none after the last layer)."""
+               langs: list[str] | None = None, done_langs: set[str] | None = None) -> list[PlannedRun]:
+    """The runs that a successful run of the chain unlocks (none after the last layer). After a
+    model x lang run, ``done_langs`` are the languages of that model already done in this refresh;
+    the model's summary run is unlocked when they cover every language."""
     models = models or list(profile.models)
     langs = langs or list(profile.languages)
     _check(profile, models, langs)
@@ -52,7 +56,17 @@ def next_layer(profile: Profile, finished: PlannedRun, models: list[str] | None 
             return []
         return [PlannedRun(PARTITION_JOB, str(dg.MultiPartitionKey({"model": finished.partition_key, "lang": lang})),
                            tags) for lang in langs]
+    if finished.job == PARTITION_JOB:
+        keys = _split(finished.partition_key)
+        model = keys["model"]
+        if model in models and set(langs) <= (done_langs or set()) | {keys["lang"]}:
+            return [PlannedRun(SUMMARY_JOB, model, tags)]
     return []
+
+
+def _split(multi_key: str) -> dict[str, str]:
+    lang, model = multi_key.split("|")  # dimensions are ordered by name: lang|model
+    return {"lang": lang, "model": model}
 
 
 def full_plan(profile: Profile, refresh_id: str, models: list[str] | None = None,
@@ -61,7 +75,16 @@ def full_plan(profile: Profile, refresh_id: str, models: list[str] | None = None
     plan, frontier = [], first_layer(refresh_id)
     while frontier:
         plan += frontier
-        frontier = [nxt for run in frontier for nxt in next_layer(profile, run, models, langs)]
+        done: dict[str, set[str]] = {}
+        following = []
+        for run in frontier:
+            if run.job == PARTITION_JOB:
+                parts = _split(run.partition_key)
+                following += next_layer(profile, run, models, langs, done.setdefault(parts["model"], set()))
+                done[parts["model"]].add(parts["lang"])
+            else:
+                following += next_layer(profile, run, models, langs)
+        frontier = following
     return plan
 
 

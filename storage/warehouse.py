@@ -23,15 +23,18 @@ METRIC_COLUMNS: list[tuple[str, str]] = [
     ("dataset", "VARCHAR"), ("model", "VARCHAR"), ("lang", "VARCHAR"), ("modality", "VARCHAR"),
     ("transform", "VARCHAR"), ("fit_set", "VARCHAR"), ("eval_set", "VARCHAR"), ("metric", "VARCHAR"),
     ("value", "DOUBLE"), ("ci_low", "DOUBLE"), ("ci_high", "DOUBLE"), ("n", "BIGINT"),
-    ("computed_at", "TIMESTAMPTZ"), ("code_version", "VARCHAR"),
+    ("computed_at", "TIMESTAMPTZ"), ("code_version", "VARCHAR"), ("params", "VARCHAR"),
 ]
-METRIC_TABLES = ("isotropy", "modality_gap")
+# Family tables of the contract; ``layers`` adds the hidden layer index.
+METRIC_TABLES = ("isotropy", "modality_gap", "clip_loss", "zero_shot", "linear_probe", "retrieval", "clusters",
+                 "multilingual", "layers")
+EXTRA_COLUMNS = {"layers": [("layer", "INTEGER")]}
 REJECT_COLUMNS: list[tuple[str, str]] = [
     ("dataset", "VARCHAR"), ("model", "VARCHAR"), ("stage", "VARCHAR"), ("sample_id", "VARCHAR"),
     ("reason", "VARCHAR"), ("recorded_at", "TIMESTAMPTZ"), ("code_version", "VARCHAR"),
 ]
 _ARROW_TYPES = {"VARCHAR": pa.string(), "DOUBLE": pa.float64(), "BIGINT": pa.int64(),
-                "TIMESTAMPTZ": pa.timestamp("us", tz="UTC")}
+                "TIMESTAMPTZ": pa.timestamp("us", tz="UTC"), "INTEGER": pa.int32()}
 
 
 def arrow_schema(columns: list[tuple[str, str]]) -> pa.Schema:
@@ -77,7 +80,11 @@ class Warehouse:
         for schema in ("metrics", "embeddings", "datasets"):
             con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
         for table in METRIC_TABLES:
-            con.execute(_ddl(f"metrics.{table}", METRIC_COLUMNS))
+            columns = METRIC_COLUMNS + EXTRA_COLUMNS.get(table, [])
+            con.execute(_ddl(f"metrics.{table}", columns))
+            # Warehouses written by an older version gain the contract's newer columns (null there).
+            for name, typ in columns:
+                con.execute(f"ALTER TABLE metrics.{table} ADD COLUMN IF NOT EXISTS {name} {typ}")
         con.execute(_ddl("datasets.rejects", REJECT_COLUMNS))
         union = " UNION ALL BY NAME ".join(f"SELECT '{t}' AS family, * FROM metrics.{t}" for t in METRIC_TABLES)
         con.execute(f"CREATE OR REPLACE VIEW metrics.all AS {union}")
@@ -131,15 +138,16 @@ class Warehouse:
         return created
 
 
-def metric_rows(records: list[dict]) -> pa.Table:
+def metric_rows(records: list[dict], table: str | None = None) -> pa.Table:
     """Complete metric records with the contract's defaults and build an Arrow table of the contract
-    schema (unknown keys are an error: they would be silently dropped otherwise)."""
+    schema of ``table`` (unknown keys are an error: they would be silently dropped otherwise)."""
     from conescope.provenance import code_version
 
-    schema = arrow_schema(METRIC_COLUMNS)
+    family = (table or "").removeprefix("metrics.")
+    schema = arrow_schema(METRIC_COLUMNS + EXTRA_COLUMNS.get(family, []))
     now = datetime.now(UTC)
     defaults = {"transform": "none", "fit_set": None, "eval_set": None, "ci_low": None, "ci_high": None,
-                "computed_at": now, "code_version": code_version()}
+                "computed_at": now, "code_version": code_version(), "params": None}
     full = []
     for rec in records:
         unknown = set(rec) - set(schema.names)

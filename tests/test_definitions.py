@@ -6,7 +6,7 @@ import dagster as dg
 import pytest
 
 from pipelines.definitions import build_definitions
-from pipelines.refresh import DATASETS_JOB, IMAGE_JOB, PARTITION_JOB, REFRESH_TAG, full_plan
+from pipelines.refresh import DATASETS_JOB, IMAGE_JOB, PARTITION_JOB, REFRESH_TAG, SUMMARY_JOB, full_plan
 
 
 def test_module_level_definitions_load_with_the_demo_profile(monkeypatch):
@@ -23,6 +23,8 @@ def test_module_level_definitions_load_with_the_demo_profile(monkeypatch):
     assert "en|vit-b-32.random" in job.partitions_def.get_partition_keys()
     assert defs.resolve_job_def(IMAGE_JOB).partitions_def.get_partition_keys() == [
         "vit-b-32.random", "vit-b-32.random-nobias"]
+    summary = defs.resolve_job_def(SUMMARY_JOB)
+    assert {k.to_user_string() for k in summary.asset_layer.executable_asset_keys} == {"metrics/multilingual"}
 
 
 def test_every_asset_touching_duckdb_is_in_the_pool(tiny_profile, data_root):
@@ -81,12 +83,17 @@ def test_refresh_sensors_request_every_downstream_partition(tiny_profile, data_r
     assert sorted(r.partition_key for r in after_image) == ["en|tiny.random", "fr|tiny.random"]
     # A run outside a refresh (launched by hand) does not start the chain.
     assert _sensor_requests(defs, "refresh_after_image_job", IMAGE_JOB, "tiny.random", {}, instance) == []
+    # The model's summary (every language) waits for its last language.
+    first = _sensor_requests(defs, "refresh_after_model_lang_job", PARTITION_JOB, "en|tiny.random", tags, instance)
+    assert first == []
+    last = _sensor_requests(defs, "refresh_after_model_lang_job", PARTITION_JOB, "fr|tiny.random", tags, instance)
+    assert [(r.partition_key, r.tags[REFRESH_TAG]) for r in last] == [("tiny.random", "nightly-x")]
 
 
 def test_full_plan_covers_every_partition_in_dependency_order(tiny_profile):
     plan = full_plan(tiny_profile, "x")
     jobs = [p.job for p in plan]
-    assert jobs == [DATASETS_JOB] + [IMAGE_JOB] * 2 + [PARTITION_JOB] * 4
+    assert jobs == [DATASETS_JOB] + [IMAGE_JOB] * 2 + [PARTITION_JOB] * 4 + [SUMMARY_JOB] * 2
     assert {p.partition_key for p in plan if p.job == PARTITION_JOB} == {
         "en|tiny.random", "fr|tiny.random", "en|tiny.random-nobias", "fr|tiny.random-nobias"}
     with pytest.raises(ValueError, match="not in profile"):

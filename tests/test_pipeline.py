@@ -19,7 +19,7 @@ from storage.paths import DataRoot
 from tests.conftest import TINY_PROFILE
 
 METRIC_COLUMNS = ["dataset", "model", "lang", "modality", "transform", "fit_set", "eval_set", "metric", "value",
-                  "ci_low", "ci_high", "n", "computed_at", "code_version"]
+                  "ci_low", "ci_high", "n", "computed_at", "code_version", "params"]
 
 
 @pytest.fixture(scope="module")
@@ -76,21 +76,82 @@ def test_zero_bias_variant_differs_from_the_biased_model(materialized):
     assert not np.allclose(with_bias, no_bias)
 
 
+ISOTROPY = {"i1", "i2", "isoscore", "isoscore_null", "mean_cosine", "mean_vector_norm", "effective_rank"}
+GAP = {"gap_norm", "separability_logreg", "separability_svm", "pos_cosine_mean", "rand_cosine_mean",
+       "similarity_gap"}
+# (family, dataset, modality) -> metrics every model x lang partition must hold
+PER_PARTITION = {
+    ("isotropy", "shapes", "text"): ISOTROPY, ("isotropy", "shapes", "joint"): ISOTROPY,
+    ("isotropy", "digits", "text"): ISOTROPY, ("isotropy", "digits", "joint"): ISOTROPY,
+    ("modality_gap", "shapes", "joint"): GAP - {"pos_cosine_mean", "rand_cosine_mean", "similarity_gap"},
+    ("modality_gap", "shapes", "pair"): {"pos_cosine_mean", "rand_cosine_mean", "similarity_gap"},
+    ("modality_gap", "digits", "joint"): GAP - {"pos_cosine_mean", "rand_cosine_mean", "similarity_gap"},
+    ("modality_gap", "digits", "pair"): {"pos_cosine_mean", "rand_cosine_mean", "similarity_gap"},
+    ("clip_loss", "shapes", "pair"): {"loss", "loss_i2t", "loss_t2i"},
+    ("zero_shot", "digits", "pair"): {"top1", "top5", "mean_per_class_recall"},
+    ("retrieval", "shapes", "pair"): {"i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10"},
+    ("clusters", "shapes", "text"): {"silhouette"},
+    ("layers", "shapes", "text"): {"self_similarity"},
+    ("layers", "digits", "text"): {"self_similarity"},
+}
+PER_MODEL = {
+    ("isotropy", "shapes", "image"): ISOTROPY, ("isotropy", "digits", "image"): ISOTROPY,
+    ("clusters", "shapes", "image"): {"silhouette"}, ("clusters", "digits", "image"): {"silhouette"},
+    ("linear_probe", "shapes", "image"): {"accuracy"}, ("linear_probe", "digits", "image"): {"accuracy"},
+}
+
+
+def _grouped(rows) -> dict:
+    out: dict = {}
+    for family, dataset, modality, metric in rows:
+        out.setdefault((family, dataset, modality), set()).add(metric)
+    return out
+
+
 def test_warehouse_rows_for_every_partition(materialized):
     profile, root, _, _ = materialized
-    cols = [r[0] for r in _query(root, "SELECT column_name FROM information_schema.columns WHERE "
-                                       "table_schema='metrics' AND table_name='isotropy' ORDER BY ordinal_position")]
-    assert cols == METRIC_COLUMNS
-    per_partition = dict(((m, lang), c) for m, lang, c in _query(
-        root, "SELECT model, lang, count(*) FROM metrics.isotropy WHERE lang IS NOT NULL GROUP BY ALL"))
-    # 2 datasets x (text, joint) x 4 metrics
-    assert per_partition == {(m, lang): 16 for m in profile.models for lang in profile.languages}
-    image_rows = _query(root, "SELECT model, count(*) FROM metrics.isotropy WHERE modality='image' GROUP BY ALL")
-    assert dict(image_rows) == {m: 8 for m in profile.models}
-    gaps = _query(root, "SELECT model, lang, dataset, value FROM metrics.modality_gap WHERE metric='gap_norm'")
-    assert len(gaps) == len(profile.models) * len(profile.languages) * 2
-    assert all(0 < v <= 2 for *_, v in gaps)
-    assert _query(root, "SELECT count(*) FROM metrics.all")[0][0] == 2 * 16 * 2 + 16 + len(gaps)
+    for table in ("isotropy", "modality_gap", "clip_loss", "zero_shot", "linear_probe", "retrieval", "clusters",
+                  "multilingual", "layers"):
+        cols = [r[0] for r in _query(root, "SELECT column_name FROM information_schema.columns WHERE "
+                                           "table_schema='metrics' AND table_name=? ORDER BY ordinal_position",
+                                     [table])]
+        assert cols == METRIC_COLUMNS + (["layer"] if table == "layers" else []), table
+    for model in profile.models:
+        for lang in profile.languages:
+            got = _grouped(_query(root, "SELECT family, dataset, modality, metric FROM metrics.all "
+                                        "WHERE model=? AND lang=? AND family <> 'multilingual'", [model, lang]))
+            assert got == PER_PARTITION, (model, lang)
+        got = _grouped(_query(root, "SELECT family, dataset, modality, metric FROM metrics.all "
+                                    "WHERE model=? AND lang IS NULL AND family <> 'multilingual'", [model]))
+        assert got == PER_MODEL, model
+    # No duplicate rows anywhere.
+    assert _query(root, "SELECT count(*) FROM (SELECT family, dataset, model, lang, modality, metric, layer, "
+                        "count(*) c FROM metrics.all GROUP BY ALL HAVING c > 1)")[0][0] == 0
+    gaps = _query(root, "SELECT value FROM metrics.modality_gap WHERE metric='gap_norm'")
+    assert all(0 < v <= 2 for (v,) in gaps)
+    layers = _query(root, "SELECT DISTINCT layer FROM metrics.layers ORDER BY layer")
+    assert layers == [(0,), (1,), (2,)]
+
+
+def test_multilingual_rows_compare_each_language_to_the_reference(materialized):
+    profile, root, _, _ = materialized
+    rows = _query(root, "SELECT model, lang, dataset, metric FROM metrics.multilingual")
+    for model in profile.models:
+        mine = {(lang, ds, metric) for m, lang, ds, metric in rows if m == model}
+        assert {m for lang, ds, m in mine if lang == "fr" and ds == "shapes"} == {
+            "distance_ratio_sq", "distance_ratio", "distance_ratio_cos", "xling_r1", "xling_r5"}
+        assert (None, "shapes", "lang_separability") in mine and (None, "digits", "lang_separability") in mine
+        assert not any(lang == "en" for lang, _, _ in mine), "the reference is not compared with itself"
+
+
+def test_confidence_intervals_bracket_means(materialized):
+    _, root, _, _ = materialized
+    rows = _query(root, "SELECT family, metric, value, ci_low, ci_high FROM metrics.all WHERE ci_low IS NOT NULL")
+    assert {r[1] for r in rows} >= {"mean_cosine", "loss", "top1", "i2t_r1", "accuracy", "xling_r1"}
+    for family, metric, value, lo, hi in rows:
+        assert lo - 1e-9 <= value <= hi + 1e-9, (family, metric, value, lo, hi)
+    params = _query(root, "SELECT params FROM metrics.clip_loss LIMIT 1")[0][0]
+    assert '"batch_size": 64' in params and '"logit_scale"' in params
 
 
 def test_stored_values_match_a_recomputation(materialized):
@@ -98,7 +159,8 @@ def test_stored_values_match_a_recomputation(materialized):
     _, text = read_embeddings(root.text_embeddings("shapes", "tiny.random", "fr"))
     stored = dict(_query(root, "SELECT metric, value FROM metrics.isotropy WHERE model='tiny.random' AND lang='fr' "
                                "AND dataset='shapes' AND modality='text'"))
-    assert stored == pytest.approx(isotropy_summary(text))
+    expected = isotropy_summary(text)
+    assert {k: stored[k] for k in expected} == pytest.approx(expected)
 
 
 def test_views_reach_the_parquet_files(materialized):
@@ -114,25 +176,27 @@ def test_reports_are_written_and_linked(materialized):
     for model in profile.models:
         for lang in profile.languages:
             page = (root.report_dir(model, lang) / "index.html").read_text()
-            assert page.count("<svg") >= 4 and "i1" in page and "gap_norm" in page
+            assert page.count("<svg") >= 4 and "i1" in page and "gap_norm" in page and "silhouette" in page
     event = instance.get_latest_materialization_event(dg.AssetKey(["reports", "partition_report"]))
     assert event.asset_materialization.metadata["report"].value.startswith("file://")
 
 
 def test_rematerializing_a_partition_replaces_only_its_rows(materialized):
     profile, root, defs, instance = materialized
-    snapshot = _query(root, "SELECT model, lang, dataset, modality, metric, value, computed_at FROM metrics.all "
-                            "ORDER BY ALL")
+    sql = ("SELECT family, model, lang, dataset, modality, metric, layer, value, computed_at FROM metrics.all "
+           "ORDER BY ALL")
+    snapshot = _query(root, sql)
     key = str(dg.MultiPartitionKey({"model": "tiny.random", "lang": "fr"}))
     assert execute_plan(defs, [PlannedRun(PARTITION_JOB, key)], instance, log=lambda _: None)
-    after = _query(root, "SELECT model, lang, dataset, modality, metric, value, computed_at FROM metrics.all "
-                         "ORDER BY ALL")
+    after = _query(root, sql)
     assert len(after) == len(snapshot), "re-materialization must not duplicate rows"
-    before_other = [r for r in snapshot if (r[0], r[1]) != ("tiny.random", "fr")]
-    after_other = [r for r in after if (r[0], r[1]) != ("tiny.random", "fr")]
-    assert before_other == after_other, "other partitions' rows must be untouched (even computed_at)"
-    before_mine = [r[:6] for r in snapshot if (r[0], r[1]) == ("tiny.random", "fr")]
-    after_mine = [r[:6] for r in after if (r[0], r[1]) == ("tiny.random", "fr")]
-    assert [r[:5] for r in after_mine] == [r[:5] for r in before_mine]
-    assert np.allclose([r[5] for r in after_mine], [r[5] for r in before_mine], rtol=1e-6)
-    assert max(r[6] for r in after if (r[0], r[1]) == ("tiny.random", "fr")) > max(r[6] for r in snapshot)
+
+    def mine(row) -> bool:  # rows of the re-materialized partition (multilingual rows belong to the model)
+        return row[1:3] == ("tiny.random", "fr") and row[0] != "multilingual"
+
+    assert [r for r in snapshot if not mine(r)] == [r for r in after if not mine(r)], \
+        "other partitions' rows must be untouched (even computed_at)"
+    before_mine, after_mine = [r for r in snapshot if mine(r)], [r for r in after if mine(r)]
+    assert [r[:7] for r in after_mine] == [r[:7] for r in before_mine]
+    assert np.allclose([r[7] for r in after_mine], [r[7] for r in before_mine], rtol=1e-6)
+    assert min(r[8] for r in after_mine) > max(r[8] for r in before_mine)

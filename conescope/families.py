@@ -1,0 +1,214 @@
+"""Metric families: the rows each warehouse table receives for one partition.
+
+Each function takes embedding sets and the profile's metric settings and returns metric records
+(``dataset``, ``modality``, ``metric``, ``value``, ``ci_low``, ``ci_high``, ``n``, ``eval_set``,
+``params``); the asset adds ``model``, ``lang`` and provenance. The formulas live in
+``conescope.metrics``; this module only decides what is computed on which rows.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+import numpy as np
+
+from conescope.metrics import (
+    bootstrap,
+    clip_loss,
+    clusters,
+    gap,
+    isotropy,
+    layers,
+    linear_probe,
+    multilingual,
+    retrieval,
+    zero_shot,
+)
+from conescope.profile import MetricSettings
+from conescope.sets import ImageSet, TextSet, caption_pairs, class_prompts, first_caption_pairs
+
+
+def _params(**kw) -> str:
+    return json.dumps(kw, sort_keys=True, default=str)
+
+
+def _rec(dataset: str, modality: str, metric: str, value: float, n: int, ci=(None, None), eval_set: str = "all",
+         params: str | None = None, **extra) -> dict:
+    return {"dataset": dataset, "modality": modality, "metric": metric, "value": float(value),
+            "ci_low": None if ci[0] is None else float(ci[0]), "ci_high": None if ci[1] is None else float(ci[1]),
+            "n": int(n), "eval_set": eval_set, "params": params, **extra}
+
+
+def _mean_rec(dataset: str, modality: str, metric: str, values: np.ndarray, s: MetricSettings, **kw) -> dict:
+    mean, lo, hi = bootstrap.mean_ci(np.asarray(values, dtype=np.float64), seed=s.seed, n_boot=s.bootstrap)
+    return _rec(dataset, modality, metric, mean, len(values), (lo, hi), **kw)
+
+
+# --- isotropy ------------------------------------------------------------------------------------
+
+def isotropy_rows(dataset: str, modality: str, x: np.ndarray, s: MetricSettings) -> list[dict]:
+    """i1, i2, isoscore, isoscore_null, mean_cosine (with CI), mean_vector_norm, effective_rank."""
+    summary = isotropy.isotropy_summary(x)
+    rows = [_rec(dataset, modality, m, v, len(x)) for m, v in summary.items() if m != "mean_cosine"]
+    rows.append(_mean_rec(dataset, modality, "mean_cosine", isotropy.mean_cosine_per_sample(x), s))
+    rows.append(_rec(dataset, modality, "isoscore_null", isotropy.isoscore_null(len(x), x.shape[1], seed=s.seed),
+                     len(x), params=_params(null="isotropic gaussian", n=len(x), d=x.shape[1])))
+    return rows
+
+
+# --- modality gap --------------------------------------------------------------------------------
+
+def _positive_pairs(image: ImageSet, text: TextSet) -> tuple[np.ndarray, np.ndarray, str]:
+    """(image rows, text rows, kind): captions with their image, else images with their class prompt."""
+    text_rows, image_rows = caption_pairs(image, text)
+    if len(text_rows):
+        return image_rows, text_rows, "caption"
+    classes, _ = class_prompts(text)
+    prompt_rows = text.prompt_rows
+    first_prompt = {int(text.labels[r]): r for r in prompt_rows[::-1]}
+    keep = np.flatnonzero([int(lab) in first_prompt for lab in image.labels])
+    return keep, np.asarray([first_prompt[int(image.labels[i])] for i in keep], dtype=np.int64), "class prompt"
+
+
+def gap_rows(image: ImageSet, text: TextSet, s: MetricSettings) -> list[dict]:
+    ds, n = image.dataset, len(image.emb) + len(text.emb)
+    rows = [_rec(ds, "joint", "gap_norm", gap.gap_norm(image.emb, text.emb), n)]
+    for method in ("logreg", "svm"):
+        acc = gap.modality_separability(image.emb, text.emb, method=method, folds=s.folds, seed=s.seed)
+        rows.append(_rec(ds, "joint", f"separability_{method}", acc, n, params=_params(folds=s.folds)))
+    img_rows, txt_rows, kind = _positive_pairs(image, text)
+    if len(img_rows) == 0:
+        return rows
+    pos = gap.pair_cosines(image.emb[img_rows], text.emb[txt_rows], np.arange(len(img_rows)))
+    index = np.full(len(text.emb), -1, dtype=np.int64)
+    index[txt_rows] = img_rows
+    rand = gap.random_pair_cosines(image.emb, text.emb, n=max(len(pos), 1000), seed=s.seed,
+                                   image_index=index if kind == "caption" else None)
+    params = _params(positive=kind)
+    rows += [_mean_rec(ds, "pair", "pos_cosine_mean", pos, s, params=params),
+             _mean_rec(ds, "pair", "rand_cosine_mean", rand, s, params=params),
+             _rec(ds, "pair", "similarity_gap", gap.similarity_gap(pos, rand), len(pos), params=params)]
+    return rows
+
+
+# --- quality -------------------------------------------------------------------------------------
+
+def clip_loss_rows(image: ImageSet, text: TextSet, model_scale: float, model_bias: float | None,
+                   s: MetricSettings) -> list[dict]:
+    img_rows, txt_rows = first_caption_pairs(image, text)
+    if len(img_rows) < 2:
+        return []
+    scale = s.logit_scale if s.logit_scale is not None else model_scale
+    i2t, t2i = clip_loss.clip_loss_per_sample(image.emb[img_rows], text.emb[txt_rows], logit_scale=scale,
+                                              logit_bias=model_bias, batch_size=s.clip_batch_size,
+                                              geometry=s.geometry)
+    params = _params(batch_size=s.clip_batch_size or "full", logit_scale=scale, logit_bias=model_bias,
+                     geometry=s.geometry, pairs="first caption per image")
+    ds = image.dataset
+    return [_mean_rec(ds, "pair", "loss", (i2t + t2i) / 2, s, params=params),
+            _mean_rec(ds, "pair", "loss_i2t", i2t, s, params=params),
+            _mean_rec(ds, "pair", "loss_t2i", t2i, s, params=params)]
+
+
+def zero_shot_rows(image: ImageSet, text: TextSet, s: MetricSettings, eval_split: str | None = None) -> list[dict]:
+    classes, class_emb = class_prompts(text)
+    keep = image.labels >= 0 if eval_split is None else (image.labels >= 0) & (image.splits == eval_split)
+    if len(classes) < 2 or not keep.any():
+        return []
+    x, y = image.emb[keep], image.labels[keep]
+    templates = sorted({text.texts[r] for r in text.prompt_rows})
+    params = _params(geometry=s.geometry, prompts=templates)
+    ds, rows = image.dataset, []
+    for k in (1, 5):
+        if k > len(classes):
+            continue
+        hits = zero_shot.zero_shot_hits(x, y, class_emb, k=k, class_ids=classes, geometry=s.geometry)
+        rows.append(_mean_rec(ds, "pair", f"top{k}", hits, s, eval_set=eval_split or "all", params=params))
+    scores = zero_shot.zero_shot(x, y, class_emb, class_ids=classes, ks=(1,), geometry=s.geometry)
+    rows.append(_rec(ds, "pair", "mean_per_class_recall", scores["mean_per_class_recall"], len(y),
+                     eval_set=eval_split or "all", params=params))
+    return rows
+
+
+def retrieval_rows(image: ImageSet, text: TextSet, s: MetricSettings) -> list[dict]:
+    text_rows, image_rows = caption_pairs(image, text)
+    if len(text_rows) < 2:
+        return []
+    used, remap = np.unique(image_rows, return_inverse=True)
+    hits = retrieval.retrieval_hits(image.emb[used], text.emb[text_rows], remap)
+    params = _params(captions_per_image=round(len(text_rows) / len(used), 3), similarity="cosine")
+    return [_mean_rec(image.dataset, "pair", name, h, s, params=params) for name, h in sorted(hits.items())]
+
+
+def linear_probe_rows(image: ImageSet, s: MetricSettings) -> list[dict]:
+    train = (image.splits == "train") & (image.labels >= 0)
+    test = (image.splits == "test") & (image.labels >= 0)
+    if train.sum() < 2 or test.sum() < 1 or len(np.unique(image.labels[train])) < 2:
+        return []
+    hits = linear_probe.linear_probe_hits(image.emb[train], image.labels[train], image.emb[test],
+                                          image.labels[test], l2=s.probe_l2, seed=s.seed)
+    return [_mean_rec(image.dataset, "image", "accuracy", hits, s, eval_set="test",
+                      params=_params(l2=s.probe_l2, solver="torch lbfgs", fit_set="train"), fit_set="train")]
+
+
+def silhouette_rows(dataset: str, modality: str, x: np.ndarray, labels: np.ndarray, s: MetricSettings) -> list[dict]:
+    keep = labels >= 0
+    if len(np.unique(labels[keep])) < 2 or keep.sum() <= len(np.unique(labels[keep])):
+        return []
+    value, lo, hi = clusters.silhouette(x[keep], labels[keep], seed=s.seed, exact_max=s.silhouette_exact_max)
+    return [_rec(dataset, modality, "silhouette", value, int(keep.sum()), (lo, hi),
+                 params=_params(metric="cosine", exact=lo is None))]
+
+
+def caption_labels(image: ImageSet, text: TextSet) -> np.ndarray:
+    """The label of each text: its image's label for captions, its class for prompts."""
+    labels = text.labels.copy()
+    text_rows, image_rows = caption_pairs(image, text)
+    labels[text_rows] = image.labels[image_rows]
+    return labels
+
+
+# --- multilingual --------------------------------------------------------------------------------
+
+def multilingual_rows(texts: dict[str, TextSet], reference: str, s: MetricSettings) -> list[dict]:
+    """Distance ratios and cross-lingual recall of each language against ``reference`` on parallel
+    captions (rows aligned by the image they describe); language separability over all languages.
+    Rows carry the compared language in ``lang``."""
+    ref = texts[reference]
+    dataset = ref.dataset
+    rows: list[dict] = []
+    ref_pos = {sid: i for i, sid in enumerate(ref.sample_ids) if sid is not None}
+    for lang, other in texts.items():
+        if lang == reference:
+            continue
+        pairs = [(j, ref_pos[sid]) for j, sid in enumerate(other.sample_ids) if sid in ref_pos]
+        if len(pairs) < 2:
+            continue
+        a = other.emb[[p[0] for p in pairs]]
+        b = ref.emb[[p[1] for p in pairs]]
+        params = _params(reference=reference, pairs=len(pairs))
+        for form, name in (("sq", "distance_ratio_sq"), ("plain", "distance_ratio"), ("cos", "distance_ratio_cos")):
+            rows.append(_rec(dataset, "text", name, multilingual.distance_ratio(a, b, form), len(pairs),
+                             params=params, lang=lang))
+        for k in (1, 5):
+            if k <= len(pairs):
+                hits = multilingual.cross_lingual_hits(a, b, k)
+                rows.append(_mean_rec(dataset, "text", f"xling_r{k}", hits, s, params=params, lang=lang))
+    if len(texts) >= 2:
+        acc = multilingual.language_separability({lang: t.emb for lang, t in texts.items()}, seed=s.seed,
+                                                 folds=s.folds)
+        rows.append(_rec(dataset, "text", "lang_separability", acc, sum(len(t.emb) for t in texts.values()),
+                         params=_params(languages=sorted(texts), folds=s.folds), lang=None))
+    return rows
+
+
+# --- layers --------------------------------------------------------------------------------------
+
+def layer_rows(dataset: str, states: list[np.ndarray]) -> list[dict]:
+    return [_rec(dataset, "text", "self_similarity", value, len(states[0]), layer=i)
+            for i, value in enumerate(layers.layer_self_similarity(states))]
+
+
+def settings_params(s: MetricSettings) -> dict:
+    return asdict(s)

@@ -1,0 +1,64 @@
+"""Embedding sets as the metric code sees them: one dataset, one model (and one language for text)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    dataset: str
+    sample_ids: np.ndarray
+    labels: np.ndarray  # -1 where unlabelled
+    splits: np.ndarray  # "train" | "test"
+    emb: np.ndarray
+
+
+@dataclass(frozen=True)
+class TextSet:
+    dataset: str
+    lang: str
+    text_ids: np.ndarray
+    sample_ids: np.ndarray  # the image a caption describes; None for class prompts
+    labels: np.ndarray  # the class a prompt names; -1 for captions
+    texts: list[str]
+    emb: np.ndarray
+
+    @property
+    def caption_rows(self) -> np.ndarray:
+        return np.flatnonzero([s is not None for s in self.sample_ids])
+
+    @property
+    def prompt_rows(self) -> np.ndarray:
+        return np.flatnonzero([s is None and lab >= 0 for s, lab in zip(self.sample_ids, self.labels, strict=True)])
+
+
+def caption_pairs(image: ImageSet, text: TextSet) -> tuple[np.ndarray, np.ndarray]:
+    """(text rows, image row of each) for the captions whose image has an embedding."""
+    position = {sid: i for i, sid in enumerate(image.sample_ids)}
+    rows = [j for j in text.caption_rows if text.sample_ids[j] in position]
+    return np.asarray(rows, dtype=np.int64), np.asarray([position[text.sample_ids[j]] for j in rows], dtype=np.int64)
+
+
+def first_caption_pairs(image: ImageSet, text: TextSet) -> tuple[np.ndarray, np.ndarray]:
+    """One (image row, text row) pair per image: its first caption (Tyshchuk et al. use the first
+    COCO caption), so that the pairs form a one-to-one batch for the CLIP loss."""
+    text_rows, image_rows = caption_pairs(image, text)
+    _, first = np.unique(image_rows, return_index=True)
+    return image_rows[first], text_rows[first]
+
+
+def class_prompts(text: TextSet) -> tuple[np.ndarray, np.ndarray]:
+    """(class ids, prompt embedding per class) from the class prompts of a text set; several prompts
+    of one class are averaged after normalization (prompt ensembling, Radford et al. 2021)."""
+    rows = text.prompt_rows
+    if len(rows) == 0:
+        return np.empty(0, dtype=np.int64), np.empty((0, text.emb.shape[1]))
+    labels = text.labels[rows]
+    emb = text.emb[rows].astype(np.float64)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    classes = np.unique(labels)
+    means = np.vstack([emb[labels == c].mean(axis=0) for c in classes])
+    return classes, means

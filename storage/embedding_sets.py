@@ -1,0 +1,29 @@
+"""Embedding sets joined with their manifest: what the metric assets read."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow.compute as pc
+
+from conescope.sets import ImageSet, TextSet
+from storage.parquet_store import read_embeddings, read_manifest_table
+from storage.paths import DataRoot
+
+
+def load_image_set(root: DataRoot, dataset: str, model: str) -> ImageSet:
+    keys, emb = read_embeddings(root.image_embeddings(dataset, model))
+    samples = read_manifest_table(root.dataset_dir(dataset), "samples", ["sample_id", "label", "split"])
+    ids = keys.column("sample_id")
+    # Embedding rows may be fewer than samples (rejected images): align the manifest to them.
+    idx = pc.index_in(ids, value_set=samples.column("sample_id")).to_numpy(zero_copy_only=False)
+    labels = samples.column("label").fill_null(-1).to_numpy(zero_copy_only=False)[idx]
+    splits = np.asarray(samples.column("split").to_pylist(), dtype=object)[idx]
+    return ImageSet(dataset, np.asarray(ids.to_pylist(), dtype=object), labels.astype(np.int64), splits, emb)
+
+
+def load_text_set(root: DataRoot, dataset: str, model: str, lang: str) -> TextSet:
+    keys, emb = read_embeddings(root.text_embeddings(dataset, model, lang))
+    return TextSet(dataset, lang, np.asarray(keys.column("text_id").to_pylist(), dtype=object),
+                   np.asarray(keys.column("sample_id").to_pylist(), dtype=object),
+                   keys.column("label").fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64),
+                   keys.column("text").to_pylist(), emb)
