@@ -49,11 +49,12 @@ def _mean_rec(dataset: str, modality: str, metric: str, values: np.ndarray, s: M
 
 def isotropy_rows(dataset: str, modality: str, x: np.ndarray, s: MetricSettings) -> list[dict]:
     """i1, i2, isoscore, isoscore_null, mean_cosine (with CI), mean_vector_norm, effective_rank."""
-    summary = isotropy.isotropy_summary(x)
+    summary, per_sample_cosine = isotropy.isotropy_profile(x)
     rows = [_rec(dataset, modality, m, v, len(x)) for m, v in summary.items() if m != "mean_cosine"]
-    rows.append(_mean_rec(dataset, modality, "mean_cosine", isotropy.mean_cosine_per_sample(x), s))
-    rows.append(_rec(dataset, modality, "isoscore_null", isotropy.isoscore_null(len(x), x.shape[1], seed=s.seed),
-                     len(x), params=_params(null="isotropic gaussian", n=len(x), d=x.shape[1])))
+    rows.append(_mean_rec(dataset, modality, "mean_cosine", per_sample_cosine, s))
+    rows.append(_rec(dataset, modality, "isoscore_null", isotropy.isoscore_null(len(x), x.shape[1]), len(x),
+                     params=_params(null="isotropic gaussian, L2-normalized, expected moments", n=len(x),
+                                    d=x.shape[1])))
     return rows
 
 
@@ -132,13 +133,22 @@ def zero_shot_rows(image: ImageSet, text: TextSet, s: MetricSettings, eval_split
 
 
 def retrieval_rows(image: ImageSet, text: TextSet, s: MetricSettings) -> list[dict]:
+    """Recall@k both ways over the images of ``s.retrieval_eval_set`` (the test split, or all rows when
+    the dataset has no test rows) and their captions: gallery and queries come from the same rows."""
     text_rows, image_rows = caption_pairs(image, text)
+    eval_set = "all"
+    if s.retrieval_eval_set == "test":
+        in_test = image.splits[image_rows] == "test"
+        if np.unique(image_rows[in_test]).size >= 2:
+            text_rows, image_rows, eval_set = text_rows[in_test], image_rows[in_test], "test"
     if len(text_rows) < 2:
         return []
     used, remap = np.unique(image_rows, return_inverse=True)
     hits = retrieval.retrieval_hits(image.emb[used], text.emb[text_rows], remap)
-    params = _params(captions_per_image=round(len(text_rows) / len(used), 3), similarity="cosine")
-    return [_mean_rec(image.dataset, "pair", name, h, s, params=params) for name, h in sorted(hits.items())]
+    params = _params(captions_per_image=round(len(text_rows) / len(used), 3), similarity="cosine",
+                     gallery_images=len(used), gallery_texts=len(text_rows))
+    return [_mean_rec(image.dataset, "pair", name, h, s, eval_set=eval_set, params=params)
+            for name, h in sorted(hits.items())]
 
 
 def linear_probe_rows(image: ImageSet, s: MetricSettings) -> list[dict]:

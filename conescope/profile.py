@@ -78,6 +78,9 @@ class MetricSettings:
     folds: int = 5  # cross-validation folds of the separability probes
     silhouette_exact_max: int = 5000  # above this many rows the silhouette is sampled, with a CI
     probe_l2: float = 1e-4  # L2 penalty of the linear probe (mean loss + l2/2 ||W||^2)
+    # retrieval gallery: the held-out test split (the Karpathy 5k-test protocol of CLIP's COCO numbers)
+    # or every row ("all"); a dataset without test rows is evaluated on all of them
+    retrieval_eval_set: str = "test"
     reference_lang: str | None = None  # multilingual reference; None: en if profiled, else the first
 
 
@@ -185,6 +188,7 @@ def _model(r: _Reader, name: str, raw: Any) -> ModelSpec:
 
 
 GEOMETRIES = ("cosine", "dot", "neg_sq_euclidean")
+RETRIEVAL_EVAL_SETS = ("test", "all")
 
 
 def _metrics(r: _Reader, raw: Any, languages: tuple[str, ...]) -> MetricSettings:
@@ -211,6 +215,8 @@ def _metrics(r: _Reader, raw: Any, languages: tuple[str, ...]) -> MetricSettings
         silhouette_exact_max=r.integer(m.get("silhouette_exact_max", d.silhouette_exact_max),
                                        "metrics.silhouette_exact_max", minimum=10),
         probe_l2=number("probe_l2", m.get("probe_l2", d.probe_l2)),
+        retrieval_eval_set=r.string(m.get("retrieval_eval_set", d.retrieval_eval_set), "metrics.retrieval_eval_set",
+                                    RETRIEVAL_EVAL_SETS),
         reference_lang=ref,
     )
 

@@ -18,9 +18,12 @@ def test_i1_i2_hand_computed():
     # X^T X = diag(2, 1): eigenvectors e1, e2. Z(e1) = 2e + 1, Z(e2) = e + 2.
     x = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
     a, b = 2 * math.e + 1, math.e + 2
-    i1, i2 = i1_i2(x)
+    # the rows are unit already: normalize=False is the float64 log-sum-exp path, exact to rounding
+    i1, i2 = i1_i2(x, normalize=False)
     assert i1 == pytest.approx(b / a, rel=1e-12)
     assert i2 == pytest.approx((a - b) / (a + b), rel=1e-12)  # population std of two values / mean
+    # the default path sums Z from a float32 projection: relative error below 1e-6
+    assert i1_i2(x) == pytest.approx((b / a, (a - b) / (a + b)), rel=1e-6)
 
 
 def test_i1_is_one_for_a_set_symmetric_under_the_eigenbasis():
@@ -52,9 +55,10 @@ def test_compat_iterates_rows_of_the_eigenvector_matrix():
     x = l2_normalize(rng.normal(size=(40, 3)) + 1.0)
     _, vecs = np.linalg.eigh(x.T @ x)
     z_rows = np.array([np.exp(x @ vecs[j]).sum() for j in range(3)])
-    i1_compat, i2_compat = i1_i2(x, compat=True)
+    i1_compat, i2_compat = i1_i2(x, compat=True, normalize=False)  # unit rows: the float64 path
     assert i1_compat == pytest.approx(z_rows.min() / z_rows.max(), rel=1e-10)
     assert i2_compat == pytest.approx(z_rows.std() / z_rows.mean(), rel=1e-10)
+    assert i1_i2(x, compat=True) == pytest.approx((i1_compat, i2_compat), rel=1e-6)
 
 
 @settings(max_examples=25, deadline=None)

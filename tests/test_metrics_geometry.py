@@ -29,6 +29,7 @@ from conescope.metrics.isotropy import (
     effective_rank,
     isoscore,
     isoscore_null,
+    isoscore_null_simulated,
     isotropy_summary,
     l2_normalize,
     mean_cosine,
@@ -53,19 +54,37 @@ def cone(n: int, d: int, seed: int, offset: float = 2.0) -> np.ndarray:
 
 # --- bootstrap -----------------------------------------------------------------------------------
 
-def _naive_bootstrap_means(columns: list[np.ndarray], seed: int, n_boot: int) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
+def _naive_bootstrap_means(columns: list[np.ndarray], seed: int, n_boot: int, per_chunk: int) -> list[np.ndarray]:
+    """One resample at a time, chunk c of ``per_chunk`` resamples drawn from SeedSequence(seed) child c."""
     n = len(columns[0])
-    draws = [rng.integers(0, n, size=n) for _ in range(n_boot)]
+    draws = []
+    for child in np.random.SeedSequence(seed).spawn(-(-n_boot // per_chunk)):
+        rng = np.random.default_rng(child)
+        block = rng.integers(0, n, size=(min(per_chunk, n_boot - len(draws)), n), dtype=np.int32)
+        draws.extend(block)
     return [np.array([c[idx].mean() for idx in draws]) for c in columns]
 
 
-def test_mean_ci_matches_straightforward_resampling_across_chunks(monkeypatch):
-    values = np.random.default_rng(0).exponential(size=101)  # odd n: chunks split the stream unevenly
-    monkeypatch.setattr(bootstrap, "_CHUNK_ELEMENTS", 7 * 101 + 3)  # 7 resamples per chunk
-    (means,) = _naive_bootstrap_means([values], seed=3, n_boot=50)
+@pytest.mark.parametrize("cpus", [1, 2, 3])
+def test_mean_ci_matches_straightforward_resampling_whatever_the_thread_count(monkeypatch, cpus):
+    values = np.random.default_rng(0).exponential(size=2001)
+    monkeypatch.setattr(bootstrap, "_RESAMPLES_PER_CHUNK", 7)  # 1000 = 142 chunks of 7 and one of 6
+    monkeypatch.setattr(bootstrap.os, "cpu_count", lambda: cpus)
+    (means,) = _naive_bootstrap_means([values], seed=3, n_boot=1000, per_chunk=7)
     lo, hi = np.quantile(means, [0.05, 0.95])
-    assert mean_ci(values, seed=3, n_boot=50, alpha=0.1) == pytest.approx((values.mean(), lo, hi), rel=1e-12)
+    assert mean_ci(values, seed=3, n_boot=1000, alpha=0.1) == pytest.approx((values.mean(), lo, hi), rel=1e-12)
+
+
+def test_mean_ci_of_hits_is_the_binomial_bootstrap_and_agrees_with_scipy():
+    hits = (np.random.default_rng(6).random(900) < 0.3).astype(float)
+    mean, lo, hi = mean_ci(hits, seed=0, n_boot=20_000)
+    sums = np.random.default_rng(0).binomial(900, hits.mean(), size=20_000)
+    assert (lo, hi) == pytest.approx(tuple(np.quantile(sums / 900, [0.025, 0.975])), rel=1e-12)
+    ref = stats.bootstrap((hits,), np.mean, n_resamples=20_000, method="percentile", rng=np.random.default_rng(9))
+    width = hi - lo
+    assert mean == hits.mean()
+    assert lo == pytest.approx(ref.confidence_interval.low, abs=0.03 * width)
+    assert hi == pytest.approx(ref.confidence_interval.high, abs=0.03 * width)
 
 
 def test_mean_ci_is_seeded_contains_the_mean_and_shrinks_with_n():
@@ -105,7 +124,8 @@ def test_ratio_ci_resamples_pairs_jointly():
     rng = np.random.default_rng(4)
     den = rng.uniform(1, 2, size=60)
     num = 3 * den + rng.normal(scale=0.1, size=60)
-    num_means, den_means = _naive_bootstrap_means([num, den], seed=7, n_boot=300)
+    num_means, den_means = _naive_bootstrap_means([num, den], seed=7, n_boot=300,
+                                                 per_chunk=bootstrap._RESAMPLES_PER_CHUNK)
     lo, hi = np.quantile(num_means / den_means, [0.025, 0.975])
     value, ci_lo, ci_hi = ratio_ci(num, den, seed=7, n_boot=300)
     assert (value, ci_lo, ci_hi) == pytest.approx((num.mean() / den.mean(), lo, hi), rel=1e-12)
@@ -156,18 +176,41 @@ def test_isoscore_is_rotation_permutation_and_scale_invariant(seed, n, d, scale)
         assert isoscore(other, normalize=False) == pytest.approx(base, rel=1e-6, abs=1e-9)
 
 
-def test_isoscore_null_is_the_isoscore_of_the_same_gaussian_draws(monkeypatch):
+def test_simulated_null_is_the_isoscore_of_the_same_gaussian_draws(monkeypatch):
     monkeypatch.setattr(isotropy, "_BLOCK_ELEMENTS", 10 * 7)  # 10 rows per block: the stream must not care
     draws = np.random.default_rng(11).standard_normal((95, 7))
-    assert isoscore_null(95, 7, seed=11, repeats=1) == pytest.approx(isoscore(draws), rel=1e-9)
+    assert isoscore_null_simulated(95, 7, seed=11, repeats=1) == pytest.approx(isoscore(draws), rel=1e-9)
+
+
+@pytest.mark.parametrize(("n", "d", "repeats"), [(20, 8, 400), (120, 64, 100), (500, 3, 400), (3000, 32, 20)])
+def test_isoscore_null_matches_simulated_clouds_within_their_standard_error(n, d, repeats):
+    scores = [isoscore_null_simulated(n, d, seed=s, repeats=1) for s in range(repeats)]
+    standard_error = np.std(scores, ddof=1) / np.sqrt(repeats)
+    assert isoscore_null(n, d) == pytest.approx(np.mean(scores), abs=4 * standard_error + 1e-6)
+
+
+def test_isoscore_null_moments_are_the_expected_scatter_moments():
+    # E tr(S) = n - 1 and E ||S||_F^2 from the closed form, checked on simulated unit rows
+    n, d, repeats = 30, 5, 4000
+    rng = np.random.default_rng(0)
+    u = rng.standard_normal((repeats, n, d))
+    u /= np.linalg.norm(u, axis=2, keepdims=True)
+    centred = u - u.mean(axis=1, keepdims=True)
+    scatter = np.einsum("rni,rnj->rij", centred, centred)
+    frobenius_sq = np.einsum("rij,rij->r", scatter, scatter)
+    expected = (n - 1) + (n - 1) * (n - 2) / d + 2 * (n - 1) / (n * d)
+    assert np.trace(scatter, axis1=1, axis2=2).mean() == pytest.approx(n - 1, rel=5e-3)
+    assert frobenius_sq.mean() == pytest.approx(expected, rel=4 * frobenius_sq.std() / np.sqrt(repeats) / expected)
 
 
 def test_isoscore_null_approaches_one_with_n_and_is_biased_near_d():
     d = 16
-    near_d, medium, large = (isoscore_null(n, d, seed=0) for n in (20, 500, 20_000))
+    near_d, medium, large = (isoscore_null(n, d) for n in (20, 500, 20_000))
     assert near_d < medium < large < 1.0
     assert near_d < 0.8
     assert large > 0.99
+    with pytest.raises(ValueError, match="n >= 2"):
+        isoscore_null(1, 16)
 
 
 def test_effective_rank_hand_values_and_entropy_oracle():
@@ -325,6 +368,20 @@ def test_silhouette_sampled_interval_covers_the_exact_score():
     assert silhouette(x, labels, seed=0, exact_max=1000, sample_size=1500) == results[0]
 
 
+@pytest.mark.parametrize("classes", [3, 40])
+def test_sampled_silhouette_is_scikit_learns_on_the_same_subsamples(classes):
+    rng = np.random.default_rng(classes)
+    labels = rng.integers(0, classes, size=3000)
+    x = cone(3000, 24, seed=classes) + 0.5 * rng.normal(size=(classes, 24))[labels]
+    x[0], labels[0] = x[0] * 3, 99  # a singleton class: s(i) = 0 wherever it is drawn
+    value, lo, hi = silhouette(x, labels, seed=4, exact_max=1000, sample_size=700, n_samples=4)
+    random_state = np.random.RandomState(4)
+    reference = [silhouette_score(x, labels, metric="cosine", sample_size=700, random_state=random_state)
+                 for _ in range(4)]
+    assert value == pytest.approx(np.mean(reference), abs=1e-6)
+    assert lo < value < hi
+
+
 def test_silhouette_needs_two_labels():
     with pytest.raises(ValueError, match="at least 2 distinct labels"):
         silhouette(np.random.default_rng(0).normal(size=(10, 3)), np.zeros(10))
@@ -399,3 +456,22 @@ def test_language_separability_of_separated_and_shared_distributions():
     assert language_separability(shared) == pytest.approx(1 / 3, abs=0.1)
     with pytest.raises(ValueError, match="two languages"):
         language_separability({"en": shared["en"]})
+
+
+def test_isotropy_profile_streams_blocks_to_the_same_values_as_the_separate_functions(monkeypatch):
+    x = cone(300, 16, seed=8)
+    monkeypatch.setattr(isotropy, "_BLOCK_ELEMENTS", 7 * 16)  # 7 rows per block, a short last block
+    summary, per_sample = isotropy.isotropy_profile(x)
+    np.testing.assert_allclose(per_sample, isotropy.mean_cosine_per_sample(x), rtol=1e-12)
+    assert summary["mean_cosine"] == pytest.approx(per_sample.mean(), rel=1e-12)
+    assert (summary["i1"], summary["i2"]) == pytest.approx(isotropy.i1_i2(x), rel=1e-6)
+    assert summary["isoscore"] == pytest.approx(isotropy.isoscore(x), rel=1e-9)
+    assert summary["effective_rank"] == pytest.approx(isotropy.effective_rank(x), rel=1e-9)
+    assert summary["mean_vector_norm"] == pytest.approx(isotropy.mean_vector_norm(x), rel=1e-12)
+    with pytest.raises(ValueError, match="zero row"):
+        isotropy.isotropy_profile(np.vstack([x, np.zeros((1, 16))]))
+
+
+def test_i1_i2_unit_path_agrees_with_the_float64_log_sum_exp_path():
+    u = l2_normalize(cone(2000, 32, seed=9))
+    assert isotropy.i1_i2(u) == pytest.approx(isotropy.i1_i2(u, normalize=False), rel=1e-6)
