@@ -156,10 +156,11 @@ def linear_probe_rows(image: ImageSet, s: MetricSettings) -> list[dict]:
     test = (image.splits == "test") & (image.labels >= 0)
     if train.sum() < 2 or test.sum() < 1 or len(np.unique(image.labels[train])) < 2:
         return []
-    hits = linear_probe.linear_probe_hits(image.emb[train], image.labels[train], image.emb[test],
-                                          image.labels[test], l2=s.probe_l2, seed=s.seed)
-    return [_mean_rec(image.dataset, "image", "accuracy", hits, s, eval_set="test",
-                      params=_params(l2=s.probe_l2, solver="torch lbfgs", fit_set="train"), fit_set="train")]
+    probe = linear_probe.fit_linear_probe(image.emb[train], image.labels[train], l2=s.probe_l2, seed=s.seed)
+    hits = probe.hits(image.emb[test], image.labels[test])
+    params = _params(l2=s.probe_l2, solver="torch lbfgs", precision=probe.precision, n_iter=probe.n_iter,
+                     n_iter_bf16=probe.n_iter_bf16, fit_set="train")
+    return [_mean_rec(image.dataset, "image", "accuracy", hits, s, eval_set="test", params=params, fit_set="train")]
 
 
 def silhouette_rows(dataset: str, modality: str, x: np.ndarray, labels: np.ndarray, s: MetricSettings) -> list[dict]:

@@ -20,7 +20,7 @@ from sklearn.preprocessing import StandardScaler
 
 import conescope.metrics.clip_loss as clip_loss_module
 from conescope.metrics.clip_loss import clip_loss, clip_loss_per_sample
-from conescope.metrics.linear_probe import fit_linear_probe, linear_probe_accuracy, linear_probe_hits
+from conescope.metrics.linear_probe import bf16_is_fast, fit_linear_probe, linear_probe_accuracy, linear_probe_hits
 from conescope.metrics.logits import GEOMETRIES, logits
 from conescope.metrics.retrieval import retrieval_hits, retrieval_ranks, retrieval_recall
 from conescope.metrics.zero_shot import class_embeddings, zero_shot, zero_shot_hits
@@ -413,3 +413,26 @@ def test_probe_is_invariant_to_per_feature_affine_maps(probe_problem):
     moved = fit_linear_probe(x_train[:1000] * scales + shifts, y_train[:1000], l2=1e-2)
     agree = np.mean(moved.predict(x_test * scales + shifts) == base.predict(x_test))
     assert agree >= 0.995  # standardization undoes the map, up to float32 rounding
+
+
+@pytest.mark.parametrize("tol", [1e-4, 1e-6])
+def test_mixed_precision_reaches_the_float32_minimizer(probe_problem, tol):
+    """The bfloat16 phase only shortens the path: the float32 phase enforces the same stopping rule, so
+    both fits land within the tolerance's distance of the tightly converged float32 minimizer."""
+    x_train, y_train, x_test, _ = probe_problem
+    exact = fit_linear_probe(x_train, y_train, l2=1e-3, tol=1e-7, max_iter=1000, precision="float32")
+    for precision in ("float32", "mixed"):
+        probe = fit_linear_probe(x_train, y_train, l2=1e-3, tol=tol, precision=precision)
+        assert probe.precision == precision
+        assert (probe.n_iter_bf16 > 0) == (precision == "mixed")
+        distance = np.linalg.norm(probe.coef - exact.coef) / np.linalg.norm(exact.coef)
+        assert distance <= (1e-2 if tol == 1e-4 else 2e-3)
+        assert np.mean(probe.predict(x_test) == exact.predict(x_test)) >= 0.99
+
+
+def test_probe_precision_is_validated_and_auto_follows_the_hardware(probe_problem):
+    x_train, y_train, _, _ = probe_problem
+    with pytest.raises(ValueError, match="precision must be one of"):
+        fit_linear_probe(x_train, y_train, precision="float16")
+    auto = fit_linear_probe(x_train[:500], y_train[:500], l2=1e-2)
+    assert auto.precision == ("mixed" if bf16_is_fast("cpu") else "float32")

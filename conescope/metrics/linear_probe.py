@@ -3,9 +3,12 @@ who use scikit-learn's L-BFGS logistic regression; Tyshchuk et al. 2023, section
 
 The solver is full-batch L-BFGS in torch with a hand-written gradient: two (n x d) by (d x K) matrix
 products per evaluation, on every core or a GPU, in float32 with float64 statistics, preconditioned by
-the feature correlation so that it needs a few times fewer iterations. It minimizes exactly
-scikit-learn's objective, so the two are interchangeable (tests/test_metrics_quality.py compares
-predictions and coefficients; bench/metrics_quality.py compares speed).
+the feature correlation so that it needs a few times fewer iterations. Where bfloat16 matrix products
+are fast (CPUs with AVX512-BF16 or AMX, CUDA devices with bf16), the iterations run on a bfloat16 copy
+of the features first and float32 takes over for the last ones (see :func:`fit_linear_probe`). It
+minimizes exactly scikit-learn's objective, so the two are interchangeable
+(tests/test_metrics_quality.py compares predictions and coefficients; bench/metrics_quality.py
+compares speed).
 """
 
 from __future__ import annotations
@@ -22,6 +25,9 @@ import torch
 _DTYPE = torch.float32
 _HISTORY = 20  # L-BFGS memory; 5, 10 (scipy's default) and 50 needed as many iterations here
 _GRAM_ROWS = 16_384  # rows sampled to estimate the preconditioner (it only has to be roughly right)
+# The bfloat16 phase stops at this gradient at the finest: below it the rounding of the bfloat16 products
+# is of the order of the gradient itself and the line search stalls; float32 finishes from there.
+_BF16_TOL_FLOOR = 1e-4
 
 
 @dataclass(frozen=True)
@@ -38,6 +44,8 @@ class LinearProbe:
     coef: np.ndarray
     intercept: np.ndarray
     n_iter: int
+    precision: str = "float32"  # "mixed": the first n_iter_bf16 iterations ran on bfloat16 features
+    n_iter_bf16: int = 0
 
     def decision_function(self, x: np.ndarray) -> np.ndarray:
         """Logits (n, n_classes) in float64."""
@@ -92,6 +100,17 @@ def _preconditioner(centered: torch.Tensor, std: torch.Tensor, l2: float, seed: 
     return torch.linalg.solve_triangular(torch.linalg.cholesky(corr), eye, upper=False)
 
 
+def bf16_is_fast(device: str) -> bool:
+    """Whether bfloat16 matrix products run natively on ``device`` (several times faster than float32
+    there: 0.008 s against 0.036 s for a 50,000 x 512 by 512 x 100 product on a 2-core AVX512-BF16
+    CPU). Elsewhere bfloat16 is emulated and slower than float32, so it is not used."""
+    if torch.device(device).type == "cuda":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    cpu = getattr(torch, "cpu", None)
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
+
+
 def _objective(xc: torch.Tensor, y: torch.Tensor, v: torch.Tensor, intercept: torch.Tensor, l2: float,
                to_raw: torch.Tensor, gram: torch.Tensor) -> float:
     """f(V, b) = mean_i [logsumexp(l_i) - l_{i, y_i}] + l2 / 2 ||V R||^2 with logits l_i = W z_i + b,
@@ -100,9 +119,13 @@ def _objective(xc: torch.Tensor, y: torch.Tensor, v: torch.Tensor, intercept: to
     The logits are formed as xc @ (V Q)^T with Q = R D^-1 (``to_raw``), so neither z nor the whitened
     features are ever materialized. Sets .grad to the analytic gradient: with P = (softmax - one-hot) / n,
     dV = (P^T xc) Q^T + l2 V R R^T (``gram`` = R R^T), db = sum_i P_i; cheaper than autograd.
+
+    The two n-sized products run in the dtype of ``xc`` (float32, or a bfloat16 copy), everything else
+    in float32.
     """
     y_col = y[:, None]
-    logits = torch.addmm(intercept, xc, (v @ to_raw).T)
+    low = xc.dtype
+    logits = torch.addmm(intercept.to(low), xc, (v @ to_raw).T.to(low)).float()
     true = logits.gather(1, y_col)
     top = logits.amax(dim=1, keepdim=True)
     # one exp pass serves both the loss and the softmax; everything is done in place on the logits
@@ -112,13 +135,16 @@ def _objective(xc: torch.Tensor, y: torch.Tensor, v: torch.Tensor, intercept: to
     n = xc.shape[0]
     prob = logits.div_(total * n)  # softmax / n
     prob.scatter_add_(1, y_col, torch.full_like(true, -1.0 / n))
-    v.grad = torch.addmm(v_gram, prob.T @ xc, to_raw.T, beta=l2)
+    v.grad = torch.addmm(v_gram, (prob.to(low).T @ xc).float(), to_raw.T, beta=l2)
     intercept.grad = prob.sum(dim=0)
     return float(loss)
 
 
+PRECISIONS = ("auto", "float32", "mixed")
+
+
 def fit_linear_probe(x_train: np.ndarray, y_train: np.ndarray, l2: float = 1e-4, max_iter: int = 500,
-                     tol: float = 1e-6, device: str = "cpu", seed: int = 0) -> LinearProbe:
+                     tol: float = 1e-4, device: str = "cpu", seed: int = 0, precision: str = "auto") -> LinearProbe:
     """Multinomial logistic regression with an L2 penalty on the weights (not the intercept):
 
         minimize_{W, b}  (1/n) sum_i [log sum_k exp(w_k . z_i + b_k) - (w_{y_i} . z_i + b_{y_i})] + (l2 / 2) ||W||^2
@@ -137,10 +163,25 @@ def fit_linear_probe(x_train: np.ndarray, y_train: np.ndarray, l2: float = 1e-4,
     bounds the largest entry of the gradient in (V, b) (sklearn's ``tol`` bounds it in (W, b)); L-BFGS
     also stops when the loss stops changing or after ``max_iter`` iterations.
 
+    The default ``tol`` is scikit-learn's default (1e-4). Measured on 50,000 x 512 with 100 classes
+    (bench/metrics_quality.py), it stops closer to the minimizer than scikit-learn does at its own
+    default (relative coefficient distance 0.017 against 0.050).
+
+    ``precision``: ``"float32"`` runs every evaluation in float32. ``"mixed"`` first iterates on a
+    bfloat16 copy of the centred features until the gradient meets ``tol`` (or 1e-4, the finest that
+    bfloat16 resolves), then continues the same L-BFGS run (same curvature history) in float32 until
+    it meets ``tol`` there, usually after one to five evaluations. The minimizer and the stopping rule
+    are those of float32: bfloat16 (~3e-3 relative rounding) only makes the path to it cheaper.
+    ``"auto"`` (default) is ``"mixed"`` where bfloat16 products are native (:func:`bf16_is_fast`), else
+    ``"float32"``. The choice made is in ``LinearProbe.precision``.
+
     Labels may be any integers (or other sortable values); they are mapped to 0..K-1 in sorted order.
     ``seed`` draws the rows that estimate the preconditioner when n > 16384; it changes the path, not
     the (unique) minimizer.
     """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    mixed = precision == "mixed" or (precision == "auto" and bf16_is_fast(device))
     classes, y = np.unique(np.asarray(y_train), return_inverse=True)
     if len(classes) < 2:
         raise ValueError(f"a linear probe needs at least two classes, got {len(classes)}")
@@ -155,10 +196,21 @@ def fit_linear_probe(x_train: np.ndarray, y_train: np.ndarray, l2: float = 1e-4,
     intercept = torch.zeros(len(classes), dtype=_DTYPE, device=device)
     optimizer = torch.optim.LBFGS([v, intercept], lr=1.0, max_iter=max_iter, tolerance_grad=tol,
                                   tolerance_change=1e-9, history_size=_HISTORY, line_search_fn="strong_wolfe")
+    low_iter = 0
+    if mixed:
+        low = xc.to(torch.bfloat16)
+        optimizer.param_groups[0]["tolerance_grad"] = max(tol, _BF16_TOL_FLOOR)
+        optimizer.step(lambda: _objective(low, y_t, v, intercept, l2, to_raw, gram))
+        del low
+        low_iter = int(optimizer.state[v]["n_iter"])
+        # torch's LBFGS counts max_iter per step() call; the float32 phase gets what is left
+        left = max(1, max_iter - low_iter)
+        optimizer.param_groups[0].update(max_iter=left, max_eval=left * 5 // 4, tolerance_grad=tol)
     optimizer.step(lambda: _objective(xc, y_t, v, intercept, l2, to_raw, gram))
     coef = v.double() @ whitener
     return LinearProbe(classes=classes, mean=mean, std=std.cpu().numpy(), coef=coef.cpu().numpy(),
-                       intercept=intercept.double().cpu().numpy(), n_iter=int(optimizer.state[v]["n_iter"]))
+                       intercept=intercept.double().cpu().numpy(), n_iter=int(optimizer.state[v]["n_iter"]),
+                       precision="mixed" if mixed else "float32", n_iter_bf16=low_iter)
 
 
 def linear_probe_hits(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
