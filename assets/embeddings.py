@@ -11,6 +11,7 @@ import pyarrow.compute as pc
 
 from assets import keys
 from conescope.embedding import embed_images, embed_texts
+from conescope.languages import set_text_language
 from conescope.models import LoadedModel, load_model
 from conescope.profile import ModelSpec, Profile
 from conescope.provenance import code_version
@@ -106,12 +107,14 @@ def _text_asset(ds: str, profile: Profile, parts: ProfilePartitions) -> dg.Asset
                              f"(see datasets.rejects and the source files); rematerialize datasets/{ds}")
         cols = {name: texts.column(name).to_pylist() for name, _ in TEXT_KEY_COLUMNS}
         loaded = cached_model(spec, profile.embedding.device)
+        code = set_text_language(loaded, lang)  # NLLB-CLIP: the tokenizer's source-language token
         start = time.perf_counter()
         batches = (({name: [values[i] for i in rows] for name, values in cols.items()}, emb)
                    for rows, emb in embed_texts(loaded, cols["text"], profile.embedding.batch_size))
         target = conescope.root.text_embeddings(ds, model, lang)
         n = write_embeddings(target, conescope.root.scratch, TEXT_KEY_COLUMNS, batches,
-                             _provenance(loaded, spec, ds, modality="text", lang=lang))
+                             _provenance(loaded, spec, ds, modality="text", lang=lang,
+                                         **({"text_language_code": code} if code else {})))
         seconds = time.perf_counter() - start
         conescope.warehouse.refresh_views(conescope.root.root, [ds])
         return dg.MaterializeResult(metadata={

@@ -20,7 +20,7 @@ from conescope.embedding import text_layer_states
 from conescope.profile import Profile
 from pipelines.partitions import ProfilePartitions, split_key
 from pipelines.resources import ConescopeHome
-from storage.embedding_sets import load_image_set, load_text_set, manifest_text_labels
+from storage.embedding_sets import load_image_set, load_text_set, manifest_pairs, manifest_text_labels
 from storage.parquet_store import read_provenance
 from storage.warehouse import metric_rows
 
@@ -146,8 +146,13 @@ def metric_assets(profile: Profile, parts: ProfilePartitions) -> list[dg.AssetsD
         loaded = cached_model(profile.models[model], profile.embedding.device)
         rows = []
         for ds, txt in texts_of(home, model, lang):
-            if len(txt.texts) >= 2:
-                rows += families.layer_rows(ds, text_layer_states(loaded, txt.texts, profile.embedding.batch_size))
+            if len(txt.texts) < 2:
+                continue
+            states = text_layer_states(loaded, txt.texts, profile.embedding.batch_size)
+            rows += families.layer_rows(ds, states)
+            pairs = manifest_pairs(home.root, ds)
+            if pairs is not None:
+                rows += families.sts_rows(ds, txt.text_ids, txt.emb, states, pairs)
         return rows
 
     # --- [model], every language -----------------------------------------------------------------

@@ -61,7 +61,7 @@ def _download(r: _Reader, raw: Any, path: str) -> tuple[Source, ...]:
                                  None if m.get("revision") is None else r.string(m["revision"], f"{p}.revision"),
                                  r.string(m.get("repo_type", "dataset"), f"{p}.repo_type", ("dataset", "model"))))
             continue
-        m = r.mapping(entry, p, {"url", "file", "sha256", "unpack", "provides"}, {"url", "file"})
+        m = r.mapping(entry, p, {"url", "file", "sha256", "unpack", "provides", "unpack_to"}, {"url", "file"})
         url = r.string(m["url"], f"{p}.url")
         if not url.startswith(("http://", "https://")):
             raise r.fail(f"{p}.url", f"expected an http(s) URL, got {url!r}")
@@ -71,7 +71,8 @@ def _download(r: _Reader, raw: Any, path: str) -> tuple[Source, ...]:
             raise r.fail(f"{p}.sha256", "expected 64 lowercase hex digits")
         out.append(HttpSource(url, r.string(m["file"], f"{p}.file"), sha,
                               r.boolean(m.get("unpack", False), f"{p}.unpack"),
-                              None if m.get("provides") is None else r.string(m["provides"], f"{p}.provides")))
+                              None if m.get("provides") is None else r.string(m["provides"], f"{p}.provides"),
+                              None if m.get("unpack_to") is None else r.string(m["unpack_to"], f"{p}.unpack_to")))
     return tuple(out)
 
 

@@ -44,6 +44,7 @@ class HttpSource:
     sha256: str | None = None
     unpack: bool = False  # a zip/tar to unpack into the raw folder once verified
     provides: str | None = None  # what unpacking yields (e.g. val2014/): present means no download needed
+    unpack_to: str | None = None  # subfolder of the raw folder to unpack into (default: the raw folder)
 
 
 @dataclass(frozen=True)
@@ -139,7 +140,7 @@ def ensure_sources(dataset: str, sources: list[Source], raw_dir: Path, endpoint:
             if isinstance(source, HttpSource):
                 path = fetch_http(source.url, raw_dir / source.filename, source.sha256)
                 if source.unpack:
-                    _unpack(path, raw_dir)
+                    _unpack(path, raw_dir / (source.unpack_to or ""))
             else:
                 path = fetch_hub(source, raw_dir, endpoint)
         except DownloadUnavailable as exc:
@@ -169,11 +170,12 @@ def _present(source: Source, raw_dir: Path) -> bool:
     return not (isinstance(source, HttpSource) and source.unpack and not _marker(path).exists())
 
 
-def _unpack(archive: Path, raw_dir: Path) -> None:
+def _unpack(archive: Path, target: Path) -> None:
     if _marker(archive).exists():
         return
+    target.mkdir(parents=True, exist_ok=True)
     try:
-        shutil.unpack_archive(archive, raw_dir)
+        shutil.unpack_archive(archive, target)
     except (shutil.ReadError, ValueError) as exc:
         raise DownloadUnavailable(f"{archive}: cannot unpack: {exc}") from exc
     _marker(archive).touch()

@@ -62,9 +62,11 @@ def load_text_model(model: str, package: str | None, device: str) -> TextOnlyMod
     import torch
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.models import Normalize
+    from transformers.utils import logging as hf_logging
 
     from conescope.models import resolve_device
 
+    hf_logging.disable_progress_bar()  # the CLI's output stays one line per run
     device = resolve_device(device)
     source = resolve_weights(model, package)
     try:

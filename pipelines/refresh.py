@@ -95,6 +95,16 @@ def full_plan(profile: Profile, refresh_id: str, models: list[str] | None = None
     return plan
 
 
+def failure_message(error) -> str:
+    """The message of a step failure with its causes: Dagster wraps the asset's exception in a step
+    execution error whose own message names only the op."""
+    parts = []
+    while error is not None:
+        parts.append(error.message.strip())
+        error = error.cause
+    return "\n".join(parts)
+
+
 def execute_plan(defs: dg.Definitions, plan: list[PlannedRun], instance: dg.DagsterInstance,
                  log=print) -> bool:
     """Run the plan in this process, one Dagster run per entry, stopping at the first failure.
@@ -113,7 +123,7 @@ def execute_plan(defs: dg.Definitions, plan: list[PlannedRun], instance: dg.Dags
             f"{'ok' if result.success else 'FAILED'} ({time.perf_counter() - t0:.1f} s)")
         if not result.success:
             failure = next((e for e in result.all_events if e.is_step_failure), None)
-            detail = failure.step_failure_data.error.message.strip() if failure else "see the run's log"
+            detail = failure_message(failure.step_failure_data.error) if failure else "see the run's log"
             print(f"run {result.run_id} failed: {detail}", file=sys.stderr)
             return False
     return True

@@ -40,3 +40,11 @@ def manifest_text_labels(root: DataRoot, text: TextSet) -> np.ndarray:
         if sid is not None:
             labels[i] = label_of.get(sid, -1)
     return labels
+
+
+def manifest_pairs(root: DataRoot, dataset: str) -> dict[str, list] | None:
+    """The scored sentence pairs of an STS-style dataset (manifest table ``pairs``), or None."""
+    path = root.dataset_dir(dataset) / "pairs.parquet"
+    if not path.is_file():
+        return None
+    return read_manifest_table(root.dataset_dir(dataset), "pairs").to_pydict()

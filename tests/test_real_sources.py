@@ -59,6 +59,12 @@ def _write_sources(raw):
     wiki.mkdir()
     rows = [f"a sentence {i}\tune phrase {i}" for i in range(10)]
     (wiki / "wikicaps.tsv").write_text("en\tfr\n" + "\n".join(rows) + "\n")
+    (raw / "sts").mkdir()
+    pairs = [("a man is playing a guitar", "a man plays a guitar", 4.8), ("a dog runs", "a cat sleeps", 0.5),
+             ("two kids swim", "children are swimming", 4.0), ("the sky is blue", "stocks fell today", 0.0),
+             ("a woman cooks", "a woman is cooking food", 4.5), ("a bird flies", "a plane flies", 1.5)]
+    (raw / "sts" / "sts.tsv").write_text("sentence1\tsentence2\tscore\n"
+                                         + "".join(f"{a}\t{b}\t{s}\n" for a, b, s in pairs))
     (raw / "cifar").mkdir()
     _cifar_archive(raw / "cifar" / "cifar-100-python.tar.gz", n_train=8, n_test=4)
 
@@ -76,6 +82,7 @@ def real(tmp_path_factory):
                      "max_reject_fraction": 0.2},
             "wikicaps": {"kind": "wikicaps", "file": "wikicaps.tsv", "languages": ["en", "fr"]},
             "cifar": {"kind": "cifar100", "class_names": "clean"},
+            "sts": {"kind": "sts", "file": "sts.tsv"},
         },
         "models": {
             "tiny.random": {"kind": "open_clip", "arch": "conescope-tiny", "pretrained": None, "seed": 0},
@@ -122,7 +129,7 @@ def test_text_only_model_has_text_rows_only(real):
     assert ("isotropy", "text") in families and ("layers", "text") in families
     i1 = _query(root, "SELECT dataset, lang FROM metrics.isotropy WHERE model = 'tiny.sbert' AND metric = 'i1' "
                       "ORDER BY ALL")
-    assert i1 == [("cifar", "en"), ("coco", "en"), ("wikicaps", "en"), ("wikicaps", "fr")]
+    assert i1 == [("cifar", "en"), ("coco", "en"), ("sts", "en"), ("wikicaps", "en"), ("wikicaps", "fr")]
     keys, emb = read_embeddings(root.text_embeddings("wikicaps", "tiny.sbert", "fr"))
     prov = read_provenance(next(root.text_embeddings("wikicaps", "tiny.sbert", "fr").glob("*.parquet")))
     assert prov["logit_scale"] is None and prov["logit_bias"] is None and prov["dim"] == 32
@@ -167,3 +174,20 @@ def test_reports_for_text_only_model(real):
     _, root, _ = real
     page = (root.report_dir("tiny.sbert", "en") / "index.html").read_text()
     assert "coco" in page and "wikicaps" in page
+
+
+def test_sts_spearman_per_layer_matches_scipy(real):
+    from scipy.stats import spearmanr
+
+    _, root, _ = real
+    rows = dict(_query(root, "SELECT coalesce(layer, -1), value FROM metrics.layers WHERE dataset = 'sts' AND "
+                             "model = 'tiny.sbert' AND metric = 'sts_spearman'"))
+    assert set(rows) == {-1, 0, 1, 2}  # the output embedding and the input + 2 hidden layers
+    keys, emb = read_embeddings(root.text_embeddings("sts", "tiny.sbert", "en"))
+    by_id = dict(zip(keys.column("text_id").to_pylist(), emb, strict=True))
+    pairs = _query(root, "SELECT text_id_a, text_id_b, score FROM read_parquet(?)",
+                   [str(root.dataset_dir("sts") / "pairs.parquet")])
+    cos = [float(by_id[a] @ by_id[b] / np.linalg.norm(by_id[a]) / np.linalg.norm(by_id[b])) for a, b, _ in pairs]
+    assert rows[-1] == pytest.approx(spearmanr(cos, [s for _, _, s in pairs]).statistic)
+    assert _query(root, "SELECT count(*) FROM metrics.layers WHERE dataset = 'sts' AND model = 'tiny.random' "
+                        "AND metric = 'sts_spearman'")[0][0] == 4  # 2 layers + input + output (conescope-tiny)
