@@ -191,3 +191,22 @@ def test_sts_spearman_per_layer_matches_scipy(real):
     assert rows[-1] == pytest.approx(spearmanr(cos, [s for _, _, s in pairs]).statistic)
     assert _query(root, "SELECT count(*) FROM metrics.layers WHERE dataset = 'sts' AND model = 'tiny.random' "
                         "AND metric = 'sts_spearman'")[0][0] == 4  # 2 layers + input + output (conescope-tiny)
+
+
+def test_refresh_sensor_sends_text_only_models_straight_to_their_text_partitions(tmp_path):
+    import copy
+
+    from conescope.profile import parse_profile
+    from pipelines.refresh import DATASETS_JOB, REFRESH_TAG
+    from tests.conftest import TINY_PROFILE
+    from tests.test_definitions import _sensor_requests
+
+    raw = copy.deepcopy(TINY_PROFILE)
+    raw["models"] = {"tiny.random": raw["models"]["tiny.random"],
+                     "sbert": {"kind": "sentence_transformers", "model": "a/local/folder"}}
+    profile = parse_profile(raw, "x.yaml")
+    defs = build_definitions(profile, str(tmp_path / "data"))
+    requests = _sensor_requests(defs, "refresh_after_datasets_job", DATASETS_JOB, None, {REFRESH_TAG: "r"},
+                                dg.DagsterInstance.ephemeral())
+    assert sorted((r.job_name, r.partition_key) for r in requests) == [
+        (IMAGE_JOB, "tiny.random"), (PARTITION_JOB, "en|sbert"), (PARTITION_JOB, "fr|sbert")]
