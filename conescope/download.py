@@ -24,7 +24,7 @@ from conescope.provenance import sha256_file
 CHUNK = 1 << 20
 
 
-class DownloadUnavailable(RuntimeError):
+class DownloadUnavailable(OSError):
     """A needed file is absent and cannot be fetched (offline, or the server refused)."""
 
 

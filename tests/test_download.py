@@ -191,3 +191,38 @@ def test_hub_download_through_a_local_endpoint(server, tmp_path):
         del os.environ["HF_HUB_OFFLINE"]
     with pytest.raises(DownloadUnavailable, match="missing.txt"):
         fetch_hub(HubSource("org/tiny", "missing.txt"), tmp_path / "raw" / "ds", endpoint=server.url)
+
+
+def test_manifest_image_urls_are_fetched_and_cached(server, tmp_path, monkeypatch):
+    import copy
+    import io
+
+    from PIL import Image
+
+    from conescope.ingest import ingest
+    from conescope.profile import parse_profile
+    from tests.conftest import TINY_PROFILE
+
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), (255, 0, 0)).save(buf, format="PNG")
+    global PAYLOAD
+    original, PAYLOAD = PAYLOAD, buf.getvalue()
+    raw_dir = tmp_path / "raw" / "web"
+    raw_dir.mkdir(parents=True)
+    (raw_dir / "m.csv").write_text(f"image,text\n{server.url}/file.bin,a red square\n"
+                                   f"{server.url}/absent.png,gone\n")
+    profile = copy.deepcopy(TINY_PROFILE)
+    profile["datasets"]["web"] = {"kind": "manifest", "file": "m.csv", "languages": ["en"]}
+    spec = parse_profile(profile, "x.yaml").datasets["web"]
+    try:
+        result = ingest(spec, raw_dir, ("en",))
+    finally:
+        PAYLOAD = original
+    cached = result.manifest.samples.column("image_path").to_pylist()
+    from pathlib import Path
+
+    assert len(cached) == 1 and "url-cache" in cached[0] and Path(cached[0]).read_bytes() == buf.getvalue()
+    assert len(result.rejects) == 1 and "HTTP 404" in result.rejects[0].reason
+    monkeypatch.setenv("CONESCOPE_OFFLINE", "1")  # the cached image still serves; the other is rejected
+    again = ingest(spec, raw_dir, ("en",))
+    assert again.manifest.samples.num_rows == 1 and "downloads are off" in again.rejects[0].reason

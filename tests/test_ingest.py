@@ -353,3 +353,14 @@ def test_cifar_name_lists_match_the_archive_order():
     # the official meta file lists names alphabetically; the hub dataset keeps that label order
     assert len(set(CIFAR100_FINE)) == 100 and list(CIFAR100_FINE) == sorted(CIFAR100_FINE)
     assert len(set(CIFAR100_COARSE)) == 20 and list(CIFAR100_COARSE) == sorted(CIFAR100_COARSE)
+
+
+def test_truncated_jpeg_is_caught_at_ingest(tmp_path):
+    from conescope.ingest.common import check_image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (96, 128, 3), dtype=np.uint8)).save(buf, "JPEG")
+    data = buf.getvalue()
+    assert check_image(data) is None
+    assert "truncated" in check_image(data[: len(data) // 2])
+    assert "missing" in check_image(tmp_path / "absent.jpg")

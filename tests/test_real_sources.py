@@ -185,8 +185,7 @@ def test_sts_spearman_per_layer_matches_scipy(real):
     assert set(rows) == {-1, 0, 1, 2}  # the output embedding and the input + 2 hidden layers
     keys, emb = read_embeddings(root.text_embeddings("sts", "tiny.sbert", "en"))
     by_id = dict(zip(keys.column("text_id").to_pylist(), emb, strict=True))
-    pairs = _query(root, "SELECT text_id_a, text_id_b, score FROM read_parquet(?)",
-                   [str(root.dataset_dir("sts") / "pairs.parquet")])
+    pairs = _query(root, "SELECT text_id_a, text_id_b, score FROM datasets.sts_pairs")
     cos = [float(by_id[a] @ by_id[b] / np.linalg.norm(by_id[a]) / np.linalg.norm(by_id[b])) for a, b, _ in pairs]
     assert rows[-1] == pytest.approx(spearmanr(cos, [s for _, _, s in pairs]).statistic)
     assert _query(root, "SELECT count(*) FROM metrics.layers WHERE dataset = 'sts' AND model = 'tiny.random' "

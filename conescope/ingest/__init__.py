@@ -24,7 +24,7 @@ def _resolve(raw_dir: Path, value: str | None) -> Path | None:
 def ingest(spec, raw_dir: Path, languages: tuple[str, ...]) -> IngestResult:
     """Read the dataset ``spec`` (a real-source DatasetSpec) from ``raw_dir``; ``languages`` are the
     profile's languages this dataset should provide (others in the source are left out)."""
-    from conescope.download import fetch_http
+    from conescope.download import DownloadUnavailable, fetch_http, offline
 
     o, name, n, seed = spec.options, spec.name, spec.n, spec.seed
     at = lambda key: _resolve(raw_dir, o.get(key))  # noqa: E731
@@ -69,8 +69,13 @@ def ingest(spec, raw_dir: Path, languages: tuple[str, ...]) -> IngestResult:
         from conescope.ingest.generic import read_generic
 
         def fetch(url: str) -> Path:
+            """An image URL, cached under raw/<ds>/url-cache/; a failure rejects that sample only."""
             suffix = Path(url.split("?")[0]).suffix[:8] or ".img"
-            return fetch_http(url, raw_dir / "url-cache" / (hashlib.sha256(url.encode()).hexdigest() + suffix))
+            dest = raw_dir / "url-cache" / (hashlib.sha256(url.encode()).hexdigest() + suffix)
+            if not dest.is_file() and offline():
+                raise DownloadUnavailable(f"{url}: downloads are off (CONESCOPE_OFFLINE / HF_HUB_OFFLINE); "
+                                          f"put the image at {dest}")
+            return fetch_http(url, dest)
 
         result = read_generic(name, at("file"), o["labels"], seed, langs[0] if langs else "en", fetch, n)
         keep = result.manifest.texts.column("lang").to_pylist()
