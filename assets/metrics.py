@@ -17,6 +17,7 @@ from assets import keys
 from assets.embeddings import cached_model, require_image_tower
 from conescope import families
 from conescope.embedding import text_layer_states
+from conescope.languages import set_text_language
 from conescope.profile import Profile
 from pipelines.partitions import ProfilePartitions, split_key
 from pipelines.resources import ConescopeHome
@@ -144,6 +145,7 @@ def metric_assets(profile: Profile, parts: ProfilePartitions) -> list[dg.AssetsD
 
     def layer_metrics(home, model, lang):
         loaded = cached_model(profile.models[model], profile.embedding.device)
+        set_text_language(loaded, lang)  # the model is shared across partitions: NLLB-CLIP needs this one's
         rows = []
         for ds, txt in texts_of(home, model, lang):
             if len(txt.texts) < 2:
