@@ -83,6 +83,12 @@ def load_model(arch: str, pretrained: str | None, seed: int, zero_bias: bool, de
     device = resolve_device(device)
     torch.manual_seed(seed)
     try:
+        if arch.startswith("hf-hub:"):
+            # open_clip falls back to random weights (with a log line) when an hf-hub repository's weights
+            # cannot be fetched; fetching them first turns that into an error
+            from open_clip.pretrained import download_pretrained_from_hf
+
+            download_pretrained_from_hf(arch.removeprefix("hf-hub:"))
         model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=pretrained, device=device)
     except Exception as exc:  # open_clip raises several types for missing weights
         if pretrained is None and not arch.startswith("hf-hub:"):

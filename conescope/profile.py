@@ -48,7 +48,7 @@ class DatasetSpec:
 class ModelSpec:
     name: str
     kind: str
-    arch: str  # open_clip: architecture or hf-hub:<repo>; sentence_transformers: hub id or folder
+    arch: str  # open_clip: architecture, hf-hub:<repo> or local-dir:<folder>; sentence_transformers: id or folder
     pretrained: str | None
     seed: int
     zero_bias: bool
@@ -204,7 +204,7 @@ def _model(r: _Reader, name: str, raw: Any) -> ModelSpec:
     arch = r.string(m["arch"], f"{path}.arch")
     from conescope.models import known_architectures  # open_clip import is slow: only when needed
 
-    if not arch.startswith("hf-hub:") and arch not in known_architectures():
+    if not arch.startswith(("hf-hub:", "local-dir:")) and arch not in known_architectures():
         raise r.fail(f"{path}.arch", f"unknown open_clip architecture {arch!r}")
     pretrained = m.get("pretrained")
     if pretrained is not None:
