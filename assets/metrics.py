@@ -1,8 +1,10 @@
 """metrics/<family>: metric rows in the warehouse tables of the storage contract, replaced per partition.
 
-[model] (image only, ``lang`` null): image_isotropy, image_clusters, linear_probe.
+[model] (image only, ``lang`` null; never planned for text-only models): image_isotropy, image_clusters,
+linear_probe.
 [model x lang]: isotropy (text, joint), modality_gap, clip_loss, zero_shot, retrieval, clusters (text),
-layers (text tower, per hidden layer).
+layers (text tower, per hidden layer). For a text-only model only the text rows (isotropy, clusters,
+layers) are computed; a dataset without texts in a language contributes no rows to that partition.
 [model], after every language: multilingual (``lang`` holds the compared language).
 """
 
@@ -12,13 +14,14 @@ import dagster as dg
 import numpy as np
 
 from assets import keys
-from assets.embeddings import cached_model
+from assets.embeddings import cached_model, require_image_tower
 from conescope import families
 from conescope.embedding import text_layer_states
+from conescope.languages import set_text_language
 from conescope.profile import Profile
 from pipelines.partitions import ProfilePartitions, split_key
 from pipelines.resources import ConescopeHome
-from storage.embedding_sets import load_image_set, load_text_set
+from storage.embedding_sets import load_image_set, load_text_set, manifest_pairs, manifest_text_labels
 from storage.parquet_store import read_provenance
 from storage.warehouse import metric_rows
 
@@ -41,20 +44,25 @@ def _write(home: ConescopeHome, table: str, records: list[dict], where: dict, co
 
 
 def metric_assets(profile: Profile, parts: ProfilePartitions) -> list[dg.AssetsDefinition]:
-    datasets = list(profile.datasets)
+    image_datasets = [ds for ds in profile.image_datasets() if profile.image_models]
+    text_datasets = [ds for ds in profile.datasets if profile.dataset_languages(ds)]
     s = profile.metrics
-    image_deps = [keys.image_embeddings(ds) for ds in datasets]
+    image_deps = [keys.image_embeddings(ds) for ds in image_datasets]
     mapped_image_deps = [dg.AssetDep(keys.image_embeddings(ds), partition_mapping=parts.image_mapping)
-                         for ds in datasets]
-    text_deps = [keys.text_embeddings(ds) for ds in datasets]
-    all_lang_deps = [dg.AssetDep(keys.text_embeddings(ds), partition_mapping=parts.image_mapping) for ds in datasets]
+                         for ds in image_datasets]
+    text_deps = [keys.text_embeddings(ds) for ds in text_datasets]
+    all_lang_deps = [dg.AssetDep(keys.text_embeddings(ds), partition_mapping=parts.image_mapping)
+                     for ds in text_datasets]
 
     def model_asset(key: dg.AssetKey, table: str, description: str,
-                    compute: Callable[[ConescopeHome, str], list[dict]], where: dict, deps) -> dg.AssetsDefinition:
-        @dg.asset(key=key, deps=deps, partitions_def=parts.model, group_name="metrics", pool=keys.DUCKDB_POOL,
-                  kinds={"duckdb"}, description=description)
+                    compute: Callable[[ConescopeHome, str], list[dict]], where: dict, deps,
+                    image_layer: bool = True) -> dg.AssetsDefinition:
+        @dg.asset(key=key, deps=deps, partitions_def=parts.model, group_name="metrics",
+                  pool=keys.DUCKDB_POOL, kinds={"duckdb"}, description=description)
         def _asset(context: dg.AssetExecutionContext, conescope: ConescopeHome) -> dg.MaterializeResult:
             model = context.partition_key
+            if image_layer:
+                require_image_tower(profile.models[model])
             return _write(conescope, table, compute(conescope, model), {"model": model, **where}, context)
 
         return _asset
@@ -69,9 +77,24 @@ def metric_assets(profile: Profile, parts: ProfilePartitions) -> list[dg.AssetsD
 
         return _asset
 
+    def has_lang(ds: str, lang: str) -> bool:
+        return lang in profile.dataset_languages(ds)
+
     def pairs(home: ConescopeHome, model: str, lang: str):
-        for ds in datasets:
-            yield load_image_set(home.root, ds, model), load_text_set(home.root, ds, model, lang)
+        """(image set, text set) of every dataset with images and texts in ``lang``; none for a
+        text-only model (metrics that need images are skipped for it)."""
+        if profile.models[model].text_only:
+            return
+        for ds in image_datasets:
+            if has_lang(ds, lang):
+                yield load_image_set(home.root, ds, model), load_text_set(home.root, ds, model, lang)
+
+    def texts_of(home: ConescopeHome, model: str, lang: str):
+        for ds in text_datasets:
+            if has_lang(ds, lang):
+                yield ds, load_text_set(home.root, ds, model, lang)
+
+    datasets = image_datasets  # the image-only families below read these
 
     # --- [model] ---------------------------------------------------------------------------------
     def image_isotropy(home, model):
@@ -91,8 +114,9 @@ def metric_assets(profile: Profile, parts: ProfilePartitions) -> list[dg.AssetsD
     # --- [model x lang] --------------------------------------------------------------------------
     def isotropy(home, model, lang):
         rows = []
+        for ds, txt in texts_of(home, model, lang):
+            rows += families.isotropy_rows(ds, "text", txt.emb, s)
         for img, txt in pairs(home, model, lang):
-            rows += families.isotropy_rows(img.dataset, "text", txt.emb, s)
             rows += families.isotropy_rows(img.dataset, "joint", np.vstack([img.emb, txt.emb]), s)
         return rows
 
@@ -113,23 +137,34 @@ def metric_assets(profile: Profile, parts: ProfilePartitions) -> list[dg.AssetsD
         return [r for img, txt in pairs(home, model, lang) for r in families.retrieval_rows(img, txt, s)]
 
     def text_clusters(home, model, lang):
+        if profile.models[model].text_only:
+            return [r for ds, txt in texts_of(home, model, lang)
+                    for r in families.silhouette_rows(ds, "text", txt.emb, manifest_text_labels(home.root, txt), s)]
         return [r for img, txt in pairs(home, model, lang)
                 for r in families.silhouette_rows(img.dataset, "text", txt.emb, families.caption_labels(img, txt), s)]
 
     def layer_metrics(home, model, lang):
         loaded = cached_model(profile.models[model], profile.embedding.device)
+        set_text_language(loaded, lang)  # the model is shared across partitions: NLLB-CLIP needs this one's
         rows = []
-        for ds in datasets:
-            txt = load_text_set(home.root, ds, model, lang)
-            if len(txt.texts) >= 2:
-                rows += families.layer_rows(ds, text_layer_states(loaded, txt.texts, profile.embedding.batch_size))
+        for ds, txt in texts_of(home, model, lang):
+            if len(txt.texts) < 2:
+                continue
+            states = text_layer_states(loaded, txt.texts, profile.embedding.batch_size)
+            rows += families.layer_rows(ds, states)
+            pairs = manifest_pairs(home.root, ds)
+            if pairs is not None:
+                rows += families.sts_rows(ds, txt.text_ids, txt.emb, states, pairs)
         return rows
 
     # --- [model], every language -----------------------------------------------------------------
     def multilingual(home, model):
         rows = []
-        for ds in datasets:
-            texts = {lang: load_text_set(home.root, ds, model, lang) for lang in profile.languages}
+        for ds in text_datasets:
+            langs = profile.dataset_languages(ds)
+            if profile.reference_lang not in langs or len(langs) < 2:
+                continue  # nothing to compare in this dataset
+            texts = {lang: load_text_set(home.root, ds, model, lang) for lang in langs}
             rows += families.multilingual_rows(texts, profile.reference_lang, s)
         return rows
 
@@ -154,5 +189,5 @@ def metric_assets(profile: Profile, parts: ProfilePartitions) -> list[dg.AssetsD
                          layer_metrics),
         model_asset(keys.MULTILINGUAL, "metrics.multilingual",
                     "Distance ratios, cross-lingual recall and language separability (reads every language)",
-                    multilingual, {}, all_lang_deps),
+                    multilingual, {}, all_lang_deps, image_layer=False),
     ]

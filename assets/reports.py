@@ -2,6 +2,7 @@
 
 
 import dagster as dg
+import numpy as np
 
 from assets import keys
 from assets.metrics import MODEL_LANG_LAYER, MODEL_LAYER
@@ -21,7 +22,7 @@ ORDER BY dataset, family, modality, metric, layer
 
 
 def report_assets(profile: Profile, parts: ProfilePartitions) -> list[dg.AssetsDefinition]:
-    datasets = list(profile.datasets)
+    datasets = [ds for ds in profile.datasets if profile.dataset_languages(ds)]
 
     @dg.asset(key=keys.PARTITION_REPORT, partitions_def=parts.model_lang, group_name="reports",
               deps=[*MODEL_LANG_LAYER, *(dg.AssetDep(k, partition_mapping=parts.image_mapping) for k in MODEL_LAYER)],
@@ -34,11 +35,17 @@ def report_assets(profile: Profile, parts: ProfilePartitions) -> list[dg.AssetsD
             names = [col[0] for col in cursor.description]
             rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
         sections = []
+        text_only = profile.models[model].text_only
         for ds in datasets:
-            image = load_image_set(conescope.root, ds, model).emb
+            if lang not in profile.dataset_languages(ds):
+                continue
             text = load_text_set(conescope.root, ds, model, lang).emb
+            with_images = not text_only and profile.datasets[ds].has_images
+            image = load_image_set(conescope.root, ds, model).emb if with_images else np.empty((0, text.shape[1]))
             sections.append(DatasetSection(ds, image, text, [r for r in rows if r["dataset"] == ds]))
-        emb_prov = read_provenance(next(conescope.root.image_embeddings(datasets[0], model).glob("*.parquet")))
+        first = next((s.dataset for s in sections), None)
+        emb_prov = {} if first is None else read_provenance(
+            next(conescope.root.text_embeddings(first, model, lang).glob("*.parquet")))
         provenance = {"model": model, "lang": lang, "profile": profile.name, "code_version": code_version(),
                       **{k: emb_prov[k] for k in ("arch", "pretrained", "seed", "zero_bias") if k in emb_prov}}
         page = render_partition_report(model, lang, sections, provenance, profile.report.max_points, profile.seed)

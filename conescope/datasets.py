@@ -2,7 +2,8 @@
 
 A manifest is two tables:
 
-- samples: ``sample_id``, ``split`` (train | test, seeded 80/20), ``image`` (PNG bytes), ``label``,
+- samples: ``sample_id``, ``split`` (train | test, seeded 80/20), ``image`` (encoded bytes), ``image_path``
+  (an image file, for sources ingested by reference; null when the bytes are stored), ``label``,
   ``label_name`` (English class name);
 - texts: ``text_id``, ``sample_id`` (the image a caption describes, or null for class prompts),
   ``label`` (the class a prompt names, or null), ``lang``, ``text``.
@@ -28,6 +29,7 @@ SAMPLES_SCHEMA = pa.schema([
     ("sample_id", pa.string()),
     ("split", pa.string()),
     ("image", pa.binary()),
+    ("image_path", pa.string()),
     ("label", pa.int32()),
     ("label_name", pa.string()),
 ])
@@ -151,7 +153,7 @@ def build_shapes(name: str, n: int, seed: int, image_size: int, languages: tuple
         sample_id = f"{name}-{i:06d}"
         img = _draw_shape(shape, COLOURS[colour], position, image_size, rng)
         for key, value in (("sample_id", sample_id), ("split", splits[i]), ("image", _png(img)),
-                           ("label", label), ("label_name", shape)):
+                           ("image_path", None), ("label", label), ("label_name", shape)):
             samples[key].append(value)
         for lang in languages:
             for key, value in (("text_id", f"{sample_id}-{lang}"), ("sample_id", sample_id),
@@ -194,7 +196,8 @@ def build_digits(name: str, n: int, seed: int, languages: tuple[str, ...]) -> Ma
         img = Image.fromarray(255 - pixels, mode="L").resize((32, 32), Image.Resampling.NEAREST)
         label = int(digits.target[idx])
         for key, value in (("sample_id", f"{name}-{int(idx):06d}"), ("split", splits[j]),
-                           ("image", _png(img)), ("label", label), ("label_name", _NUMBER_WORDS["en"][label])):
+                           ("image", _png(img)), ("image_path", None), ("label", label),
+                           ("label_name", _NUMBER_WORDS["en"][label])):
             samples[key].append(value)
     texts: dict[str, list] = {k: [] for k in TEXTS_SCHEMA.names}
     for lang in languages:

@@ -16,14 +16,15 @@ import numpy as np
 from conescope.models import LoadedModel
 
 
-def _decode(image_bytes: bytes):
+def _decode(image: bytes | str):
+    """An RGB image from encoded bytes or from a file path (samples ingested by reference)."""
     from PIL import Image
 
-    with Image.open(io.BytesIO(image_bytes)) as img:
+    with Image.open(image if isinstance(image, str) else io.BytesIO(image)) as img:
         return img.convert("RGB")
 
 
-def embed_images(loaded: LoadedModel, images: Sequence[bytes], batch_size: int,
+def embed_images(loaded: LoadedModel, images: Sequence[bytes | str], batch_size: int,
                  on_reject: Callable[[int, str], None] | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     import torch
 
@@ -47,6 +48,12 @@ def embed_images(loaded: LoadedModel, images: Sequence[bytes], batch_size: int,
 def embed_texts(loaded: LoadedModel, texts: Sequence[str], batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     import torch
 
+    if getattr(loaded, "text_only", False):  # a sentence-transformers model (conescope.text_models)
+        from conescope.text_models import embed_texts_st
+
+        yield from embed_texts_st(loaded, texts, batch_size)
+        return
+
     for start in range(0, len(texts), batch_size):
         stop = min(start + batch_size, len(texts))
         tokens = loaded.tokenizer(list(texts[start:stop])).to(loaded.device)
@@ -63,6 +70,10 @@ def text_layer_states(loaded: LoadedModel, texts: Sequence[str], batch_size: int
     import torch
     from open_clip.transformer import text_global_pool
 
+    if getattr(loaded, "text_only", False):
+        from conescope.text_models import text_layer_states_st
+
+        return text_layer_states_st(loaded, texts, batch_size)
     model = loaded.model
     blocks = getattr(getattr(model, "transformer", None), "resblocks", None)
     if blocks is None:

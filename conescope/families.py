@@ -223,3 +223,24 @@ def layer_rows(dataset: str, states: list[np.ndarray]) -> list[dict]:
 
 def settings_params(s: MetricSettings) -> dict:
     return asdict(s)
+
+
+def sts_rows(dataset: str, text_ids: np.ndarray, emb: np.ndarray, states: list[np.ndarray] | None,
+             pairs: dict[str, list]) -> list[dict]:
+    """``sts_spearman`` of the output embedding (``layer`` null) and of every hidden layer, over the
+    scored sentence pairs of an STS-B-style dataset (Wolfe & Caliskan 2022, section 3.2)."""
+    position = {tid: i for i, tid in enumerate(text_ids)}
+    keep = [k for k, (a, b) in enumerate(zip(pairs["text_id_a"], pairs["text_id_b"], strict=True))
+            if a in position and b in position]
+    if len(keep) < 3:
+        return []
+    a = np.asarray([position[pairs["text_id_a"][k]] for k in keep])
+    b = np.asarray([position[pairs["text_id_b"][k]] for k in keep])
+    scores = np.asarray([pairs["score"][k] for k in keep], dtype=np.float64)
+    params = _params(pairs=len(keep), similarity="cosine")
+    rows = [_rec(dataset, "text", "sts_spearman", layers.sts_spearman(emb[a], emb[b], scores), len(keep),
+                 params=params, layer=None)]
+    for i, x in enumerate(states or []):
+        rows.append(_rec(dataset, "text", "sts_spearman", layers.sts_spearman(x[a], x[b], scores), len(keep),
+                         params=params, layer=i))
+    return rows

@@ -83,13 +83,21 @@ def load_model(arch: str, pretrained: str | None, seed: int, zero_bias: bool, de
     device = resolve_device(device)
     torch.manual_seed(seed)
     try:
+        if arch.startswith("hf-hub:"):
+            # open_clip falls back to random weights (with a log line) when an hf-hub repository's weights
+            # cannot be fetched; fetching them first turns that into an error
+            from open_clip.pretrained import download_pretrained_from_hf
+
+            download_pretrained_from_hf(arch.removeprefix("hf-hub:"))
         model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=pretrained, device=device)
     except Exception as exc:  # open_clip raises several types for missing weights
-        if pretrained is None:
+        if pretrained is None and not arch.startswith("hf-hub:"):
             raise
+        weights = arch if pretrained is None else f"{arch}/{pretrained}"
         raise RuntimeError(
-            f"could not load weights {arch}/{pretrained}: {exc}. Download them on a machine with network "
-            f"access into the Hugging Face cache (HF_HOME) and run with HF_HUB_OFFLINE=1."
+            f"could not load weights {weights}: {type(exc).__name__}: {exc}. Download them on a machine with "
+            f"network access into the Hugging Face cache (HF_HOME, e.g. by loading the model once there) and "
+            f"copy that cache here; run with HF_HUB_OFFLINE=1."
         ) from exc
     zeroed = zero_biases(model) if zero_bias else 0
     model.eval()

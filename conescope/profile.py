@@ -21,8 +21,8 @@ DEFAULT_PROFILE = "demo"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 _LANG = re.compile(r"^[a-z]{2,3}$")
 _CRON = re.compile(r"^\s*[0-9*/,\-]+(\s+[0-9A-Za-z*/,\-]+){4}\s*$")
-DATASET_KINDS = ("shapes", "digits")
-MODEL_KINDS = ("open_clip",)
+GENERATED_KINDS = ("shapes", "digits")
+MODEL_KINDS = ("open_clip", "sentence_transformers")
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -34,19 +34,29 @@ class ProfileError(ValueError):
 class DatasetSpec:
     name: str
     kind: str
-    n: int
+    n: int | None  # generated: how many; real sources: at most this many samples (None: all)
     seed: int
     image_size: int = 64
+    languages: tuple[str, ...] = ("en", "fr", "de", "ru")  # what its texts can be in (declared)
+    has_images: bool = True  # False for text-only sources (STS-B, WikiCaps without images)
+    options: dict = field(default_factory=dict, hash=False, compare=False)  # kind-specific keys
+    download: tuple = ()  # conescope.download sources fetched into raw/<name>/ when absent
+    max_reject_fraction: float = 0.05
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
     kind: str
-    arch: str
+    arch: str  # open_clip: architecture, hf-hub:<repo> or local-dir:<folder>; sentence_transformers: id or folder
     pretrained: str | None
     seed: int
     zero_bias: bool
+    package: str | None = None  # sentence_transformers: a pip package that bundles the weights
+
+    @property
+    def text_only(self) -> bool:
+        return self.kind == "sentence_transformers"
 
 
 @dataclass(frozen=True)
@@ -96,6 +106,19 @@ class Profile:
     report: ReportSpec = field(default_factory=ReportSpec)
     schedule: ScheduleSpec = field(default_factory=ScheduleSpec)
     metrics: MetricSettings = field(default_factory=MetricSettings)
+
+    @property
+    def image_models(self) -> list[str]:
+        """Models with an image tower: the image assets are partitioned over these only."""
+        return [m for m, spec in self.models.items() if not spec.text_only]
+
+    def dataset_languages(self, dataset: str) -> tuple[str, ...]:
+        """The profile's languages that ``dataset`` has texts in (its text partitions hold rows)."""
+        declared = self.datasets[dataset].languages
+        return tuple(lang for lang in self.languages if lang in declared)
+
+    def image_datasets(self) -> list[str]:
+        return [ds for ds, spec in self.datasets.items() if spec.has_images]
 
     @property
     def reference_lang(self) -> str:
@@ -152,8 +175,12 @@ def _dataset(r: _Reader, name: str, raw: Any) -> DatasetSpec:
     path = f"datasets.{name}"
     if not _NAME.match(str(name)):
         raise r.fail(path, f"dataset name must match {_NAME.pattern}")
+    from conescope.dataset_specs import SOURCE_KINDS, parse_source_dataset
+
+    if isinstance(raw, dict) and raw.get("kind") in SOURCE_KINDS:
+        return DatasetSpec(name=name, kind=raw["kind"], **parse_source_dataset(r, name, raw, _LANG))
     m = r.mapping(raw, path, {"kind", "n", "seed", "image_size"}, {"kind", "n"})
-    kind = r.string(m["kind"], f"{path}.kind", DATASET_KINDS)
+    kind = r.string(m["kind"], f"{path}.kind", GENERATED_KINDS + SOURCE_KINDS)
     spec = DatasetSpec(
         name=name,
         kind=kind,
@@ -170,21 +197,35 @@ def _model(r: _Reader, name: str, raw: Any) -> ModelSpec:
     path = f"models.{name}"
     if not _NAME.match(str(name)):
         raise r.fail(path, f"model name must match {_NAME.pattern}")
+    if isinstance(raw, dict) and raw.get("kind") == "sentence_transformers":
+        return _text_model(r, name, raw)
     m = r.mapping(raw, path, {"kind", "arch", "pretrained", "seed", "zero_bias"}, {"kind", "arch"})
     kind = r.string(m["kind"], f"{path}.kind", MODEL_KINDS)
     arch = r.string(m["arch"], f"{path}.arch")
     from conescope.models import known_architectures  # open_clip import is slow: only when needed
 
-    if arch not in known_architectures():
+    if not arch.startswith(("hf-hub:", "local-dir:")) and arch not in known_architectures():
         raise r.fail(f"{path}.arch", f"unknown open_clip architecture {arch!r}")
     pretrained = m.get("pretrained")
     if pretrained is not None:
         pretrained = r.string(pretrained, f"{path}.pretrained")
+    if arch.startswith("hf-hub:") and pretrained is not None:
+        raise r.fail(f"{path}.pretrained", "an hf-hub: model brings its own weights; leave pretrained out")
     zero_bias = r.boolean(m.get("zero_bias", False), f"{path}.zero_bias")
-    if zero_bias and pretrained is not None:
+    if zero_bias and (pretrained is not None or arch.startswith("hf-hub:")):
         raise r.fail(f"{path}.zero_bias", "zeroing biases applies to random initialisation only")
     return ModelSpec(name=name, kind=kind, arch=arch, pretrained=pretrained,
                      seed=r.integer(m.get("seed", 0), f"{path}.seed", minimum=0), zero_bias=zero_bias)
+
+
+def _text_model(r: _Reader, name: str, raw: dict) -> ModelSpec:
+    """A text-only sentence-transformers model: ``model`` (hub id or folder), optional ``package``."""
+    path = f"models.{name}"
+    m = r.mapping(raw, path, {"kind", "model", "package", "seed"}, {"kind", "model"})
+    package = m.get("package")
+    return ModelSpec(name=name, kind="sentence_transformers", arch=r.string(m["model"], f"{path}.model"),
+                     pretrained=None, seed=r.integer(m.get("seed", 0), f"{path}.seed", minimum=0),
+                     zero_bias=False, package=None if package is None else r.string(package, f"{path}.package"))
 
 
 GEOMETRIES = ("cosine", "dot", "neg_sq_euclidean")
@@ -238,12 +279,12 @@ def parse_profile(raw: Any, source: str) -> Profile:
             raise r.fail(key, "expected a non-empty mapping of name -> settings")
     datasets = {str(k): _dataset(r, str(k), v) for k, v in top["datasets"].items()}
     models = {str(k): _model(r, str(k), v) for k, v in top["models"].items()}
-    from conescope.datasets import SUPPORTED_LANGUAGES
-
     for lang in languages:
-        if lang not in SUPPORTED_LANGUAGES:
-            raise r.fail("languages", f"{lang!r} has no captions in the generated datasets "
-                                      f"(available: {', '.join(SUPPORTED_LANGUAGES)})")
+        if not any(lang in spec.languages for spec in datasets.values()):
+            raise r.fail("languages", f"{lang!r} is in no dataset's languages (datasets declare: "
+                                      f"{', '.join(sorted({x for s in datasets.values() for x in s.languages}))})")
+    if not any(spec.has_images for spec in datasets.values()) and not all(s.text_only for s in models.values()):
+        raise r.fail("datasets", "no dataset has images, but the profile has image-capable models")
 
     emb = r.mapping(top.get("embedding", {}), "embedding", {"batch_size", "device"})
     report = r.mapping(top.get("report", {}), "report", {"max_points"})

@@ -111,8 +111,9 @@ def render_partition_report(model: str, lang: str, sections: list[DatasetSection
     for sec in sections:
         img = sec.image[subsample(len(sec.image), max_points, seed)]
         txt = sec.text[subsample(len(sec.text), max_points, seed + 1)]
-        spectrum = {"image": singular_values(sec.image), "text": singular_values(sec.text),
-                    "joint": singular_values(np.vstack([sec.image, sec.text]))}
+        # a text-only model (or a text-only dataset) has no image rows: its series are left out
+        spectrum = {name: singular_values(x) for name, x in (("image", sec.image), ("text", sec.text),
+                                                             ("joint", np.vstack([sec.image, sec.text]))) if len(x)}
         parts.append(
             f"<section><h2>{html.escape(sec.dataset)}</h2><div class='figs'>"
             f"<figure>{projection_svg(img, txt, f'{sec.dataset}: 2-D SVD projection')}"

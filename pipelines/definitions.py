@@ -38,12 +38,12 @@ def _refresh_instigators(profile: Profile, jobs: dict) -> tuple[dg.ScheduleDefin
             yield dg.RunRequest(run_key=f"{refresh_id}:{planned.job}", partition_key=planned.partition_key,
                                 tags=planned.tags)
 
-    def chain_sensor(upstream: str, downstream: str) -> dg.SensorDefinition:
+    def chain_sensor(upstream: str, *downstream: str) -> dg.SensorDefinition:
         @dg.run_status_sensor(name=f"refresh_after_{upstream}", run_status=dg.DagsterRunStatus.SUCCESS,
-                              monitored_jobs=[jobs[upstream]], request_job=jobs[downstream],
+                              monitored_jobs=[jobs[upstream]], request_jobs=[jobs[d] for d in downstream],
                               default_status=dg.DefaultSensorStatus.RUNNING,
                               description=f"Continue a refresh: a successful {upstream} run of the chain "
-                                          f"requests the {downstream} runs that depend on it")
+                                          f"requests the {' and '.join(downstream)} runs that depend on it")
         def _sensor(context: dg.RunStatusSensorContext):
             run = context.dagster_run
             if REFRESH_TAG not in run.tags:
@@ -58,11 +58,12 @@ def _refresh_instigators(profile: Profile, jobs: dict) -> tuple[dg.ScheduleDefin
                 done_langs = {r.tags.get("dagster/partition/lang") for r in done}
             for planned in next_layer(profile, finished, done_langs=done_langs):
                 yield dg.RunRequest(run_key=f"{run.tags[REFRESH_TAG]}:{planned.job}:{planned.partition_key}",
-                                    partition_key=planned.partition_key, tags=planned.tags)
+                                    partition_key=planned.partition_key, tags=planned.tags, job_name=planned.job)
 
         return _sensor
 
-    return nightly, [chain_sensor(DATASETS_JOB, IMAGE_JOB), chain_sensor(IMAGE_JOB, PARTITION_JOB),
+    # after the datasets: image runs, and the model x lang runs of text-only models (no image layer)
+    return nightly, [chain_sensor(DATASETS_JOB, IMAGE_JOB, PARTITION_JOB), chain_sensor(IMAGE_JOB, PARTITION_JOB),
                      chain_sensor(PARTITION_JOB, SUMMARY_JOB)]
 
 

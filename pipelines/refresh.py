@@ -1,6 +1,7 @@
 """The refresh chain: which runs recompute every partition of a profile, in dependency order.
 
-Layers: the datasets (one run), then each model's image layer (one run per model), then each
+Layers: the datasets (one run), then each model's image layer (one run per model; text-only models
+have none and go straight on), then each
 model x lang partition, then each model's summary (metrics that read every language). The nightly
 schedule starts the first layer; run-status sensors start the next layer when a run of the chain
 succeeds (the summary of a model once all its languages have), so a layer never reads an upstream
@@ -50,18 +51,24 @@ def next_layer(profile: Profile, finished: PlannedRun, models: list[str] | None 
     _check(profile, models, langs)
     tags = dict(finished.tags)
     if finished.job == DATASETS_JOB:
-        return [PlannedRun(IMAGE_JOB, m, tags) for m in models]
+        # text-only models have no image layer: their model x lang runs follow the datasets directly
+        return [PlannedRun(IMAGE_JOB, m, tags) for m in models if not profile.models[m].text_only] + [
+            run for m in models if profile.models[m].text_only for run in _model_lang_runs(m, langs, tags)]
     if finished.job == IMAGE_JOB:
         if finished.partition_key not in models:
             return []
-        return [PlannedRun(PARTITION_JOB, str(dg.MultiPartitionKey({"model": finished.partition_key, "lang": lang})),
-                           tags) for lang in langs]
+        return _model_lang_runs(finished.partition_key, langs, tags)
     if finished.job == PARTITION_JOB:
         keys = _split(finished.partition_key)
         model = keys["model"]
         if model in models and set(langs) <= (done_langs or set()) | {keys["lang"]}:
             return [PlannedRun(SUMMARY_JOB, model, tags)]
     return []
+
+
+def _model_lang_runs(model: str, langs: list[str], tags: dict[str, str]) -> list[PlannedRun]:
+    return [PlannedRun(PARTITION_JOB, str(dg.MultiPartitionKey({"model": model, "lang": lang})), tags)
+            for lang in langs]
 
 
 def _split(multi_key: str) -> dict[str, str]:
@@ -88,6 +95,16 @@ def full_plan(profile: Profile, refresh_id: str, models: list[str] | None = None
     return plan
 
 
+def failure_message(error) -> str:
+    """The message of a step failure with its causes: Dagster wraps the asset's exception in a step
+    execution error whose own message names only the op."""
+    parts = []
+    while error is not None:
+        parts.append(error.message.strip())
+        error = error.cause
+    return "\n".join(parts)
+
+
 def execute_plan(defs: dg.Definitions, plan: list[PlannedRun], instance: dg.DagsterInstance,
                  log=print) -> bool:
     """Run the plan in this process, one Dagster run per entry, stopping at the first failure.
@@ -106,7 +123,7 @@ def execute_plan(defs: dg.Definitions, plan: list[PlannedRun], instance: dg.Dags
             f"{'ok' if result.success else 'FAILED'} ({time.perf_counter() - t0:.1f} s)")
         if not result.success:
             failure = next((e for e in result.all_events if e.is_step_failure), None)
-            detail = failure.step_failure_data.error.message.strip() if failure else "see the run's log"
+            detail = failure_message(failure.step_failure_data.error) if failure else "see the run's log"
             print(f"run {result.run_id} failed: {detail}", file=sys.stderr)
             return False
     return True

@@ -27,3 +27,24 @@ def load_text_set(root: DataRoot, dataset: str, model: str, lang: str) -> TextSe
                    np.asarray(keys.column("sample_id").to_pylist(), dtype=object),
                    keys.column("label").fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64),
                    keys.column("text").to_pylist(), emb)
+
+
+def manifest_text_labels(root: DataRoot, text: TextSet) -> np.ndarray:
+    """The label of each text from the manifest alone: its sample's label for captions, its class for
+    prompts (for text-only models, which have no image set to join)."""
+    samples = read_manifest_table(root.dataset_dir(text.dataset), "samples", ["sample_id", "label"])
+    label_of = dict(zip(samples.column("sample_id").to_pylist(),
+                        samples.column("label").fill_null(-1).to_pylist(), strict=True))
+    labels = text.labels.copy()
+    for i, sid in enumerate(text.sample_ids):
+        if sid is not None:
+            labels[i] = label_of.get(sid, -1)
+    return labels
+
+
+def manifest_pairs(root: DataRoot, dataset: str) -> dict[str, list] | None:
+    """The scored sentence pairs of an STS-style dataset (manifest table ``pairs``), or None."""
+    path = root.dataset_dir(dataset) / "pairs.parquet"
+    if not path.is_file():
+        return None
+    return read_manifest_table(root.dataset_dir(dataset), "pairs").to_pydict()

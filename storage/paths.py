@@ -30,6 +30,10 @@ class DataRoot:
         """Temporary outputs live here, outside every glob that readers use, until renamed in place."""
         return self.root / "tmp"
 
+    def raw_dir(self, dataset: str) -> Path:
+        """Source files of a real dataset, as downloaded or put there by hand."""
+        return self.root / "raw" / dataset
+
     def dataset_dir(self, dataset: str) -> Path:
         return self.root / "datasets" / dataset
 

@@ -125,6 +125,7 @@ class Warehouse:
                 globs = {
                     f"datasets.{ds}_samples": (root / "datasets" / ds / "samples.parquet", False),
                     f"datasets.{ds}_texts": (root / "datasets" / ds / "texts.parquet", False),
+                    f"datasets.{ds}_pairs": (root / "datasets" / ds / "pairs.parquet", False),  # STS only
                     f"embeddings.{ds}_image": (base / "image" / "*" / "*.parquet", True),
                     f"embeddings.{ds}_text": (base / "text" / "*" / "*" / "*.parquet", True),
                 }

@@ -46,7 +46,7 @@ def test_parquet_layout_and_schemas(materialized):
     profile, root, _, _ = materialized
     for ds in profile.datasets:
         samples = pq.read_table(root.dataset_dir(ds) / "samples.parquet")
-        assert samples.schema.names == ["sample_id", "split", "image", "label", "label_name"]
+        assert samples.schema.names == ["sample_id", "split", "image", "image_path", "label", "label_name"]
         for model in profile.models:
             image_file = root.image_embeddings(ds, model) / "part-00000.parquet"
             schema = pq.read_schema(image_file)
