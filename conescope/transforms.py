@@ -106,7 +106,8 @@ class Transform:
         self._fit(image, text)
         from conescope.provenance import code_version
 
-        self.provenance = {"fit_set": fit_set, "n_image": int(len(image)), "n_text": int(len(text)),
+        self.provenance = {"kind": self.kind, "name": self.name, "params": self.params(), "fit_set": fit_set,
+                           "n_image": int(len(image)), "n_text": int(len(text)),
                            "dim": int(image.shape[1]), "data_sha256": data_sha256(image, text),
                            "code_version": code_version(), "fitted_at": datetime.now(UTC).isoformat()}
         return self
