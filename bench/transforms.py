@@ -35,13 +35,16 @@ def cone_pairs(n: int, d: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return image, text
 
 
-def _median(fn, repeats: int) -> float:
-    times = []
+def _median(fn, repeats: int) -> tuple[float, float]:
+    """Median wall and process CPU seconds: on a shared machine the CPU time is the steadier figure
+    (with one BLAS thread, ``OPENBLAS_NUM_THREADS=1``, it is the work itself)."""
+    walls, cpus = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        walls.append(time.perf_counter() - t0)
+        cpus.append(time.process_time() - c0)
+    return statistics.median(walls), statistics.median(cpus)
 
 
 def ours(name: str, k: int):
@@ -88,18 +91,20 @@ def main() -> None:
     args = parser.parse_args()
     image, text = cone_pairs(args.n, args.d)
     print(f"transforms on {args.n} x {args.d} float32 pairs (k = {args.k}), median of {args.repeats}")
-    print(f"{'transform':<12} {'fit s':>8} {'apply s':>8} {'total s':>8} {'library s':>10} {'ratio':>7}  library route")
+    print(f"{'transform':<14} {'fit s':>7} {'apply s':>8} {'total s':>8} {'cpu s':>7} {'library s':>10} "
+          f"{'ratio':>7}  library route")
     routes = {"procrustes": "scipy.linalg.orthogonal_procrustes", "lstsq": "numpy.linalg.lstsq",
               "pca": "sklearn PCA(svd_solver='full')", "whitening": "sklearn PCA(whiten=True, full)",
               "centering": "numpy mean of the stacked rows"}
     for name in ("identity", "centering", "whitening", "pca", "procrustes", "lstsq", "gap_shift"):
         t = ours(name, args.k)
-        fit = _median(lambda t=t: t.fit(image, text, fit_set="bench"), args.repeats)
-        apply = _median(lambda t=t: (t.transform(image, "image"), t.transform(text, "text")), args.repeats)
-        line = f"{t.name:<12} {fit:8.3f} {apply:8.3f} {fit + apply:8.3f}"
+        fit, fit_cpu = _median(lambda t=t: t.fit(image, text, fit_set="bench"), args.repeats)
+        apply, apply_cpu = _median(lambda t=t: (t.transform(image, "image"), t.transform(text, "text")),
+                                   args.repeats)
+        line = f"{t.name:<14} {fit:7.3f} {apply:8.3f} {fit + apply:8.3f} {fit_cpu + apply_cpu:7.3f}"
         run = None if args.skip_baselines else baseline(name, args.k, image, text)
         if run is not None:
-            lib = _median(run, 1 if name in ("lstsq", "pca", "whitening") else args.repeats)
+            lib, _ = _median(run, 1 if name in ("lstsq", "pca", "whitening") else args.repeats)
             line += f" {lib:10.3f} {lib / (fit + apply):6.1f}x  {routes[name]}"
         if name == "lstsq":
             line += f"  (solver: {t.solver})"
