@@ -10,6 +10,7 @@ from assets.datasets import dataset_assets
 from assets.embeddings import embedding_assets
 from assets.metrics import SUMMARY_LAYER, metric_assets
 from assets.reports import report_assets
+from assets.transforms import transform_assets
 from conescope.profile import Profile, load_profile
 from pipelines.partitions import profile_partitions
 from pipelines.refresh import (
@@ -70,7 +71,7 @@ def _refresh_instigators(profile: Profile, jobs: dict) -> tuple[dg.ScheduleDefin
 def build_definitions(profile: Profile, home: str | None = None) -> dg.Definitions:
     parts = profile_partitions(profile)
     all_assets = [*dataset_assets(profile), *embedding_assets(profile, parts), *metric_assets(profile, parts),
-                  *report_assets(profile, parts)]
+                  *transform_assets(profile, parts), *report_assets(profile, parts)]
     summary = set(SUMMARY_LAYER)
     layers = {
         DATASETS_JOB: (None, "the dataset manifests"),
@@ -80,8 +81,8 @@ def build_definitions(profile: Profile, home: str | None = None) -> dg.Definitio
     }
     jobs = {}
     for name, (partitions_def, description) in layers.items():
-        selected = [a.key for a in all_assets if a.partitions_def == partitions_def
-                    and (a.key in summary) == (name == SUMMARY_JOB)]
+        selected = [key for a in all_assets if a.partitions_def == partitions_def
+                    for key in a.keys if (key in summary) == (name == SUMMARY_JOB)]
         jobs[name] = dg.define_asset_job(name, selection=selected, partitions_def=partitions_def,
                                          description=description)
     schedule, sensors = _refresh_instigators(profile, jobs)

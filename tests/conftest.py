@@ -16,7 +16,7 @@ TINY_PROFILE = {
     "languages": ["en", "fr"],
     "datasets": {
         "shapes": {"kind": "shapes", "n": 12, "image_size": 32, "seed": 1},
-        "digits": {"kind": "digits", "n": 15, "seed": 2},
+        "digits": {"kind": "digits", "n": 24, "seed": 2},  # enough test rows for known/new classes
     },
     "models": {
         "tiny.random": {"kind": "open_clip", "arch": "conescope-tiny", "pretrained": None, "seed": 0,
@@ -26,6 +26,13 @@ TINY_PROFILE = {
     },
     "embedding": {"batch_size": 5, "device": "cpu"},
     "report": {"max_points": 50},
+    "transforms": {
+        "kinds": ["identity", "centering", "whitening", "pca", "procrustes", "lstsq", "gap_shift"],
+        "k": [4],
+        "gap_shift": {"lambdas": [0.0, 0.5, 1.0], "renormalize": [True, False]},
+        "protocols": {"in_domain": ["shapes", "digits"], "cross_dataset": [{"fit": "shapes", "eval": "digits"}],
+                      "class_disjoint": {"datasets": ["digits"], "seed": 0}},
+    },
 }
 
 
