@@ -26,9 +26,10 @@ TABLES = ("isotropy", "modality_gap", "clip_loss", "zero_shot", "retrieval")
 
 
 def _datasets(profile: Profile) -> list[str]:
+    """Datasets some protocol names; transforms pair images with texts, so only those with images."""
     ts = profile.transforms
     used = {*ts.in_domain, *ts.class_disjoint, *(d for pair in ts.cross_dataset for d in pair)}
-    return [ds for ds in profile.datasets if ds in used]
+    return [ds for ds in profile.image_datasets() if ds in used]
 
 
 def transform_assets(profile: Profile, parts: ProfilePartitions) -> list[dg.AssetsDefinition]:
@@ -40,8 +41,12 @@ def transform_assets(profile: Profile, parts: ProfilePartitions) -> list[dg.Asse
                 *(keys.text_embeddings(ds) for ds in datasets)]
 
     def load(home: ConescopeHome, model: str, lang: str):
+        """(image set, text set) per dataset with texts in ``lang``; none for a text-only model, whose
+        partitions then store no transforms and write no rows (protocols.plan skips what is missing)."""
+        if profile.models[model].text_only:
+            return {}
         return {ds: (load_image_set(home.root, ds, model), load_text_set(home.root, ds, model, lang))
-                for ds in datasets}
+                for ds in datasets if lang in profile.dataset_languages(ds)}
 
     specs = [dg.AssetSpec(keys.transform(kind), deps=emb_deps, partitions_def=parts.model_lang,
                           group_name="transforms", kinds={"numpy"},
@@ -80,7 +85,7 @@ def transform_assets(profile: Profile, parts: ProfilePartitions) -> list[dg.Asse
         stored = [transform_from_dict(d) for kind in ts.kinds
                   for d in read_transforms(conescope.root.transforms_dir(kind, model, lang)).values()]
         scales = {}
-        for ds in datasets:
+        for ds in sets:
             prov = read_provenance(next(conescope.root.image_embeddings(ds, model).glob("*.parquet")))
             scales[ds] = (float(prov["logit_scale"]), prov.get("logit_bias"))
         rows = protocols.evaluate_all(stored, plan, sets, profile.metrics, scales)

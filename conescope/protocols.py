@@ -104,7 +104,8 @@ def known_classes(image: ImageSet, seed: int) -> np.ndarray:
 
 
 def plan(settings: TransformSettings, sets: dict[str, tuple[ImageSet, TextSet]]) -> Plan:
-    """Fit sets and eval sets of every protocol of the profile, for one model x lang partition."""
+    """Fit sets and eval sets of every protocol of the profile, for one model x lang partition. A
+    protocol whose dataset is absent from ``sets`` is skipped, with the reason in ``Plan.skipped``."""
     fits: dict[str, FitSet] = {}
     evals: list[EvalSet] = []
     skipped: list[str] = []
@@ -127,11 +128,22 @@ def plan(settings: TransformSettings, sets: dict[str, tuple[ImageSet, TextSet]])
             return
         evals.append(EvalSet(protocol, fit, name, ds, *eval_rows(img, txt, mask), params))
 
+    def present(protocol: str, *datasets: str) -> bool:
+        missing = [ds for ds in datasets if ds not in sets]
+        if missing:
+            skipped.append(f"{protocol} on {' -> '.join(datasets)}: no image and text embeddings of "
+                           f"{', '.join(missing)} in this partition (text-only model, or no texts in its language)")
+        return not missing
+
     for ds in settings.in_domain:
-        add_eval(IN_DOMAIN, train_fit(ds), f"{ds}:test", ds, split(ds, "test"))
+        if present(IN_DOMAIN, ds):
+            add_eval(IN_DOMAIN, train_fit(ds), f"{ds}:test", ds, split(ds, "test"))
     for fit_ds, eval_ds in settings.cross_dataset:
-        add_eval(CROSS_DATASET, train_fit(fit_ds), f"{eval_ds}:test", eval_ds, split(eval_ds, "test"))
+        if present(CROSS_DATASET, fit_ds, eval_ds):
+            add_eval(CROSS_DATASET, train_fit(fit_ds), f"{eval_ds}:test", eval_ds, split(eval_ds, "test"))
     for ds in settings.class_disjoint:
+        if not present(CLASS_DISJOINT, ds):
+            continue
         img, txt = sets[ds]
         known = known_classes(img, settings.class_disjoint_seed)
         is_known = np.isin(img.labels, known)

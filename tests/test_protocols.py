@@ -163,3 +163,13 @@ def test_a_stale_transform_is_refused(sets):
     with pytest.raises(ValueError, match="rematerialize transforms/centering"):
         P.evaluate_all(stored, P.plan(SETTINGS, changed), changed, MetricSettings(bootstrap=20),
                        {"cap": (10.0, None), "cls": (10.0, None)})
+
+
+def test_plan_skips_protocols_whose_datasets_are_absent(sets):
+    """A text-only model (or a language a dataset lacks) leaves a dataset out of the partition: its
+    protocols are skipped with the reason, the others still run, and an empty partition plans nothing."""
+    p = P.plan(SETTINGS, {"cap": sets["cap"]})
+    assert [(e.protocol, e.name) for e in p.evals] == [("in_domain", "cap:test")]
+    assert len(p.skipped) == 3 and all("cls" in reason for reason in p.skipped)
+    empty = P.plan(SETTINGS, {})
+    assert empty.evals == [] and empty.fit_sets == {} and len(empty.skipped) == 4
