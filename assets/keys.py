@@ -31,3 +31,8 @@ RETRIEVAL = dg.AssetKey(["metrics", "retrieval"])
 CLUSTERS = dg.AssetKey(["metrics", "clusters"])
 LAYERS = dg.AssetKey(["metrics", "layers"])
 MULTILINGUAL = dg.AssetKey(["metrics", "multilingual"])
+TRANSFORM_METRICS = dg.AssetKey(["metrics", "transforms"])
+
+
+def transform(kind: str) -> dg.AssetKey:
+    return dg.AssetKey(["transforms", kind])

@@ -31,7 +31,8 @@ SUMMARY_LAYER = [keys.MULTILINGUAL]
 def _write(home: ConescopeHome, table: str, records: list[dict], where: dict, context) -> dg.MaterializeResult:
     for rec in records:
         rec.update({k: v for k, v in where.items() if k in ("model", "lang")})
-    replaced = home.warehouse.replace_rows(table, metric_rows(records, table), where)
+    # Raw rows only: the rows of fitted transforms in the same table belong to metrics/transforms.
+    replaced = home.warehouse.replace_rows(table, metric_rows(records, table), {**where, "transform": "none"})
     headline = {f"{r['dataset']}/{r['modality']}/{r['metric']}" + (f"/{r['layer']}" if "layer" in r else "")
                 + (f"/{r['lang']}" if table == "metrics.multilingual" else ""): round(r["value"], 4)
                 for r in records}

@@ -81,9 +81,13 @@ def report_metadata(index, preview_png: str | None, headline: dict[str, float], 
 def report_assets(profile: Profile, parts: ProfilePartitions) -> list[dg.AssetsDefinition]:
     datasets = list(profile.datasets)
     settings = report_settings(profile)
+    ts = profile.transforms
+    fitted = {*ts.in_domain, *ts.class_disjoint, *(d for pair in ts.cross_dataset for d in pair)}
+    transform_deps = [keys.TRANSFORM_METRICS] if ts.kinds and fitted else []  # the gap-shift sweep's rows
 
     @dg.asset(key=keys.PARTITION_REPORT, partitions_def=parts.model_lang, group_name="reports",
-              deps=[*MODEL_LANG_LAYER, *(dg.AssetDep(k, partition_mapping=parts.image_mapping) for k in MODEL_LAYER)],
+              deps=[*MODEL_LANG_LAYER, *transform_deps,
+                    *(dg.AssetDep(k, partition_mapping=parts.image_mapping) for k in MODEL_LAYER)],
               pool=keys.DUCKDB_POOL, kinds={"html"},
               description="HTML report: SVD projections raw/centered/whitened, spectrum, pair-cosine histograms per "
                           "transform, similarity heatmaps, t-SNE maps, gap-shift landscape, layers, metric tables")

@@ -84,6 +84,24 @@ class MetricSettings:
     reference_lang: str | None = None  # multilingual reference; None: en if profiled, else the first
 
 
+TRANSFORM_KINDS = ("identity", "centering", "whitening", "pca", "procrustes", "lstsq", "gap_shift")
+
+
+@dataclass(frozen=True)
+class TransformSettings:
+    """Which transforms are fitted and how they are evaluated (profile section ``transforms``);
+    absent section: none. Protocols of Tyshchuk et al. 2023 (Section 5)."""
+
+    kinds: tuple[str, ...] = ()
+    k: tuple[int, ...] = ()  # components kept by whitening-k and PCA-k, one variant per value
+    gap_shift_lambdas: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+    gap_shift_renormalize: tuple[bool, ...] = (True,)
+    in_domain: tuple[str, ...] = ()  # fit on the train split, evaluate on the test split
+    cross_dataset: tuple[tuple[str, str], ...] = ()  # (fit dataset, eval dataset)
+    class_disjoint: tuple[str, ...] = ()  # fit on half the classes, evaluate known and new classes
+    class_disjoint_seed: int = 0
+
+
 @dataclass(frozen=True)
 class Profile:
     name: str
@@ -96,6 +114,7 @@ class Profile:
     report: ReportSpec = field(default_factory=ReportSpec)
     schedule: ScheduleSpec = field(default_factory=ScheduleSpec)
     metrics: MetricSettings = field(default_factory=MetricSettings)
+    transforms: TransformSettings = field(default_factory=TransformSettings)
 
     @property
     def reference_lang(self) -> str:
@@ -221,11 +240,61 @@ def _metrics(r: _Reader, raw: Any, languages: tuple[str, ...]) -> MetricSettings
     )
 
 
+def _transforms(r: _Reader, raw: Any, datasets: dict[str, DatasetSpec]) -> TransformSettings:
+    d = TransformSettings()
+    m = r.mapping(raw, "transforms", {"kinds", "k", "gap_shift", "protocols"})
+
+    def items(value: Any, path: str) -> list:
+        if not isinstance(value, list) or not value:
+            raise r.fail(path, f"expected a non-empty list, got {value!r}")
+        return value
+
+    def dataset(value: Any, path: str) -> str:
+        name = r.string(value, path)
+        if name not in datasets:
+            raise r.fail(path, f"{name!r} is not one of the profile's datasets ({', '.join(datasets)})")
+        return name
+
+    kinds = tuple(r.string(v, f"transforms.kinds[{i}]", TRANSFORM_KINDS)
+                  for i, v in enumerate(items(m.get("kinds", list(TRANSFORM_KINDS)), "transforms.kinds")))
+    ks: tuple[int, ...] = ()
+    if "whitening" in kinds or "pca" in kinds or "k" in m:
+        ks = tuple(r.integer(v, f"transforms.k[{i}]", minimum=1)
+                   for i, v in enumerate(items(m.get("k"), "transforms.k")))
+    g = r.mapping(m.get("gap_shift", {}), "transforms.gap_shift", {"lambdas", "renormalize"})
+    lambdas = []
+    for i, v in enumerate(items(g.get("lambdas", list(d.gap_shift_lambdas)), "transforms.gap_shift.lambdas")):
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            raise r.fail(f"transforms.gap_shift.lambdas[{i}]", f"expected a number, got {v!r}")
+        lambdas.append(float(v))
+    renorm_raw = items(g.get("renormalize", list(d.gap_shift_renormalize)), "transforms.gap_shift.renormalize")
+    renorm = tuple(r.boolean(v, f"transforms.gap_shift.renormalize[{i}]") for i, v in enumerate(renorm_raw))
+    p = r.mapping(m.get("protocols", {}), "transforms.protocols", {"in_domain", "cross_dataset", "class_disjoint"})
+    in_domain_raw = items(p.get("in_domain", list(datasets)), "transforms.protocols.in_domain")
+    in_domain = tuple(dataset(v, f"transforms.protocols.in_domain[{i}]") for i, v in enumerate(in_domain_raw))
+    cross = []
+    for i, v in enumerate(p.get("cross_dataset") or []):
+        path = f"transforms.protocols.cross_dataset[{i}]"
+        pair = r.mapping(v, path, {"fit", "eval"}, {"fit", "eval"})
+        fit, ev = dataset(pair["fit"], f"{path}.fit"), dataset(pair["eval"], f"{path}.eval")
+        if fit == ev:
+            raise r.fail(path, f"fit and eval are both {fit!r}; that is the in_domain protocol")
+        cross.append((fit, ev))
+    cd = r.mapping(p.get("class_disjoint", {}), "transforms.protocols.class_disjoint", {"datasets", "seed"})
+    disjoint = tuple(dataset(v, f"transforms.protocols.class_disjoint.datasets[{i}]")
+                     for i, v in enumerate(cd.get("datasets") or []))
+    return TransformSettings(
+        kinds=kinds, k=ks, gap_shift_lambdas=tuple(lambdas), gap_shift_renormalize=renorm, in_domain=in_domain,
+        cross_dataset=tuple(cross), class_disjoint=disjoint,
+        class_disjoint_seed=r.integer(cd.get("seed", d.class_disjoint_seed),
+                                      "transforms.protocols.class_disjoint.seed", minimum=0))
+
+
 def parse_profile(raw: Any, source: str) -> Profile:
     """Validate a parsed YAML document and build a :class:`Profile`."""
     r = _Reader(source)
     top = r.mapping(raw, "", {"name", "seed", "languages", "datasets", "models", "embedding", "report",
-                              "schedule", "metrics"}, {"name", "languages", "datasets", "models"})
+                              "schedule", "metrics", "transforms"}, {"name", "languages", "datasets", "models"})
     name = r.string(top["name"], "name", pattern=_NAME)
     langs = top["languages"]
     if not isinstance(langs, list) or not langs:
@@ -252,6 +321,7 @@ def parse_profile(raw: Any, source: str) -> Profile:
     if not _CRON.match(cron):
         raise r.fail("schedule.cron", f"{cron!r} is not a valid cron string")
     metrics = _metrics(r, top.get("metrics", {}), languages)
+    transforms = _transforms(r, top["transforms"], datasets) if "transforms" in top else TransformSettings()
     return Profile(
         name=name,
         source=source,
@@ -267,6 +337,7 @@ def parse_profile(raw: Any, source: str) -> Profile:
         schedule=ScheduleSpec(cron=cron,
                               timezone=r.string(sched.get("timezone", "UTC"), "schedule.timezone")),
         metrics=metrics,
+        transforms=transforms,
     )
 
 

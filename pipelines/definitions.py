@@ -10,6 +10,7 @@ from assets.datasets import dataset_assets
 from assets.embeddings import embedding_assets
 from assets.metrics import SUMMARY_LAYER, metric_assets
 from assets.reports import FINAL_LAYER, SUMMARY_REPORTS, report_assets
+from assets.transforms import transform_assets
 from conescope.profile import Profile, load_profile
 from pipelines.partitions import profile_partitions
 from pipelines.refresh import (
@@ -76,7 +77,7 @@ def _refresh_instigators(profile: Profile, jobs: dict) -> tuple[dg.ScheduleDefin
 def build_definitions(profile: Profile, home: str | None = None) -> dg.Definitions:
     parts = profile_partitions(profile)
     all_assets = [*dataset_assets(profile), *embedding_assets(profile, parts), *metric_assets(profile, parts),
-                  *report_assets(profile, parts)]
+                  *transform_assets(profile, parts), *report_assets(profile, parts)]
     # Assets of the same partitioning are told apart by the layer they wait for.
     later = {**dict.fromkeys([*SUMMARY_LAYER, *SUMMARY_REPORTS], SUMMARY_JOB),
              **dict.fromkeys(FINAL_LAYER, REPORTS_JOB)}
@@ -90,8 +91,8 @@ def build_definitions(profile: Profile, home: str | None = None) -> dg.Definitio
     first_of = {None: DATASETS_JOB, parts.model: IMAGE_JOB, parts.model_lang: PARTITION_JOB}
     jobs = {}
     for name, (partitions_def, description) in layers.items():
-        selected = [a.key for a in all_assets if a.partitions_def == partitions_def
-                    and later.get(a.key, first_of[partitions_def]) == name]
+        selected = [key for a in all_assets if a.partitions_def == partitions_def
+                    for key in a.keys if later.get(key, first_of[partitions_def]) == name]
         jobs[name] = dg.define_asset_job(name, selection=selected, partitions_def=partitions_def,
                                          description=description)
     schedule, sensors = _refresh_instigators(profile, jobs)

@@ -39,6 +39,10 @@ class DataRoot:
     def text_embeddings(self, dataset: str, model: str, lang: str) -> Path:
         return self.root / "embeddings" / dataset / "text" / f"model={model}" / f"lang={lang}"
 
+    def transforms_dir(self, kind: str, model: str, lang: str) -> Path:
+        """Fitted transforms of one kind and partition, one ``.npz`` per variant and fit set."""
+        return self.root / "transforms" / kind / f"model={model}" / f"lang={lang}"
+
     def report_dir(self, model: str, lang: str) -> Path:
         return self.root / "reports" / model / lang
 

@@ -89,31 +89,50 @@ class Warehouse:
         union = " UNION ALL BY NAME ".join(f"SELECT '{t}' AS family, * FROM metrics.{t}" for t in METRIC_TABLES)
         con.execute(f"CREATE OR REPLACE VIEW metrics.all AS {union}")
 
-    def replace_rows(self, table: str, rows: pa.Table, where: Mapping[str, str]) -> int:
-        """Delete the rows of ``table`` matching ``where`` (column = value, all of them) and insert
-        ``rows`` by column name, in one transaction. Every row must itself match ``where``, so a
-        partition can never write into another's rows. Returns the number of rows deleted."""
+    def replace_rows(self, table: str, rows: pa.Table, where: Mapping[str, str],
+                     exclude: Mapping[str, str] | None = None) -> int:
+        """Delete the rows of ``table`` matching ``where`` (column = value, all of them) and not
+        ``exclude`` (column <> value) and insert ``rows`` by column name, in one transaction. Every row
+        must itself match the filter, so a partition can never write into another's rows. Returns the
+        number of rows deleted."""
+        return self.replace_tables({table: rows}, where, exclude)[table]
+
+    def replace_tables(self, tables: Mapping[str, pa.Table], where: Mapping[str, str],
+                       exclude: Mapping[str, str] | None = None) -> dict[str, int]:
+        """:meth:`replace_rows` for several tables in one transaction: all are replaced or none.
+        ``exclude`` lets two assets share a partition of a table (raw rows have ``transform = 'none'``,
+        fitted-transform rows filter on ``transform <> 'none'``)."""
+        exclude = dict(exclude or {})
         if not where:
-            raise ValueError(f"{table}: refusing to replace rows without a partition filter")
-        for column, value in where.items():
-            if column not in rows.column_names:
-                raise ValueError(f"{table}: rows have no column {column!r} to match the partition filter")
-            if rows.num_rows and set(rows.column(column).to_pylist()) != {value}:
-                raise ValueError(f"{table}: rows outside the partition {dict(where)} (column {column!r})")
-        clause = " AND ".join(f"{column} = ?" for column in where)
+            raise ValueError(f"{', '.join(tables)}: refusing to replace rows without a partition filter")
+        for table, rows in tables.items():
+            for column, value in where.items():
+                if column not in rows.column_names:
+                    raise ValueError(f"{table}: rows have no column {column!r} to match the partition filter")
+                if rows.num_rows and set(rows.column(column).to_pylist()) != {value}:
+                    raise ValueError(f"{table}: rows outside the partition {dict(where)} (column {column!r})")
+            for column, value in exclude.items():
+                if column not in rows.column_names:
+                    raise ValueError(f"{table}: rows have no column {column!r} to match the partition filter")
+                if value in rows.column(column).to_pylist():
+                    raise ValueError(f"{table}: rows with {column} = {value!r} are outside this writer's filter")
+        clause = " AND ".join([f"{column} = ?" for column in where] + [f"{column} <> ?" for column in exclude])
+        deleted: dict[str, int] = {}
         with self.connect() as con:
             self.ensure_schema(con)
             con.execute("BEGIN TRANSACTION")
             try:
-                deleted = con.execute(f"DELETE FROM {table} WHERE {clause}", list(where.values())).fetchone()[0]
-                con.register("incoming_rows", rows)
-                con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming_rows")
-                con.unregister("incoming_rows")
+                for table, rows in tables.items():
+                    deleted[table] = int(con.execute(f"DELETE FROM {table} WHERE {clause}",
+                                                     [*where.values(), *exclude.values()]).fetchone()[0])
+                    con.register("incoming_rows", rows)
+                    con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming_rows")
+                    con.unregister("incoming_rows")
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")
                 raise
-        return int(deleted)
+        return deleted
 
     def refresh_views(self, root: Path, datasets: list[str]) -> list[str]:
         """(Re)create the views over the Parquet files of ``datasets`` that exist; returns their names."""

@@ -8,33 +8,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import yaml
 
 from conescope.metrics.isotropy import isotropy_summary
-from conescope.profile import load_profile
-from pipelines.definitions import build_definitions
-from pipelines.refresh import PARTITION_JOB, PlannedRun, execute_plan, full_plan
+from pipelines.refresh import PARTITION_JOB, PlannedRun, execute_plan
 from storage.parquet_store import read_embeddings, read_provenance
 from storage.paths import DataRoot
-from tests.conftest import TINY_PROFILE
 
 METRIC_COLUMNS = ["dataset", "model", "lang", "modality", "transform", "fit_set", "eval_set", "metric", "value",
                   "ci_low", "ci_high", "n", "computed_at", "code_version", "params"]
-
-
-@pytest.fixture(scope="module")
-def materialized(tmp_path_factory):
-    # One materialization for the module: the tests below only read, except the last, which
-    # re-materializes one partition and checks exactly that.
-    tmp = tmp_path_factory.mktemp("pipeline")
-    profile_path = tmp / "tiny.yaml"
-    profile_path.write_text(yaml.safe_dump(TINY_PROFILE))
-    profile = load_profile(str(profile_path))
-    data_root = tmp / "data"
-    defs = build_definitions(profile, str(data_root))
-    instance = dg.DagsterInstance.ephemeral()
-    assert execute_plan(defs, full_plan(profile, "test"), instance, log=lambda _: None)
-    return profile, DataRoot(data_root), defs, instance
 
 
 def _query(root: DataRoot, sql: str, params=None):
@@ -119,14 +100,17 @@ def test_warehouse_rows_for_every_partition(materialized):
     for model in profile.models:
         for lang in profile.languages:
             got = _grouped(_query(root, "SELECT family, dataset, modality, metric FROM metrics.all "
-                                        "WHERE model=? AND lang=? AND family <> 'multilingual'", [model, lang]))
+                                        "WHERE model=? AND lang=? AND family <> 'multilingual' AND transform = 'none'",
+                                  [model, lang]))
             assert got == PER_PARTITION, (model, lang)
         got = _grouped(_query(root, "SELECT family, dataset, modality, metric FROM metrics.all "
-                                    "WHERE model=? AND lang IS NULL AND family <> 'multilingual'", [model]))
+                                    "WHERE model=? AND lang IS NULL AND family <> 'multilingual' "
+                                    "AND transform = 'none'",
+                              [model]))
         assert got == PER_MODEL, model
     # No duplicate rows anywhere.
-    assert _query(root, "SELECT count(*) FROM (SELECT family, dataset, model, lang, modality, metric, layer, "
-                        "count(*) c FROM metrics.all GROUP BY ALL HAVING c > 1)")[0][0] == 0
+    assert _query(root, "SELECT count(*) FROM (SELECT family, dataset, model, lang, modality, transform, fit_set, "
+                        "eval_set, metric, layer, count(*) c FROM metrics.all GROUP BY ALL HAVING c > 1)")[0][0] == 0
     gaps = _query(root, "SELECT value FROM metrics.modality_gap WHERE metric='gap_norm'")
     assert all(0 < v <= 2 for (v,) in gaps)
     layers = _query(root, "SELECT DISTINCT layer FROM metrics.layers ORDER BY layer")
@@ -158,7 +142,7 @@ def test_stored_values_match_a_recomputation(materialized):
     _, root, _, _ = materialized
     _, text = read_embeddings(root.text_embeddings("shapes", "tiny.random", "fr"))
     stored = dict(_query(root, "SELECT metric, value FROM metrics.isotropy WHERE model='tiny.random' AND lang='fr' "
-                               "AND dataset='shapes' AND modality='text'"))
+                               "AND dataset='shapes' AND modality='text' AND transform='none'"))
     expected = isotropy_summary(text)
     assert {k: stored[k] for k in expected} == pytest.approx(expected)
 
@@ -168,7 +152,7 @@ def test_views_reach_the_parquet_files(materialized):
     n = _query(root, "SELECT count(*) FROM embeddings.shapes_text WHERE model='tiny.random' AND lang='en'")[0][0]
     assert n == 12
     assert _query(root, "SELECT count(DISTINCT model) FROM embeddings.digits_image")[0][0] == 2
-    assert _query(root, "SELECT count(*) FROM datasets.digits_samples")[0][0] == 15
+    assert _query(root, "SELECT count(*) FROM datasets.digits_samples")[0][0] == 24
 
 
 def test_reports_are_written_and_linked(materialized):
@@ -183,8 +167,9 @@ def test_reports_are_written_and_linked(materialized):
 
 def test_rematerializing_a_partition_replaces_only_its_rows(materialized):
     profile, root, defs, instance = materialized
-    sql = ("SELECT family, model, lang, dataset, modality, metric, layer, value, computed_at FROM metrics.all "
-           "ORDER BY ALL")
+    sql = ("SELECT family, model, lang, dataset, modality, metric, layer, value, computed_at, transform, fit_set, "
+           "eval_set FROM metrics.all ORDER BY family, model, lang, dataset, modality, metric, layer, transform, "
+           "fit_set, eval_set")
     snapshot = _query(root, sql)
     key = str(dg.MultiPartitionKey({"model": "tiny.random", "lang": "fr"}))
     assert execute_plan(defs, [PlannedRun(PARTITION_JOB, key)], instance, log=lambda _: None)
@@ -197,6 +182,58 @@ def test_rematerializing_a_partition_replaces_only_its_rows(materialized):
     assert [r for r in snapshot if not mine(r)] == [r for r in after if not mine(r)], \
         "other partitions' rows must be untouched (even computed_at)"
     before_mine, after_mine = [r for r in snapshot if mine(r)], [r for r in after if mine(r)]
-    assert [r[:7] for r in after_mine] == [r[:7] for r in before_mine]
+    assert [r[:7] + r[9:] for r in after_mine] == [r[:7] + r[9:] for r in before_mine]
     assert np.allclose([r[7] for r in after_mine], [r[7] for r in before_mine], rtol=1e-6)
     assert min(r[8] for r in after_mine) > max(r[8] for r in before_mine)
+
+
+def _readme_queries(heading: str) -> list[str]:
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    block = text.split(heading, 1)[1].split("```sql\n", 1)[1].split("```", 1)[0]
+    return [q.strip() for q in block.split(";") if q.strip()]
+
+
+def test_readme_transform_queries_answer_tables_2_to_4(materialized):
+    _, root, _, _ = materialized
+    queries = _readme_queries("## Transforms and protocols")
+    assert len(queries) == 5
+    results = [_query(root, q) for q in queries]
+    assert all(results), "every README query returns rows"
+    table2, table3, table4, amumo, sweep = results
+    kinds = {"identity", "centering", "whitening_4", "pca_4", "procrustes", "lstsq"}
+    assert {r[3] for r in table2} >= kinds
+    assert {(r[3], r[4]) for r in table3} >= {(k, f) for k in kinds for f in ("digits:train", "shapes:train")}
+    assert all(r[5] is not None and r[6] is not None for r in table4)
+    for *_, original_distance, original_loss, closed_distance, closed_loss in amumo:
+        assert closed_distance < original_distance and original_loss > 0 and closed_loss > 0
+    assert {r[3] for r in sweep} == {0.0, 0.5, 1.0}
+
+
+def test_transform_rows_and_files(materialized):
+    profile, root, _, _ = materialized
+    from conescope.transforms import transform_from_dict
+    from storage.transform_store import read_transforms
+
+    for model in profile.models:
+        for lang in profile.languages:
+            files = read_transforms(root.transforms_dir("procrustes", model, lang))
+            assert set(files) == {"procrustes--shapes.train.npz", "procrustes--digits.train.npz",
+                                  "procrustes--digits.train.known.npz"}
+            t = transform_from_dict(files["procrustes--shapes.train.npz"])
+            assert np.allclose(t.rotation.T @ t.rotation, np.eye(32), atol=1e-10)
+            assert t.provenance["fit_set"] == "shapes:train" and len(t.provenance["data_sha256"]) == 64
+            gap_files = read_transforms(root.transforms_dir("gap_shift", model, lang))
+            assert len(gap_files) == 3 * 2 * 2  # lambdas x renormalize x in-domain fit sets
+            got = _query(root, "SELECT DISTINCT family, transform, fit_set, eval_set FROM metrics.all "
+                               "WHERE model=? AND lang=? AND transform <> 'none'", [model, lang])
+            evals = {(f, e) for _, _, f, e in got}
+            assert evals == {("shapes:train", "shapes:test"), ("digits:train", "digits:test"),
+                             ("shapes:train", "digits:test"), ("digits:train:known", "digits:test:known"),
+                             ("digits:train:known", "digits:test:new")}
+            families = {fam for fam, t, _, _ in got if t == "lstsq"}
+            assert families == {"isotropy", "modality_gap", "clip_loss", "zero_shot", "retrieval"}
+    # Whitening is measured after renormalization: isotropy rows exist for the k-dimensional output.
+    n = _query(root, "SELECT count(*) FROM metrics.isotropy WHERE transform='whitening_4' AND metric='i1'")[0][0]
+    assert n > 0

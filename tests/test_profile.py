@@ -71,3 +71,47 @@ def test_tiny_profile_round_trips(tiny_profile_path):
     profile = load_profile(str(tiny_profile_path))
     assert profile.embedding.batch_size == 5
     assert yaml.safe_load(tiny_profile_path.read_text())["name"] == profile.name
+
+
+def _tf(mutate):
+    return lambda r: mutate(r["transforms"])
+
+
+@pytest.mark.parametrize("mutate, key, problem", [
+    (_tf(lambda t: t.update(kinds=["rotation"])), "transforms.kinds[0]", "not one of"),
+    (_tf(lambda t: t.update(kinds=[])), "transforms.kinds", "non-empty list"),
+    (_tf(lambda t: t.pop("k")), "transforms.k", "non-empty list"),
+    (_tf(lambda t: t.update(k=[0])), "transforms.k[0]", ">= 1"),
+    (_tf(lambda t: t.update(extra=1)), "transforms.extra", "unknown key"),
+    (_tf(lambda t: t["gap_shift"].update(lambdas=[0.5, "one"])), "transforms.gap_shift.lambdas[1]", "a number"),
+    (_tf(lambda t: t["gap_shift"].update(renormalize=["yes"])), "transforms.gap_shift.renormalize[0]", "true or false"),
+    (_tf(lambda t: t["protocols"].update(in_domain=["coco"])), "transforms.protocols.in_domain[0]", "'coco' is not"),
+    (_tf(lambda t: t["protocols"].update(cross_dataset=[{"fit": "shapes"}])),
+     "transforms.protocols.cross_dataset[0].eval", "missing required key"),
+    (_tf(lambda t: t["protocols"].update(cross_dataset=[{"fit": "shapes", "eval": "shapes"}])),
+     "transforms.protocols.cross_dataset[0]", "in_domain protocol"),
+    (_tf(lambda t: t["protocols"]["class_disjoint"].update(seed=-1)), "transforms.protocols.class_disjoint.seed",
+     ">= 0"),
+    (_tf(lambda t: t["protocols"]["class_disjoint"].update(datasets=["cifar"])),
+     "transforms.protocols.class_disjoint.datasets[0]", "not one of the profile's datasets"),
+])
+def test_transform_section_errors_name_the_key(mutate, key, problem):
+    with pytest.raises(ProfileError) as err:
+        parse_profile(_broken(mutate), "configs/broken.yaml")
+    message = str(err.value)
+    assert message.startswith(f"configs/broken.yaml: {key}:"), message
+    assert problem in message
+
+
+def test_transform_section_parses_and_defaults(monkeypatch):
+    monkeypatch.delenv("CONESCOPE_PROFILE", raising=False)
+    demo = load_profile().transforms
+    assert demo.kinds == ("identity", "centering", "whitening", "pca", "procrustes", "lstsq", "gap_shift")
+    assert demo.cross_dataset == (("shapes", "digits"),) and demo.class_disjoint == ("digits",)
+    assert 0.0 in demo.gap_shift_lambdas and 1.0 in demo.gap_shift_lambdas
+    raw = copy.deepcopy(TINY_PROFILE)
+    raw.pop("transforms")
+    assert parse_profile(raw, "x.yaml").transforms.kinds == ()  # absent section: no transforms
+    raw["transforms"] = {"kinds": ["procrustes"]}
+    minimal = parse_profile(raw, "x.yaml").transforms
+    assert minimal.in_domain == ("shapes", "digits") and minimal.k == () and minimal.cross_dataset == ()

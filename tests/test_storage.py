@@ -112,3 +112,39 @@ def test_corrupt_image_is_skipped_and_the_rest_of_the_batch_kept():
     rows, emb = batches[0]
     assert rows.tolist() == [0, 2] and emb.shape == (2, 32)
     assert rejected[0][0] == 1 and "could not be decoded" in rejected[0][1]
+
+
+def test_raw_and_transform_rows_share_a_partition_without_deleting_each_other(tmp_path):
+    wh = Warehouse(tmp_path / "w.duckdb")
+
+    def rows(transform, value):
+        return metric_rows([{"dataset": "d", "model": "a", "lang": "en", "modality": "text", "metric": "i1",
+                             "value": value, "n": 3, "transform": transform}], "metrics.isotropy")
+
+    raw = {"model": "a", "lang": "en", "transform": "none"}  # the raw metric assets' filter
+    part = {"model": "a", "lang": "en"}
+    wh.replace_rows("metrics.isotropy", rows("none", 1.0), raw)
+    wh.replace_tables({"metrics.isotropy": rows("centering", 2.0), "metrics.clip_loss": rows("centering", 5.0)},
+                      part, {"transform": "none"})
+    assert wh.replace_rows("metrics.isotropy", rows("none", 3.0), raw) == 1
+    assert wh.replace_tables({"metrics.isotropy": rows("pca_4", 4.0), "metrics.clip_loss": rows("pca_4", 6.0)},
+                             part, {"transform": "none"}) == {"metrics.isotropy": 1, "metrics.clip_loss": 1}
+    with wh.connect(read_only=True) as con:
+        got = con.execute("SELECT transform, value FROM metrics.isotropy ORDER BY value").fetchall()
+        assert con.execute("SELECT transform, value FROM metrics.clip_loss").fetchall() == [("pca_4", 6.0)]
+    assert got == [("none", 3.0), ("pca_4", 4.0)]
+    with pytest.raises(ValueError, match="outside this writer's filter"):
+        wh.replace_tables({"metrics.isotropy": rows("none", 9.0)}, part, {"transform": "none"})
+
+
+def test_replace_tables_is_all_or_nothing(tmp_path):
+    wh = Warehouse(tmp_path / "w.duckdb")
+    good = metric_rows([{"dataset": "d", "model": "a", "lang": "en", "modality": "text", "metric": "loss",
+                         "value": 1.0, "n": 3, "transform": "lstsq"}], "metrics.clip_loss")
+    wh.replace_tables({"metrics.clip_loss": good}, {"model": "a", "lang": "en"}, {"transform": "none"})
+    bad = pa.table({"model": ["a"], "lang": ["en"], "transform": ["lstsq"], "value": ["not a number"]})
+    with pytest.raises(Exception):  # noqa: B017 - duckdb's conversion error class varies by version
+        wh.replace_tables({"metrics.clip_loss": good, "metrics.isotropy": bad}, {"model": "a", "lang": "en"},
+                          {"transform": "none"})
+    with wh.connect(read_only=True) as con:
+        assert con.execute("SELECT value FROM metrics.clip_loss").fetchall() == [(1.0,)]

@@ -1,0 +1,291 @@
+"""Evaluation protocols of Tyshchuk et al. 2023 (Section 5): which rows a transform is fitted on and
+which rows it is evaluated on.
+
+- in-domain: fit on the ``train`` split of a dataset (the manifest's seeded 80/20 split), evaluate
+  on its ``test`` split (fit set ``<ds>:train``, eval set ``<ds>:test``);
+- cross-dataset: fit on the train split of one dataset, evaluate on the test split of another
+  (COCO -> CIFAR-100 in the paper; shapes -> digits in the demo);
+- class-disjoint: a seeded half of the classes is "known"; fit on the train rows of known classes
+  (``<ds>:train:known``), evaluate on the test rows of known and of new classes separately
+  (``<ds>:test:known``, ``<ds>:test:new``).
+
+Fit pairs are (image, its first caption) for a captioned dataset (Tyshchuk et al. use the first COCO
+caption) and (image, the first prompt of its class) for a classification set. An eval set holds the
+eval images, their captions, and the prompts of every class (zero-shot classifies among all of them).
+
+Fitting never sees evaluation rows, by construction: :func:`fit_arrays` copies out exactly the fit
+rows and the transform's ``fit`` receives only those arrays; :func:`plan` checks that no fit row is
+an eval row of the same dataset (prompts excepted: they are the classifier, shared by every image,
+and in the class-disjoint protocol only the known classes' prompts are fitted on).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from conescope import families
+from conescope.metrics.isotropy import l2_normalize
+from conescope.profile import MetricSettings, TransformSettings
+from conescope.sets import ImageSet, TextSet, first_caption_pairs
+from conescope.transforms import KINDS, Transform
+
+IN_DOMAIN, CROSS_DATASET, CLASS_DISJOINT = "in_domain", "cross_dataset", "class_disjoint"
+
+
+@dataclass(frozen=True)
+class FitSet:
+    name: str
+    dataset: str
+    image_rows: np.ndarray  # rows of the dataset's ImageSet
+    text_rows: np.ndarray  # the TextSet row paired with each image row
+    params: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    protocol: str
+    fit_set: str
+    name: str
+    dataset: str
+    image_rows: np.ndarray
+    text_rows: np.ndarray
+    params: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Plan:
+    fit_sets: dict[str, FitSet]
+    evals: list[EvalSet]
+    skipped: list[str] = field(default_factory=list)  # eval sets too small to measure, with the reason
+
+
+MIN_ROWS = 2  # images of an eval set (and pairs of a fit set) below which nothing is measured
+
+
+def _first_prompt(text: TextSet) -> dict[int, int]:
+    rows = text.prompt_rows
+    return {int(text.labels[r]): int(r) for r in rows[::-1]}
+
+
+def fit_pairs(image: ImageSet, text: TextSet, image_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(image rows, text rows) of the fit pairs among the images selected by ``image_mask``."""
+    img_rows, txt_rows = first_caption_pairs(image, text)
+    keep = image_mask[img_rows]
+    if keep.any():
+        return img_rows[keep], txt_rows[keep]
+    prompt = _first_prompt(text)
+    rows = np.asarray([i for i in np.flatnonzero(image_mask) if int(image.labels[i]) in prompt], dtype=np.int64)
+    return rows, np.asarray([prompt[int(image.labels[i])] for i in rows], dtype=np.int64)
+
+
+def eval_rows(image: ImageSet, text: TextSet, image_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The selected images, their captions and every class prompt."""
+    image_rows = np.flatnonzero(image_mask)
+    chosen = set(image.sample_ids[image_rows].tolist())
+    captions = [r for r in text.caption_rows if text.sample_ids[r] in chosen]
+    text_rows = np.union1d(np.asarray(captions, dtype=np.int64), text.prompt_rows.astype(np.int64))
+    return image_rows, text_rows
+
+
+def known_classes(image: ImageSet, seed: int) -> np.ndarray:
+    """A seeded half (rounded down, at least one) of the dataset's labels: the known classes."""
+    classes = np.unique(image.labels[image.labels >= 0])
+    if len(classes) < 2:
+        raise ValueError(f"{image.dataset}: the class-disjoint protocol needs at least two labelled classes, "
+                         f"found {len(classes)}")
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(classes, size=max(1, len(classes) // 2), replace=False))
+
+
+def plan(settings: TransformSettings, sets: dict[str, tuple[ImageSet, TextSet]]) -> Plan:
+    """Fit sets and eval sets of every protocol of the profile, for one model x lang partition."""
+    fits: dict[str, FitSet] = {}
+    evals: list[EvalSet] = []
+    skipped: list[str] = []
+
+    def split(ds: str, name: str) -> np.ndarray:
+        return sets[ds][0].splits == name
+
+    def train_fit(ds: str) -> str:
+        name = f"{ds}:train"
+        if name not in fits:
+            img, txt = sets[ds]
+            fits[name] = FitSet(name, ds, *fit_pairs(img, txt, split(ds, "train")))
+        return name
+
+    def add_eval(protocol: str, fit: str, name: str, ds: str, mask: np.ndarray, **params) -> None:
+        img, txt = sets[ds]
+        if len(fits[fit].image_rows) < MIN_ROWS or mask.sum() < MIN_ROWS:
+            skipped.append(f"{protocol} {fit} -> {name}: {len(fits[fit].image_rows)} fit pairs and "
+                           f"{int(mask.sum())} eval images (at least {MIN_ROWS} each needed)")
+            return
+        evals.append(EvalSet(protocol, fit, name, ds, *eval_rows(img, txt, mask), params))
+
+    for ds in settings.in_domain:
+        add_eval(IN_DOMAIN, train_fit(ds), f"{ds}:test", ds, split(ds, "test"))
+    for fit_ds, eval_ds in settings.cross_dataset:
+        add_eval(CROSS_DATASET, train_fit(fit_ds), f"{eval_ds}:test", eval_ds, split(eval_ds, "test"))
+    for ds in settings.class_disjoint:
+        img, txt = sets[ds]
+        known = known_classes(img, settings.class_disjoint_seed)
+        is_known = np.isin(img.labels, known)
+        params = {"known_classes": known.tolist(), "seed": settings.class_disjoint_seed}
+        name = f"{ds}:train:known"
+        img_rows, txt_rows = fit_pairs(img, txt, split(ds, "train") & is_known)
+        fits[name] = FitSet(name, ds, img_rows, txt_rows, params)
+        labelled = img.labels >= 0
+        add_eval(CLASS_DISJOINT, name, f"{ds}:test:known", ds, split(ds, "test") & is_known, **params)
+        add_eval(CLASS_DISJOINT, name, f"{ds}:test:new", ds, split(ds, "test") & labelled & ~is_known, **params)
+    used = {ev.fit_set for ev in evals}
+    result = Plan({name: f for name, f in fits.items() if name in used}, evals, skipped)
+    check_disjoint(result, sets)
+    return result
+
+
+def check_disjoint(p: Plan, sets: dict[str, tuple[ImageSet, TextSet]]) -> None:
+    """Raise if a fit set shares an image or a caption with an eval set of the same dataset, or if a
+    class-disjoint fit set holds a prompt of a new class."""
+    for ev in p.evals:
+        fit = p.fit_sets[ev.fit_set]
+        if fit.dataset != ev.dataset:
+            continue
+        txt = sets[ev.dataset][1]
+        shared_images = np.intersect1d(fit.image_rows, ev.image_rows)
+        captions = np.intersect1d(fit.text_rows, txt.caption_rows)
+        shared_captions = np.intersect1d(captions, ev.text_rows)
+        if len(shared_images) or len(shared_captions):
+            raise AssertionError(f"{fit.name} -> {ev.name}: {len(shared_images)} image and {len(shared_captions)} "
+                                 f"caption rows are both fitted on and evaluated")
+        if ev.protocol == CLASS_DISJOINT:
+            fitted_classes = set(txt.labels[np.intersect1d(fit.text_rows, txt.prompt_rows)].tolist())
+            if fitted_classes - set(ev.params["known_classes"]):
+                raise AssertionError(f"{fit.name}: prompts of new classes are in the fit set")
+
+
+def fit_arrays(fit: FitSet, sets: dict[str, tuple[ImageSet, TextSet]]) -> tuple[np.ndarray, np.ndarray]:
+    """The L2-normalized (image, text) rows of a fit set, copied out: all that ``fit`` ever sees."""
+    img, txt = sets[fit.dataset]
+    return l2_normalize(img.emb[fit.image_rows]), l2_normalize(txt.emb[fit.text_rows])
+
+
+def variants(settings: TransformSettings, kind: str) -> list[Transform]:
+    """The unfitted variants of one kind: one per k for whitening/PCA, per lambda (and
+    renormalization) for the gap shift."""
+    cls = KINDS[kind]
+    if kind in ("whitening", "pca"):
+        return [cls(k) for k in settings.k]
+    if kind == "gap_shift":
+        return [cls(lam, renorm) for renorm in settings.gap_shift_renormalize for lam in settings.gap_shift_lambdas]
+    return [cls()]
+
+
+def fit_sets_for(kind: str, p: Plan) -> list[FitSet]:
+    """The gap shift is swept in-domain only (Liang et al. 2022); the other kinds on every fit set."""
+    wanted = {ev.fit_set for ev in p.evals if kind != "gap_shift" or ev.protocol == IN_DOMAIN}
+    return [f for name, f in p.fit_sets.items() if name in wanted]
+
+
+def evals_for(kind: str, fit_set: str, p: Plan) -> list[EvalSet]:
+    return [ev for ev in p.evals if ev.fit_set == fit_set and (kind != "gap_shift" or ev.protocol == IN_DOMAIN)]
+
+
+# --- evaluation ----------------------------------------------------------------------------------
+
+def transformed_sets(t: Transform, image: ImageSet, text: TextSet, image_rows: np.ndarray,
+                     text_rows: np.ndarray) -> tuple[ImageSet, TextSet]:
+    """The eval rows, L2-normalized and transformed, as the sets the metric families take."""
+    img = ImageSet(image.dataset, image.sample_ids[image_rows], image.labels[image_rows], image.splits[image_rows],
+                   t.transform(l2_normalize(image.emb[image_rows]).astype(np.float32), "image"))
+    txt = TextSet(text.dataset, text.lang, text.text_ids[text_rows], text.sample_ids[text_rows],
+                  text.labels[text_rows], [text.texts[r] for r in text_rows],
+                  t.transform(l2_normalize(text.emb[text_rows]).astype(np.float32), "text"))
+    return img, txt
+
+
+FAMILIES = ("isotropy", "modality_gap", "clip_loss", "zero_shot", "retrieval")
+SWEEP_FAMILIES = ("modality_gap", "clip_loss", "zero_shot")  # Liang et al.'s loss and accuracy along the gap
+
+
+def evaluate(t: Transform, ev: EvalSet, sets: dict[str, tuple[ImageSet, TextSet]], s: MetricSettings,
+             logit_scale: float, logit_bias: float | None,
+             families_: tuple[str, ...] = FAMILIES) -> dict[str, list[dict]]:
+    """Metric records of the transformed eval set, per warehouse table (``metrics.<family>``), computed
+    by ``conescope.families`` exactly as for raw embeddings, with ``transform``, ``fit_set`` and
+    ``eval_set`` filled in and the protocol and transform settings added to ``params``."""
+    image, text = transformed_sets(t, *sets[ev.dataset], ev.image_rows, ev.text_rows)
+    # Every eval row is already the eval split: the families must not filter it again.
+    s = replace(s, retrieval_eval_set="all")
+    out: dict[str, list[dict]] = {}
+    if "isotropy" in families_:
+        out["isotropy"] = (families.isotropy_rows(ev.dataset, "image", image.emb, s)
+                           + families.isotropy_rows(ev.dataset, "text", text.emb, s)
+                           + families.isotropy_rows(ev.dataset, "joint", np.vstack([image.emb, text.emb]), s))
+    if "modality_gap" in families_:
+        out["modality_gap"] = families.gap_rows(image, text, s)
+    if "clip_loss" in families_:
+        out["clip_loss"] = families.clip_loss_rows(image, text, logit_scale, logit_bias, s)
+    if "zero_shot" in families_:
+        out["zero_shot"] = families.zero_shot_rows(image, text, s)
+    if "retrieval" in families_:
+        out["retrieval"] = families.retrieval_rows(image, text, s)
+    extra = {"protocol": ev.protocol, "transform": {"kind": t.kind, **t.params()},
+             "fit_sha256": t.provenance.get("data_sha256"), **ev.params}
+    for rows in out.values():
+        for r in rows:
+            r.update(transform=t.name, fit_set=ev.fit_set, eval_set=ev.name,
+                     params=json.dumps({**json.loads(r.get("params") or "{}"), **extra}, sort_keys=True, default=str))
+    return out
+
+
+# --- a whole partition ---------------------------------------------------------------------------
+
+def fit_all(settings: TransformSettings, kind: str, p: Plan,
+            sets: dict[str, tuple[ImageSet, TextSet]]) -> tuple[list[Transform], list[str]]:
+    """Every variant of ``kind`` fitted on every fit set it is evaluated from; variants that cannot
+    be fitted on a set (whitening-k with k above the set's rank) are returned as reasons instead."""
+    fitted, skipped = [], []
+    for fit in fit_sets_for(kind, p):
+        image, text = fit_arrays(fit, sets)
+        for t in variants(settings, kind):
+            try:
+                fitted.append(t.fit(image, text, fit_set=fit.name))
+            except ValueError as exc:
+                skipped.append(f"{fit.name}: {exc}")
+    return fitted, skipped
+
+
+def families_for(kind: str, protocol: str) -> tuple[str, ...]:
+    """The gap-shift sweep measures loss, accuracy and gap (Liang et al.); isotropy is measured where
+    Tyshchuk et al. measure it, in-domain; every protocol gets the quality metrics."""
+    if kind == "gap_shift":
+        return SWEEP_FAMILIES
+    return FAMILIES if protocol == IN_DOMAIN else tuple(f for f in FAMILIES if f != "isotropy")
+
+
+def evaluate_all(stored: list[Transform], p: Plan, sets: dict[str, tuple[ImageSet, TextSet]], s: MetricSettings,
+                 scales: dict[str, tuple[float, float | None]]) -> dict[str, list[dict]]:
+    """Metric records of every stored transform on every eval set of its fit set, per table.
+    ``scales`` maps a dataset to the model's (logit scale, logit bias). A stored transform whose fit
+    data no longer hashes to its provenance (embeddings recomputed since) is an error."""
+    out: dict[str, list[dict]] = {}
+    hashes: dict[str, str] = {}
+    for t in stored:
+        fit_set = t.provenance.get("fit_set")
+        if fit_set not in p.fit_sets:
+            raise ValueError(f"{t.name}: fitted on {fit_set!r}, which no protocol of the profile uses; "
+                             f"rematerialize the transforms")
+        if fit_set not in hashes:
+            from conescope.transforms import data_sha256
+
+            hashes[fit_set] = data_sha256(*fit_arrays(p.fit_sets[fit_set], sets))
+        if t.provenance.get("data_sha256") != hashes[fit_set]:
+            raise ValueError(f"{t.name} fitted on {fit_set}: its fit rows changed since it was fitted "
+                             f"(data hash differs); rematerialize transforms/{t.kind}")
+        for ev in evals_for(t.kind, fit_set, p):
+            rows = evaluate(t, ev, sets, s, *scales[ev.dataset], families_=families_for(t.kind, ev.protocol))
+            for table, recs in rows.items():
+                out.setdefault(table, []).extend(recs)
+    return out
