@@ -110,14 +110,17 @@ def _text_items(data: DatasetData, items: Items, rows: np.ndarray) -> list[int]:
 # --- transforms ------------------------------------------------------------------------------------
 
 def _rank(image: np.ndarray, text: np.ndarray) -> int:
+    """Directions of the joint covariance with variance above 1e-6 of the largest: whitening a
+    direction below that would blow rounding noise up (stricter than ``Whitening``'s own check)."""
     joint = np.vstack([image, text]).astype(np.float64)
     vals = np.linalg.eigvalsh(np.cov(joint, rowvar=False, bias=True))
-    return int(np.sum(vals > 1e-10 * max(vals[-1], 0.0)))
+    return max(1, int(np.sum(vals > 1e-6 * max(vals[-1], 0.0))))
 
 
 def fitted_transforms(image: np.ndarray, text: np.ndarray, fit_set: str) -> list:
-    """Centering, whitening (k = the fit set's rank, at most the width), Procrustes, least squares and
-    the gap shift that closes the gap (lambda = 1, renormalized), fitted on L2-normalized pairs."""
+    """Centering, whitening (k = the fit set's numerical rank, at most the width), Procrustes, least
+    squares and the gap shift that closes the gap (lambda = 1, renormalized), fitted on L2-normalized
+    pairs."""
     from conescope.transforms import Centering, GapShift, LeastSquares, Procrustes, Whitening
 
     image, text = l2_normalize(image), l2_normalize(text)
