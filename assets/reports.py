@@ -55,7 +55,8 @@ def manifest_view(home: ConescopeHome, dataset: str) -> tuple[dict[str, str], di
 
 
 def report_settings(profile: Profile) -> ReportSettings:
-    return ReportSettings(max_points=profile.report.max_points, seed=profile.seed)
+    return ReportSettings(max_points=profile.report.max_points, heatmap_pairs=profile.report.heatmap_pairs,
+                          clusters=profile.report.clusters, seed=profile.seed)
 
 
 def write_page(home: ConescopeHome, target, page: str) -> dg.MetadataValue:
@@ -106,10 +107,10 @@ def report_assets(profile: Profile, parts: ProfilePartitions) -> list[dg.AssetsD
         cache = ArrayCache(conescope.root.report_cache)
         report = render_partition_report(model, lang, sections, provenance, settings, cache)
         index = write_page(conescope, conescope.root.report_dir(model, lang), report.html)
-        context.log.info(f"report written: {index} (t-SNE cache: {cache.hits} hits, {cache.misses} computed)")
+        context.log.info(f"report written: {index} (cache: {cache.hits} hits, {cache.misses} computed)")
         return dg.MaterializeResult(metadata={
             **report_metadata(index, report.preview_png, report.headline, f"{model} / {lang}"),
-            "tsne_cache_hits": cache.hits, "tsne_computed": cache.misses})
+            "cache_hits": cache.hits, "cache_computed": cache.misses})
 
     @dg.asset(key=MULTILINGUAL_REPORT, partitions_def=parts.model, group_name="reports",
               deps=[*SUMMARY_LAYER, *(dg.AssetDep(keys.text_embeddings(ds), partition_mapping=parts.image_mapping)
@@ -133,7 +134,7 @@ def report_assets(profile: Profile, parts: ProfilePartitions) -> list[dg.AssetsD
         index = write_page(conescope, conescope.root.multilingual_report_dir(model), report.html)
         return dg.MaterializeResult(metadata={
             **report_metadata(index, report.preview_png, report.headline, f"{model}: languages"),
-            "tsne_cache_hits": cache.hits, "tsne_computed": cache.misses})
+            "cache_hits": cache.hits, "cache_computed": cache.misses})
 
     @dg.asset(key=COMPARISON_REPORT, group_name="reports", deps=[keys.PARTITION_REPORT, *SUMMARY_LAYER],
               pool=keys.DUCKDB_POOL, kinds={"html"},
@@ -144,10 +145,11 @@ def report_assets(profile: Profile, parts: ProfilePartitions) -> list[dg.AssetsD
                                      "AND family <> 'multilingual' ORDER BY ALL", [])
         embeddings = {}
         for ds in datasets:
+            names, thumbs = manifest_view(conescope, ds)
             for model in models:
                 try:
-                    embeddings[(ds, model)] = (load_image_set(conescope.root, ds, model).emb,
-                                               load_text_set(conescope.root, ds, model, ref).emb)
+                    embeddings[(ds, model)] = DatasetData(load_image_set(conescope.root, ds, model),
+                                                          load_text_set(conescope.root, ds, model, ref), names, thumbs)
                 except FileNotFoundError as exc:  # a model not materialized yet: shown without its figure
                     context.log.warning(f"comparison report: {exc}")
         target = conescope.root.summary_report_dir("comparison")

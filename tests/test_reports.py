@@ -160,7 +160,9 @@ def test_interactive_figures_carry_hover_items():
     assert svg.count('data-i="') == 2 and "<path class=\"cs-pairs\"" in svg
     hm = heatmap(np.eye(2), idx, "g1", "t", [(0, "image"), (1, "text")], [(0, 1, "red")])
     payload = json.loads(re.search(r'id="g1">(.*?)</script>', hm).group(1))
-    assert payload["items"] == idx and payload["v"] == [[1.0, 0.0], [0.0, 1.0]]
+    assert payload["items"] == idx and payload["v"] == [1000, 0, 0, 1000]
+    hm2 = heatmap(np.eye(2)[::-1][:, ::-1], idx[::-1], "g2", "t", [(0, "image")], reorder_of=("g1", np.array([1, 0])))
+    assert json.loads(re.search(r'id="g2">(.*?)</script>', hm2).group(1)) == {"ref": "g1", "order": [1, 0]}
     page = render_page("t", svg + hm, items, {"shapes/s1": "data:image/png;base64,AA==", "unused": "x"})
     thumbs = json.loads(re.search(r'id="cs-thumbs">(.*?)</script>', page).group(1))
     assert thumbs == {"shapes/s1": "data:image/png;base64,AA=="}  # only thumbnails some point uses
@@ -211,13 +213,22 @@ def test_second_render_of_an_unchanged_partition_recomputes_nothing(materialized
     settings = ReportSettings(max_points=50, seed=0)
     cache = ArrayCache(tmp_path / "cache")
     first = render_partition_report("tiny.random", "en", sections, {}, settings, cache)
-    assert cache.misses == len(sections) and cache.hits == 0
+    assert cache.misses == 1 + len(sections) and cache.hits == 0  # the page and one t-SNE pair per dataset
     again = ArrayCache(tmp_path / "cache")
     second = render_partition_report("tiny.random", "en", sections, {}, settings, again)
-    assert again.misses == 0 and again.hits == len(sections)
-    assert second.html == first.html  # same data, same page
-    # The pipeline's cache under the data root already held these maps.
-    assert any(root.report_cache.glob("tsne-*.npz"))
+    assert again.misses == 0 and again.hits == 1  # the whole page comes from the cache
+    assert second.html == first.html and second.preview_png == first.preview_png
+    # New warehouse rows (same embeddings): the page is rendered again, the t-SNE maps are reused,
+    # and the page is the same as a render without any cache.
+    sections[0].rows = [{"family": "isotropy", "modality": "image", "transform": "none", "metric": "i1",
+                         "value": 0.5, "ci_low": None, "ci_high": None, "n": 3}]
+    changed = ArrayCache(tmp_path / "cache")
+    third = render_partition_report("tiny.random", "en", sections, {}, settings, changed)
+    assert changed.misses == 1 and changed.hits == len(sections)
+    assert third.html == render_partition_report("tiny.random", "en", sections, {}, settings, ArrayCache(None)).html
+    assert third.html != first.html
+    # The pipeline's cache under the data root holds pages and maps.
+    assert any(root.report_cache.glob("tsne-*.npz")) and any(root.report_cache.glob("page-*.npz"))
 
 
 # --- in a browser ----------------------------------------------------------------------------------
@@ -277,6 +288,8 @@ def test_report_opens_in_chromium_without_errors(browser, materialized, kind):
         assert tip.is_visible() and len(tip.inner_text()) > 3
     if kind == "partition":
         page.locator("image[data-grid]").first.hover(force=True, position={"x": 5, "y": 5})
+        assert "cos = " in page.locator("#cs-tip").inner_text()
+        page.locator("image[data-grid]").nth(1).hover(force=True, position={"x": 5, "y": 5})  # the reordered copy
         assert "cos = " in page.locator("#cs-tip").inner_text()
         assert page.locator("#cs-tip img").count() >= 1
         broken = page.evaluate("Array.from(document.images).filter(i => !i.complete || i.naturalWidth === 0).length")

@@ -7,11 +7,9 @@ column per model and language. Links lead to each partition report.
 
 from __future__ import annotations
 
-import numpy as np
-
 from conescope.reports import figures, svg
 from conescope.reports.page import Items, esc, figure, render_page, table
-from conescope.reports.partition import RenderedReport
+from conescope.reports.partition import DatasetData, RenderedReport, image_items, text_items
 from conescope.reports.projections import subsample, svd_projection
 
 BAR_METRICS = [("isotropy", "image", "i1"), ("isotropy", "text", "i1"), ("isotropy", "joint", "mean_cosine"),
@@ -21,12 +19,14 @@ BAR_METRICS = [("isotropy", "image", "i1"), ("isotropy", "text", "i1"), ("isotro
 
 
 def render_comparison_report(models: list[str], languages: list[str], reference: str, rows: list[dict],
-                             embeddings: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]],
+                             embeddings: dict[tuple[str, str], DatasetData],
                              report_links: dict[tuple[str, str], str], provenance: dict, max_points: int,
                              seed: int) -> RenderedReport:
-    """``rows``: raw metric rows of every model; ``embeddings``: (dataset, model) -> (image, text) of the
-    reference language; ``report_links``: (model, lang) -> relative link to the partition report."""
+    """``rows``: raw metric rows of every model; ``embeddings``: (dataset, model) -> the image and
+    reference-language text sets with the dataset's thumbnails; ``report_links``: (model, lang) ->
+    relative link to the partition report."""
     items = Items()
+    thumbs: dict[str, str] = {}
     datasets = sorted({ds for ds, _ in embeddings} | {r["dataset"] for r in rows})
     links = "".join(f"<li><b>{esc(m)}</b>: " + " ".join(
         f"<a href='{esc(report_links[(m, lang)])}'>{esc(lang)}</a>" for lang in languages if (m, lang) in report_links)
@@ -39,11 +39,12 @@ def render_comparison_report(models: list[str], languages: list[str], reference:
         for model in models:
             if (ds, model) not in embeddings:
                 continue
-            image, text = embeddings[(ds, model)]
+            data = embeddings[(ds, model)]
+            thumbs.update(data.thumbs)
+            image, text = data.image.emb, data.text.emb
             ii, ti = subsample(len(image), max_points, seed), subsample(len(text), max_points, seed + 1)
             a, b, share = svd_projection(image[ii], text[ti])
-            hover_i = [items.add(f"{model}: image row {i}") for i in ii]
-            hover_t = [items.add(f"{model}: text row {j}") for j in ti]
+            hover_i, hover_t = image_items(data, items, ii), text_items(data, items, ti)
             body.append(figure(svg.scatter([svg.Series("image", a, hover_i, svg.PALETTE[0]),
                                             svg.Series("text", b, hover_t, svg.PALETTE[1], "square")],
                                            f"{model}", f"SV1 ({share[0]:.0%})", f"SV2 ({share[1]:.0%})",
@@ -81,5 +82,5 @@ def render_comparison_report(models: list[str], languages: list[str], reference:
                     + table(["family", "modality", "metric", *[f"{m} / {lang}" for m, lang in columns]], table_rows,
                             numeric=[False] * 3 + [True] * len(columns)) + "</details>")
     nav = [("links", "partition reports")] + [(f"ds-{ds}", ds) for ds in datasets]
-    page = render_page("conescope — model comparison", "".join(body), items, {}, provenance, nav)
+    page = render_page("conescope — model comparison", "".join(body), items, thumbs, provenance, nav)
     return RenderedReport(page, preview, headline)

@@ -18,7 +18,7 @@ h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2e
 h3 { margin-top: 1.5em; }
 .figs { display: flex; flex-wrap: wrap; gap: 1.2em; align-items: flex-start; }
 figure { margin: 0; max-width: 560px; } figure.wide { max-width: 1100px; }
-figure svg { width: 100%; height: auto; }
+figure svg { max-width: 100%; height: auto; }
 figcaption { font-size: .85em; color: #555; margin-top: .3em; }
 table { border-collapse: collapse; margin: .8em 0; font-size: .9em; }
 td, th { border: 1px solid #ccc; padding: 2px 8px; text-align: left; }
@@ -34,13 +34,15 @@ nav a { margin-right: 1em; }
 
 # One handler for the whole page. Points carry data-i, an index into the page's item list
 # ([caption, thumbnail key] pairs, each thumbnail stored once); heatmaps carry data-grid, the id of
-# a JSON object {items: [item index per row], v: [[cosine]]}, and the hovered cell is computed from
+# a JSON object {items: [item index per row], v: [cosine x 1000, row-major]} or, for a reordered
+# copy, {ref: id of the original, order: [original row per row]}; the hovered cell is computed from
 # the pointer position.
 SCRIPT = """
 (function () {
   var thumbs = JSON.parse(document.getElementById('cs-thumbs').textContent);
   var items = JSON.parse(document.getElementById('cs-items').textContent);
   var grids = {};
+  function grid(id) { return grids[id] || (grids[id] = JSON.parse(document.getElementById(id).textContent)); }
   var tip = document.getElementById('cs-tip');
   function item(i) {
     var it = items[i], k = it[1];
@@ -55,12 +57,13 @@ SCRIPT = """
     var t = e.target, ds = t.dataset || {};
     if (ds.i !== undefined) { show(e, item(+ds.i)); return; }
     if (ds.grid) {
-      var g = grids[ds.grid] || (grids[ds.grid] = JSON.parse(document.getElementById(ds.grid).textContent));
-      var r = t.getBoundingClientRect(), n = g.items.length;
+      var g = grid(ds.grid), base = g.ref ? grid(g.ref) : g, n = base.items.length;
+      var r = t.getBoundingClientRect();
       var i = Math.floor((e.clientY - r.top) / r.height * n), j = Math.floor((e.clientX - r.left) / r.width * n);
       if (i >= 0 && j >= 0 && i < n && j < n) {
-        show(e, '<b>cos = ' + g.v[i][j].toFixed(3) + '</b><br>row: ' + item(g.items[i]) + 'column: ' +
-                item(g.items[j]));
+        if (g.ref) { i = g.order[i]; j = g.order[j]; }
+        show(e, '<b>cos = ' + (base.v[i * n + j] / 1000).toFixed(3) + '</b><br>row: ' + item(base.items[i]) +
+                'column: ' + item(base.items[j]));
         return;
       }
     }

@@ -15,8 +15,9 @@ tables are the warehouse's.
 
 from __future__ import annotations
 
+import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -24,7 +25,7 @@ from conescope.families import _positive_pairs
 from conescope.metrics import gap
 from conescope.metrics.isotropy import l2_normalize, singular_values
 from conescope.reports import figures, svg
-from conescope.reports.cache import ArrayCache
+from conescope.reports.cache import ArrayCache, data_key
 from conescope.reports.page import Items, esc, figure, metric_table, render_page, table
 from conescope.reports.projections import (
     cluster_labels,
@@ -36,6 +37,7 @@ from conescope.reports.projections import (
     tsne_maps,
 )
 from conescope.sets import ImageSet, TextSet, first_caption_pairs
+from conescope.transforms import Centering, GapShift, LeastSquares, Procrustes, Whitening
 
 
 @dataclass
@@ -84,7 +86,7 @@ def pairs(data: DatasetData) -> tuple[np.ndarray, np.ndarray, str]:
     return _positive_pairs(data.image, data.text)
 
 
-def _image_items(data: DatasetData, items: Items, rows: np.ndarray) -> list[int]:
+def image_items(data: DatasetData, items: Items, rows: np.ndarray) -> list[int]:
     first_caption = {}
     img_rows, txt_rows = first_caption_pairs(data.image, data.text)
     for i, t in zip(img_rows, txt_rows, strict=True):
@@ -97,7 +99,7 @@ def _image_items(data: DatasetData, items: Items, rows: np.ndarray) -> list[int]
     return out
 
 
-def _text_items(data: DatasetData, items: Items, rows: np.ndarray) -> list[int]:
+def text_items(data: DatasetData, items: Items, rows: np.ndarray) -> list[int]:
     out = []
     for j in rows:
         sid = data.text.sample_ids[j]
@@ -113,7 +115,9 @@ def _rank(image: np.ndarray, text: np.ndarray) -> int:
     """Directions of the joint covariance with variance above 1e-6 of the largest: whitening a
     direction below that would blow rounding noise up (stricter than ``Whitening``'s own check)."""
     joint = np.vstack([image, text]).astype(np.float64)
-    vals = np.linalg.eigvalsh(np.cov(joint, rowvar=False, bias=True))
+    joint -= joint.mean(axis=0)
+    # The covariance's non-zero eigenvalues are those of the smaller Gram matrix (divided by n).
+    vals = np.linalg.eigvalsh(joint @ joint.T if len(joint) < joint.shape[1] else joint.T @ joint)
     return max(1, int(np.sum(vals > 1e-6 * max(vals[-1], 0.0))))
 
 
@@ -121,8 +125,6 @@ def fitted_transforms(image: np.ndarray, text: np.ndarray, fit_set: str) -> list
     """Centering, whitening (k = the fit set's numerical rank, at most the width), Procrustes, least
     squares and the gap shift that closes the gap (lambda = 1, renormalized), fitted on L2-normalized
     pairs."""
-    from conescope.transforms import Centering, GapShift, LeastSquares, Procrustes, Whitening
-
     image, text = l2_normalize(image), l2_normalize(text)
     k = min(image.shape[1], _rank(image, text))
     out = [Centering(), Whitening(k), Procrustes(), LeastSquares(), GapShift(1.0, renormalize=True)]
@@ -144,7 +146,7 @@ def _svd_figures(data: DatasetData, items: Items, transforms: list, s: ReportSet
     img_idx = subsample(len(data.image.emb), s.max_points, s.seed)
     txt_idx = subsample(len(data.text.emb), s.max_points, s.seed + 1)
     img, txt = l2_normalize(data.image.emb[img_idx]), l2_normalize(data.text.emb[txt_idx])
-    img_items, txt_items = _image_items(data, items, img_idx), _text_items(data, items, txt_idx)
+    img_items, txt_items = image_items(data, items, img_idx), text_items(data, items, txt_idx)
     views = [("raw", img, txt, "L2-normalized, uncentered (Tyshchuk et al. Figure 2)")]
     for t in transforms:
         if t.kind in ("centering", "whitening"):
@@ -206,7 +208,7 @@ def _heatmap_figures(data: DatasetData, items: Items, s: ReportSettings) -> str:
     img_rows, txt_rows = img_rows[pick], txt_rows[pick]
     img, txt = data.image.emb[img_rows], data.text.emb[txt_rows]
     n = len(pick)
-    img_items, txt_items = _image_items(data, items, img_rows), _text_items(data, items, txt_rows)
+    img_items, txt_items = image_items(data, items, img_rows), text_items(data, items, txt_rows)
     sim = similarity_blocks(img, txt)
     blocks = [(0, "image"), (n, "text")]
     base = f"hm-{re.sub(r'[^a-z0-9]+', '-', data.name.lower())}"
@@ -219,7 +221,8 @@ def _heatmap_figures(data: DatasetData, items: Items, s: ReportSettings) -> str:
     groups = [(a + off, b + off, labels[c] if off == 0 else "") for off in (0, n)
               for a, b, c in contiguous_groups(ids)]
     clustered = svg.heatmap(sim[np.ix_(full, full)], [(img_items + txt_items)[i] for i in full], f"{base}-clustered",
-                            f"{data.name}: reordered by clustering", blocks, groups)
+                            f"{data.name}: reordered by clustering", blocks, groups,
+                            reorder_of=(f"{base}-sampled", full))
     what = "caption" if kind == "caption" else "class prompt"
     return (figure(plain, f"Cosine similarity of {n} seeded sample pairs (image and its {what}): image-image "
                           f"(top left), text-text (bottom right) and the two cross-modal blocks (Amumo, Humer et al.). "
@@ -236,7 +239,7 @@ def _tsne_figures(data: DatasetData, items: Items, s: ReportSettings, cache: Arr
     if len(img_idx) < 4:
         return "<p class='note'>Fewer than four images: no t-SNE map.</p>"
     maps = tsne_maps(data.image.emb[img_idx], data.text.emb[txt_idx], s.seed, cache)
-    img_items, txt_items = _image_items(data, items, img_idx), _text_items(data, items, txt_idx)
+    img_items, txt_items = image_items(data, items, img_idx), text_items(data, items, txt_idx)
     pos_img = {int(r): k for k, r in enumerate(img_idx)}
     pos_txt = {int(r): k for k, r in enumerate(txt_idx)}
     p_img, p_txt, _ = pairs(data)
@@ -339,9 +342,50 @@ def headline(sections: list[DatasetData]) -> dict[str, float]:
             if r["metric"] in keep and (r.get("transform") or "none") == "none"}
 
 
+def _code_digest() -> str:
+    """SHA-256 of the source of the code a partition page depends on: a cached page is reused only
+    while this code is unchanged."""
+    import hashlib
+    from pathlib import Path
+
+    here = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted([*here.glob("*.py"), here.parent / "transforms.py", here.parent / "metrics" / "gap.py"]):
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
+def page_key(model: str, lang: str, sections: list[DatasetData], provenance: dict, settings: ReportSettings) -> str:
+    """The data version of a partition page: a hash of every input (embeddings, warehouse rows, label
+    names, thumbnails, settings, provenance) and of the report code."""
+    arrays = [a for d in sections for a in (d.image.emb, d.text.emb)]
+    described = [(d.name, d.rows, d.label_names, d.thumbs, d.image.sample_ids.tolist(), d.image.splits.tolist(),
+                  d.text.texts, d.text.sample_ids.tolist()) for d in sections]
+    return data_key(*arrays, model=model, lang=lang, sections=described, provenance=provenance,
+                    settings=asdict(settings), code=_code_digest())
+
+
 def render_partition_report(model: str, lang: str, sections: list[DatasetData], provenance: dict,
                             settings: ReportSettings, cache: ArrayCache) -> RenderedReport:
-    """The HTML page of one model x lang partition, its preview figure and headline numbers."""
+    """The HTML page of one model x lang partition, its preview figure and headline numbers; from
+    ``cache`` when neither the inputs nor the report code changed (then nothing is recomputed), and
+    the t-SNE maps from ``cache`` when only the warehouse rows changed."""
+
+    def utf8(text: str) -> np.ndarray:
+        return np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
+
+    def compute() -> dict[str, np.ndarray]:
+        report = _render(model, lang, sections, provenance, settings, cache)
+        return {"html": utf8(report.html), "preview": utf8(report.preview_png or ""),
+                "headline": utf8(json.dumps(report.headline))}
+
+    out = {k: v.tobytes().decode("utf-8") for k, v in
+           cache.get_or_compute("page", page_key(model, lang, sections, provenance, settings), compute).items()}
+    return RenderedReport(out["html"], out["preview"] or None, json.loads(out["headline"]))
+
+
+def _render(model: str, lang: str, sections: list[DatasetData], provenance: dict, settings: ReportSettings,
+            cache: ArrayCache) -> RenderedReport:
     items = Items()
     thumbs: dict[str, str] = {}
     body, preview = [], None

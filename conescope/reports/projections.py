@@ -38,16 +38,28 @@ def subsample(n: int, max_points: int, seed: int) -> np.ndarray:
 def svd_projection(image: np.ndarray, text: np.ndarray, normalize: bool = True
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(image_2d, text_2d, share of the squared singular values in each of the two components) of the
-    rows projected on the top two right singular vectors of their union (no centering)."""
+    rows projected on the top two right singular vectors of their union (no centering).
+
+    Computed from the eigendecomposition of the smaller Gram matrix (X X^T when rows are fewer than
+    columns, else X^T X), in float64: the projection X V_2 equals U_2 S_2, and only two components
+    are needed, so this is several times faster than a full SVD at report sizes."""
     joint = np.vstack([image, text]).astype(np.float64)
     if normalize:
         joint = l2_normalize(joint)
-    _, s, vt = np.linalg.svd(joint, full_matrices=False)
+    n, d = joint.shape
+    if n <= d:
+        vals, vecs = np.linalg.eigh(joint @ joint.T)
+        vals, vecs = vals[::-1], vecs[:, ::-1]
+        coords = vecs[:, :2] * np.sqrt(np.maximum(vals[:2], 0.0))
+    else:
+        vals, vecs = np.linalg.eigh(joint.T @ joint)
+        vals, vecs = vals[::-1], vecs[:, ::-1]
+        coords = joint @ vecs[:, :2]
+    vals = np.maximum(vals, 0.0)
     # Singular vectors are defined up to sign: make the mean projection non-negative so that the same
     # data always gives the same picture.
-    signs = np.where(joint.mean(axis=0) @ vt[:2].T < 0, -1.0, 1.0)
-    coords = (joint @ vt[:2].T) * signs
-    return coords[: len(image)], coords[len(image):], (s[:2] ** 2) / np.sum(s**2)
+    coords = coords * np.where(coords.mean(axis=0) < 0, -1.0, 1.0)
+    return coords[: len(image)], coords[len(image):], vals[:2] / np.sum(vals)
 
 
 def _perplexity(n: int) -> float:

@@ -66,8 +66,8 @@ def scatter(series: list[Series], title: str, xlabel: str = "", ylabel: str = ""
         out[:, 1] = top + ph - (xy[:, 1] - lo[1]) / (hi[1] - lo[1]) * ph
         return out
 
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" role="img" '
-             f'class="cs-fig cs-scatter" font-family="sans-serif" font-size="11">',
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" '
+             f'height="{height}" role="img" class="cs-fig cs-scatter" font-family="sans-serif" font-size="11">',
              f'<text x="{width / 2}" y="18" text-anchor="middle" font-size="13">{esc(title)}</text>',
              f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>']
     for v in _ticks(lo[0], hi[0]):
@@ -124,19 +124,23 @@ def _colors(values: np.ndarray, vmin: float, vmax: float) -> np.ndarray:
 
 
 def heatmap(values: np.ndarray, items: list[int], grid_id: str, title: str, blocks: list[tuple[int, str]],
-            groups: list[tuple[int, int, str]] | None = None, size: int = 440) -> str:
+            groups: list[tuple[int, int, str]] | None = None, size: int = 440,
+            reorder_of: tuple[str, np.ndarray] | None = None) -> str:
     """A square heatmap of ``values`` (n x n), drawn as one PNG inside the SVG so that its size does not
     grow with n^2 elements; hovering a cell shows its value and both items (``items`` per row).
     ``blocks``: (start row, name) of the blocks (e.g. image, text) separated by white lines.
-    ``groups``: (start, end, label) of clusters, framed on the diagonal and labelled on the right."""
+    ``groups``: (start, end, label) of clusters, framed on the diagonal and labelled on the right.
+    ``reorder_of``: (grid id, order) when ``values`` is another heatmap's matrix with rows and columns
+    taken in ``order``: the hover data then refers to that heatmap's instead of repeating it.
+    Hover values are stored in thousandths (integers), the tooltip's precision."""
     n = len(values)
     left, top, right = 8, 26, 200
     width, height = left + size + right, top + size + 40
     vmin, vmax = float(np.min(values)), float(np.max(values))
     uri = _png_data_uri(_colors(values, vmin, vmax))
     cell = size / n
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" role="img" '
-             f'class="cs-fig cs-heatmap" font-family="sans-serif" font-size="11">',
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" '
+             f'height="{height}" role="img" class="cs-fig cs-heatmap" font-family="sans-serif" font-size="11">',
              f'<text x="{left + size / 2}" y="16" text-anchor="middle" font-size="13">{esc(title)}</text>',
              f'<image x="{left}" y="{top}" width="{size}" height="{size}" preserveAspectRatio="none" '
              f'style="image-rendering:pixelated" href="{uri}" data-grid="{esc(grid_id)}"/>']
@@ -155,7 +159,10 @@ def heatmap(values: np.ndarray, items: list[int], grid_id: str, title: str, bloc
                      f'<text x="{left + size + 6}" y="{top + (start + end) / 2 * cell + 4:.1f}">{esc(label)}</text>')
     parts.append(f'<text x="{left}" y="{top + size + 30}">cosine from {vmin:.2f} (dark) to {vmax:.2f} (yellow)</text>')
     parts.append("</svg>")
-    payload = {"items": items, "v": np.round(values.astype(np.float64), 3).tolist()}
+    if reorder_of is not None:
+        payload = {"ref": reorder_of[0], "order": [int(i) for i in reorder_of[1]]}
+    else:
+        payload = {"items": items, "v": np.rint(values.astype(np.float64) * 1000).astype(int).ravel().tolist()}
     return "".join(parts) + json_script(grid_id, payload)
 
 
