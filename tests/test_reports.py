@@ -208,27 +208,31 @@ def test_every_report_is_rendered_and_linked(materialized):
 
 def test_second_render_of_an_unchanged_partition_recomputes_nothing(materialized, tmp_path):
     profile, root, _, _ = materialized
-    sections = [DatasetData(load_image_set(root, ds, "tiny.random"), load_text_set(root, ds, "tiny.random", "en"))
-                for ds in profile.datasets]
+    sections = [DatasetData(load_image_set(root, "shapes", "tiny.random"),
+                            load_text_set(root, "shapes", "tiny.random", "en"))]
     settings = ReportSettings(max_points=50, seed=0)
     cache = ArrayCache(tmp_path / "cache")
     first = render_partition_report("tiny.random", "en", sections, {}, settings, cache)
-    assert cache.misses == 1 + len(sections) and cache.hits == 0  # the page and one t-SNE pair per dataset
+    # the page, and per dataset the image map and the joint/placed maps
+    assert cache.misses == 1 + 2 * len(sections) and cache.hits == 0
     again = ArrayCache(tmp_path / "cache")
     second = render_partition_report("tiny.random", "en", sections, {}, settings, again)
     assert again.misses == 0 and again.hits == 1  # the whole page comes from the cache
     assert second.html == first.html and second.preview_png == first.preview_png
-    # New warehouse rows (same embeddings): the page is rendered again, the t-SNE maps are reused,
-    # and the page is the same as a render without any cache.
+    # New warehouse rows (same embeddings): the page is rendered again, the t-SNE maps are reused.
     sections[0].rows = [{"family": "isotropy", "modality": "image", "transform": "none", "metric": "i1",
                          "value": 0.5, "ci_low": None, "ci_high": None, "n": 3}]
     changed = ArrayCache(tmp_path / "cache")
     third = render_partition_report("tiny.random", "en", sections, {}, settings, changed)
-    assert changed.misses == 1 and changed.hits == len(sections)
-    assert third.html == render_partition_report("tiny.random", "en", sections, {}, settings, ArrayCache(None)).html
+    assert changed.misses == 1 and changed.hits == 2 * len(sections)
     assert third.html != first.html
+    # Another language of the model reuses the image map.
+    fr = [DatasetData(d.image, load_text_set(root, d.name, "tiny.random", "fr")) for d in sections]
+    other = ArrayCache(tmp_path / "cache")
+    render_partition_report("tiny.random", "fr", fr, {}, settings, other)
+    assert other.hits == len(sections) and other.misses == 1 + len(sections)
     # The pipeline's cache under the data root holds pages and maps.
-    assert any(root.report_cache.glob("tsne-*.npz")) and any(root.report_cache.glob("page-*.npz"))
+    assert any(root.report_cache.glob("tsne-image-*.npz")) and any(root.report_cache.glob("page-*.npz"))
 
 
 # --- in a browser ----------------------------------------------------------------------------------

@@ -26,7 +26,8 @@ def _plt():
 def to_svg(fig) -> str:
     plt = _plt()
     buf = io.StringIO()
-    fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
+    # Each figure lays itself out (tight_layout) when built: bbox_inches="tight" would draw it twice.
+    fig.savefig(buf, format="svg", metadata={"Date": None})
     plt.close(fig)
     text = buf.getvalue()
     return text[text.index("<svg"):].replace("<svg ", '<svg class="cs-fig" ', 1)
@@ -35,7 +36,7 @@ def to_svg(fig) -> str:
 def to_png_data_uri(fig, dpi: int = 60) -> str:
     plt = _plt()
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=dpi)
     plt.close(fig)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
@@ -50,6 +51,7 @@ def spectrum(series: dict[str, np.ndarray], title: str):
     ax.set_ylabel("singular value / largest")
     ax.set_title(title)
     ax.legend(fontsize=8)
+    fig.tight_layout()
     return fig
 
 
@@ -101,6 +103,7 @@ def curves(series: dict[str, tuple[Sequence[float], Sequence[float]]], title: st
         h2, l2 = ax2.get_legend_handles_labels()
         handles, labels = handles + h2, labels + l2
     ax.legend(handles, labels, fontsize=7)
+    fig.tight_layout()
     return fig
 
 
@@ -132,4 +135,5 @@ def tiny_scatter(image_xy: np.ndarray, text_xy: np.ndarray, title: str):
     ax.set_xticks([])
     ax.set_yticks([])
     ax.legend(fontsize=6)
+    fig.tight_layout()
     return fig

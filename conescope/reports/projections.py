@@ -25,7 +25,7 @@ import numpy as np
 from conescope.metrics.isotropy import l2_normalize
 from conescope.reports.cache import ArrayCache, data_key
 
-TSNE_VERSION = "opentsne-1"  # part of the cache key: bump when the settings below change
+TSNE_VERSION = "opentsne-2"  # part of the cache key: bump when the settings below change
 
 
 def subsample(n: int, max_points: int, seed: int) -> np.ndarray:
@@ -75,22 +75,36 @@ def _tsne(x: np.ndarray, seed: int):
                          verbose=False).fit(x)
 
 
+def _place(image: np.ndarray, image_map: np.ndarray, text: np.ndarray, seed: int) -> np.ndarray:
+    """Text rows placed into the (fixed) t-SNE map of the image rows: the map is rebuilt from its
+    coordinates and the image rows' affinities, so a cached image map serves every language."""
+    import openTSNE
+
+    affinities = openTSNE.affinity.PerplexityBasedNN(image, perplexity=_perplexity(len(image)), metric="cosine",
+                                                     method="exact" if len(image) <= 2000 else "auto",
+                                                     random_state=seed, n_jobs=1)
+    fitted = openTSNE.TSNEEmbedding(image_map, affinities, random_state=seed, n_jobs=1)
+    return np.asarray(fitted.transform(text, perplexity=min(5.0, _perplexity(len(image)))))
+
+
 def tsne_maps(image: np.ndarray, text: np.ndarray, seed: int, cache: ArrayCache) -> dict[str, np.ndarray]:
     """``joint_image``, ``joint_text`` (one t-SNE of both modalities) and ``oos_image``, ``oos_text``
-    (fitted on the image rows, text rows transformed into it), from ``cache`` when unchanged."""
+    (fitted on the image rows, text rows placed into it), from ``cache`` when unchanged; the image
+    map is cached on its own, so the languages of a model share it."""
     if len(image) < 4 or len(text) < 1:
         raise ValueError(f"t-SNE needs at least 4 image rows and 1 text row, got {len(image)} and {len(text)}")
     image = l2_normalize(np.asarray(image, dtype=np.float32)).astype(np.float32)
     text = l2_normalize(np.asarray(text, dtype=np.float32)).astype(np.float32)
+    image_map = cache.get_or_compute("tsne-image", data_key(image, seed=seed, version=TSNE_VERSION),
+                                     lambda: {"xy": np.asarray(_tsne(image, seed))})["xy"]
 
     def compute() -> dict[str, np.ndarray]:
         joint = np.asarray(_tsne(np.vstack([image, text]), seed))
-        fitted = _tsne(image, seed)
-        placed = np.asarray(fitted.transform(text, perplexity=min(5.0, _perplexity(len(image)))))
         return {"joint_image": joint[: len(image)], "joint_text": joint[len(image):],
-                "oos_image": np.asarray(fitted), "oos_text": placed}
+                "oos_text": _place(image, image_map, text, seed)}
 
-    return cache.get_or_compute("tsne", data_key(image, text, seed=seed, version=TSNE_VERSION), compute)
+    out = cache.get_or_compute("tsne", data_key(image, text, seed=seed, version=TSNE_VERSION), compute)
+    return {**out, "oos_image": image_map}
 
 
 _WORD = re.compile(r"\w+", re.UNICODE)
