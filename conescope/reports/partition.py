@@ -252,9 +252,11 @@ def _tsne_figures(data: DatasetData, items: Items, s: ReportSettings, cache: Arr
             ("joint", "joint t-SNE", "One t-SNE map (openTSNE, cosine) fitted on image and text rows together, lines "
                                      "between each image and its caption: the gap shows as two separate clouds."),
             ("oos", "t-SNE fitted on images, texts placed", "Out-of-sample map: t-SNE fitted on the image rows only; "
-                                                            "each text row is then placed into that map among its "
-                                                            "nearest images (openTSNE transform), the view of the "
-                                                            "Amumo article that closes the gap visually.")):
+                                                            "each text row is moved by the whole gap vector (mean "
+                                                            "image − mean text, renormalized) and then placed into "
+                                                            "that map among its nearest images (openTSNE transform): "
+                                                            "the view of the Amumo article that closes the gap "
+                                                            "visually.")):
         a, b = maps[f"{prefix}_image"], maps[f"{prefix}_text"]
         body = svg.scatter([svg.Series("image", a, img_items, svg.PALETTE[0]),
                             svg.Series("text", b, txt_items, svg.PALETTE[1], marker="square")],
@@ -375,7 +377,12 @@ def render_partition_report(model: str, lang: str, sections: list[DatasetData], 
         return np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
 
     def compute() -> dict[str, np.ndarray]:
-        report = _render(model, lang, sections, provenance, settings, cache)
+        from threadpoolctl import threadpool_limits
+
+        # Report matrices are small (at most a few thousand x d): BLAS threads buy little there and,
+        # on a busy machine, spin against other processes (measured: 2-3x the CPU time).
+        with threadpool_limits(limits=1, user_api="blas"):
+            report = _render(model, lang, sections, provenance, settings, cache)
         return {"html": utf8(report.html), "preview": utf8(report.preview_png or ""),
                 "headline": utf8(json.dumps(report.headline))}
 
