@@ -174,7 +174,8 @@ def report_assets(profile: Profile, parts: ProfilePartitions) -> list[dg.AssetsD
         provenance = {"profile": profile.name, "code_version": code_version()}
         report = render_paper_report(rows, models, kinds, profile.reference_lang, provenance)
         index = write_page(conescope, conescope.root.summary_report_dir("paper"), report.html)
-        return dg.MaterializeResult(metadata=report_metadata(index, None, report.headline, "paper reproduction"))
+        return dg.MaterializeResult(metadata=report_metadata(index, report.preview_png, report.headline,
+                                                             "paper reproduction"))
 
     return [partition_report, multilingual_report, comparison_report, paper_report]
 

@@ -201,9 +201,9 @@ def test_every_report_is_rendered_and_linked(materialized):
         meta = event.asset_materialization.metadata
         assert meta["report"].value.startswith("file://"), key
         assert "open the report" in meta["preview"].value, key
-    partition_meta = instance.get_latest_materialization_event(
-        dg.AssetKey(["reports", "partition_report"])).asset_materialization.metadata
-    assert "![preview](data:image/png;base64," in partition_meta["preview"].value
+    for key in ("partition_report", "multilingual_report", "comparison_report", "paper_report"):
+        meta = instance.get_latest_materialization_event(dg.AssetKey(["reports", key])).asset_materialization.metadata
+        assert "![preview](data:image/png;base64," in meta["preview"].value, key
 
 
 def test_second_render_of_an_unchanged_partition_recomputes_nothing(materialized, tmp_path):

@@ -138,7 +138,23 @@ def render_paper_report(rows: list[dict], models: dict[str, ModelInfo], dataset_
     headline["compared_with_published"] = compared
     nav = [(f"table-{n}", f"Table {n}") for n in sorted(TABLES)] + [("gap", "gap norm")]
     return RenderedReport(render_page("conescope — paper reproduction (Tyshchuk et al. 2023)", "".join(parts),
-                                      provenance=provenance, nav=nav), None, headline)
+                                      provenance=provenance, nav=nav), _preview(rows, reference), headline)
+
+
+def _preview(rows: list[dict], reference: str) -> str | None:
+    """The Dagster UI preview: I1 of the raw embeddings (Table 1) per model, dataset and modality."""
+    select, _ = TABLES[1]
+    i1 = [r for r in rows if select(r, reference) and r["metric"] == "i1"]
+    if not i1:
+        return None
+    from conescope.reports import figures
+
+    groups = sorted({f"{r['dataset']}/{r['modality']}" for r in i1})
+    models = sorted({r["model"] for r in i1})
+    value = {(r["model"], f"{r['dataset']}/{r['modality']}"): float(r["value"]) for r in i1}
+    fig = figures.grouped_bars(groups, {m: [value.get((m, g)) for g in groups] for m in models}, "Table 1: I1",
+                               "I1")
+    return figures.to_png_data_uri(fig)
 
 
 def _render_table_plain(columns: list[str], lines: list[Line], reference: Published) -> str:

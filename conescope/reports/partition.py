@@ -346,7 +346,8 @@ def headline(sections: list[DatasetData]) -> dict[str, float]:
 
 def _code_digest() -> str:
     """SHA-256 of the source of the code a partition page depends on: a cached page is reused only
-    while this code is unchanged."""
+    while this code is unchanged. Taken once, when this module is imported, so that it describes the
+    code that runs even if the files change on disk meanwhile."""
     import hashlib
     from pathlib import Path
 
@@ -357,6 +358,9 @@ def _code_digest() -> str:
     return digest.hexdigest()
 
 
+CODE_DIGEST = _code_digest()
+
+
 def page_key(model: str, lang: str, sections: list[DatasetData], provenance: dict, settings: ReportSettings) -> str:
     """The data version of a partition page: a hash of every input (embeddings, warehouse rows, label
     names, thumbnails, settings, provenance) and of the report code."""
@@ -364,7 +368,7 @@ def page_key(model: str, lang: str, sections: list[DatasetData], provenance: dic
     described = [(d.name, d.rows, d.label_names, d.thumbs, d.image.sample_ids.tolist(), d.image.splits.tolist(),
                   d.text.texts, d.text.sample_ids.tolist()) for d in sections]
     return data_key(*arrays, model=model, lang=lang, sections=described, provenance=provenance,
-                    settings=asdict(settings), code=_code_digest())
+                    settings=asdict(settings), code=CODE_DIGEST)
 
 
 def render_partition_report(model: str, lang: str, sections: list[DatasetData], provenance: dict,
