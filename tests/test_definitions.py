@@ -131,3 +131,23 @@ def test_final_reports_wait_for_every_models_summary(tiny_profile):
     assert next_layer(tiny_profile, final) == []
     # Materializing one model by hand: its summary alone unlocks the final reports.
     assert next_layer(tiny_profile, first, models=["tiny.random"]) == [PlannedRun(REPORTS_JOB, None)]
+
+
+def test_final_reports_sensor_waits_for_the_last_models_summary(tiny_profile, data_root):
+    defs = build_definitions(tiny_profile, str(data_root))
+    instance = dg.DagsterInstance.ephemeral()
+    job = defs.resolve_job_def(SUMMARY_JOB)
+    sensor = defs.get_sensor_def("refresh_after_model_summary_job")
+
+    def finish(model: str) -> list:
+        run = instance.create_run_for_job(job_def=job, tags={REFRESH_TAG: "r", "dagster/partition": model},
+                                          status=dg.DagsterRunStatus.SUCCESS)
+        event = dg.DagsterEvent(event_type_value="PIPELINE_SUCCESS", job_name=SUMMARY_JOB)
+        ctx = dg.build_run_status_sensor_context(sensor_name=sensor.name, dagster_event=event,
+                                                 dagster_instance=instance, dagster_run=run)
+        return list(sensor(ctx) or [])
+
+    assert finish("tiny.random") == []
+    [request] = finish("tiny.random-nobias")
+    assert request.partition_key is None and request.tags == {REFRESH_TAG: "r"}
+    assert request.run_key == "r:reports_job:"
