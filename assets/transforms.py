@@ -59,6 +59,8 @@ def transform_assets(profile: Profile, parts: ProfilePartitions) -> list[dg.Asse
             fitted, skipped = protocols.fit_all(ts, kind, plan, sets)
             for reason in skipped:
                 context.log.warning(f"{kind}: not fitted on {reason}")
+            for t in fitted:
+                t.provenance.update(model=model, lang=lang, profile=profile.name)
             files = write_transforms(conescope.root.transforms_dir(kind, model, lang), conescope.root.scratch,
                                      {transform_file_name(t.name, t.provenance["fit_set"]): t.to_dict()
                                       for t in fitted})

@@ -72,10 +72,12 @@ def _positive_pairs(image: ImageSet, text: TextSet) -> tuple[np.ndarray, np.ndar
     return keep, np.asarray([first_prompt[int(image.labels[i])] for i in keep], dtype=np.int64), "class prompt"
 
 
-def gap_rows(image: ImageSet, text: TextSet, s: MetricSettings) -> list[dict]:
+def gap_rows(image: ImageSet, text: TextSet, s: MetricSettings, separability: bool = True) -> list[dict]:
+    """gap_norm, the separability probes (cross-validated: the costly part, ``separability=False``
+    leaves them out) and the positive vs random pair cosines."""
     ds, n = image.dataset, len(image.emb) + len(text.emb)
     rows = [_rec(ds, "joint", "gap_norm", gap.gap_norm(image.emb, text.emb), n)]
-    for method in ("logreg", "svm"):
+    for method in ("logreg", "svm") if separability else ():
         acc = gap.modality_separability(image.emb, text.emb, method=method, folds=s.folds, seed=s.seed)
         rows.append(_rec(ds, "joint", f"separability_{method}", acc, n, params=_params(folds=s.folds)))
     img_rows, txt_rows, kind = _positive_pairs(image, text)

@@ -21,10 +21,13 @@ and in the class-disjoint protocol only the known classes' prompts are fitted on
 
 from __future__ import annotations
 
+import hashlib
 import json
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from conescope import families
 from conescope.metrics.isotropy import l2_normalize
@@ -205,26 +208,38 @@ def transformed_sets(t: Transform, image: ImageSet, text: TextSet, image_rows: n
     return img, txt
 
 
-FAMILIES = ("isotropy", "modality_gap", "clip_loss", "zero_shot", "retrieval")
+FAMILIES = ("isotropy", "modality_gap", "separability", "clip_loss", "zero_shot", "retrieval")
 SWEEP_FAMILIES = ("modality_gap", "clip_loss", "zero_shot")  # Liang et al.'s loss and accuracy along the gap
+
+
+def _isotropy_rows(dataset: str, modality: str, x: np.ndarray, s: MetricSettings, cache: dict | None) -> list[dict]:
+    """``families.isotropy_rows``, memoized on the array's content: Procrustes, LSTSQ and identity
+    leave the image rows as they are, so their image isotropy is computed once per eval set."""
+    if cache is None:
+        return families.isotropy_rows(dataset, modality, x, s)
+    key = (dataset, modality, x.shape, x.dtype.str, hashlib.sha256(np.ascontiguousarray(x).data).hexdigest())
+    if key not in cache:
+        cache[key] = families.isotropy_rows(dataset, modality, x, s)
+    return [dict(r) for r in cache[key]]
 
 
 def evaluate(t: Transform, ev: EvalSet, sets: dict[str, tuple[ImageSet, TextSet]], s: MetricSettings,
              logit_scale: float, logit_bias: float | None,
-             families_: tuple[str, ...] = FAMILIES) -> dict[str, list[dict]]:
+             families_: tuple[str, ...] = FAMILIES, cache: dict | None = None) -> dict[str, list[dict]]:
     """Metric records of the transformed eval set, per warehouse table (``metrics.<family>``), computed
     by ``conescope.families`` exactly as for raw embeddings, with ``transform``, ``fit_set`` and
-    ``eval_set`` filled in and the protocol and transform settings added to ``params``."""
+    ``eval_set`` filled in and the protocol and transform settings added to ``params``.
+    ``families_`` picks the tables; ``separability`` adds the cross-validated probes to modality_gap."""
     image, text = transformed_sets(t, *sets[ev.dataset], ev.image_rows, ev.text_rows)
     # Every eval row is already the eval split: the families must not filter it again.
     s = replace(s, retrieval_eval_set="all")
     out: dict[str, list[dict]] = {}
     if "isotropy" in families_:
-        out["isotropy"] = (families.isotropy_rows(ev.dataset, "image", image.emb, s)
-                           + families.isotropy_rows(ev.dataset, "text", text.emb, s)
-                           + families.isotropy_rows(ev.dataset, "joint", np.vstack([image.emb, text.emb]), s))
+        out["isotropy"] = (_isotropy_rows(ev.dataset, "image", image.emb, s, cache)
+                           + _isotropy_rows(ev.dataset, "text", text.emb, s, cache)
+                           + _isotropy_rows(ev.dataset, "joint", np.vstack([image.emb, text.emb]), s, cache))
     if "modality_gap" in families_:
-        out["modality_gap"] = families.gap_rows(image, text, s)
+        out["modality_gap"] = families.gap_rows(image, text, s, separability="separability" in families_)
     if "clip_loss" in families_:
         out["clip_loss"] = families.clip_loss_rows(image, text, logit_scale, logit_bias, s)
     if "zero_shot" in families_:
@@ -242,27 +257,39 @@ def evaluate(t: Transform, ev: EvalSet, sets: dict[str, tuple[ImageSet, TextSet]
 
 # --- a whole partition ---------------------------------------------------------------------------
 
+# Below this many rows per dataset the d x d decompositions dominate and a second BLAS thread only
+# adds synchronisation: on a shared 2-core machine it cost ten times the CPU time (demo sets).
+SMALL_ROWS = 5000
+
+
+def _blas_threads(sets: dict[str, tuple[ImageSet, TextSet]]):
+    small = max(len(img.emb) + len(txt.emb) for img, txt in sets.values()) < SMALL_ROWS
+    return threadpool_limits(limits=1, user_api="blas") if small else nullcontext()
+
+
 def fit_all(settings: TransformSettings, kind: str, p: Plan,
             sets: dict[str, tuple[ImageSet, TextSet]]) -> tuple[list[Transform], list[str]]:
     """Every variant of ``kind`` fitted on every fit set it is evaluated from; variants that cannot
     be fitted on a set (whitening-k with k above the set's rank) are returned as reasons instead."""
     fitted, skipped = [], []
-    for fit in fit_sets_for(kind, p):
-        image, text = fit_arrays(fit, sets)
-        for t in variants(settings, kind):
-            try:
-                fitted.append(t.fit(image, text, fit_set=fit.name))
-            except ValueError as exc:
-                skipped.append(f"{fit.name}: {exc}")
+    with _blas_threads(sets):
+        for fit in fit_sets_for(kind, p):
+            image, text = fit_arrays(fit, sets)
+            for t in variants(settings, kind):
+                try:
+                    fitted.append(t.fit(image, text, fit_set=fit.name))
+                except ValueError as exc:
+                    skipped.append(f"{fit.name}: {exc}")
     return fitted, skipped
 
 
 def families_for(kind: str, protocol: str) -> tuple[str, ...]:
-    """The gap-shift sweep measures loss, accuracy and gap (Liang et al.); isotropy is measured where
-    Tyshchuk et al. measure it, in-domain; every protocol gets the quality metrics."""
+    """The gap-shift sweep measures loss, accuracy, gap norm and pair cosines (Liang et al.); isotropy
+    and the (cross-validated, costly) modality separability are measured in-domain, where Tyshchuk et
+    al. measure geometry; every protocol gets the quality metrics and the gap norm."""
     if kind == "gap_shift":
         return SWEEP_FAMILIES
-    return FAMILIES if protocol == IN_DOMAIN else tuple(f for f in FAMILIES if f != "isotropy")
+    return FAMILIES if protocol == IN_DOMAIN else tuple(f for f in FAMILIES if f not in ("isotropy", "separability"))
 
 
 def evaluate_all(stored: list[Transform], p: Plan, sets: dict[str, tuple[ImageSet, TextSet]], s: MetricSettings,
@@ -272,20 +299,23 @@ def evaluate_all(stored: list[Transform], p: Plan, sets: dict[str, tuple[ImageSe
     data no longer hashes to its provenance (embeddings recomputed since) is an error."""
     out: dict[str, list[dict]] = {}
     hashes: dict[str, str] = {}
-    for t in stored:
-        fit_set = t.provenance.get("fit_set")
-        if fit_set not in p.fit_sets:
-            raise ValueError(f"{t.name}: fitted on {fit_set!r}, which no protocol of the profile uses; "
-                             f"rematerialize the transforms")
-        if fit_set not in hashes:
-            from conescope.transforms import data_sha256
+    cache: dict = {}
+    with _blas_threads(sets):
+        for t in stored:
+            fit_set = t.provenance.get("fit_set")
+            if fit_set not in p.fit_sets:
+                raise ValueError(f"{t.name}: fitted on {fit_set!r}, which no protocol of the profile uses; "
+                                 f"rematerialize the transforms")
+            if fit_set not in hashes:
+                from conescope.transforms import data_sha256
 
-            hashes[fit_set] = data_sha256(*fit_arrays(p.fit_sets[fit_set], sets))
-        if t.provenance.get("data_sha256") != hashes[fit_set]:
-            raise ValueError(f"{t.name} fitted on {fit_set}: its fit rows changed since it was fitted "
-                             f"(data hash differs); rematerialize transforms/{t.kind}")
-        for ev in evals_for(t.kind, fit_set, p):
-            rows = evaluate(t, ev, sets, s, *scales[ev.dataset], families_=families_for(t.kind, ev.protocol))
-            for table, recs in rows.items():
-                out.setdefault(table, []).extend(recs)
+                hashes[fit_set] = data_sha256(*fit_arrays(p.fit_sets[fit_set], sets))
+            if t.provenance.get("data_sha256") != hashes[fit_set]:
+                raise ValueError(f"{t.name} fitted on {fit_set}: its fit rows changed since it was fitted "
+                                 f"(data hash differs); rematerialize transforms/{t.kind}")
+            for ev in evals_for(t.kind, fit_set, p):
+                rows = evaluate(t, ev, sets, s, *scales[ev.dataset], families_=families_for(t.kind, ev.protocol),
+                                cache=cache)
+                for table, recs in rows.items():
+                    out.setdefault(table, []).extend(recs)
     return out

@@ -10,9 +10,11 @@ L2-normalized rows, as the papers do; the metrics renormalize what comes out.
 writes that dict as an ``.npz`` file. Each fitted transform carries its provenance (fit set, number
 of fit rows, SHA-256 of the fit arrays, code version, time) in ``provenance``.
 
-Heavy products run in float64 through BLAS (``syrk`` for symmetric Gram matrices, half the work
-of a general product): the transforms are exact to about 1e-12 and still fit 40,000 x 512 pairs
-in about a second on two cores (``bench/transforms.py``).
+Heavy products run through BLAS (``syrk`` for symmetric Gram matrices, half the work of a general
+product) in the precision of the rows for covariances and the Procrustes cross product (float32
+embeddings: about 1e-6 relative; float64 rows: about 1e-12), and always in float64 for the normal
+equations of least squares, whose error grows with the square of the condition number; the small
+d x d decompositions run in float64 (``bench/transforms.py`` times them at 40,000 x 512).
 """
 
 from __future__ import annotations
@@ -27,9 +29,9 @@ import scipy.linalg
 from scipy.linalg import blas, lapack
 
 MODALITIES = ("image", "text")
-# Whitening-k keeps components whose variance exceeds this fraction of the largest one; below it the
-# fit set has no variance to whiten (fewer rows than dimensions) and 1/sqrt(eigenvalue) is noise.
-_RANK_TOL = 1e-10
+# Whitening-k needs k components whose variance exceeds d * eps (of the precision the covariance was
+# formed in) times the largest one; below it the fit set has no variance to whiten (fewer rows than
+# dimensions) and 1/sqrt(eigenvalue) is rounding noise.
 # Least squares through the normal equations squares the condition number of the design matrix;
 # below this reciprocal condition number of the Gram matrix the SVD solver takes over.
 _MIN_RCOND = 1e-10
@@ -40,9 +42,18 @@ def _f64(x: np.ndarray) -> np.ndarray:
 
 
 def _gram(a: np.ndarray) -> np.ndarray:
-    """A^T A (float64, full symmetric) through ``dsyrk``."""
-    c = blas.dsyrk(1.0, np.asfortranarray(_f64(a).T), trans=0)
+    """A^T A through ``syrk`` (half the work of a general product) in A's precision (float32 or
+    float64), returned as a full symmetric float64 matrix."""
+    syrk = blas.ssyrk if a.dtype == np.float32 else blas.dsyrk
+    a = a if a.dtype in (np.float32, np.float64) else _f64(a)
+    c = syrk(1.0, np.asfortranarray(a.T), trans=0).astype(np.float64)
     return np.triu(c) + np.triu(c, 1).T
+
+
+def _work_dtype(x: np.ndarray) -> np.dtype:
+    """Maps are applied in the input's float precision (float32 embeddings stay float32: the product
+    is exact to float32 and twice as fast); anything else is computed in float64."""
+    return x.dtype if x.dtype in (np.float32, np.float64) else np.dtype(np.float64)
 
 
 def data_sha256(*arrays: np.ndarray) -> str:
@@ -95,7 +106,8 @@ class Transform:
         self._fit(image, text)
         from conescope.provenance import code_version
 
-        self.provenance = {"fit_set": fit_set, "n_image": int(len(image)), "n_text": int(len(text)),
+        self.provenance = {"kind": self.kind, "name": self.name, "params": self.params(), "fit_set": fit_set,
+                           "n_image": int(len(image)), "n_text": int(len(text)),
                            "dim": int(image.shape[1]), "data_sha256": data_sha256(image, text),
                            "code_version": code_version(), "fitted_at": datetime.now(UTC).isoformat()}
         return self
@@ -163,25 +175,34 @@ class Centering(Transform):
         self.mean = (_f64(image).sum(axis=0) + _f64(text).sum(axis=0)) / (len(image) + len(text))
 
     def _apply(self, x, modality):
-        return (x - self.mean).astype(x.dtype, copy=False)
+        return x - self.mean.astype(_work_dtype(x))
 
 
-def _joint_moments(image: np.ndarray, text: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and covariance (divided by n) of the stacked rows, in float64."""
+def _joint_moments(image: np.ndarray, text: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """Mean (float64), covariance (divided by n) of the stacked rows, and the relative size below which
+    its eigenvalues are rounding noise. The rows are centred before
+    the product, so there is no cancellation, and the product runs in the rows' precision: float32
+    embeddings give the covariance to about 1e-6 of its scale at twice the speed of float64."""
     n = len(image) + len(text)
     mean = (_f64(image).sum(axis=0) + _f64(text).sum(axis=0)) / n
-    cov = (_gram(image) + _gram(text)) / n - np.outer(mean, mean)
-    return mean, cov
+    dt = np.float32 if image.dtype == text.dtype == np.float32 else np.float64
+    m = mean.astype(dt)
+    cov = (_gram(np.asarray(image, dtype=dt) - m) + _gram(np.asarray(text, dtype=dt) - m)) / n
+    return mean, cov, cov.shape[0] * float(np.finfo(dt).eps)
 
 
-def _top_eigen(cov: np.ndarray, k: int, what: str) -> tuple[np.ndarray, np.ndarray, int]:
-    """The k leading eigenpairs of a covariance (descending) and its numerical rank."""
+def _top_eigen(cov: np.ndarray, k: int, what: str, tol: float) -> tuple[np.ndarray, np.ndarray, int | None]:
+    """The k leading eigenpairs of a covariance (descending, only those k computed) and, when the k-th
+    eigenvalue is numerically zero, the covariance's rank (else None)."""
     d = cov.shape[0]
     if not 1 <= k <= d:
         raise ValueError(f"{what}: k={k} must lie in [1, {d}] (the embedding width)")
-    vals, vecs = scipy.linalg.eigh(cov)
-    rank = int(np.sum(vals > _RANK_TOL * max(vals[-1], 0.0)))
-    vals, vecs = vals[::-1][:k], vecs[:, ::-1][:, :k]
+    vals, vecs = scipy.linalg.eigh(cov, subset_by_index=[d - k, d - 1], driver="evr")
+    vals, vecs = vals[::-1], vecs[:, ::-1]
+    rank = None
+    if vals[-1] <= tol * max(vals[0], 0.0):
+        all_vals = scipy.linalg.eigvalsh(cov)
+        rank = int(np.sum(all_vals > tol * max(all_vals[-1], 0.0)))
     # Eigenvectors are defined up to sign: fix it (largest-magnitude coordinate positive) so that a
     # refit on the same data gives the same stored transform.
     signs = np.sign(vecs[np.abs(vecs).argmax(axis=0), np.arange(k)])
@@ -207,15 +228,16 @@ class Whitening(Transform):
         return f"whitening_{self.k}"
 
     def _fit(self, image, text) -> None:
-        self.mean, cov = _joint_moments(image, text)
-        vals, vecs, rank = _top_eigen(cov, self.k, self.name)
-        if self.k > rank:
+        self.mean, cov, tol = _joint_moments(image, text)
+        vals, vecs, rank = _top_eigen(cov, self.k, self.name, tol)
+        if rank is not None:
             raise ValueError(f"{self.name}: the fit set has only {rank} directions of non-zero variance "
                              f"({len(image) + len(text)} rows, width {cov.shape[0]}); choose k <= {rank}")
         self.components, self.scale = vecs, 1.0 / np.sqrt(vals)
 
     def _apply(self, x, modality):
-        return (((_f64(x) - self.mean) @ self.components) * self.scale).astype(x.dtype, copy=False)
+        dt = _work_dtype(x)
+        return ((x - self.mean.astype(dt)) @ (self.components * self.scale).astype(dt)).astype(dt, copy=False)
 
 
 class PCA(Transform):
@@ -237,13 +259,14 @@ class PCA(Transform):
         return f"pca_{self.k}"
 
     def _fit(self, image, text) -> None:
-        self.mean, cov = _joint_moments(image, text)
+        self.mean, cov, tol = _joint_moments(image, text)
         n = len(image) + len(text)
-        vals, self.components, _ = _top_eigen(cov, self.k, self.name)
+        vals, self.components, _ = _top_eigen(cov, self.k, self.name, tol)
         self.explained_variance = np.maximum(vals, 0.0) * n / max(n - 1, 1)  # sklearn's unbiased variance
 
     def _apply(self, x, modality):
-        return ((_f64(x) - self.mean) @ self.components).astype(x.dtype, copy=False)
+        dt = _work_dtype(x)
+        return ((x - self.mean.astype(dt)) @ self.components.astype(dt)).astype(dt, copy=False)
 
 
 class Procrustes(Transform):
@@ -260,14 +283,16 @@ class Procrustes(Transform):
         self.rotation: np.ndarray | None = None
 
     def _fit(self, image, text) -> None:
-        m = _f64(text).T @ _f64(image)
+        # T^T I in the rows' precision (as scipy computes it), the SVD of the d x d result in float64.
+        dt = np.float32 if image.dtype == text.dtype == np.float32 else np.float64
+        m = (np.asarray(text, dtype=dt).T @ np.asarray(image, dtype=dt)).astype(np.float64)
         u, _, vt = scipy.linalg.svd(m, lapack_driver="gesdd")
         self.rotation = u @ vt
 
     def _apply(self, x, modality):
         if modality == "image":
             return x
-        return (_f64(x) @ self.rotation).astype(x.dtype, copy=False)
+        return x @ self.rotation.astype(_work_dtype(x))
 
 
 class LeastSquares(Transform):
@@ -310,7 +335,7 @@ class LeastSquares(Transform):
     def _apply(self, x, modality):
         if modality == "image":
             return x
-        return (_f64(x) @ self.weights).astype(x.dtype, copy=False)
+        return x @ self.weights.astype(_work_dtype(x))
 
 
 class GapShift(Transform):
@@ -346,7 +371,7 @@ class GapShift(Transform):
             if np.any(norms == 0):
                 raise ValueError(f"{self.name}: a shifted row is zero and cannot be renormalized")
             y = y / norms
-        return y.astype(x.dtype, copy=False)
+        return y.astype(_work_dtype(x), copy=False)
 
 
 KINDS: dict[str, type[Transform]] = {t.kind: t for t in (Identity, Centering, Whitening, PCA, Procrustes,

@@ -224,6 +224,7 @@ def test_transform_rows_and_files(materialized):
             t = transform_from_dict(files["procrustes--shapes.train.npz"])
             assert np.allclose(t.rotation.T @ t.rotation, np.eye(32), atol=1e-10)
             assert t.provenance["fit_set"] == "shapes:train" and len(t.provenance["data_sha256"]) == 64
+            assert (t.provenance["model"], t.provenance["lang"]) == (model, lang)
             gap_files = read_transforms(root.transforms_dir("gap_shift", model, lang))
             assert len(gap_files) == 3 * 2 * 2  # lambdas x renormalize x in-domain fit sets
             got = _query(root, "SELECT DISTINCT family, transform, fit_set, eval_set FROM metrics.all "

@@ -47,14 +47,22 @@ def test_whitening_makes_the_fit_set_covariance_the_identity(pairs, k):
     assert np.allclose(np.cov(joint, rowvar=False, bias=True), np.eye(k), atol=1e-9)
     assert np.allclose(joint.mean(axis=0), 0, atol=1e-9)
     # The kept directions are those of largest variance: the first whitened axis is PCA's first axis.
-    p = tf.PCA(k).fit(image, text)
+    p = tf.PCA(k).fit(image.astype(np.float64), text.astype(np.float64))
     assert np.allclose(np.abs(t.components), np.abs(p.components))
+    # float32 rows: the covariance is formed in float32, the identity holds to float32 accuracy
+    t32 = tf.Whitening(k).fit(image, text)
+    joint32 = np.vstack([t32.transform(image, "image"), t32.transform(text, "text")]).astype(np.float64)
+    assert t32.transform(image, "image").dtype == np.float32
+    assert np.allclose(np.cov(joint32, rowvar=False, bias=True), np.eye(k), atol=1e-3)
 
 
 def test_whitening_refuses_more_components_than_the_fit_set_spans():
     image, text = _cone(5, 24, 0), _cone(5, 24, 1)
     with pytest.raises(ValueError, match=r"whitening_12: .*choose k <= 9"):
         tf.Whitening(12).fit(image, text)
+    with pytest.raises(ValueError, match=r"whitening_12: .*choose k <= 9"):
+        tf.Whitening(12).fit(image.astype(np.float64), text.astype(np.float64))
+    assert tf.Whitening(9).fit(image, text).scale.shape == (9,)
     with pytest.raises(ValueError, match="k=30 must lie"):
         tf.Whitening(30).fit(image, text)
 
@@ -64,21 +72,26 @@ def test_pca_matches_scikit_learn_up_to_sign(pairs, k):
     image, text = pairs
     joint = np.vstack([image, text]).astype(np.float64)
     ref = SkPCA(n_components=k, svd_solver="full").fit(joint)
+    image, text = image.astype(np.float64), text.astype(np.float64)
     t = tf.PCA(k).fit(image, text)
-    ours = np.vstack([t.transform(image.astype(np.float64), "image"), t.transform(text.astype(np.float64), "text")])
+    ours = np.vstack([t.transform(image, "image"), t.transform(text, "text")])
     theirs = ref.transform(joint)
     signs = np.sign((ours * theirs).sum(axis=0))
     assert np.all(signs != 0)
     assert np.allclose(ours * signs, theirs, atol=1e-9)
     assert np.allclose(t.explained_variance, ref.explained_variance_, rtol=1e-9)
     assert np.allclose(t.mean, ref.mean_)
+    t32 = tf.PCA(k).fit(image.astype(np.float32), text.astype(np.float32))
+    assert np.allclose(np.abs(t32.components), np.abs(t.components), atol=1e-4)
 
 
 def test_procrustes_equals_scipy_and_is_orthogonal(pairs):
     image, text = pairs
-    t = tf.Procrustes().fit(image, text)
+    t = tf.Procrustes().fit(image.astype(np.float64), text.astype(np.float64))
     r, _ = scipy.linalg.orthogonal_procrustes(text.astype(np.float64), image.astype(np.float64))
     assert np.allclose(t.rotation, r, atol=1e-10)
+    r32, _ = scipy.linalg.orthogonal_procrustes(text, image)  # float32 rows: scipy's float32 product
+    assert np.allclose(tf.Procrustes().fit(image, text).rotation, r32, atol=1e-4)
     assert np.allclose(t.rotation.T @ t.rotation, np.eye(24), atol=1e-12)
     assert t.transform(image, "image") is image  # images are the target space
     # A planted rotation is recovered exactly: images = texts @ q.
@@ -151,6 +164,7 @@ def test_serialization_round_trips_exactly(pairs, t, tmp_path):
             assert np.array_equal(back.transform(x, modality), t.transform(x, modality))
     assert t.provenance["data_sha256"] == tf.data_sha256(image, text)
     assert t.provenance["n_image"] == 400 and t.provenance["code_version"]
+    assert t.provenance["name"] == t.name and t.provenance["params"] == t.params()  # k, lambda, solver
 
 
 def test_provenance_hash_follows_the_data(pairs):
