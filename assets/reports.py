@@ -1,65 +1,195 @@
-"""reports/partition_report [model x lang]: the HTML report of one partition, linked from metadata."""
+"""reports/*: HTML reports under the data root, linked and previewed in the asset metadata.
+
+- reports/partition_report [model x lang]: the cone and the gap of one partition;
+- reports/multilingual_report [model], after every language: parallel captions across languages;
+- reports/comparison_report and reports/paper_report [unpartitioned], after every model: all models
+  side by side, and Tables 1-7 of Tyshchuk et al. beside the published numbers.
+"""
 
 
 import dagster as dg
-import numpy as np
 
 from assets import keys
-from assets.metrics import MODEL_LANG_LAYER, MODEL_LAYER
+from assets.metrics import MODEL_LANG_LAYER, MODEL_LAYER, SUMMARY_LAYER
 from conescope.profile import Profile
 from conescope.provenance import code_version
-from conescope.report import DatasetSection, render_partition_report
+from conescope.reports.cache import ArrayCache
+from conescope.reports.comparison import render_comparison_report
+from conescope.reports.multilingual import render_multilingual_report
+from conescope.reports.paper import ModelInfo, render_paper_report
+from conescope.reports.partition import DatasetData, ReportSettings, render_partition_report
+from conescope.reports.thumbs import thumbnails
 from pipelines.partitions import ProfilePartitions, split_key
 from pipelines.resources import ConescopeHome
 from storage.embedding_sets import load_image_set, load_text_set
-from storage.parquet_store import atomic_directory, read_provenance
+from storage.parquet_store import atomic_directory, read_manifest_table, read_provenance
 
-_ROWS_SQL = """
-SELECT family, dataset, modality, metric, layer, value, ci_low, ci_high, n FROM metrics.all
-WHERE model = ? AND (lang = ? OR (lang IS NULL AND family <> 'multilingual')) AND transform = 'none'
-ORDER BY dataset, family, modality, metric, layer
+ROW_COLUMNS = "family, dataset, model, lang, modality, transform, fit_set, eval_set, metric, layer, value, ci_low, " \
+              "ci_high, n, params"
+_PARTITION_SQL = f"""
+SELECT {ROW_COLUMNS} FROM metrics.all
+WHERE model = ? AND (lang = ? OR (lang IS NULL AND family <> 'multilingual'))
+ORDER BY dataset, family, transform, fit_set, eval_set, modality, metric, layer
 """
+
+MULTILINGUAL_REPORT = dg.AssetKey(["reports", "multilingual_report"])
+COMPARISON_REPORT = dg.AssetKey(["reports", "comparison_report"])
+PAPER_REPORT = dg.AssetKey(["reports", "paper_report"])
+FINAL_LAYER = [COMPARISON_REPORT, PAPER_REPORT]  # unpartitioned, after every model's summary
+SUMMARY_REPORTS = [MULTILINGUAL_REPORT]  # [model], after every language
+
+
+def query_rows(home: ConescopeHome, sql: str, params: list) -> list[dict]:
+    with home.warehouse.connect(read_only=True) as con:
+        cursor = con.execute(sql, params)
+        names = [col[0] for col in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+def manifest_view(home: ConescopeHome, dataset: str) -> tuple[dict[str, str], dict[str, str]]:
+    """(sample_id -> label name, thumbnail key -> data URI) of a dataset's manifest; images are the
+    manifest's bytes, or the file at ``image_path`` for sources stored by path."""
+    samples = read_manifest_table(home.root.dataset_dir(dataset), "samples")
+    ids = [str(s) for s in samples.column("sample_id").to_pylist()]
+    names = dict(zip(ids, [n or "" for n in samples.column("label_name").to_pylist()], strict=True))
+    images = samples.column("image").to_pylist() if "image" in samples.column_names else [None] * len(ids)
+    if "image_path" in samples.column_names:
+        images = [b if b else path for b, path in zip(images, samples.column("image_path").to_pylist(), strict=True)]
+    return names, thumbnails(ids, images, dataset)
+
+
+def report_settings(profile: Profile) -> ReportSettings:
+    return ReportSettings(max_points=profile.report.max_points, heatmap_pairs=profile.report.heatmap_pairs,
+                          clusters=profile.report.clusters, seed=profile.seed)
+
+
+def write_page(home: ConescopeHome, target, page: str) -> dg.MetadataValue:
+    with atomic_directory(target, home.root.scratch) as staging:
+        (staging / "index.html").write_text(page, encoding="utf-8")
+    return target / "index.html"
+
+
+def report_metadata(index, preview_png: str | None, headline: dict[str, float], title: str) -> dict:
+    lines = [f"**{title}**: [open the report]({index.as_uri()}) ({index.stat().st_size / 1024:.0f} KiB)", ""]
+    if headline:
+        lines += ["| metric | value |", "|---|---|", *(f"| {k} | {v} |" for k, v in list(headline.items())[:24]), ""]
+    if preview_png:
+        lines.append(f"![preview]({preview_png})")
+    return {
+        "report": dg.MetadataValue.url(index.as_uri()),
+        "path": dg.MetadataValue.path(str(index)),
+        "size_kib": round(index.stat().st_size / 1024, 1),
+        "preview": dg.MetadataValue.md("\n".join(lines)),
+    }
 
 
 def report_assets(profile: Profile, parts: ProfilePartitions) -> list[dg.AssetsDefinition]:
     datasets = [ds for ds in profile.datasets if profile.dataset_languages(ds)]
+    image_datasets = set(profile.image_datasets())
+    settings = report_settings(profile)
+    ts = profile.transforms
+    fitted = {*ts.in_domain, *ts.class_disjoint, *(d for pair in ts.cross_dataset for d in pair)}
+    transform_deps = [keys.TRANSFORM_METRICS] if ts.kinds and fitted else []  # the gap-shift sweep's rows
 
     @dg.asset(key=keys.PARTITION_REPORT, partitions_def=parts.model_lang, group_name="reports",
-              deps=[*MODEL_LANG_LAYER, *(dg.AssetDep(k, partition_mapping=parts.image_mapping) for k in MODEL_LAYER)],
+              deps=[*MODEL_LANG_LAYER, *transform_deps,
+                    *(dg.AssetDep(k, partition_mapping=parts.image_mapping) for k in MODEL_LAYER)],
               pool=keys.DUCKDB_POOL, kinds={"html"},
-              description="HTML report: 2-D SVD projection, singular-value spectrum and metric tables")
+              description="HTML report: SVD projections raw/centered/whitened, spectrum, pair-cosine histograms per "
+                          "transform, similarity heatmaps, t-SNE maps, gap-shift landscape, layers, metric tables")
     def partition_report(context: dg.AssetExecutionContext, conescope: ConescopeHome) -> dg.MaterializeResult:
         model, lang = split_key(context)
-        with conescope.warehouse.connect(read_only=True) as con:
-            cursor = con.execute(_ROWS_SQL, [model, lang])
-            names = [col[0] for col in cursor.description]
-            rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+        rows = query_rows(conescope, _PARTITION_SQL, [model, lang])
         sections = []
-        text_only = profile.models[model].text_only
+        # a text-only model, or a dataset without images, gets the text-only figures of its section
+        with_images = not profile.models[model].text_only
         for ds in datasets:
             if lang not in profile.dataset_languages(ds):
                 continue
-            text = load_text_set(conescope.root, ds, model, lang).emb
-            with_images = not text_only and profile.datasets[ds].has_images
-            image = load_image_set(conescope.root, ds, model).emb if with_images else np.empty((0, text.shape[1]))
-            sections.append(DatasetSection(ds, image, text, [r for r in rows if r["dataset"] == ds]))
-        first = next((s.dataset for s in sections), None)
-        emb_prov = {} if first is None else read_provenance(
-            next(conescope.root.text_embeddings(first, model, lang).glob("*.parquet")))
+            names, thumbs = manifest_view(conescope, ds) if ds in image_datasets else ({}, {})
+            image = load_image_set(conescope.root, ds, model) if with_images and ds in image_datasets else None
+            sections.append(DatasetData(image, load_text_set(conescope.root, ds, model, lang), names, thumbs,
+                                        [r for r in rows if r["dataset"] == ds]))
+        emb_prov = read_provenance(next(conescope.root.text_embeddings(sections[0].name, model, lang).glob(
+            "*.parquet"))) if sections else {}
         provenance = {"model": model, "lang": lang, "profile": profile.name, "code_version": code_version(),
                       **{k: emb_prov[k] for k in ("arch", "pretrained", "seed", "zero_bias") if k in emb_prov}}
-        page = render_partition_report(model, lang, sections, provenance, profile.report.max_points, profile.seed)
-        target = conescope.root.report_dir(model, lang)
-        with atomic_directory(target, conescope.root.scratch) as staging:
-            (staging / "index.html").write_text(page, encoding="utf-8")
-        index = target / "index.html"
-        headline = {f"{r['dataset']}/{r['modality']}/{r['metric']}": round(r["value"], 4)
-                    for r in rows if r["metric"] in ("i1", "gap_norm")}
-        preview = "\n".join(f"| {k} | {v} |" for k, v in headline.items())
+        cache = ArrayCache(conescope.root.report_cache)
+        report = render_partition_report(model, lang, sections, provenance, settings, cache)
+        index = write_page(conescope, conescope.root.report_dir(model, lang), report.html)
+        context.log.info(f"report written: {index} (cache: {cache.hits} hits, {cache.misses} computed)")
         return dg.MaterializeResult(metadata={
-            "report": dg.MetadataValue.url(index.as_uri()),
-            "path": dg.MetadataValue.path(str(index)),
-            "preview": dg.MetadataValue.md(f"| metric | value |\n|---|---|\n{preview}"),
-        })
+            **report_metadata(index, report.preview_png, report.headline, f"{model} / {lang}"),
+            "cache_hits": cache.hits, "cache_computed": cache.misses})
 
-    return [partition_report]
+    @dg.asset(key=MULTILINGUAL_REPORT, partitions_def=parts.model, group_name="reports",
+              deps=[*SUMMARY_LAYER, *(dg.AssetDep(keys.text_embeddings(ds), partition_mapping=parts.image_mapping)
+                                      for ds in datasets)],
+              pool=keys.DUCKDB_POOL, kinds={"html"},
+              description="HTML report per model: parallel captions of every language in one t-SNE map, distance "
+                          "ratios and cross-lingual recall (metrics.multilingual)")
+    def multilingual_report(context: dg.AssetExecutionContext, conescope: ConescopeHome) -> dg.MaterializeResult:
+        model = context.partition_key
+        rows = query_rows(conescope, f"SELECT {ROW_COLUMNS} FROM metrics.all WHERE family = 'multilingual' "
+                                     "AND model = ? ORDER BY dataset, lang NULLS LAST, metric", [model])
+        texts, thumbs = {}, {}
+        for ds in datasets:
+            texts[ds] = {lang: load_text_set(conescope.root, ds, model, lang) for lang in profile.dataset_languages(ds)}
+            if ds in image_datasets:
+                thumbs.update(manifest_view(conescope, ds)[1])
+        cache = ArrayCache(conescope.root.report_cache)
+        provenance = {"model": model, "profile": profile.name, "reference_lang": profile.reference_lang,
+                      "languages": ", ".join(profile.languages), "code_version": code_version()}
+        report = render_multilingual_report(model, texts, profile.reference_lang, rows, thumbs, provenance,
+                                            settings.max_points, settings.seed, cache)
+        index = write_page(conescope, conescope.root.multilingual_report_dir(model), report.html)
+        return dg.MaterializeResult(metadata={
+            **report_metadata(index, report.preview_png, report.headline, f"{model}: languages"),
+            "cache_hits": cache.hits, "cache_computed": cache.misses})
+
+    @dg.asset(key=COMPARISON_REPORT, group_name="reports", deps=[keys.PARTITION_REPORT, *SUMMARY_LAYER],
+              pool=keys.DUCKDB_POOL, kinds={"html"},
+              description="HTML report: every model side by side (SVD projections, headline metrics, all raw metrics)")
+    def comparison_report(context: dg.AssetExecutionContext, conescope: ConescopeHome) -> dg.MaterializeResult:
+        models, ref = list(profile.models), profile.reference_lang
+        rows = query_rows(conescope, f"SELECT {ROW_COLUMNS} FROM metrics.all WHERE transform = 'none' "
+                                     "AND family <> 'multilingual' ORDER BY ALL", [])
+        embeddings = {}
+        for ds in sorted(image_datasets & set(datasets)):
+            if ref not in profile.dataset_languages(ds):
+                continue
+            names, thumbs = manifest_view(conescope, ds)
+            for model in profile.image_models:  # the figures are image-text projections
+                try:
+                    embeddings[(ds, model)] = DatasetData(load_image_set(conescope.root, ds, model),
+                                                          load_text_set(conescope.root, ds, model, ref), names, thumbs)
+                except FileNotFoundError as exc:  # a model not materialized yet: shown without its figure
+                    context.log.warning(f"comparison report: {exc}")
+        target = conescope.root.summary_report_dir("comparison")
+        links = {(m, lang): f"../{m}/{lang}/index.html" for m in models for lang in profile.languages
+                 if (conescope.root.report_dir(m, lang) / "index.html").is_file()}
+        provenance = {"profile": profile.name, "models": ", ".join(models), "reference_lang": ref,
+                      "code_version": code_version()}
+        report = render_comparison_report(models, list(profile.languages), ref, rows, embeddings, links, provenance,
+                                          settings.max_points, settings.seed)
+        index = write_page(conescope, target, report.html)
+        return dg.MaterializeResult(metadata=report_metadata(index, report.preview_png, report.headline,
+                                                             "model comparison"))
+
+    @dg.asset(key=PAPER_REPORT, group_name="reports", deps=[keys.PARTITION_REPORT, *SUMMARY_LAYER],
+              pool=keys.DUCKDB_POOL, kinds={"html"},
+              description="HTML report: Tables 1-7 of Tyshchuk et al. 2023 from the warehouse, beside the published "
+                          "numbers, with the difference")
+    def paper_report(context: dg.AssetExecutionContext, conescope: ConescopeHome) -> dg.MaterializeResult:
+        rows = query_rows(conescope, f"SELECT {ROW_COLUMNS} FROM metrics.all ORDER BY ALL", [])
+        models = {name: ModelInfo(m.arch, m.pretrained, m.zero_bias) for name, m in profile.models.items()}
+        kinds = {name: d.kind for name, d in profile.datasets.items()}
+        provenance = {"profile": profile.name, "code_version": code_version()}
+        report = render_paper_report(rows, models, kinds, profile.reference_lang, provenance)
+        index = write_page(conescope, conescope.root.summary_report_dir("paper"), report.html)
+        return dg.MaterializeResult(metadata=report_metadata(index, report.preview_png, report.headline,
+                                                             "paper reproduction"))
+
+    return [partition_report, multilingual_report, comparison_report, paper_report]
+
+

@@ -67,7 +67,9 @@ class EmbeddingSpec:
 
 @dataclass(frozen=True)
 class ReportSpec:
-    max_points: int = 2000
+    max_points: int = 2000  # points per modality in the scatter plots and t-SNE maps
+    heatmap_pairs: int = 60  # sampled pairs in the similarity heatmap
+    clusters: int = 6  # clusters of the reordered heatmap
 
 
 @dataclass(frozen=True)
@@ -356,7 +358,7 @@ def parse_profile(raw: Any, source: str) -> Profile:
         raise r.fail("datasets", "no dataset has images, but the profile has image-capable models")
 
     emb = r.mapping(top.get("embedding", {}), "embedding", {"batch_size", "device"})
-    report = r.mapping(top.get("report", {}), "report", {"max_points"})
+    report = r.mapping(top.get("report", {}), "report", {"max_points", "heatmap_pairs", "clusters"})
     sched = r.mapping(top.get("schedule", {}), "schedule", {"cron", "timezone"})
     cron = r.string(sched.get("cron", "0 2 * * *"), "schedule.cron")
     if not _CRON.match(cron):
@@ -374,7 +376,9 @@ def parse_profile(raw: Any, source: str) -> Profile:
             batch_size=r.integer(emb.get("batch_size", 32), "embedding.batch_size", minimum=1),
             device=r.string(emb.get("device", "auto"), "embedding.device", DEVICES),
         ),
-        report=ReportSpec(max_points=r.integer(report.get("max_points", 2000), "report.max_points", 2)),
+        report=ReportSpec(max_points=r.integer(report.get("max_points", 2000), "report.max_points", 2),
+                          heatmap_pairs=r.integer(report.get("heatmap_pairs", 60), "report.heatmap_pairs", 3),
+                          clusters=r.integer(report.get("clusters", 6), "report.clusters", 1)),
         schedule=ScheduleSpec(cron=cron,
                               timezone=r.string(sched.get("timezone", "UTC"), "schedule.timezone")),
         metrics=metrics,

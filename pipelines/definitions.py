@@ -9,7 +9,7 @@ import dagster as dg
 from assets.datasets import dataset_assets
 from assets.embeddings import embedding_assets
 from assets.metrics import SUMMARY_LAYER, metric_assets
-from assets.reports import report_assets
+from assets.reports import FINAL_LAYER, SUMMARY_REPORTS, report_assets
 from assets.transforms import transform_assets
 from conescope.profile import Profile, load_profile
 from pipelines.partitions import profile_partitions
@@ -18,6 +18,7 @@ from pipelines.refresh import (
     IMAGE_JOB,
     PARTITION_JOB,
     REFRESH_TAG,
+    REPORTS_JOB,
     SUMMARY_JOB,
     PlannedRun,
     first_layer,
@@ -57,32 +58,42 @@ def _refresh_instigators(profile: Profile, jobs: dict) -> tuple[dg.ScheduleDefin
                     tags={REFRESH_TAG: run.tags[REFRESH_TAG],
                           "dagster/partition/model": run.tags.get("dagster/partition/model", "")}))
                 done_langs = {r.tags.get("dagster/partition/lang") for r in done}
-            for planned in next_layer(profile, finished, done_langs=done_langs):
-                yield dg.RunRequest(run_key=f"{run.tags[REFRESH_TAG]}:{planned.job}:{planned.partition_key}",
+            done_models = None
+            if upstream == SUMMARY_JOB:
+                done = context.instance.get_runs(dg.RunsFilter(
+                    job_name=SUMMARY_JOB, statuses=[dg.DagsterRunStatus.SUCCESS],
+                    tags={REFRESH_TAG: run.tags[REFRESH_TAG]}))
+                done_models = {r.tags.get("dagster/partition") for r in done}
+            for planned in next_layer(profile, finished, done_langs=done_langs, done_models=done_models):
+                yield dg.RunRequest(run_key=f"{run.tags[REFRESH_TAG]}:{planned.job}:{planned.partition_key or ''}",
                                     partition_key=planned.partition_key, tags=planned.tags, job_name=planned.job)
 
         return _sensor
 
     # after the datasets: image runs, and the model x lang runs of text-only models (no image layer)
     return nightly, [chain_sensor(DATASETS_JOB, IMAGE_JOB, PARTITION_JOB), chain_sensor(IMAGE_JOB, PARTITION_JOB),
-                     chain_sensor(PARTITION_JOB, SUMMARY_JOB)]
+                     chain_sensor(PARTITION_JOB, SUMMARY_JOB), chain_sensor(SUMMARY_JOB, REPORTS_JOB)]
 
 
 def build_definitions(profile: Profile, home: str | None = None) -> dg.Definitions:
     parts = profile_partitions(profile)
     all_assets = [*dataset_assets(profile), *embedding_assets(profile, parts), *metric_assets(profile, parts),
                   *transform_assets(profile, parts), *report_assets(profile, parts)]
-    summary = set(SUMMARY_LAYER)
+    # Assets of the same partitioning are told apart by the layer they wait for.
+    later = {**dict.fromkeys([*SUMMARY_LAYER, *SUMMARY_REPORTS], SUMMARY_JOB),
+             **dict.fromkeys(FINAL_LAYER, REPORTS_JOB)}
     layers = {
         DATASETS_JOB: (None, "the dataset manifests"),
         IMAGE_JOB: (parts.model, "per model: image embeddings and image-only metrics"),
         PARTITION_JOB: (parts.model_lang, "per model x lang: text embeddings, metrics, report"),
-        SUMMARY_JOB: (parts.model, "per model, after every language: multilingual metrics"),
+        SUMMARY_JOB: (parts.model, "per model, after every language: multilingual metrics and report"),
+        REPORTS_JOB: (None, "after every model: the model comparison and paper reproduction reports"),
     }
+    first_of = {None: DATASETS_JOB, parts.model: IMAGE_JOB, parts.model_lang: PARTITION_JOB}
     jobs = {}
     for name, (partitions_def, description) in layers.items():
         selected = [key for a in all_assets if a.partitions_def == partitions_def
-                    for key in a.keys if (key in summary) == (name == SUMMARY_JOB)]
+                    for key in a.keys if later.get(key, first_of[partitions_def]) == name]
         jobs[name] = dg.define_asset_job(name, selection=selected, partitions_def=partitions_def,
                                          description=description)
     schedule, sensors = _refresh_instigators(profile, jobs)

@@ -1,11 +1,12 @@
 """The refresh chain: which runs recompute every partition of a profile, in dependency order.
 
 Layers: the datasets (one run), then each model's image layer (one run per model; text-only models
-have none and go straight on), then each
-model x lang partition, then each model's summary (metrics that read every language). The nightly
+have none and go straight on), then each model x lang partition, then each model's summary (metrics
+and the report that read every language), then the reports over every model (one run). The nightly
 schedule starts the first layer; run-status sensors start the next layer when a run of the chain
-succeeds (the summary of a model once all its languages have), so a layer never reads an upstream
-that is still being rewritten. ``conescope materialize`` walks the same chain in process.
+succeeds (the summary of a model once all its languages have, the final reports once every model's
+summary has), so a layer never reads an upstream that is still being rewritten. ``conescope
+materialize`` walks the same chain in process.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ DATASETS_JOB = "datasets_job"
 IMAGE_JOB = "image_job"
 PARTITION_JOB = "model_lang_job"
 SUMMARY_JOB = "model_summary_job"
+REPORTS_JOB = "reports_job"
 REFRESH_TAG = "conescope/refresh"
 
 
@@ -42,10 +44,13 @@ def first_layer(refresh_id: str) -> list[PlannedRun]:
 
 
 def next_layer(profile: Profile, finished: PlannedRun, models: list[str] | None = None,
-               langs: list[str] | None = None, done_langs: set[str] | None = None) -> list[PlannedRun]:
+               langs: list[str] | None = None, done_langs: set[str] | None = None,
+               done_models: set[str] | None = None) -> list[PlannedRun]:
     """The runs that a successful run of the chain unlocks (none after the last layer). After a
     model x lang run, ``done_langs`` are the languages of that model already done in this refresh;
-    the model's summary run is unlocked when they cover every language."""
+    the model's summary run is unlocked when they cover every language. After a summary run,
+    ``done_models`` are the models whose summary is already done; the final reports run is unlocked
+    when they cover every model."""
     models = models or list(profile.models)
     langs = langs or list(profile.languages)
     _check(profile, models, langs)
@@ -63,6 +68,9 @@ def next_layer(profile: Profile, finished: PlannedRun, models: list[str] | None 
         model = keys["model"]
         if model in models and set(langs) <= (done_langs or set()) | {keys["lang"]}:
             return [PlannedRun(SUMMARY_JOB, model, tags)]
+    if finished.job == SUMMARY_JOB and finished.partition_key in models \
+            and set(models) <= (done_models or set()) | {finished.partition_key}:
+        return [PlannedRun(REPORTS_JOB, None, tags)]
     return []
 
 
@@ -83,12 +91,16 @@ def full_plan(profile: Profile, refresh_id: str, models: list[str] | None = None
     while frontier:
         plan += frontier
         done: dict[str, set[str]] = {}
+        done_models: set[str] = set()
         following = []
         for run in frontier:
             if run.job == PARTITION_JOB:
                 parts = _split(run.partition_key)
                 following += next_layer(profile, run, models, langs, done.setdefault(parts["model"], set()))
                 done[parts["model"]].add(parts["lang"])
+            elif run.job == SUMMARY_JOB:
+                following += next_layer(profile, run, models, langs, done_models=done_models)
+                done_models.add(run.partition_key)
             else:
                 following += next_layer(profile, run, models, langs)
         frontier = following

@@ -49,3 +49,16 @@ class DataRoot:
 
     def report_dir(self, model: str, lang: str) -> Path:
         return self.root / "reports" / model / lang
+
+    # Report names start with "_": model names and language codes cannot, so they never clash.
+    def multilingual_report_dir(self, model: str) -> Path:
+        return self.root / "reports" / model / "_multilingual"
+
+    def summary_report_dir(self, kind: str) -> Path:
+        """``comparison`` and ``paper``: the reports over every model."""
+        return self.root / "reports" / f"_{kind}"
+
+    @property
+    def report_cache(self) -> Path:
+        """Slow report results (t-SNE maps) keyed by a hash of their input data."""
+        return self.root / "cache" / "reports"

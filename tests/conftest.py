@@ -55,3 +55,25 @@ def data_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     root = tmp_path / "data"
     monkeypatch.setenv("CONESCOPE_HOME", str(root))
     return root
+
+
+@pytest.fixture(scope="session")
+def materialized(tmp_path_factory):
+    """The whole graph of the tiny profile materialized once per session (test_pipeline, test_reports).
+    Tests only read it, except test_pipeline's last, which re-materializes one partition in place."""
+    import dagster as dg
+
+    from conescope.profile import load_profile
+    from pipelines.definitions import build_definitions
+    from pipelines.refresh import execute_plan, full_plan
+    from storage.paths import DataRoot
+
+    tmp = tmp_path_factory.mktemp("pipeline")
+    profile_path = tmp / "tiny.yaml"
+    profile_path.write_text(yaml.safe_dump(TINY_PROFILE))
+    profile = load_profile(str(profile_path))
+    data_root = tmp / "data"
+    defs = build_definitions(profile, str(data_root))
+    instance = dg.DagsterInstance.ephemeral()
+    assert execute_plan(defs, full_plan(profile, "test"), instance, log=lambda _: None)
+    return profile, DataRoot(data_root), defs, instance

@@ -6,7 +6,17 @@ import dagster as dg
 import pytest
 
 from pipelines.definitions import build_definitions
-from pipelines.refresh import DATASETS_JOB, IMAGE_JOB, PARTITION_JOB, REFRESH_TAG, SUMMARY_JOB, full_plan
+from pipelines.refresh import (
+    DATASETS_JOB,
+    IMAGE_JOB,
+    PARTITION_JOB,
+    REFRESH_TAG,
+    REPORTS_JOB,
+    SUMMARY_JOB,
+    PlannedRun,
+    full_plan,
+    next_layer,
+)
 
 
 def test_module_level_definitions_load_with_the_demo_profile(monkeypatch):
@@ -26,7 +36,14 @@ def test_module_level_definitions_load_with_the_demo_profile(monkeypatch):
     assert defs.resolve_job_def(IMAGE_JOB).partitions_def.get_partition_keys() == [
         "vit-b-32.random", "vit-b-32.random-nobias", "minilm"]
     summary = defs.resolve_job_def(SUMMARY_JOB)
-    assert {k.to_user_string() for k in summary.asset_layer.executable_asset_keys} == {"metrics/multilingual"}
+    assert {k.to_user_string() for k in summary.asset_layer.executable_asset_keys} == {
+        "metrics/multilingual", "reports/multilingual_report"}
+    final = defs.resolve_job_def(REPORTS_JOB)
+    assert final.partitions_def is None
+    assert {k.to_user_string() for k in final.asset_layer.executable_asset_keys} == {
+        "reports/comparison_report", "reports/paper_report"}
+    datasets = defs.resolve_job_def(DATASETS_JOB)
+    assert not any(k.path[0] == "reports" for k in datasets.asset_layer.executable_asset_keys)
 
 
 def test_every_asset_touching_duckdb_is_in_the_pool(tiny_profile, data_root):
@@ -98,8 +115,41 @@ def test_refresh_sensors_request_every_downstream_partition(tiny_profile, data_r
 def test_full_plan_covers_every_partition_in_dependency_order(tiny_profile):
     plan = full_plan(tiny_profile, "x")
     jobs = [p.job for p in plan]
-    assert jobs == [DATASETS_JOB] + [IMAGE_JOB] * 2 + [PARTITION_JOB] * 4 + [SUMMARY_JOB] * 2
+    assert jobs == [DATASETS_JOB] + [IMAGE_JOB] * 2 + [PARTITION_JOB] * 4 + [SUMMARY_JOB] * 2 + [REPORTS_JOB]
+    assert full_plan(tiny_profile, "x", models=["tiny.random"])[-1] == PlannedRun(REPORTS_JOB, None)
     assert {p.partition_key for p in plan if p.job == PARTITION_JOB} == {
         "en|tiny.random", "fr|tiny.random", "en|tiny.random-nobias", "fr|tiny.random-nobias"}
     with pytest.raises(ValueError, match="not in profile"):
         full_plan(tiny_profile, "x", models=["nope"])
+
+
+def test_final_reports_wait_for_every_models_summary(tiny_profile):
+    tags = {REFRESH_TAG: "r"}
+    first = PlannedRun(SUMMARY_JOB, "tiny.random", tags)
+    assert next_layer(tiny_profile, first, done_models=set()) == []
+    last = PlannedRun(SUMMARY_JOB, "tiny.random-nobias", tags)
+    [final] = next_layer(tiny_profile, last, done_models={"tiny.random"})
+    assert final == PlannedRun(REPORTS_JOB, None) and final.tags == tags
+    assert next_layer(tiny_profile, final) == []
+    # Materializing one model by hand: its summary alone unlocks the final reports.
+    assert next_layer(tiny_profile, first, models=["tiny.random"]) == [PlannedRun(REPORTS_JOB, None)]
+
+
+def test_final_reports_sensor_waits_for_the_last_models_summary(tiny_profile, data_root):
+    defs = build_definitions(tiny_profile, str(data_root))
+    instance = dg.DagsterInstance.ephemeral()
+    job = defs.resolve_job_def(SUMMARY_JOB)
+    sensor = defs.get_sensor_def("refresh_after_model_summary_job")
+
+    def finish(model: str) -> list:
+        run = instance.create_run_for_job(job_def=job, tags={REFRESH_TAG: "r", "dagster/partition": model},
+                                          status=dg.DagsterRunStatus.SUCCESS)
+        event = dg.DagsterEvent(event_type_value="PIPELINE_SUCCESS", job_name=SUMMARY_JOB)
+        ctx = dg.build_run_status_sensor_context(sensor_name=sensor.name, dagster_event=event,
+                                                 dagster_instance=instance, dagster_run=run)
+        return list(sensor(ctx) or [])
+
+    assert finish("tiny.random") == []
+    [request] = finish("tiny.random-nobias")
+    assert request.partition_key is None and request.tags == {REFRESH_TAG: "r"}
+    assert request.run_key == "r:reports_job:"

@@ -8,33 +8,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import yaml
 
 from conescope.metrics.isotropy import isotropy_summary
-from conescope.profile import load_profile
-from pipelines.definitions import build_definitions
-from pipelines.refresh import PARTITION_JOB, PlannedRun, execute_plan, full_plan
+from pipelines.refresh import PARTITION_JOB, PlannedRun, execute_plan
 from storage.parquet_store import read_embeddings, read_provenance
 from storage.paths import DataRoot
-from tests.conftest import TINY_PROFILE
 
 METRIC_COLUMNS = ["dataset", "model", "lang", "modality", "transform", "fit_set", "eval_set", "metric", "value",
                   "ci_low", "ci_high", "n", "computed_at", "code_version", "params"]
-
-
-@pytest.fixture(scope="module")
-def materialized(tmp_path_factory):
-    # One materialization for the module: the tests below only read, except the last, which
-    # re-materializes one partition and checks exactly that.
-    tmp = tmp_path_factory.mktemp("pipeline")
-    profile_path = tmp / "tiny.yaml"
-    profile_path.write_text(yaml.safe_dump(TINY_PROFILE))
-    profile = load_profile(str(profile_path))
-    data_root = tmp / "data"
-    defs = build_definitions(profile, str(data_root))
-    instance = dg.DagsterInstance.ephemeral()
-    assert execute_plan(defs, full_plan(profile, "test"), instance, log=lambda _: None)
-    return profile, DataRoot(data_root), defs, instance
 
 
 def _query(root: DataRoot, sql: str, params=None):

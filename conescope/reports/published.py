@@ -1,0 +1,93 @@
+"""Published numbers that the paper-reproduction report puts beside the warehouse's.
+
+Source: Tyshchuk, Karpikova, Spiridonov, Prutianova, Razzhigaev, Panchenko, "On Isotropy of
+Multimodal Embeddings", Information 14(7):392, 2023, https://doi.org/10.3390/info14070392 (setting:
+CLIP ViT-B/32 from OpenAI, COCO val2014 with the first caption of each image, seeded 80/20 split,
+CLIP loss in consecutive batches of 64 at logit scale 100; zero-shot on CIFAR-100 with the prompt
+"low-resolution photo of a {class}"), as quoted in the project's design document ("Reference
+numbers"); and Liang et al. 2022, "Mind the Gap", for the gap norm on COCO.
+
+Only values we know are listed; every other cell of the report's tables stays empty rather than
+being filled with a guess. Each entry says which measured rows it applies to (``match``): a measured
+row is compared with an entry only when every key matches, including the model (architecture and
+pretrained tag) and the dataset kind, so the demo's random-initialised towers on generated data are
+never "compared" with numbers of a pretrained CLIP on COCO.
+
+Accuracies are fractions (0.6309 for 63.09 %), as in ``metrics.zero_shot``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+SOURCE = ("Tyshchuk et al., On Isotropy of Multimodal Embeddings, Information 14(7):392, 2023, "
+          "doi:10.3390/info14070392; gap norm: Liang et al., Mind the Gap, NeurIPS 2022")
+
+CLIP_VIT_B32 = {"arch": "ViT-B-32", "pretrained": "openai"}
+
+
+@dataclass(frozen=True)
+class Published:
+    table: int
+    label: str  # what the row is, as the paper names it
+    value: float | None = None
+    interval: tuple[float, float] | None = None  # a published range ("0.99-1.00") instead of a value
+    match: dict = field(default_factory=dict)  # columns a measured row must have to be compared
+    note: str = ""
+
+    def difference(self, measured: float) -> float:
+        """measured - published; for a range, the distance to the nearest end (0 inside it)."""
+        if self.interval is not None:
+            lo, hi = self.interval
+            return 0.0 if lo <= measured <= hi else measured - (lo if measured < lo else hi)
+        if self.value is None:
+            raise ValueError(f"{self.label}: no published value to compare with")
+        return measured - self.value
+
+    def shown(self) -> str:
+        if self.interval is not None:
+            return f"{self.interval[0]:.2f}–{self.interval[1]:.2f}"
+        return "" if self.value is None else f"{self.value:.4f}"
+
+
+TABLE_TITLES = {
+    1: "Isotropy (I1, I2) of raw image and text embeddings",
+    2: "CLIP loss on the test split after each transform (in-domain protocol)",
+    3: "Zero-shot top-1 after each transform, by fit set (in-domain and cross-dataset)",
+    4: "Class-disjoint protocol: zero-shot top-1 on known and new classes",
+    5: "Isotropy (I1) after each transform",
+    6: "Cones at random initialisation (with and without biases)",
+    7: "Multilingual text embeddings against English: distance ratios and cross-lingual recall",
+}
+
+_COCO_TEST = {**CLIP_VIT_B32, "dataset_kind": "coco"}
+_CIFAR_TEST = {**CLIP_VIT_B32, "dataset_kind": "cifar100"}
+
+PUBLISHED: list[Published] = [
+    Published(1, "I1 image", 0.83, match={**_COCO_TEST, "modality": "image", "metric": "i1"}),
+    Published(1, "I1 text", 0.84, match={**_COCO_TEST, "modality": "text", "metric": "i1"}),
+    Published(2, "raw", 0.4097, match={**_COCO_TEST, "transform": "identity"}),
+    Published(2, "centering", 1.6201, match={**_COCO_TEST, "transform": "centering"}),
+    Published(2, "Procrustes", 1.2970, match={**_COCO_TEST, "transform": "procrustes"}),
+    Published(2, "LSTSQ", 1.3523, match={**_COCO_TEST, "transform": "lstsq"}),
+    Published(2, "whitening-128", 1.6042, match={**_COCO_TEST, "transform": "whitening_128"}),
+    Published(3, "raw", 0.6309, match={**_CIFAR_TEST, "transform": "identity"}),
+    Published(3, "LSTSQ fitted on CIFAR-100 train", 0.6553,
+              match={**_CIFAR_TEST, "transform": "lstsq", "fit_kind": "cifar100"}),
+    Published(3, "Procrustes fitted on COCO", 0.3842,
+              match={**_CIFAR_TEST, "transform": "procrustes", "fit_kind": "coco"}),
+    Published(4, "Procrustes, new classes", 0.0346,
+              match={**_CIFAR_TEST, "transform": "procrustes", "classes": "new"}),
+    Published(5, "I1 image after centering", interval=(0.99, 1.00),
+              match={**_COCO_TEST, "transform": "centering", "modality": "image", "metric": "i1"}),
+    Published(5, "I1 text after centering", interval=(0.99, 1.00),
+              match={**_COCO_TEST, "transform": "centering", "modality": "text", "metric": "i1"}),
+]
+
+# Not a table of Tyshchuk et al.; shown under the tables as a further reference.
+GAP_NORM_COCO = Published(0, "gap norm, COCO (Liang et al. 2022)", 0.82,
+                          match={**_COCO_TEST, "modality": "joint", "metric": "gap_norm"})
+
+
+def matches(entry: Published, row: dict) -> bool:
+    return all(row.get(k) == v for k, v in entry.match.items())
