@@ -275,7 +275,7 @@ SMALL_ROWS = 5000
 
 
 def _blas_threads(sets: dict[str, tuple[ImageSet, TextSet]]):
-    small = max(len(img.emb) + len(txt.emb) for img, txt in sets.values()) < SMALL_ROWS
+    small = max((len(img.emb) + len(txt.emb) for img, txt in sets.values()), default=0) < SMALL_ROWS
     return threadpool_limits(limits=1, user_api="blas") if small else nullcontext()
 
 

@@ -173,3 +173,11 @@ def test_plan_skips_protocols_whose_datasets_are_absent(sets):
     assert len(p.skipped) == 3 and all("cls" in reason for reason in p.skipped)
     empty = P.plan(SETTINGS, {})
     assert empty.evals == [] and empty.fit_sets == {} and len(empty.skipped) == 4
+
+
+def test_an_empty_partition_fits_and_evaluates_nothing():
+    """A text-only model's partition has no image-text sets: nothing is fitted, no row is written."""
+    p = P.plan(SETTINGS, {})
+    for kind in KINDS:
+        assert P.fit_all(SETTINGS, kind, p, {}) == ([], [])
+    assert not any(P.evaluate_all([], p, {}, MetricSettings(bootstrap=10), {}).values())

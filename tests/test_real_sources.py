@@ -91,6 +91,9 @@ def real(tmp_path_factory):
         "embedding": {"batch_size": 8, "device": "cpu"},
         "metrics": {"bootstrap": 20, "folds": 2},
         "report": {"max_points": 50},
+        # the text-only model and the datasets without images go through the transform layer too
+        "transforms": {"kinds": ["centering", "procrustes"],
+                       "protocols": {"in_domain": ["coco"], "cross_dataset": [{"fit": "coco", "eval": "cifar"}]}},
     }
     path = tmp / "real.yaml"
     path.write_text(yaml.safe_dump(profile))
@@ -164,7 +167,8 @@ def test_datasets_without_a_language_or_images(real):
 
 def test_cifar_prompts_drive_zero_shot(real):
     _, root, _ = real
-    rows = _query(root, "SELECT metric, n FROM metrics.zero_shot WHERE dataset = 'cifar' AND model = 'tiny.random'")
+    rows = _query(root, "SELECT metric, n FROM metrics.zero_shot WHERE dataset = 'cifar' AND model = 'tiny.random' "
+                          "AND transform = 'none'")
     assert {m for m, _ in rows} >= {"top1", "top5"} and all(n == 12 for _, n in rows)
     prompts = _query(root, "SELECT text FROM datasets.cifar_texts WHERE label = 1")
     assert prompts == [("low-resolution photo of a aquarium fish",)]
@@ -209,3 +213,16 @@ def test_refresh_sensor_sends_text_only_models_straight_to_their_text_partitions
                                 dg.DagsterInstance.ephemeral())
     assert sorted((r.job_name, r.partition_key) for r in requests) == [
         (IMAGE_JOB, "tiny.random"), (PARTITION_JOB, "en|sbert"), (PARTITION_JOB, "fr|sbert")]
+
+
+def test_transforms_and_reports_cover_image_models_and_skip_text_only_ones(real):
+    _, root, _ = real
+    fitted = _query(root, "SELECT DISTINCT model, transform, fit_set, eval_set FROM metrics.clip_loss "
+                          "WHERE transform <> 'none' ORDER BY ALL")
+    assert {row[0] for row in fitted} == {"tiny.random"}
+    assert {row[1] for row in fitted} == {"centering", "procrustes"} and {row[2] for row in fitted} == {"coco:train"}
+    for model in ("tiny.random", "tiny.sbert"):
+        page = (root.report_dir(model, "en") / "index.html").read_text()
+        # wikicaps has no images: a text-only section for both; coco's cone figures for the CLIP model only
+        assert "wikicaps" in page and "No image embeddings" in page
+        assert ("coco: SVD projection" in page) == (model == "tiny.random")
