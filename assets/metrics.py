@@ -18,7 +18,7 @@ from conescope.embedding import text_layer_states
 from conescope.profile import Profile
 from pipelines.partitions import ProfilePartitions, split_key
 from pipelines.resources import ConescopeHome
-from storage.embedding_sets import load_image_set, load_text_set
+from storage.embedding_sets import load_image_set, load_text_layers, load_text_set
 from storage.parquet_store import read_provenance
 from storage.warehouse import metric_rows
 
@@ -117,12 +117,16 @@ def metric_assets(profile: Profile, parts: ProfilePartitions) -> list[dg.AssetsD
                 for r in families.silhouette_rows(img.dataset, "text", txt.emb, families.caption_labels(img, txt), s)]
 
     def layer_metrics(home, model, lang):
-        loaded = cached_model(profile.models[model], profile.embedding.device)
         rows = []
         for ds in datasets:
             txt = load_text_set(home.root, ds, model, lang)
             if len(txt.texts) >= 2:
-                rows += families.layer_rows(ds, text_layer_states(loaded, txt.texts, profile.embedding.batch_size))
+                # Stored by the text embedding step (embedding.text_layers), else recomputed here.
+                states = load_text_layers(home.root, ds, model, lang, txt.text_ids)
+                if states is None:
+                    loaded = cached_model(profile.models[model], profile.embedding.device)
+                    states = text_layer_states(loaded, txt.texts, profile.embedding.batch_size)
+                rows += families.layer_rows(ds, states)
         return rows
 
     # --- [model], every language -----------------------------------------------------------------

@@ -39,5 +39,9 @@ class DataRoot:
     def text_embeddings(self, dataset: str, model: str, lang: str) -> Path:
         return self.root / "embeddings" / dataset / "text" / f"model={model}" / f"lang={lang}"
 
+    def text_layers(self, dataset: str, model: str, lang: str) -> Path:
+        """Pooled hidden states of every text-tower layer (profile key ``embedding.text_layers``)."""
+        return self.root / "embeddings" / dataset / "text_layers" / f"model={model}" / f"lang={lang}"
+
     def report_dir(self, model: str, lang: str) -> Path:
         return self.root / "reports" / model / lang

@@ -127,6 +127,7 @@ class Warehouse:
                     f"datasets.{ds}_texts": (root / "datasets" / ds / "texts.parquet", False),
                     f"embeddings.{ds}_image": (base / "image" / "*" / "*.parquet", True),
                     f"embeddings.{ds}_text": (base / "text" / "*" / "*" / "*.parquet", True),
+                    f"embeddings.{ds}_text_layers": (base / "text_layers" / "*" / "*" / "*.parquet", True),
                 }
                 for view, (pattern, hive) in globs.items():
                     if not glob.glob(str(pattern)):
