@@ -64,7 +64,8 @@ def _metadata(run: engine.EngineRun, n: int, resumed: int, unit: str, path) -> d
 
 def _image_asset(ds: str, profile: Profile, parts: ProfilePartitions) -> dg.AssetsDefinition:
     @dg.asset(key=keys.image_embeddings(ds), deps=[keys.dataset(ds)], partitions_def=parts.model,
-              group_name="embeddings", pool=keys.GPU_POOL, kinds={"pytorch", "parquet"},
+              group_name="embeddings", pool=keys.GPU_POOL, op_tags=keys.GPU_STEP_TAGS,
+              kinds={"pytorch", "parquet"},
               description=f"Image-tower embeddings of {ds} (raw, float32) per model")
     def _asset(context: dg.AssetExecutionContext, conescope: ConescopeHome) -> dg.MaterializeResult:
         spec, cfg = profile.models[context.partition_key], profile.embedding
@@ -106,7 +107,8 @@ def _image_asset(ds: str, profile: Profile, parts: ProfilePartitions) -> dg.Asse
 
 def _text_asset(ds: str, profile: Profile, parts: ProfilePartitions) -> dg.AssetsDefinition:
     @dg.asset(key=keys.text_embeddings(ds), deps=[keys.dataset(ds)], partitions_def=parts.model_lang,
-              group_name="embeddings", pool=keys.GPU_POOL, kinds={"pytorch", "parquet"},
+              group_name="embeddings", pool=keys.GPU_POOL, op_tags=keys.GPU_STEP_TAGS,
+              kinds={"pytorch", "parquet"},
               description=f"Text-tower embeddings of {ds} (captions or class prompts) per model and language"
                           + ("; with the pooled state of every text layer" if profile.embedding.text_layers else ""))
     def _asset(context: dg.AssetExecutionContext, conescope: ConescopeHome) -> dg.MaterializeResult:
