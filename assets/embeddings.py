@@ -53,13 +53,36 @@ def _provenance(loaded: LoadedModel, spec: ModelSpec, dataset: str, data_sha256:
               "code_version": code_version(), "logit_scale": loaded.logit_scale, "logit_bias": loaded.logit_bias,
               "precision": engine.precision_name(engine.autocast_dtype(loaded.device)),
               "preprocessing": repr(loaded.preprocess), **extra}
-    return {**stable, "created_at": datetime.now(UTC).isoformat()}, stable
+    # A resumed run may get another GPU of the same kind: the fingerprint keeps the device type only.
+    return ({**stable, "created_at": datetime.now(UTC).isoformat()},
+            {**stable, "device": loaded.device.split(":")[0]})
 
 
 def _metadata(run: engine.EngineRun, n: int, resumed: int, unit: str, path) -> dict:
     return {"rows": n, "resumed_rows": resumed, "device": run.device, "precision": run.precision,
             f"{unit}_per_s": round(run.per_second, 2), "batch_size": run.batch_size, "workers": run.workers,
             "oom_backoffs": len(run.backoffs), "path": dg.MetadataValue.path(str(path))}
+
+
+def _embed_images(context, ds: str, spec: ModelSpec, cfg: EmbeddingSpec, root, ids: list, manifest,
+                  loaded: LoadedModel, provenance: dict, stable: dict):
+    target = root.image_embeddings(ds, spec.name)
+    run = engine.EngineRun(loaded.device, "", 0, 0)
+    with ResumablePartition({MAIN: Stream(target, IMAGE_KEY_COLUMNS)}, root.scratch, provenance, stable,
+                            part_rows=cfg.part_rows) as part:
+        pending = [i for i, sid in enumerate(ids) if sid not in part.done_keys]
+        progress = engine.Progress(f"{ds} images, {spec.name}", len(ids), context.log.info,
+                                   cfg.progress_every_s, done_before=len(ids) - len(pending))
+
+        def reject(i: int, reason: str) -> None:
+            context.log.warning(f"{ds}: skipping sample {ids[i]}: {reason}")
+            part.reject(i, ids[i], reason)
+
+        for rows, emb in engine.embed_images(loaded, ParquetColumn(manifest, "image"), engine_settings(cfg),
+                                             pending, reject, progress, run):
+            part.write(rows, {MAIN: ({"sample_id": [ids[i] for i in rows]}, emb)})
+        n = part.finalize()
+    return n, part, run
 
 
 def _image_asset(ds: str, profile: Profile, parts: ProfilePartitions) -> dg.AssetsDefinition:
@@ -72,25 +95,11 @@ def _image_asset(ds: str, profile: Profile, parts: ProfilePartitions) -> dg.Asse
         root = conescope.root
         ids = read_manifest_table(root.dataset_dir(ds), "samples", ["sample_id"]).column("sample_id").to_pylist()
         manifest = root.dataset_dir(ds) / "samples.parquet"
-        loaded = cached_model(spec, cfg.device)
-        provenance, stable = _provenance(loaded, spec, ds, read_provenance(manifest).get("data_sha256", ""),
-                                         modality="image")
-        target = root.image_embeddings(ds, spec.name)
-        run = engine.EngineRun(loaded.device, "", 0, 0)
-        with ResumablePartition({MAIN: Stream(target, IMAGE_KEY_COLUMNS)}, root.scratch, provenance, stable,
-                                part_rows=cfg.part_rows) as part:
-            pending = [i for i, sid in enumerate(ids) if sid not in part.done_keys]
-            progress = engine.Progress(f"{ds} images, {spec.name}", len(ids), context.log.info,
-                                       cfg.progress_every_s, done_before=len(ids) - len(pending))
-
-            def reject(i: int, reason: str) -> None:
-                context.log.warning(f"{ds}: skipping sample {ids[i]}: {reason}")
-                part.reject(i, ids[i], reason)
-
-            for rows, emb in engine.embed_images(loaded, ParquetColumn(manifest, "image"), engine_settings(cfg),
-                                                 pending, reject, progress, run):
-                part.write(rows, {MAIN: ({"sample_id": [ids[i] for i in rows]}, emb)})
-            n = part.finalize()
+        with engine.claimed_device(cfg.device, root.scratch / "gpus") as device:
+            loaded = cached_model(spec, device)
+            provenance, stable = _provenance(loaded, spec, ds, read_provenance(manifest).get("data_sha256", ""),
+                                             modality="image")
+            n, part, run = _embed_images(context, ds, spec, cfg, root, ids, manifest, loaded, provenance, stable)
         now = datetime.now(UTC)
         rejects = [{"dataset": ds, "model": spec.name, "stage": "embed_image", "sample_id": r["key"],
                     "reason": r["reason"], "recorded_at": now, "code_version": code_version()}
@@ -99,10 +108,21 @@ def _image_asset(ds: str, profile: Profile, parts: ProfilePartitions) -> dg.Asse
             "datasets.rejects", pa.Table.from_pylist(rejects, schema=arrow_schema(REJECT_COLUMNS)),
             {"dataset": ds, "model": spec.name, "stage": "embed_image"})
         conescope.warehouse.refresh_views(root.root, [ds])
-        return dg.MaterializeResult(metadata={**_metadata(run, n, part.resumed_rows, "images", target),
+        return dg.MaterializeResult(metadata={**_metadata(run, n, part.resumed_rows, "images",
+                                                        root.image_embeddings(ds, spec.name)),
                                               "rejected": len(rejects), "logit_scale": loaded.logit_scale})
 
     return _asset
+
+
+def _text_batch(cols: dict[str, list], rows, emb, layers) -> dict:
+    batch = {MAIN: ({name: [values[i] for i in rows] for name, values in cols.items()}, emb)}
+    if layers is not None:  # long format: one row per text and layer, texts in order, layers ascending
+        n_layers = layers.shape[1]
+        batch[LAYERS] = ({"text_id": [cols["text_id"][i] for i in rows for _ in range(n_layers)],
+                          "layer": np.tile(np.arange(n_layers, dtype=np.int16), len(rows))},
+                         layers.reshape(-1, layers.shape[2]))
+    return batch
 
 
 def _text_asset(ds: str, profile: Profile, parts: ProfilePartitions) -> dg.AssetsDefinition:
@@ -119,29 +139,24 @@ def _text_asset(ds: str, profile: Profile, parts: ProfilePartitions) -> dg.Asset
         if texts.num_rows == 0:
             raise ValueError(f"dataset {ds!r} has no texts in language {lang!r}; rematerialize datasets/{ds}")
         cols = {name: texts.column(name).to_pylist() for name, _ in TEXT_KEY_COLUMNS}
-        loaded = cached_model(spec, cfg.device)
         data_sha = read_provenance(root.dataset_dir(ds) / "texts.parquet").get("data_sha256", "")
-        provenance, stable = _provenance(loaded, spec, ds, data_sha, modality="text", lang=lang,
-                                         text_layers=cfg.text_layers)
         target, layers_dir = root.text_embeddings(ds, model, lang), root.text_layers(ds, model, lang)
         streams = {MAIN: Stream(target, TEXT_KEY_COLUMNS)}
         if cfg.text_layers:
             streams[LAYERS] = Stream(layers_dir, LAYER_KEY_COLUMNS, vector="state")
-        run = engine.EngineRun(loaded.device, "", 0, 0)
-        with ResumablePartition(streams, root.scratch, provenance, stable, part_rows=cfg.part_rows) as part:
-            pending = [i for i, tid in enumerate(cols["text_id"]) if tid not in part.done_keys]
-            progress = engine.Progress(f"{ds} texts ({lang}), {model}", len(cols["text_id"]), context.log.info,
-                                       cfg.progress_every_s, done_before=len(cols["text_id"]) - len(pending))
-            for rows, emb, layers in engine.embed_texts(loaded, cols["text"], engine_settings(cfg), pending,
-                                                        cfg.text_layers, progress, run):
-                batch = {MAIN: ({name: [values[i] for i in rows] for name, values in cols.items()}, emb)}
-                if layers is not None:
-                    n_layers = layers.shape[1]
-                    batch[LAYERS] = ({"text_id": [cols["text_id"][i] for i in rows for _ in range(n_layers)],
-                                      "layer": np.tile(np.arange(n_layers, dtype=np.int16), len(rows))},
-                                     layers.reshape(-1, layers.shape[2]))
-                part.write(rows, batch)
-            n = part.finalize()
+        with engine.claimed_device(cfg.device, root.scratch / "gpus") as device:
+            loaded = cached_model(spec, device)
+            provenance, stable = _provenance(loaded, spec, ds, data_sha, modality="text", lang=lang,
+                                             text_layers=cfg.text_layers)
+            run = engine.EngineRun(loaded.device, "", 0, 0)
+            with ResumablePartition(streams, root.scratch, provenance, stable, part_rows=cfg.part_rows) as part:
+                pending = [i for i, tid in enumerate(cols["text_id"]) if tid not in part.done_keys]
+                progress = engine.Progress(f"{ds} texts ({lang}), {model}", len(cols["text_id"]), context.log.info,
+                                           cfg.progress_every_s, done_before=len(cols["text_id"]) - len(pending))
+                for rows, emb, layers in engine.embed_texts(loaded, cols["text"], engine_settings(cfg), pending,
+                                                            cfg.text_layers, progress, run):
+                    part.write(rows, _text_batch(cols, rows, emb, layers))
+                n = part.finalize()
         if not cfg.text_layers and layers_dir.exists():
             shutil.rmtree(layers_dir)  # states of an earlier run would not match these embeddings
         conescope.warehouse.refresh_views(root.root, [ds])

@@ -116,6 +116,38 @@ class BatchSizer:
         return out
 
 
+@contextlib.contextmanager
+def claimed_device(requested: str, lock_dir: Path, poll_s: float = 1.0) -> Iterator[str]:
+    """The device one step runs on. On a machine with several GPUs, the step holds an exclusive file
+    lock on one of them (``lock_dir/cuda-<i>.lock``, released when the step ends or its process dies)
+    and gets ``cuda:<i>``, so steps running side by side (the "gpu" pool, one slot per GPU) spread
+    over the GPUs instead of all landing on the first one. With every GPU claimed it waits."""
+    import fcntl
+
+    from conescope.models import resolve_device
+
+    device = resolve_device(requested)
+    count = torch.cuda.device_count() if device == "cuda" else 0
+    if count < 2:
+        yield device
+        return
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    while True:
+        for i in range(count):
+            fd = os.open(lock_dir / f"cuda-{i}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                continue
+            try:
+                yield f"cuda:{i}"
+            finally:
+                os.close(fd)
+            return
+        time.sleep(poll_s)
+
+
 # --- images --------------------------------------------------------------------------------------
 
 def decode_image(source: bytes | str | Path):

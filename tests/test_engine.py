@@ -71,6 +71,23 @@ def test_loader_pins_memory_only_for_cuda_and_batch_size_defaults_by_device():
     assert engine.EngineSettings(workers=0).resolved_workers() == 0
 
 
+def test_concurrent_steps_claim_different_gpus(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 3)
+    with engine.claimed_device("auto", tmp_path) as a, engine.claimed_device("cuda", tmp_path) as b:
+        with engine.claimed_device("auto", tmp_path) as c:
+            assert (a, b, c) == ("cuda:0", "cuda:1", "cuda:2")
+        with engine.claimed_device("auto", tmp_path) as again:
+            assert again == "cuda:2"  # released by the step that held it
+    with engine.claimed_device("auto", tmp_path) as first:
+        assert first == "cuda:0"
+    with engine.claimed_device("cpu", tmp_path) as cpu:
+        assert cpu == "cpu"
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with engine.claimed_device("auto", tmp_path) as only:
+        assert only == "cuda"
+
+
 def test_autocast_branch_runs_and_returns_float32(tiny, monkeypatch):
     # On CPU the engine runs in float32; force the autocast branch (bf16 exists on CPU too) to check
     # that the path a GPU takes produces float32 rows close to the float32 ones.
