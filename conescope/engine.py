@@ -57,6 +57,9 @@ class EngineSettings:
     batch_size: int | None = None
     workers: int | None = None
     prefetch: int = 2  # batches each worker prepares ahead
+    # Tokenizing processes; None: ``workers`` on CUDA, none on the CPU, where tokenizing is a sliver
+    # of the forward pass and extra processes only compete with it for cores.
+    text_workers: int | None = None
 
     def resolved_batch_size(self, device: str) -> int:
         return self.batch_size or AUTO_BATCH["cuda" if device.startswith("cuda") else "cpu"]
@@ -201,14 +204,14 @@ class EngineRun:
         return self.rows / self.seconds if self.seconds > 0 else 0.0
 
 
-def _start(run: EngineRun | None, loaded: LoadedModel, settings: EngineSettings,
-           n: int) -> tuple[EngineRun, BatchSizer]:
+def _start(run: EngineRun | None, loaded: LoadedModel, settings: EngineSettings, n: int,
+           workers: int) -> tuple[EngineRun, BatchSizer]:
     """The run record to fill (the caller's, when given) and the batch sizer. Workers are capped at
     the number of batches after the first: starting a process costs more than it can overlap."""
     run = run or EngineRun(loaded.device, "", 0, 0)
     run.device, run.precision = loaded.device, precision_name(autocast_dtype(loaded.device))
     run.batch_size = settings.resolved_batch_size(loaded.device)
-    run.workers = min(settings.resolved_workers(), max(0, -(-n // run.batch_size) - 1))
+    run.workers = min(workers, max(0, -(-n // run.batch_size) - 1))
     return run, BatchSizer(run.batch_size)
 
 
@@ -219,7 +222,7 @@ def embed_images(loaded: LoadedModel, images: Sequence, settings: EngineSettings
     """Embed ``images[i]`` (encoded bytes or file paths) for ``i`` in ``positions`` (default: all), in
     that order. Without ``on_reject`` a corrupt image is an error naming its position."""
     positions = range(len(images)) if positions is None else positions
-    info, sizer = _start(run, loaded, settings, len(positions))
+    info, sizer = _start(run, loaded, settings, len(positions), settings.resolved_workers())
     dtype = autocast_dtype(loaded.device)
     loader = DataLoader(_ImageDataset(images, positions, loaded.preprocess), batch_size=info.batch_size,
                         shuffle=False, collate_fn=_collate_images,
@@ -303,7 +306,10 @@ def embed_texts(loaded: LoadedModel, texts: Sequence[str], settings: EngineSetti
     position embeddings), index l the output of block l, each pooled at the token the tower itself
     pools (EOS for CLIP), before ``ln_final`` and the projection."""
     positions = range(len(texts)) if positions is None else positions
-    info, sizer = _start(run, loaded, settings, len(positions))
+    workers = settings.text_workers
+    if workers is None:
+        workers = settings.resolved_workers() if loaded.device.startswith("cuda") else 0
+    info, sizer = _start(run, loaded, settings, len(positions), workers)
     dtype = autocast_dtype(loaded.device)
     loader = DataLoader(_TextDataset(texts, positions), batch_size=info.batch_size, shuffle=False,
                         collate_fn=_TokenizeBatch(loaded.tokenizer),

@@ -83,6 +83,10 @@ class ParquetColumn(Sequence):
         self._starts = np.cumsum([0] + [meta.row_group(g).num_rows for g in range(meta.num_row_groups)])
         self._pid, self._file, self._group, self._values = -1, None, -1, None
 
+    def __getstate__(self) -> dict:
+        # Workers started with spawn or forkserver receive a pickled copy: no open file, no cache.
+        return {**self.__dict__, "_pid": -1, "_file": None, "_group": -1, "_values": None}
+
     def __len__(self) -> int:
         return int(self._starts[-1])
 

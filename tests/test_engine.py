@@ -195,14 +195,18 @@ def test_positions_select_and_order_the_samples(tiny, tmp_path):
 
 def test_texts_in_batches_with_layers_match_the_reference_states(tiny):
     run = engine.EngineRun("cpu", "", 0, 0)
-    out = list(engine.embed_texts(tiny, TEXTS, engine.EngineSettings(3, 2), with_layers=True, run=run))
+    settings = engine.EngineSettings(3, 2, text_workers=2)
+    out = list(engine.embed_texts(tiny, TEXTS, settings, with_layers=True, run=run))
     assert run.workers == 2 and [len(r) for r, _, _ in out] == [3, 3, 1]
     layers = np.concatenate([lay for _, _, lay in out])
     assert layers.shape == (len(TEXTS), 3, 64)
     reference = text_layer_states(tiny, TEXTS, batch_size=len(TEXTS))
     for i, ref in enumerate(reference):
         np.testing.assert_allclose(layers[:, i], ref, rtol=1e-4, atol=1e-5)
-    plain = np.concatenate([e for _, e, lay in engine.embed_texts(tiny, TEXTS, engine.EngineSettings(3, 0))])
+    cpu_run = engine.EngineRun("cpu", "", 0, 0)
+    plain = np.concatenate([e for _, e, _ in engine.embed_texts(tiny, TEXTS, engine.EngineSettings(3, 2),
+                                                                run=cpu_run)])
+    assert cpu_run.workers == 0  # on the CPU texts are tokenized in process unless asked otherwise
     np.testing.assert_array_equal(np.concatenate([e for _, e, _ in out]), plain)
 
 
@@ -233,6 +237,10 @@ def test_parquet_column_reads_row_groups_lazily(tmp_path):
     column = ParquetColumn(tmp_path / "m.parquet", "image")
     assert len(column) == 23
     assert [column[i] for i in (0, 4, 5, 22, 3)] == [values[i] for i in (0, 4, 5, 22, 3)]
+    import pickle
+
+    copy = pickle.loads(pickle.dumps(column))  # what a spawned decoding worker receives
+    assert copy[22] == values[22] and copy._values is not None and column._group == 0
     with pytest.raises(IndexError, match="row 23 out of range"):
         column[23]
     with pytest.raises(KeyError, match="no column 'text'"):

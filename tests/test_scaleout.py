@@ -59,3 +59,37 @@ def test_gpu_pool_gets_one_slot_per_gpu_unless_set(tmp_path, monkeypatch):
     (tmp_path / "other").mkdir()
     with dg.DagsterInstance.local_temp(str(tmp_path / "other")) as instance:
         assert ensure_gpu_pool(instance) == 8
+
+
+@pytest.mark.heavy
+def test_image_job_runs_with_the_multiprocess_executor(tmp_path, tiny_profile_path):
+    """A real run through the Dagster CLI: each step in its own process, decoding workers inside."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from pipelines.instance import ensure_dagster_home
+    from storage.parquet_store import read_embeddings
+    from storage.paths import DataRoot
+
+    root = DataRoot(tmp_path / "data")
+    env = {**os.environ, "CONESCOPE_PROFILE": str(tiny_profile_path), "CONESCOPE_HOME": str(root.root),
+           "CONESCOPE_EXECUTOR": "multiprocess"}
+    saved = os.environ.get("DAGSTER_HOME")
+    env["DAGSTER_HOME"] = ensure_dagster_home(root)
+    if saved is None:
+        os.environ.pop("DAGSTER_HOME")
+    else:
+        os.environ["DAGSTER_HOME"] = saved
+    dagster = str(Path(sys.executable).parent / "dagster")
+    repo = Path(__file__).resolve().parent.parent
+    for job, tags in (("datasets_job", {}), ("image_job", {"dagster/partition": "tiny.random"})):
+        out = subprocess.run([dagster, "job", "execute", "-m", "pipelines.definitions", "-j", job,
+                              "--tags", json.dumps(tags)], cwd=repo, env=env, capture_output=True, text=True,
+                             timeout=600)
+        assert out.returncode == 0, out.stderr[-3000:]
+    for ds in ("shapes", "digits"):
+        keys, emb = read_embeddings(root.image_embeddings(ds, "tiny.random"))
+        assert emb.shape[0] == keys.num_rows > 0
