@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import multiprocessing
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -90,6 +91,11 @@ def loader_options(device: str, workers: int, prefetch: int) -> dict[str, Any]:
     options: dict[str, Any] = {"num_workers": workers, "pin_memory": device.startswith("cuda")}
     if workers > 0:
         options["prefetch_factor"] = prefetch
+        # A process started with spawn (Dagster's multiprocess executor starts steps that way)
+        # passes spawn on to its children: spawned workers would re-import the step's entry point
+        # (which fails) and pickle the dataset. Forked workers start at once and share it.
+        if "fork" in multiprocessing.get_all_start_methods():
+            options["multiprocessing_context"] = "fork"
     return options
 
 

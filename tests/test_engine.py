@@ -62,7 +62,8 @@ def test_autocast_is_bf16_where_supported_else_fp16_and_none_on_cpu(monkeypatch)
 
 
 def test_loader_pins_memory_only_for_cuda_and_batch_size_defaults_by_device():
-    assert engine.loader_options("cuda", 4, 2) == {"num_workers": 4, "pin_memory": True, "prefetch_factor": 2}
+    assert engine.loader_options("cuda", 4, 2) == {"num_workers": 4, "pin_memory": True, "prefetch_factor": 2,
+                                                   "multiprocessing_context": "fork"}
     assert engine.loader_options("cpu", 0, 2) == {"num_workers": 0, "pin_memory": False}
     auto = engine.EngineSettings()
     assert auto.resolved_batch_size("cuda") == 256 and auto.resolved_batch_size("cpu") == 32
