@@ -67,7 +67,7 @@ def _metadata(run: engine.EngineRun, n: int, resumed: int, unit: str, path) -> d
 def _embed_images(context, ds: str, spec: ModelSpec, cfg: EmbeddingSpec, root, ids: list, manifest,
                   loaded: LoadedModel, provenance: dict, stable: dict):
     target = root.image_embeddings(ds, spec.name)
-    run = engine.EngineRun(loaded.device, "", 0, 0)
+    run = engine.EngineRun()
     with ResumablePartition({MAIN: Stream(target, IMAGE_KEY_COLUMNS)}, root.scratch, provenance, stable,
                             part_rows=cfg.part_rows) as part:
         pending = [i for i, sid in enumerate(ids) if sid not in part.done_keys]
@@ -148,7 +148,7 @@ def _text_asset(ds: str, profile: Profile, parts: ProfilePartitions) -> dg.Asset
             loaded = cached_model(spec, device)
             provenance, stable = _provenance(loaded, spec, ds, data_sha, modality="text", lang=lang,
                                              text_layers=cfg.text_layers)
-            run = engine.EngineRun(loaded.device, "", 0, 0)
+            run = engine.EngineRun()
             with ResumablePartition(streams, root.scratch, provenance, stable, part_rows=cfg.part_rows) as part:
                 pending = [i for i, tid in enumerate(cols["text_id"]) if tid not in part.done_keys]
                 progress = engine.Progress(f"{ds} texts ({lang}), {model}", len(cols["text_id"]), context.log.info,

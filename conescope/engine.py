@@ -196,10 +196,10 @@ def _collate_images(items: list) -> tuple[np.ndarray, torch.Tensor | None, list[
 class EngineRun:
     """What a run did, for the asset's metadata and the progress log."""
 
-    device: str
-    precision: str
-    batch_size: int
-    workers: int
+    device: str = ""
+    precision: str = ""
+    batch_size: int = 0
+    workers: int = 0
     rows: int = 0
     rejected: int = 0
     seconds: float = 0.0
@@ -214,7 +214,7 @@ def _start(run: EngineRun | None, loaded: LoadedModel, settings: EngineSettings,
            workers: int) -> tuple[EngineRun, BatchSizer]:
     """The run record to fill (the caller's, when given) and the batch sizer. Workers are capped at
     the number of batches after the first: starting a process costs more than it can overlap."""
-    run = run or EngineRun(loaded.device, "", 0, 0)
+    run = run or EngineRun()
     run.device, run.precision = loaded.device, precision_name(autocast_dtype(loaded.device))
     run.batch_size = settings.resolved_batch_size(loaded.device)
     run.workers = min(workers, max(0, -(-n // run.batch_size) - 1))
@@ -234,27 +234,28 @@ def embed_images(loaded: LoadedModel, images: Sequence, settings: EngineSettings
                         shuffle=False, collate_fn=_collate_images,
                         **loader_options(loaded.device, info.workers, settings.prefetch))
 
+    # Grad mode and hooks are set around each forward pass, never across a yield: the caller's code
+    # between batches must not run in inference mode, nor an abandoned iterator leave state behind.
     def encode(x: torch.Tensor) -> np.ndarray:
-        with _autocast(loaded.device, dtype):
+        with torch.inference_mode(), _autocast(loaded.device, dtype):
             out = loaded.model.encode_image(x.to(loaded.device, non_blocking=True), normalize=False)
         return out.float().cpu().numpy()
 
     start = time.perf_counter()
-    with torch.inference_mode():
-        for rows, batch, rejects in loader:
-            for i, reason in rejects:
-                if on_reject is None:
-                    raise ValueError(f"image at position {i}: {reason}")
-                on_reject(i, reason)
-            info.rejected += len(rejects)
-            if batch is not None:
-                emb = np.concatenate(sizer.run(encode, batch, len(rows)))
-                info.rows += len(rows)
-                info.backoffs, info.batch_size = sizer.backoffs, sizer.size
-                info.seconds = time.perf_counter() - start
-                yield rows, emb
-            if progress is not None:
-                progress.update(len(rows) + len(rejects))
+    for rows, batch, rejects in loader:
+        for i, reason in rejects:
+            if on_reject is None:
+                raise ValueError(f"image at position {i}: {reason}")
+            on_reject(i, reason)
+        info.rejected += len(rejects)
+        if batch is not None:
+            emb = np.concatenate(sizer.run(encode, batch, len(rows)))
+            info.rows += len(rows)
+            info.backoffs, info.batch_size = sizer.backoffs, sizer.size
+            info.seconds = time.perf_counter() - start
+            yield rows, emb
+        if progress is not None:
+            progress.update(len(rows) + len(rejects))
     info.seconds = time.perf_counter() - start
     if progress is not None:
         progress.finish()
@@ -321,34 +322,35 @@ def embed_texts(loaded: LoadedModel, texts: Sequence[str], settings: EngineSetti
                         collate_fn=_TokenizeBatch(loaded.tokenizer),
                         **loader_options(loaded.device, info.workers, settings.prefetch))
     model = loaded.model
-    layer_ctx = capture_text_layers(model) if with_layers else contextlib.nullcontext([])
+    if with_layers:
+        with capture_text_layers(model):  # fail before any work if the tower has no layers to read
+            pass
     pool_type = getattr(model, "text_pool_type", "argmax")
     eos_id = getattr(model, "text_eos_id", None)
 
     def encode(tokens: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
         tokens = tokens.to(loaded.device, non_blocking=True)
-        captured.clear()
-        with _autocast(loaded.device, dtype):
+        layer_ctx = capture_text_layers(model) if with_layers else contextlib.nullcontext([])
+        with torch.inference_mode(), layer_ctx as captured, _autocast(loaded.device, dtype):
             out = model.encode_text(tokens, normalize=False)
-        if not with_layers:
-            return out.float().cpu().numpy(), None
-        from open_clip.transformer import text_global_pool
+            if not with_layers:
+                return out.float().cpu().numpy(), None
+            from open_clip.transformer import text_global_pool
 
-        pooled = [text_global_pool(s, tokens, pool_type, eos_token_id=eos_id).float() for s in captured]
-        return out.float().cpu().numpy(), torch.stack(pooled, dim=1).cpu().numpy()
+            pooled = [text_global_pool(s, tokens, pool_type, eos_token_id=eos_id).float() for s in captured]
+            return out.float().cpu().numpy(), torch.stack(pooled, dim=1).cpu().numpy()
 
     start = time.perf_counter()
-    with torch.inference_mode(), layer_ctx as captured:
-        for rows, tokens in loader:
-            parts = sizer.run(encode, tokens, len(rows))
-            emb = np.concatenate([p[0] for p in parts])
-            layers = np.concatenate([p[1] for p in parts]) if with_layers else None
-            info.rows += len(rows)
-            info.backoffs, info.batch_size = sizer.backoffs, sizer.size
-            info.seconds = time.perf_counter() - start
-            yield rows, emb, layers
-            if progress is not None:
-                progress.update(len(rows))
+    for rows, tokens in loader:
+        parts = sizer.run(encode, tokens, len(rows))
+        emb = np.concatenate([p[0] for p in parts])
+        layers = np.concatenate([p[1] for p in parts]) if with_layers else None
+        info.rows += len(rows)
+        info.backoffs, info.batch_size = sizer.backoffs, sizer.size
+        info.seconds = time.perf_counter() - start
+        yield rows, emb, layers
+        if progress is not None:
+            progress.update(len(rows))
     info.seconds = time.perf_counter() - start
     if progress is not None:
         progress.finish()

@@ -94,7 +94,7 @@ def test_autocast_branch_runs_and_returns_float32(tiny, monkeypatch):
     # that the path a GPU takes produces float32 rows close to the float32 ones.
     ref_rows, ref = _all(engine.embed_images(tiny, IMAGES, engine.EngineSettings(4, 0)))
     monkeypatch.setattr(engine, "autocast_dtype", lambda device: torch.bfloat16)
-    run = engine.EngineRun("cpu", "", 0, 0)
+    run = engine.EngineRun()
     rows, emb = _all(engine.embed_images(tiny, IMAGES, engine.EngineSettings(4, 0), run=run))
     assert run.precision == "bf16-autocast"
     assert emb.dtype == np.float32 and rows.tolist() == ref_rows.tolist()
@@ -148,7 +148,7 @@ class _SmallMemoryModel:
 def test_engine_backs_off_and_embeds_the_same_rows(tiny):
     _, ref = _all(engine.embed_images(tiny, IMAGES, engine.EngineSettings(1, 0)))
     small = LoadedModel(_SmallMemoryModel(tiny.model, 2), tiny.preprocess, tiny.tokenizer, "cpu", tiny.provenance)
-    run = engine.EngineRun("cpu", "", 0, 0)
+    run = engine.EngineRun()
     rows, emb = _all(engine.embed_images(small, IMAGES, engine.EngineSettings(8, 0), run=run))
     assert rows.tolist() == list(range(len(IMAGES)))
     assert run.backoffs == [8, 4] and run.batch_size == 2 and run.rows == len(IMAGES)
@@ -159,7 +159,7 @@ def test_engine_backs_off_and_embeds_the_same_rows(tiny):
 
 def test_decoding_workers_give_the_rows_of_the_main_process(tiny):
     rows0, emb0 = _all(engine.embed_images(tiny, IMAGES, engine.EngineSettings(4, 0)))
-    run = engine.EngineRun("cpu", "", 0, 0)
+    run = engine.EngineRun()
     rows2, emb2 = _all(engine.embed_images(tiny, IMAGES, engine.EngineSettings(4, 2), run=run))
     assert run.workers == 2
     assert rows2.tolist() == rows0.tolist() == list(range(len(IMAGES)))
@@ -195,7 +195,7 @@ def test_positions_select_and_order_the_samples(tiny, tmp_path):
 # --- texts ------------------------------------------------------------------------------------------
 
 def test_texts_in_batches_with_layers_match_the_reference_states(tiny):
-    run = engine.EngineRun("cpu", "", 0, 0)
+    run = engine.EngineRun()
     settings = engine.EngineSettings(3, 2, text_workers=2)
     out = list(engine.embed_texts(tiny, TEXTS, settings, with_layers=True, run=run))
     assert run.workers == 2 and [len(r) for r, _, _ in out] == [3, 3, 1]
@@ -204,7 +204,7 @@ def test_texts_in_batches_with_layers_match_the_reference_states(tiny):
     reference = text_layer_states(tiny, TEXTS, batch_size=len(TEXTS))
     for i, ref in enumerate(reference):
         np.testing.assert_allclose(layers[:, i], ref, rtol=1e-4, atol=1e-5)
-    cpu_run = engine.EngineRun("cpu", "", 0, 0)
+    cpu_run = engine.EngineRun()
     plain = np.concatenate([e for _, e, _ in engine.embed_texts(tiny, TEXTS, engine.EngineSettings(3, 2),
                                                                 run=cpu_run)])
     assert cpu_run.workers == 0  # on the CPU texts are tokenized in process unless asked otherwise
@@ -246,3 +246,14 @@ def test_parquet_column_reads_row_groups_lazily(tmp_path):
         column[23]
     with pytest.raises(KeyError, match="no column 'text'"):
         ParquetColumn(tmp_path / "m.parquet", "text")
+
+
+def test_no_inference_mode_or_hooks_leak_between_batches(tiny):
+    hooks_before = len(tiny.model.transformer._forward_pre_hooks)
+    batches = engine.embed_texts(tiny, TEXTS, engine.EngineSettings(3, 0), with_layers=True)
+    next(batches)
+    assert not torch.is_inference_mode_enabled()
+    assert len(tiny.model.transformer._forward_pre_hooks) == hooks_before
+    images = engine.embed_images(tiny, IMAGES, engine.EngineSettings(4, 0))
+    next(images)
+    assert not torch.is_inference_mode_enabled()
