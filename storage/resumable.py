@@ -118,8 +118,14 @@ class ResumablePartition:
     def _load_committed(self) -> None:
         for tmp in self.dir.glob("*.tmp"):
             tmp.unlink()
-        markers = sorted(self.dir.glob("commit-*.json"))
-        self.commits = [json.loads(m.read_text()) for m in markers]
+        self.commits = []
+        for marker in sorted(self.dir.glob("commit-*.json")):
+            commit = json.loads(marker.read_text())
+            # A finalize cut short may have moved some streams' files already: redo those parts.
+            if commit["rows"] and not all(self._part(name, commit["seq"]).is_file() for name in self.streams):
+                marker.unlink()
+                continue
+            self.commits.append(commit)
         committed = {c["seq"] for c in self.commits}
         for path in self.dir.glob("*-*.parquet"):  # a part renamed before its marker was written
             if int(path.stem.rsplit("-", 1)[1]) not in committed:

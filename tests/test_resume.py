@@ -92,6 +92,17 @@ def test_resume_after_a_crash_gives_the_uninterrupted_result(tiny, tmp_path):
     assert not (root / "tmp" / "resume").exists(), "staging is removed once the partition is complete"
 
 
+def test_a_part_whose_files_are_gone_is_embedded_again(tiny, tmp_path):
+    with pytest.raises(Crash):
+        _embed_partition(tiny, tmp_path, crash_after=3)
+    staging = next((tmp_path / "tmp" / "resume").glob("*/*"))
+    (staging / "main-000001.parquet").unlink()  # e.g. moved by a finalize that was cut short
+    pending, part = _embed_partition(tiny, tmp_path)
+    assert pending == list(range(4, len(IMAGES)))
+    keys, _ = read_embeddings(tmp_path / "emb" / "model=m")
+    assert keys.column("sample_id").to_pylist() == [s for s in IDS if s != "s006"]
+
+
 def test_a_crash_before_any_commit_leaves_nothing_and_the_rerun_embeds_everything(tiny, tmp_path):
     with pytest.raises(Crash):
         _embed_partition(tiny, tmp_path, crash_after=2, part_rows=1000)
