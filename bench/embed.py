@@ -78,7 +78,7 @@ def run_side(side: str, data: Path, batch_size: int, workers: int | None, device
         from conescope import engine
 
         settings = engine.EngineSettings(batch_size=batch_size, workers=workers)
-        result["workers"] = settings.resolved_workers()
+        result["workers"] = settings.resolved_workers(loaded.device)
         list(engine.embed_images(loaded, warm, settings))
         t0 = time.perf_counter()
         n = sum(len(rows) for rows, _ in engine.embed_images(loaded, rest, settings))
@@ -123,7 +123,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=128, help="images (and captions), warm-up batch included")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--workers", type=int, default=None, help="engine decoding workers (default: per CPU)")
+    parser.add_argument("--workers", type=int, default=None, help="decoding workers (default: by device)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--size", default="640x480", help="image width x height")
     parser.add_argument("--repeats", type=int, default=3, help="alternating rounds; medians are reported")

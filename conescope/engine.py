@@ -45,15 +45,19 @@ def cpu_count() -> int:
         return os.cpu_count() or 1
 
 
-def default_workers() -> int:
-    return min(cpu_count(), MAX_DEFAULT_WORKERS)
+def default_workers(device: str) -> int:
+    """One decoding process per CPU (at most 16) when a GPU runs the model; on the CPU device the
+    cores run the model, and decoding (a few percent of a ViT's forward pass) gets one process,
+    which overlaps it without taking cores from the forward pass's threads."""
+    if device.startswith("cuda"):
+        return min(cpu_count(), MAX_DEFAULT_WORKERS)
+    return 1 if cpu_count() > 1 else 0
 
 
 @dataclass(frozen=True)
 class EngineSettings:
     """How the engine runs. ``batch_size`` None: automatic (AUTO_BATCH of the device, halved on
-    out-of-memory); ``workers`` None: one decoding process per CPU, at most 16; 0 decodes in the
-    calling process."""
+    out-of-memory); ``workers`` None: see default_workers; 0 decodes in the calling process."""
 
     batch_size: int | None = None
     workers: int | None = None
@@ -65,8 +69,8 @@ class EngineSettings:
     def resolved_batch_size(self, device: str) -> int:
         return self.batch_size or AUTO_BATCH["cuda" if device.startswith("cuda") else "cpu"]
 
-    def resolved_workers(self) -> int:
-        return default_workers() if self.workers is None else self.workers
+    def resolved_workers(self, device: str) -> int:
+        return default_workers(device) if self.workers is None else self.workers
 
 
 def autocast_dtype(device: str) -> torch.dtype | None:
@@ -228,7 +232,7 @@ def embed_images(loaded: LoadedModel, images: Sequence, settings: EngineSettings
     """Embed ``images[i]`` (encoded bytes or file paths) for ``i`` in ``positions`` (default: all), in
     that order. Without ``on_reject`` a corrupt image is an error naming its position."""
     positions = range(len(images)) if positions is None else positions
-    info, sizer = _start(run, loaded, settings, len(positions), settings.resolved_workers())
+    info, sizer = _start(run, loaded, settings, len(positions), settings.resolved_workers(loaded.device))
     dtype = autocast_dtype(loaded.device)
     loader = DataLoader(_ImageDataset(images, positions, loaded.preprocess), batch_size=info.batch_size,
                         shuffle=False, collate_fn=_collate_images,
@@ -315,7 +319,7 @@ def embed_texts(loaded: LoadedModel, texts: Sequence[str], settings: EngineSetti
     positions = range(len(texts)) if positions is None else positions
     workers = settings.text_workers
     if workers is None:
-        workers = settings.resolved_workers() if loaded.device.startswith("cuda") else 0
+        workers = settings.resolved_workers(loaded.device) if loaded.device.startswith("cuda") else 0
     info, sizer = _start(run, loaded, settings, len(positions), workers)
     dtype = autocast_dtype(loaded.device)
     loader = DataLoader(_TextDataset(texts, positions), batch_size=info.batch_size, shuffle=False,

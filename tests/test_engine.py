@@ -68,8 +68,17 @@ def test_loader_pins_memory_only_for_cuda_and_batch_size_defaults_by_device():
     auto = engine.EngineSettings()
     assert auto.resolved_batch_size("cuda") == 256 and auto.resolved_batch_size("cpu") == 32
     assert engine.EngineSettings(batch_size=7).resolved_batch_size("cuda") == 7
-    assert 1 <= auto.resolved_workers() <= engine.MAX_DEFAULT_WORKERS
-    assert engine.EngineSettings(workers=0).resolved_workers() == 0
+    assert engine.EngineSettings(workers=0).resolved_workers("cuda") == 0
+
+
+def test_default_workers_follow_the_cpus_and_the_device(monkeypatch):
+    auto = engine.EngineSettings()
+    monkeypatch.setattr(engine, "cpu_count", lambda: 64)
+    assert auto.resolved_workers("cuda") == 16 and auto.resolved_workers("cpu") == 1
+    monkeypatch.setattr(engine, "cpu_count", lambda: 8)
+    assert auto.resolved_workers("cuda:1") == 8
+    monkeypatch.setattr(engine, "cpu_count", lambda: 1)
+    assert auto.resolved_workers("cuda") == 1 and auto.resolved_workers("cpu") == 0
 
 
 def test_concurrent_steps_claim_different_gpus(tmp_path, monkeypatch):
