@@ -46,12 +46,13 @@ def cpu_count() -> int:
 
 
 def default_workers(device: str) -> int:
-    """One decoding process per CPU (at most 16) when a GPU runs the model; on the CPU device the
-    cores run the model, and decoding (a few percent of a ViT's forward pass) gets one process,
-    which overlaps it without taking cores from the forward pass's threads."""
+    """One decoding process per CPU (at most 16) when a GPU runs the model. On the CPU device the
+    cores run the model and decoding is a few percent of a ViT's forward pass: one process overlaps
+    it where there are more than two cores; on two or fewer, a worker only preempts the forward
+    pass's threads (measured with bench/embed.py on two cores), so decoding stays in process."""
     if device.startswith("cuda"):
         return min(cpu_count(), MAX_DEFAULT_WORKERS)
-    return 1 if cpu_count() > 1 else 0
+    return 1 if cpu_count() > 2 else 0
 
 
 @dataclass(frozen=True)

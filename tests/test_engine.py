@@ -77,8 +77,8 @@ def test_default_workers_follow_the_cpus_and_the_device(monkeypatch):
     assert auto.resolved_workers("cuda") == 16 and auto.resolved_workers("cpu") == 1
     monkeypatch.setattr(engine, "cpu_count", lambda: 8)
     assert auto.resolved_workers("cuda:1") == 8
-    monkeypatch.setattr(engine, "cpu_count", lambda: 1)
-    assert auto.resolved_workers("cuda") == 1 and auto.resolved_workers("cpu") == 0
+    monkeypatch.setattr(engine, "cpu_count", lambda: 2)
+    assert auto.resolved_workers("cuda") == 2 and auto.resolved_workers("cpu") == 0
 
 
 def test_concurrent_steps_claim_different_gpus(tmp_path, monkeypatch):
