@@ -115,7 +115,8 @@ def run_side(side: str, data: Path, batch_size: int, workers: int | None, device
             result[key] = len(items) / (time.perf_counter() - t0)
         result["precision"] = "fp32"
     result["peak_rss_mb"] = _peak_mb(resource.RUSAGE_SELF)
-    result["workers_peak_rss_mb"] = _peak_mb(resource.RUSAGE_CHILDREN)  # the largest worker
+    # The largest child (a decoding worker; its RSS counts the pages it shares with the parent).
+    result["workers_peak_rss_mb"] = _peak_mb(resource.RUSAGE_CHILDREN)
     return result
 
 
@@ -164,7 +165,7 @@ def main() -> None:
         first = results[0]
         print(f"{side:8} {first['device']:6} {first['precision']:14} {first.get('workers', 0):>7} "
               f"{med['images_per_s']:>9.1f} {med['texts_per_s']:>9.1f} {med['peak_rss_mb']:>12.0f} "
-              f"{med['workers_peak_rss_mb'] if side == 'engine' else 0:>15.0f}")
+              f"{med['workers_peak_rss_mb'] if first.get('workers') else 0:>15.0f}")
         per_round = {k: ", ".join(f"{r[k]:.1f}" for r in results) for k in ("images_per_s", "texts_per_s")}
         print(f"{'':8} per round: images/s {per_round['images_per_s']}; texts/s {per_round['texts_per_s']}")
 
