@@ -1,29 +1,41 @@
-"""embeddings/<ds>_image [model] and embeddings/<ds>_text [model x lang]: tower outputs to Parquet."""
+"""embeddings/<ds>_image [model] and embeddings/<ds>_text [model x lang]: tower outputs to Parquet.
+
+The engine (conescope/engine.py) decodes in worker processes and runs the tower on the profile's
+device; rows stream into a resumable partition (storage/resumable.py), so an interrupted step
+rerun embeds only what is missing. The steps are in the "gpu" pool (one step per GPU); their short
+warehouse writes (rejects, views) wait on DuckDB's file lock instead of holding the "duckdb" pool.
+"""
 
 
-import time
+import shutil
 from datetime import UTC, datetime
 from functools import lru_cache
 
 import dagster as dg
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from assets import keys
-from conescope.embedding import embed_images, embed_texts
+from conescope import engine
 from conescope.languages import set_text_language
 from conescope.models import LoadedModel, load_model
-from conescope.profile import ModelSpec, Profile
+from conescope.profile import EmbeddingSpec, ModelSpec, Profile
 from conescope.provenance import code_version
 from pipelines.partitions import ProfilePartitions, split_key
 from pipelines.resources import ConescopeHome
 from storage.parquet_store import (
     IMAGE_KEY_COLUMNS,
     TEXT_KEY_COLUMNS,
+    ParquetColumn,
     read_manifest_table,
-    write_embeddings,
+    read_provenance,
 )
+from storage.resumable import MAIN, ResumablePartition, Stream
 from storage.warehouse import REJECT_COLUMNS, arrow_schema
+
+LAYERS = "layers"
+LAYER_KEY_COLUMNS: list[tuple[str, pa.DataType]] = [("text_id", pa.string()), ("layer", pa.int16())]
 
 
 @lru_cache(maxsize=2)
@@ -44,58 +56,101 @@ def require_image_tower(spec: ModelSpec) -> None:
                          f"materialize its model x lang partitions (model_lang_job) instead")
 
 
-def _provenance(loaded: LoadedModel, spec: ModelSpec, dataset: str, **extra) -> dict:
-    return {**loaded.provenance, "model": spec.name, "dataset": dataset, "code_version": code_version(),
-            "logit_scale": loaded.logit_scale, "logit_bias": loaded.logit_bias,
-            "created_at": datetime.now(UTC).isoformat(), **extra}
+def engine_settings(spec: EmbeddingSpec) -> engine.EngineSettings:
+    return engine.EngineSettings(batch_size=None if spec.batch_auto else spec.batch_size, workers=spec.workers)
+
+
+def _provenance(loaded: LoadedModel, spec: ModelSpec, dataset: str, data_sha256: str, **extra) -> tuple[dict, dict]:
+    """(provenance stored in the files, the part of it a resumed run must match)."""
+    stable = {**loaded.provenance, "model": spec.name, "dataset": dataset, "data_sha256": data_sha256,
+              "code_version": code_version(), "logit_scale": loaded.logit_scale, "logit_bias": loaded.logit_bias,
+              "precision": engine.precision_name(engine.autocast_dtype(loaded.device)),
+              "preprocessing": repr(getattr(loaded, "preprocess", None)), **extra}
+    # A resumed run may get another GPU of the same kind: the fingerprint keeps the device type only.
+    return ({**stable, "created_at": datetime.now(UTC).isoformat()},
+            {**stable, "device": loaded.device.split(":")[0]})
+
+
+def _metadata(run: engine.EngineRun, n: int, resumed: int, unit: str, path) -> dict:
+    return {"rows": n, "resumed_rows": resumed, "device": run.device, "precision": run.precision,
+            f"{unit}_per_s": round(run.per_second, 2), "batch_size": run.batch_size, "workers": run.workers,
+            "oom_backoffs": len(run.backoffs), "path": dg.MetadataValue.path(str(path))}
+
+
+def _embed_images(context, ds: str, spec: ModelSpec, cfg: EmbeddingSpec, root, ids: list, manifest,
+                  loaded: LoadedModel, provenance: dict, stable: dict):
+    target = root.image_embeddings(ds, spec.name)
+    run = engine.EngineRun()
+    with ResumablePartition({MAIN: Stream(target, IMAGE_KEY_COLUMNS)}, root.scratch, provenance, stable,
+                            part_rows=cfg.part_rows) as part:
+        pending = [i for i, sid in enumerate(ids) if sid not in part.done_keys]
+        progress = engine.Progress(f"{ds} images, {spec.name}", len(ids), context.log.info,
+                                   cfg.progress_every_s, done_before=len(ids) - len(pending))
+
+        def reject(i: int, reason: str) -> None:
+            context.log.warning(f"{ds}: skipping sample {ids[i]}: {reason}")
+            part.reject(i, ids[i], reason)
+
+        # encoded bytes, or the file of a sample ingested by reference (image_path)
+        images = ParquetColumn(manifest, "image", fallback="image_path")
+        for rows, emb in engine.embed_images(loaded, images, engine_settings(cfg),
+                                             pending, reject, progress, run):
+            part.write(rows, {MAIN: ({"sample_id": [ids[i] for i in rows]}, emb)})
+        n = part.finalize()
+    return n, part, run
 
 
 def _image_asset(ds: str, profile: Profile, parts: ProfilePartitions) -> dg.AssetsDefinition:
     @dg.asset(key=keys.image_embeddings(ds), deps=[keys.dataset(ds)], partitions_def=parts.model,
-              group_name="embeddings", pool=keys.DUCKDB_POOL, kinds={"pytorch", "parquet"},
+              group_name="embeddings", pool=keys.GPU_POOL, op_tags=keys.GPU_STEP_TAGS,
+              kinds={"pytorch", "parquet"},
               description=f"Image-tower embeddings of {ds} (raw, float32) per model")
     def _asset(context: dg.AssetExecutionContext, conescope: ConescopeHome) -> dg.MaterializeResult:
-        spec = profile.models[context.partition_key]
+        spec, cfg = profile.models[context.partition_key], profile.embedding
         require_image_tower(spec)
-        samples = read_manifest_table(conescope.root.dataset_dir(ds), "samples", ["sample_id", "image", "image_path"])
-        ids = samples.column("sample_id").to_pylist()
-        # encoded bytes, or the file of a sample ingested by reference (decoded batch by batch)
-        images = [b if b is not None else p for b, p in zip(samples.column("image").to_pylist(),
-                                                             samples.column("image_path").to_pylist(), strict=True)]
-        loaded = cached_model(spec, profile.embedding.device)
-        rejects: list[dict] = []
-
-        def reject(i: int, reason: str) -> None:
-            context.log.warning(f"{ds}: skipping sample {ids[i]}: {reason}")
-            rejects.append({"dataset": ds, "model": spec.name, "stage": "embed_image", "sample_id": ids[i],
-                            "reason": reason, "recorded_at": datetime.now(UTC), "code_version": code_version()})
-
-        start = time.perf_counter()
-        batches = (({"sample_id": [ids[i] for i in rows]}, emb)
-                   for rows, emb in embed_images(loaded, images, profile.embedding.batch_size, reject))
-        n = write_embeddings(conescope.root.image_embeddings(ds, spec.name), conescope.root.scratch,
-                             IMAGE_KEY_COLUMNS, batches, _provenance(loaded, spec, ds, modality="image"))
-        seconds = time.perf_counter() - start
+        root = conescope.root
+        ids = read_manifest_table(root.dataset_dir(ds), "samples", ["sample_id"]).column("sample_id").to_pylist()
+        manifest = root.dataset_dir(ds) / "samples.parquet"
+        with engine.claimed_device(cfg.device, root.scratch / "gpus") as device:
+            loaded = cached_model(spec, device)
+            provenance, stable = _provenance(loaded, spec, ds, read_provenance(manifest).get("data_sha256", ""),
+                                             modality="image")
+            n, part, run = _embed_images(context, ds, spec, cfg, root, ids, manifest, loaded, provenance, stable)
+        now = datetime.now(UTC)
+        rejects = [{"dataset": ds, "model": spec.name, "stage": "embed_image", "sample_id": r["key"],
+                    "reason": r["reason"], "recorded_at": now, "code_version": code_version()}
+                   for r in part.previous_rejects]
         conescope.warehouse.replace_rows(
             "datasets.rejects", pa.Table.from_pylist(rejects, schema=arrow_schema(REJECT_COLUMNS)),
             {"dataset": ds, "model": spec.name, "stage": "embed_image"})
-        conescope.warehouse.refresh_views(conescope.root.root, [ds])
-        return dg.MaterializeResult(metadata={
-            "rows": n, "rejected": len(rejects), "device": loaded.device, "images_per_s": round(n / seconds, 2),
-            "logit_scale": loaded.logit_scale,
-            "path": dg.MetadataValue.path(str(conescope.root.image_embeddings(ds, spec.name)))})
+        conescope.warehouse.refresh_views(root.root, [ds])
+        return dg.MaterializeResult(metadata={**_metadata(run, n, part.resumed_rows, "images",
+                                                        root.image_embeddings(ds, spec.name)),
+                                              "rejected": len(rejects), "logit_scale": loaded.logit_scale})
 
     return _asset
 
 
+def _text_batch(cols: dict[str, list], rows, emb, layers) -> dict:
+    batch = {MAIN: ({name: [values[i] for i in rows] for name, values in cols.items()}, emb)}
+    if layers is not None:  # long format: one row per text and layer, texts in order, layers ascending
+        n_layers = layers.shape[1]
+        batch[LAYERS] = ({"text_id": [cols["text_id"][i] for i in rows for _ in range(n_layers)],
+                          "layer": np.tile(np.arange(n_layers, dtype=np.int16), len(rows))},
+                         layers.reshape(-1, layers.shape[2]))
+    return batch
+
+
 def _text_asset(ds: str, profile: Profile, parts: ProfilePartitions) -> dg.AssetsDefinition:
     @dg.asset(key=keys.text_embeddings(ds), deps=[keys.dataset(ds)], partitions_def=parts.model_lang,
-              group_name="embeddings", pool=keys.DUCKDB_POOL, kinds={"pytorch", "parquet"},
-              description=f"Text-tower embeddings of {ds} (captions or class prompts) per model and language")
+              group_name="embeddings", pool=keys.GPU_POOL, op_tags=keys.GPU_STEP_TAGS,
+              kinds={"pytorch", "parquet"},
+              description=f"Text-tower embeddings of {ds} (captions or class prompts) per model and language"
+                          + ("; with the pooled state of every text layer" if profile.embedding.text_layers else ""))
     def _asset(context: dg.AssetExecutionContext, conescope: ConescopeHome) -> dg.MaterializeResult:
         model, lang = split_key(context)
-        spec = profile.models[model]
-        texts = read_manifest_table(conescope.root.dataset_dir(ds), "texts")
+        spec, cfg, root = profile.models[model], profile.embedding, conescope.root
+        texts = read_manifest_table(root.dataset_dir(ds), "texts")
         texts = texts.filter(pc.equal(texts.column("lang"), lang))
         if lang not in profile.dataset_languages(ds):
             # the dataset declares no texts in this language: the partition is empty by design
@@ -106,21 +161,31 @@ def _text_asset(ds: str, profile: Profile, parts: ProfilePartitions) -> dg.Asset
             raise ValueError(f"dataset {ds!r} declares language {lang!r} but its manifest has no {lang} texts "
                              f"(see datasets.rejects and the source files); rematerialize datasets/{ds}")
         cols = {name: texts.column(name).to_pylist() for name, _ in TEXT_KEY_COLUMNS}
-        loaded = cached_model(spec, profile.embedding.device)
-        code = set_text_language(loaded, lang)  # NLLB-CLIP: the tokenizer's source-language token
-        start = time.perf_counter()
-        batches = (({name: [values[i] for i in rows] for name, values in cols.items()}, emb)
-                   for rows, emb in embed_texts(loaded, cols["text"], profile.embedding.batch_size))
-        target = conescope.root.text_embeddings(ds, model, lang)
-        n = write_embeddings(target, conescope.root.scratch, TEXT_KEY_COLUMNS, batches,
-                             _provenance(loaded, spec, ds, modality="text", lang=lang,
-                                         **({"text_language_code": code} if code else {})))
-        seconds = time.perf_counter() - start
-        conescope.warehouse.refresh_views(conescope.root.root, [ds])
-        return dg.MaterializeResult(metadata={
-            "rows": n, "device": loaded.device, "texts_per_s": round(n / seconds, 2),
-            "logit_scale": loaded.logit_scale,
-            "path": dg.MetadataValue.path(str(target))})
+        data_sha = read_provenance(root.dataset_dir(ds) / "texts.parquet").get("data_sha256", "")
+        target, layers_dir = root.text_embeddings(ds, model, lang), root.text_layers(ds, model, lang)
+        streams = {MAIN: Stream(target, TEXT_KEY_COLUMNS)}
+        if cfg.text_layers:
+            streams[LAYERS] = Stream(layers_dir, LAYER_KEY_COLUMNS, vector="state")
+        with engine.claimed_device(cfg.device, root.scratch / "gpus") as device:
+            loaded = cached_model(spec, device)
+            code = set_text_language(loaded, lang)  # NLLB-CLIP: the tokenizer's source-language token
+            provenance, stable = _provenance(loaded, spec, ds, data_sha, modality="text", lang=lang,
+                                             text_layers=cfg.text_layers,
+                                             **({"text_language_code": code} if code else {}))
+            run = engine.EngineRun()
+            with ResumablePartition(streams, root.scratch, provenance, stable, part_rows=cfg.part_rows) as part:
+                pending = [i for i, tid in enumerate(cols["text_id"]) if tid not in part.done_keys]
+                progress = engine.Progress(f"{ds} texts ({lang}), {model}", len(cols["text_id"]), context.log.info,
+                                           cfg.progress_every_s, done_before=len(cols["text_id"]) - len(pending))
+                for rows, emb, layers in engine.embed_texts(loaded, cols["text"], engine_settings(cfg), pending,
+                                                            cfg.text_layers, progress, run):
+                    part.write(rows, _text_batch(cols, rows, emb, layers))
+                n = part.finalize()
+        if not cfg.text_layers and layers_dir.exists():
+            shutil.rmtree(layers_dir)  # states of an earlier run would not match these embeddings
+        conescope.warehouse.refresh_views(root.root, [ds])
+        return dg.MaterializeResult(metadata={**_metadata(run, n, part.resumed_rows, "texts", target),
+                                              "text_layers": cfg.text_layers})
 
     return _asset
 

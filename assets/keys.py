@@ -4,7 +4,12 @@ and tests agree on them."""
 
 import dagster as dg
 
-DUCKDB_POOL = "duckdb"  # every asset that opens warehouse.duckdb; the instance sizes it to 1
+DUCKDB_POOL = "duckdb"  # every asset that opens warehouse.duckdb for long; the instance sizes it to 1
+# The embedding assets: one step per GPU (`dagster instance concurrency set gpu <number of GPUs>`).
+# Their only warehouse writes (rejects, view refresh) are short and wait on DuckDB's file lock.
+GPU_POOL = "gpu"
+# With the Kubernetes executor (dagster-k8s) each embedding step's pod asks for one GPU.
+GPU_STEP_TAGS = {"dagster-k8s/config": {"container_config": {"resources": {"limits": {"nvidia.com/gpu": "1"}}}}}
 
 
 def dataset(ds: str) -> dg.AssetKey:

@@ -21,7 +21,13 @@ from conescope.languages import set_text_language
 from conescope.profile import Profile
 from pipelines.partitions import ProfilePartitions, split_key
 from pipelines.resources import ConescopeHome
-from storage.embedding_sets import load_image_set, load_text_set, manifest_pairs, manifest_text_labels
+from storage.embedding_sets import (
+    load_image_set,
+    load_text_layers,
+    load_text_set,
+    manifest_pairs,
+    manifest_text_labels,
+)
 from storage.parquet_store import read_provenance
 from storage.warehouse import metric_rows
 
@@ -145,13 +151,16 @@ def metric_assets(profile: Profile, parts: ProfilePartitions) -> list[dg.AssetsD
                 for r in families.silhouette_rows(img.dataset, "text", txt.emb, families.caption_labels(img, txt), s)]
 
     def layer_metrics(home, model, lang):
-        loaded = cached_model(profile.models[model], profile.embedding.device)
-        set_text_language(loaded, lang)  # the model is shared across partitions: NLLB-CLIP needs this one's
         rows = []
         for ds, txt in texts_of(home, model, lang):
             if len(txt.texts) < 2:
                 continue
-            states = text_layer_states(loaded, txt.texts, profile.embedding.batch_size)
+            # Stored by the text embedding step (embedding.text_layers), else recomputed here.
+            states = load_text_layers(home.root, ds, model, lang, txt.text_ids)
+            if states is None:
+                loaded = cached_model(profile.models[model], profile.embedding.device)
+                set_text_language(loaded, lang)  # the model is shared across partitions: NLLB-CLIP needs this one's
+                states = text_layer_states(loaded, txt.texts, profile.embedding.batch_size)
             rows += families.layer_rows(ds, states)
             pairs = manifest_pairs(home.root, ds)
             if pairs is not None:

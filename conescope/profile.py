@@ -61,8 +61,15 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class EmbeddingSpec:
-    batch_size: int = 32
+    """How the embedding engine runs (profile section ``embedding``; conescope/engine.py)."""
+
+    batch_size: int = 32  # with batch_auto, what CPU-side code that needs one number uses
+    batch_auto: bool = False  # batch_size: auto -> 256 on CUDA (halved on out-of-memory), 32 on CPU
     device: str = "auto"
+    workers: int | None = None  # image decoding processes; None ("auto"): one per CPU, at most 16
+    text_layers: bool = False  # also store every text layer's pooled state (for metrics/layers)
+    part_rows: int = 16384  # rows per committed part: a crash loses at most this much work
+    progress_every_s: float = 10.0  # seconds between progress lines in the run log
 
 
 @dataclass(frozen=True)
@@ -333,6 +340,23 @@ def _transforms(r: _Reader, raw: Any, datasets: dict[str, DatasetSpec]) -> Trans
                                       "transforms.protocols.class_disjoint.seed", minimum=0))
 
 
+def _embedding(r: _Reader, m: dict) -> EmbeddingSpec:
+    d = EmbeddingSpec()
+    batch, workers = m.get("batch_size", d.batch_size), m.get("workers", "auto")
+    every = m.get("progress_every_s", d.progress_every_s)
+    if isinstance(every, bool) or not isinstance(every, int | float) or every <= 0:
+        raise r.fail("embedding.progress_every_s", f"expected a positive number of seconds, got {every!r}")
+    return EmbeddingSpec(
+        batch_size=d.batch_size if batch == "auto" else r.integer(batch, "embedding.batch_size", minimum=1),
+        batch_auto=batch == "auto",
+        device=r.string(m.get("device", d.device), "embedding.device", DEVICES),
+        workers=None if workers == "auto" else r.integer(workers, "embedding.workers", minimum=0),
+        text_layers=r.boolean(m.get("text_layers", d.text_layers), "embedding.text_layers"),
+        part_rows=r.integer(m.get("part_rows", d.part_rows), "embedding.part_rows", minimum=1),
+        progress_every_s=float(every),
+    )
+
+
 def parse_profile(raw: Any, source: str) -> Profile:
     """Validate a parsed YAML document and build a :class:`Profile`."""
     r = _Reader(source)
@@ -357,7 +381,7 @@ def parse_profile(raw: Any, source: str) -> Profile:
     if not any(spec.has_images for spec in datasets.values()) and not all(s.text_only for s in models.values()):
         raise r.fail("datasets", "no dataset has images, but the profile has image-capable models")
 
-    emb = r.mapping(top.get("embedding", {}), "embedding", {"batch_size", "device"})
+    emb = r.mapping(top.get("embedding", {}), "embedding", set(EmbeddingSpec.__dataclass_fields__) - {"batch_auto"})
     report = r.mapping(top.get("report", {}), "report", {"max_points", "heatmap_pairs", "clusters"})
     sched = r.mapping(top.get("schedule", {}), "schedule", {"cron", "timezone"})
     cron = r.string(sched.get("cron", "0 2 * * *"), "schedule.cron")
@@ -372,10 +396,7 @@ def parse_profile(raw: Any, source: str) -> Profile:
         languages=languages,
         datasets=datasets,
         models=models,
-        embedding=EmbeddingSpec(
-            batch_size=r.integer(emb.get("batch_size", 32), "embedding.batch_size", minimum=1),
-            device=r.string(emb.get("device", "auto"), "embedding.device", DEVICES),
-        ),
+        embedding=_embedding(r, emb),
         report=ReportSpec(max_points=r.integer(report.get("max_points", 2000), "report.max_points", 2),
                           heatmap_pairs=r.integer(report.get("heatmap_pairs", 60), "report.heatmap_pairs", 3),
                           clusters=r.integer(report.get("clusters", 6), "report.clusters", 1)),

@@ -58,10 +58,14 @@ def _sql(args: argparse.Namespace) -> int:
 
 
 def _dev(args: argparse.Namespace) -> int:
-    from pipelines.instance import ensure_dagster_home
+    import dagster as dg
+
+    from pipelines.instance import ensure_dagster_home, ensure_gpu_pool
 
     root = DataRoot.from_env()
     ensure_dagster_home(root)
+    with dg.DagsterInstance.get() as instance:
+        print(f"conescope dev: pool 'gpu' (embedding steps) has {ensure_gpu_pool(instance)} slot(s)")
     os.environ["CONESCOPE_HOME"] = str(root.root)  # the code server resolves it from the repository
     local = Path(sys.executable).parent / "dagster"
     cmd = [str(local) if local.exists() else "dagster", "dev", "-w", str(REPO / "workspace.yaml"),

@@ -12,6 +12,7 @@ from assets.metrics import SUMMARY_LAYER, metric_assets
 from assets.reports import FINAL_LAYER, SUMMARY_REPORTS, report_assets
 from assets.transforms import transform_assets
 from conescope.profile import Profile, load_profile
+from pipelines.executors import executor_from_env
 from pipelines.partitions import profile_partitions
 from pipelines.refresh import (
     DATASETS_JOB,
@@ -75,7 +76,8 @@ def _refresh_instigators(profile: Profile, jobs: dict) -> tuple[dg.ScheduleDefin
                      chain_sensor(PARTITION_JOB, SUMMARY_JOB), chain_sensor(SUMMARY_JOB, REPORTS_JOB)]
 
 
-def build_definitions(profile: Profile, home: str | None = None) -> dg.Definitions:
+def build_definitions(profile: Profile, home: str | None = None,
+                      executor: dg.ExecutorDefinition | None = None) -> dg.Definitions:
     parts = profile_partitions(profile)
     all_assets = [*dataset_assets(profile), *embedding_assets(profile, parts), *metric_assets(profile, parts),
                   *transform_assets(profile, parts), *report_assets(profile, parts)]
@@ -104,7 +106,8 @@ def build_definitions(profile: Profile, home: str | None = None) -> dg.Definitio
         schedules=[schedule],
         sensors=sensors,
         resources={"conescope": ConescopeHome(home=str(root.root))},
+        executor=executor,
     )
 
 
-defs = build_definitions(load_profile())
+defs = build_definitions(load_profile(), executor=executor_from_env())

@@ -48,3 +48,23 @@ def manifest_pairs(root: DataRoot, dataset: str) -> dict[str, list] | None:
     if not path.is_file():
         return None
     return read_manifest_table(root.dataset_dir(dataset), "pairs").to_pydict()
+
+
+def load_text_layers(root: DataRoot, dataset: str, model: str, lang: str,
+                     text_ids: np.ndarray) -> list[np.ndarray] | None:
+    """The stored pooled states of every text layer (profile key ``embedding.text_layers``), one
+    (n, width) array per layer with rows in the order of ``text_ids``; None when none are stored or
+    they do not cover exactly those texts (then the caller recomputes them)."""
+    directory = root.text_layers(dataset, model, lang)
+    if not any(directory.glob("part-*.parquet")):
+        return None
+    keys, states = read_embeddings(directory, columns=["text_id", "layer"], vector="state")
+    layer = keys.column("layer").to_numpy()
+    n_layers = int(layer.max()) + 1
+    if len(layer) != n_layers * len(text_ids):
+        return None
+    stored_ids = np.asarray(keys.column("text_id").to_pylist(), dtype=object).reshape(-1, n_layers)
+    if not (np.array_equal(stored_ids[:, 0], text_ids) and (layer.reshape(-1, n_layers) == np.arange(n_layers)).all()):
+        return None
+    stack = states.reshape(len(text_ids), n_layers, -1)
+    return [np.ascontiguousarray(stack[:, i]) for i in range(n_layers)]

@@ -11,7 +11,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -20,6 +20,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 PROVENANCE_KEY = b"conescope.provenance"
+# Rows per row group of manifest tables: a decoding worker holds one row group of encoded images.
+MANIFEST_ROW_GROUP = 256
 
 
 @contextmanager
@@ -58,7 +60,7 @@ def write_manifest(directory: Path, scratch: Path, tables: dict[str, pa.Table], 
     with atomic_directory(directory, scratch) as staging:
         for name, table in tables.items():
             pq.write_table(table.replace_schema_metadata(_with_provenance(table.schema, provenance).metadata),
-                           staging / f"{name}.parquet")
+                           staging / f"{name}.parquet", row_group_size=MANIFEST_ROW_GROUP)
 
 
 def read_manifest_table(directory: Path, name: str, columns: list[str] | None = None) -> pa.Table:
@@ -66,6 +68,46 @@ def read_manifest_table(directory: Path, name: str, columns: list[str] | None = 
     if not path.is_file():
         raise FileNotFoundError(f"{path}: manifest table missing; materialize the dataset asset first")
     return pq.read_table(path, columns=columns)
+
+
+class ParquetColumn(Sequence):
+    """Random access to one column of a Parquet file that reads one row group at a time and keeps
+    the last one, so that a reader walking the rows in order (a decoding worker) holds one row group
+    of images in memory, not the dataset. Each process opens its own file handle. Where the column is
+    null, the value of ``fallback`` (another column, e.g. ``image_path`` beside ``image``) is given."""
+
+    def __init__(self, path: Path, column: str, fallback: str | None = None):
+        self.path, self.column = Path(path), column
+        meta = pq.read_metadata(self.path)
+        self.columns = [column] + ([fallback] if fallback and fallback in meta.schema.names else [])
+        if column not in meta.schema.names:
+            raise KeyError(f"{self.path}: no column {column!r} (columns: {', '.join(meta.schema.names)})")
+        self._starts = np.cumsum([0] + [meta.row_group(g).num_rows for g in range(meta.num_row_groups)])
+        self._pid, self._file, self._group, self._values = -1, None, -1, None
+
+    def __getstate__(self) -> dict:
+        # Workers started with spawn or forkserver receive a pickled copy: no open file, no cache.
+        return {**self.__dict__, "_pid": -1, "_file": None, "_group": -1, "_values": None}
+
+    def __len__(self) -> int:
+        return int(self._starts[-1])
+
+    def __getitem__(self, i: int):
+        if not 0 <= i < len(self):
+            raise IndexError(f"{self.path}: row {i} out of range (0..{len(self) - 1})")
+        group = int(np.searchsorted(self._starts, i, side="right")) - 1
+        if group != self._group or self._pid != os.getpid():
+            if self._pid != os.getpid():
+                self._pid, self._file = os.getpid(), pq.ParquetFile(self.path)
+            self._group = group
+            table = self._file.read_row_group(group, columns=self.columns)
+            self._values = [table.column(c).combine_chunks() for c in self.columns]
+        k = i - int(self._starts[group])
+        for values in self._values:
+            value = values[k].as_py()
+            if value is not None:
+                return value
+        return None
 
 
 # --- embeddings ----------------------------------------------------------------------------------
@@ -108,14 +150,15 @@ def write_embeddings(directory: Path, scratch: Path, key_columns: list[tuple[str
     return rows
 
 
-def read_embeddings(directory: Path, columns: list[str] | None = None) -> tuple[pa.Table, np.ndarray]:
-    """The key columns and the (n, d) float32 embedding matrix of one partition directory."""
+def read_embeddings(directory: Path, columns: list[str] | None = None,
+                    vector: str = "embedding") -> tuple[pa.Table, np.ndarray]:
+    """The key columns and the (n, d) float32 matrix (column ``vector``) of one partition directory."""
     files = sorted(directory.glob("part-*.parquet"))
     if not files:
         raise FileNotFoundError(f"{directory}: no embedding files; materialize the embedding asset first")
-    wanted = None if columns is None else [*columns, "embedding"]
+    wanted = None if columns is None else [*columns, vector]
     table = pa.concat_tables([pq.read_table(f, columns=wanted) for f in files])
-    emb_col = table.column("embedding").combine_chunks()
+    emb_col = table.column(vector).combine_chunks()
     dim = emb_col.type.list_size
     matrix = emb_col.values.to_numpy(zero_copy_only=True).reshape(-1, dim)
-    return table.drop_columns(["embedding"]), matrix
+    return table.drop_columns([vector]), matrix

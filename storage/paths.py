@@ -47,6 +47,10 @@ class DataRoot:
         """Fitted transforms of one kind and partition, one ``.npz`` per variant and fit set."""
         return self.root / "transforms" / kind / f"model={model}" / f"lang={lang}"
 
+    def text_layers(self, dataset: str, model: str, lang: str) -> Path:
+        """Pooled hidden states of every text-tower layer (profile key ``embedding.text_layers``)."""
+        return self.root / "embeddings" / dataset / "text_layers" / f"model={model}" / f"lang={lang}"
+
     def report_dir(self, model: str, lang: str) -> Path:
         return self.root / "reports" / model / lang
 

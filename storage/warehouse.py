@@ -147,6 +147,7 @@ class Warehouse:
                     f"datasets.{ds}_pairs": (root / "datasets" / ds / "pairs.parquet", False),  # STS only
                     f"embeddings.{ds}_image": (base / "image" / "*" / "*.parquet", True),
                     f"embeddings.{ds}_text": (base / "text" / "*" / "*" / "*.parquet", True),
+                    f"embeddings.{ds}_text_layers": (base / "text_layers" / "*" / "*" / "*.parquet", True),
                 }
                 for view, (pattern, hive) in globs.items():
                     if not glob.glob(str(pattern)):

@@ -46,13 +46,14 @@ def test_module_level_definitions_load_with_the_demo_profile(monkeypatch):
     assert not any(k.path[0] == "reports" for k in datasets.asset_layer.executable_asset_keys)
 
 
-def test_every_asset_touching_duckdb_is_in_the_pool(tiny_profile, data_root):
+def test_every_asset_is_in_the_duckdb_pool_or_the_gpu_pool(tiny_profile, data_root):
     defs = build_definitions(tiny_profile, str(data_root))
     for key in defs.resolve_asset_graph().get_all_asset_keys():
         if key.path[0] == "transforms":  # fitted transforms are .npz files: they never open the warehouse
             assert defs.resolve_assets_def(key).op.pool is None, key
             continue
-        assert defs.resolve_assets_def(key).op.pool == "duckdb", key
+        expected = "gpu" if key.path[0] == "embeddings" else "duckdb"
+        assert defs.resolve_assets_def(key).op.pool == expected, key
 
 
 def test_dependencies_and_partition_mappings(tiny_profile, data_root):

@@ -1,0 +1,135 @@
+"""The embedding assets on the engine: a failed step resumes, progress reaches the run log, the
+throughput and device reach the metadata, stored text-layer states feed metrics/layers."""
+
+import copy
+import shutil
+
+import dagster as dg
+import numpy as np
+import pytest
+import yaml
+
+import assets.embeddings as embedding_assets
+import assets.metrics as metric_assets
+from conescope.profile import load_profile
+from pipelines.definitions import build_definitions
+from pipelines.refresh import DATASETS_JOB, IMAGE_JOB, PARTITION_JOB
+from storage.parquet_store import read_embeddings
+from storage.paths import DataRoot
+from tests.conftest import TINY_PROFILE
+
+MODEL = "tiny.random"
+EN = str(dg.MultiPartitionKey({"model": MODEL, "lang": "en"}))
+
+
+def _defs(tmp_path, name: str, **embedding):
+    raw = copy.deepcopy(TINY_PROFILE)
+    raw["embedding"].update({"part_rows": 5, "text_layers": True, "progress_every_s": 0.001, **embedding})
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    root = tmp_path / name
+    defs = build_definitions(load_profile(str(path)), str(root))
+    instance = dg.DagsterInstance.ephemeral()
+    assert defs.resolve_job_def(DATASETS_JOB).execute_in_process(instance=instance).success
+    return defs, instance, DataRoot(root)
+
+
+def _run(defs, instance, job, partition, key):
+    return defs.resolve_job_def(job).execute_in_process(instance=instance, partition_key=partition,
+                                                        asset_selection=[dg.AssetKey.from_user_string(key)],
+                                                        raise_on_error=False)
+
+
+def _metadata(result, key):
+    mat = result.asset_materializations_for_node(key.replace("/", "__"))[0]
+    return {k: v.value for k, v in mat.metadata.items()}
+
+
+def test_a_failed_image_step_resumes_and_ends_as_an_uninterrupted_one(tmp_path, monkeypatch):
+    defs, instance, root = _defs(tmp_path, "clean")
+    assert _run(defs, instance, IMAGE_JOB, MODEL, "embeddings/shapes_image").success
+    clean_keys, clean = read_embeddings(root.image_embeddings("shapes", MODEL))
+
+    defs, instance, root = _defs(tmp_path, "crashed")
+    real = embedding_assets.engine.embed_images
+
+    def crashing(*args, **kwargs):
+        for n, batch in enumerate(real(*args, **kwargs)):
+            if n == 2:
+                raise RuntimeError("worker lost")
+            yield batch
+
+    monkeypatch.setattr(embedding_assets.engine, "embed_images", crashing)
+    assert not _run(defs, instance, IMAGE_JOB, MODEL, "embeddings/shapes_image").success
+    monkeypatch.setattr(embedding_assets.engine, "embed_images", real)
+    result = _run(defs, instance, IMAGE_JOB, MODEL, "embeddings/shapes_image")
+    assert result.success
+    meta = _metadata(result, "embeddings/shapes_image")
+    assert meta["resumed_rows"] == 10 and meta["rows"] == 12  # two parts of 5 were committed
+    assert meta["device"] == "cpu" and meta["precision"] == "fp32" and meta["images_per_s"] > 0
+    keys, emb = read_embeddings(root.image_embeddings("shapes", MODEL))
+    assert keys.column("sample_id").to_pylist() == clean_keys.column("sample_id").to_pylist()
+    np.testing.assert_array_equal(emb, clean)
+    progress = [e.user_message for e in instance.all_logs(result.run_id) if "images, tiny.random" in e.user_message]
+    assert progress and progress[-1].startswith("shapes images, tiny.random: 12/12 (")
+    assert "10 from an earlier run" in progress[-1]
+
+
+def test_stored_layer_states_give_the_recomputed_layer_metrics(tmp_path, monkeypatch):
+    defs, instance, root = _defs(tmp_path, "layers")
+    assert _run(defs, instance, IMAGE_JOB, MODEL, "embeddings/shapes_image").success
+    assert _run(defs, instance, IMAGE_JOB, MODEL, "embeddings/digits_image").success
+    for ds in ("shapes", "digits"):
+        assert _run(defs, instance, PARTITION_JOB, EN, f"embeddings/{ds}_text").success
+        assert any(root.text_layers(ds, MODEL, "en").glob("part-*.parquet"))
+
+    def no_model(*_a, **_k):
+        raise AssertionError("metrics/layers must read the stored states")
+
+    monkeypatch.setattr(metric_assets, "text_layer_states", no_model)
+    stored = _run(defs, instance, PARTITION_JOB, EN, "metrics/layers")
+    assert stored.success
+    monkeypatch.undo()
+    for ds in ("shapes", "digits"):
+        shutil.rmtree(root.text_layers(ds, MODEL, "en"))
+    computed = _run(defs, instance, PARTITION_JOB, EN, "metrics/layers")
+    assert computed.success
+    a, b = _metadata(stored, "metrics/layers"), _metadata(computed, "metrics/layers")
+    values = {k: v for k, v in a.items() if "self_similarity" in k}
+    assert len(values) == 6 and values == {k: v for k, v in b.items() if "self_similarity" in k}
+
+
+def test_text_layers_off_removes_stale_states(tmp_path):
+    defs, instance, root = _defs(tmp_path, "off")
+    assert _run(defs, instance, PARTITION_JOB, EN, "embeddings/shapes_text").success
+    assert root.text_layers("shapes", MODEL, "en").exists()
+    defs_off, _, _ = _defs(tmp_path, "off", text_layers=False)
+    assert _run(defs_off, instance, PARTITION_JOB, EN, "embeddings/shapes_text").success
+    assert not root.text_layers("shapes", MODEL, "en").exists()
+
+
+@pytest.mark.parametrize(("key", "value", "match"), [
+    ("batch_size", "big", "embedding.batch_size: expected an integer"),
+    ("workers", -1, "embedding.workers: must be >= 0"),
+    ("text_layers", "yes", "embedding.text_layers: expected true or false"),
+    ("progress_every_s", 0, "embedding.progress_every_s: expected a positive number"),
+    ("threads", 2, "embedding.threads: unknown key"),
+])
+def test_embedding_section_is_validated(tmp_path, key, value, match):
+    from conescope.profile import ProfileError, parse_profile
+
+    raw = copy.deepcopy(TINY_PROFILE)
+    raw["embedding"][key] = value
+    with pytest.raises(ProfileError, match=match):
+        parse_profile(raw, "tiny.yaml")
+
+
+def test_auto_settings_parse():
+    from conescope.profile import parse_profile
+
+    raw = copy.deepcopy(TINY_PROFILE)
+    raw["embedding"].update({"batch_size": "auto", "workers": "auto"})
+    spec = parse_profile(raw, "tiny.yaml").embedding
+    assert spec.batch_auto and spec.workers is None
+    settings = embedding_assets.engine_settings(spec)
+    assert settings.batch_size is None and settings.resolved_batch_size("cuda") == 256
