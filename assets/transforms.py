@@ -58,7 +58,9 @@ def transform_assets(profile: Profile, parts: ProfilePartitions) -> list[dg.Asse
         model, lang = split_key(context)
         sets = load(conescope, model, lang)
         plan = protocols.plan(ts, sets)
-        for reason in plan.skipped:
+        if profile.models[model].text_only:
+            context.log.info(f"{model} is text-only: transforms pair images with texts, none are fitted")
+        for reason in [] if profile.models[model].text_only else plan.skipped:
             context.log.warning(f"not evaluated: {reason}")
         for kind in ts.kinds:
             fitted, skipped = protocols.fit_all(ts, kind, plan, sets)

@@ -88,10 +88,11 @@ def full_plan(profile: Profile, refresh_id: str, models: list[str] | None = None
               langs: list[str] | None = None) -> list[PlannedRun]:
     """Every run of the chain in an order that respects dependencies (breadth first)."""
     plan, frontier = [], first_layer(refresh_id)
+    # Kept across layers: a text-only model's runs are a layer ahead of the image models' ones.
+    done: dict[str, set[str]] = {}
+    done_models: set[str] = set()
     while frontier:
         plan += frontier
-        done: dict[str, set[str]] = {}
-        done_models: set[str] = set()
         following = []
         for run in frontier:
             if run.job == PARTITION_JOB:

@@ -14,7 +14,7 @@ from PIL import Image
 
 from conescope.profile import load_profile
 from pipelines.definitions import build_definitions
-from pipelines.refresh import IMAGE_JOB, PARTITION_JOB, execute_plan, full_plan
+from pipelines.refresh import IMAGE_JOB, PARTITION_JOB, REPORTS_JOB, execute_plan, full_plan
 from storage.parquet_store import read_embeddings, read_provenance
 from storage.paths import DataRoot
 from tests.test_ingest import _cifar_archive
@@ -114,6 +114,8 @@ def test_plan_gives_text_only_models_no_image_runs(real):
     assert profile.image_models == ["tiny.random"] and profile.models["tiny.sbert"].text_only
     assert [p.partition_key for p in plan if p.job == IMAGE_JOB] == ["tiny.random"]
     assert sum(p.job == PARTITION_JOB and p.partition_key.endswith("tiny.sbert") for p in plan) == 2
+    # the text-only model runs a layer ahead; the final reports still come once, after every summary
+    assert [p.job for p in plan].count(REPORTS_JOB) == 1 and plan[-1].job == REPORTS_JOB
 
 
 def test_corrupt_coco_image_is_in_the_rejects_table(real):
