@@ -226,6 +226,12 @@ def _start(run: EngineRun | None, loaded: LoadedModel, settings: EngineSettings,
     return run, BatchSizer(run.batch_size)
 
 
+def _finish(info: EngineRun, start: float, progress: Progress | None) -> None:
+    info.seconds = time.perf_counter() - start
+    if progress is not None:
+        progress.finish()
+
+
 def embed_images(loaded: LoadedModel, images: Sequence, settings: EngineSettings = EngineSettings(),
                  positions: Sequence[int] | None = None, on_reject: Callable[[int, str], None] | None = None,
                  progress: Progress | None = None, run: EngineRun | None = None
@@ -261,9 +267,7 @@ def embed_images(loaded: LoadedModel, images: Sequence, settings: EngineSettings
             yield rows, emb
         if progress is not None:
             progress.update(len(rows) + len(rejects))
-    info.seconds = time.perf_counter() - start
-    if progress is not None:
-        progress.finish()
+    _finish(info, start, progress)
 
 
 # --- texts ---------------------------------------------------------------------------------------
@@ -360,9 +364,7 @@ def embed_texts(loaded: LoadedModel, texts: Sequence[str], settings: EngineSetti
         yield rows, emb, layers
         if progress is not None:
             progress.update(len(rows))
-    info.seconds = time.perf_counter() - start
-    if progress is not None:
-        progress.finish()
+    _finish(info, start, progress)
 
 
 def _embed_texts_sentence_transformers(loaded, texts: Sequence[str], settings: EngineSettings,
@@ -387,9 +389,7 @@ def _embed_texts_sentence_transformers(loaded, texts: Sequence[str], settings: E
         yield rows, emb, layers
         if progress is not None:
             progress.update(len(rows))
-    info.seconds = time.perf_counter() - start
-    if progress is not None:
-        progress.finish()
+    _finish(info, start, progress)
 
 
 # --- progress ------------------------------------------------------------------------------------

@@ -150,6 +150,24 @@ class ManifestBuilder:
                             languages, info or {})
 
 
+def jsonl_objects(path: Path):
+    """(line number, object) for each non-blank line of a JSON Lines file; a line that is not a JSON
+    object is an :class:`IngestError` naming the file and the line."""
+    import json
+
+    with open(path, encoding="utf-8") as fh:
+        for line_no, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise IngestError(f"{path}: line {line_no}: not valid JSON: {exc.msg}") from exc
+            if not isinstance(rec, dict):
+                raise IngestError(f"{path}: line {line_no}: expected a JSON object")
+            yield line_no, rec
+
+
 def need_file(path: Path, dataset: str, what: str) -> Path:
     """``path`` if it is a file, else a FileNotFoundError that says what belongs there."""
     if not path.is_file():

@@ -15,13 +15,19 @@ they are given) rejects the sample.
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from conescope.ingest.common import IngestError, IngestResult, ManifestBuilder, need_file, seeded_splits
+from conescope.ingest.common import (
+    IngestError,
+    IngestResult,
+    ManifestBuilder,
+    jsonl_objects,
+    need_file,
+    seeded_splits,
+)
 
 FORMATS = ("csv", "jsonl", "parquet")
 
@@ -44,17 +50,8 @@ def _rows(path: Path, fmt: str) -> Iterator[tuple[str, dict]]:
                     raise IngestError(f"{path}: line {line_no}: more fields than the header has")
                 yield f"line {line_no}", {k: (v if v != "" else None) for k, v in rec.items()}
     elif fmt == "jsonl":
-        with open(path, encoding="utf-8") as fh:
-            for line_no, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise IngestError(f"{path}: line {line_no}: not valid JSON: {exc.msg}") from exc
-                if not isinstance(rec, dict):
-                    raise IngestError(f"{path}: line {line_no}: expected a JSON object")
-                yield f"line {line_no}", rec
+        for line_no, rec in jsonl_objects(path):
+            yield f"line {line_no}", rec
     else:
         try:
             pf = pq.ParquetFile(path)

@@ -17,11 +17,18 @@ from __future__ import annotations
 
 import csv
 import gzip
-import json
 import re
 from pathlib import Path
 
-from conescope.ingest.common import IngestError, IngestResult, ManifestBuilder, need_dir, need_file, seeded_splits
+from conescope.ingest.common import (
+    IngestError,
+    IngestResult,
+    ManifestBuilder,
+    jsonl_objects,
+    need_dir,
+    need_file,
+    seeded_splits,
+)
 
 _LANG_COLUMN = re.compile(r"^[a-z]{2,3}$")
 
@@ -74,19 +81,12 @@ def read_xm3600(name: str, captions: Path, image_dir: Path, languages: tuple[str
     need_file(captions, name, "Crossmodal-3600 captions (captions.jsonl)")
     need_dir(image_dir, name, "Crossmodal-3600 image folder")
     records = []
-    with open(captions, encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise IngestError(f"{captions}: line {line_no}: not valid JSON: {exc.msg}") from exc
-            if not isinstance(rec, dict) or not isinstance(rec.get("image/key"), str):
-                raise IngestError(f"{captions}: line {line_no}: missing 'image/key'")
-            records.append((line_no, rec))
-            if limit is not None and len(records) >= limit:
-                break
+    for line_no, rec in jsonl_objects(captions):
+        if not isinstance(rec.get("image/key"), str):
+            raise IngestError(f"{captions}: line {line_no}: missing 'image/key'")
+        records.append((line_no, rec))
+        if limit is not None and len(records) >= limit:
+            break
     splits = seeded_splits(len(records), seed)
     b = ManifestBuilder(name)
     for (line_no, rec), split in zip(records, splits, strict=True):
