@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import settings
 
 warnings.filterwarnings("ignore", message=".*is currently in beta.*")
+
+# Property tests draw the same examples on every run (a hash of the test seeds them), so a CI result
+# is reproducible; HYPOTHESIS_PROFILE=explore draws fresh ones to search for new counterexamples.
+settings.register_profile("conescope", derandomize=True)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "conescope"))
 
 TINY_PROFILE = {
     "name": "tiny",

@@ -71,7 +71,11 @@ def test_isotropy_metrics_are_rotation_and_permutation_invariant(seed, n, d):
     base = isotropy_summary(x)
     for other in (isotropy_summary(x @ q), isotropy_summary(x[perm])):
         for key, value in base.items():
-            assert other[key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
+            # Z(c) is summed from a float32 projection (relative error below 1e-6, isotropy._unit_z): I1
+            # moves by up to 2e-6 relative, and I2 = std Z / mean Z by up to ~2e-6 absolute, which is
+            # more than 1e-6 relative when I2 itself is small (seen: n=24, d=2, I2 ~ 0.5, 4e-6 relative).
+            tol = {"rel": 1e-6, "abs": 3e-6} if key in ("i1", "i2") else {"rel": 1e-6, "abs": 1e-9}
+            assert other[key] == pytest.approx(value, **tol), key
 
 
 def test_mean_cosine_matches_scikit_learn():
