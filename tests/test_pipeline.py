@@ -238,3 +238,16 @@ def test_transform_rows_and_files(materialized):
     # Whitening is measured after renormalization: isotropy rows exist for the k-dimensional output.
     n = _query(root, "SELECT count(*) FROM metrics.isotropy WHERE transform='whitening_4' AND metric='i1'")[0][0]
     assert n > 0
+
+
+def test_readme_example_queries_run_and_return_rows(materialized):
+    _, root, _, _ = materialized
+    queries = _readme_queries("Example queries:")
+    assert len(queries) >= 4
+    # the metric queries return rows; the text-layer view exists only with embedding.text_layers (the
+    # tiny profile leaves it off) and the rejects only where a sample was rejected
+    for q in queries:
+        if "text_layers" in q:
+            continue
+        rows = _query(root, q)
+        assert rows or "rejects" in q, q
