@@ -7,6 +7,9 @@
 """
 
 
+from functools import lru_cache
+from pathlib import Path
+
 import dagster as dg
 
 from assets import keys
@@ -49,7 +52,16 @@ def query_rows(home: ConescopeHome, sql: str, params: list) -> list[dict]:
 def manifest_view(home: ConescopeHome, dataset: str) -> tuple[dict[str, str], dict[str, str]]:
     """(sample_id -> label name, thumbnail key -> data URI) of a dataset's manifest; images are the
     manifest's bytes, or the file at ``image_path`` for sources stored by path."""
-    samples = read_manifest_table(home.root.dataset_dir(dataset), "samples")
+    path = home.root.dataset_dir(dataset) / "samples.parquet"
+    names, thumbs = _manifest_view(str(path), path.stat().st_mtime_ns if path.exists() else 0, dataset)
+    return dict(names), dict(thumbs)  # the cached dicts stay as they are whatever a caller does
+
+
+@lru_cache(maxsize=4)
+def _manifest_view(path: str, mtime_ns: int, dataset: str) -> tuple[dict[str, str], dict[str, str]]:
+    # Every language of a model, and the comparison report, show the same thumbnails: a process that
+    # runs several report steps (the CLI) decodes each manifest once while the file is unchanged.
+    samples = read_manifest_table(Path(path).parent, "samples")
     ids = [str(s) for s in samples.column("sample_id").to_pylist()]
     names = dict(zip(ids, [n or "" for n in samples.column("label_name").to_pylist()], strict=True))
     images = samples.column("image").to_pylist() if "image" in samples.column_names else [None] * len(ids)

@@ -21,7 +21,6 @@ and in the class-disjoint protocol only the known classes' prompts are fitted on
 
 from __future__ import annotations
 
-import hashlib
 import json
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
@@ -32,8 +31,9 @@ from threadpoolctl import threadpool_limits
 from conescope import families
 from conescope.metrics.isotropy import l2_normalize
 from conescope.profile import MetricSettings, TransformSettings
+from conescope.provenance import array_digest
 from conescope.sets import ImageSet, TextSet, first_caption_pairs
-from conescope.transforms import KINDS, Transform
+from conescope.transforms import KINDS, Transform, data_sha256
 
 IN_DOMAIN, CROSS_DATASET, CLASS_DISJOINT = "in_domain", "cross_dataset", "class_disjoint"
 
@@ -229,7 +229,7 @@ def _isotropy_rows(dataset: str, modality: str, x: np.ndarray, s: MetricSettings
     leave the image rows as they are, so their image isotropy is computed once per eval set."""
     if cache is None:
         return families.isotropy_rows(dataset, modality, x, s)
-    key = (dataset, modality, x.shape, x.dtype.str, hashlib.sha256(np.ascontiguousarray(x).data).hexdigest())
+    key = (dataset, modality, array_digest(x).hexdigest())
     if key not in cache:
         cache[key] = families.isotropy_rows(dataset, modality, x, s)
     return [dict(r) for r in cache[key]]
@@ -319,8 +319,6 @@ def evaluate_all(stored: list[Transform], p: Plan, sets: dict[str, tuple[ImageSe
                 raise ValueError(f"{t.name}: fitted on {fit_set!r}, which no protocol of the profile uses; "
                                  f"rematerialize the transforms")
             if fit_set not in hashes:
-                from conescope.transforms import data_sha256
-
                 hashes[fit_set] = data_sha256(*fit_arrays(p.fit_sets[fit_set], sets))
             if t.provenance.get("data_sha256") != hashes[fit_set]:
                 raise ValueError(f"{t.name} fitted on {fit_set}: its fit rows changed since it was fitted "

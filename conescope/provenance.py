@@ -26,6 +26,19 @@ def code_version() -> str:
     return f"{__version__}+g{sha}{'.dirty' if dirty else ''}"
 
 
+def array_digest(*arrays, digest=None):
+    """A SHA-256 (``digest``, or a new one) updated with the shape, dtype and bytes of each array: the
+    content hash that fitted transforms record and that report caches and memos are keyed on."""
+    import numpy as np
+
+    digest = hashlib.sha256() if digest is None else digest
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        digest.update(f"{a.shape}{a.dtype.str}".encode())
+        digest.update(a.data)
+    return digest
+
+
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:

@@ -19,7 +19,6 @@ d x d decompositions run in float64 (``bench/transforms.py`` times them at 40,00
 
 from __future__ import annotations
 
-import hashlib
 import json
 from datetime import UTC, datetime
 from typing import ClassVar
@@ -27,6 +26,8 @@ from typing import ClassVar
 import numpy as np
 import scipy.linalg
 from scipy.linalg import blas, lapack
+
+from conescope.provenance import array_digest, code_version
 
 MODALITIES = ("image", "text")
 # Whitening-k needs k components whose variance exceeds d * eps (of the precision the covariance was
@@ -58,12 +59,7 @@ def _work_dtype(x: np.ndarray) -> np.dtype:
 
 def data_sha256(*arrays: np.ndarray) -> str:
     """Content hash of the fit arrays (shape, dtype and bytes), recorded as provenance."""
-    digest = hashlib.sha256()
-    for a in arrays:
-        a = np.ascontiguousarray(a)
-        digest.update(f"{a.shape}{a.dtype.str}".encode())
-        digest.update(a.data)
-    return digest.hexdigest()
+    return array_digest(*arrays).hexdigest()
 
 
 def _check_pairs(image: np.ndarray, text: np.ndarray, paired: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -104,8 +100,6 @@ class Transform:
     def fit(self, image: np.ndarray, text: np.ndarray, fit_set: str = "unnamed") -> Transform:
         image, text = _check_pairs(image, text, self.paired)
         self._fit(image, text)
-        from conescope.provenance import code_version
-
         self.provenance = {"kind": self.kind, "name": self.name, "params": self.params(), "fit_set": fit_set,
                            "n_image": int(len(image)), "n_text": int(len(text)),
                            "dim": int(image.shape[1]), "data_sha256": data_sha256(image, text),

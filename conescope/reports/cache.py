@@ -8,7 +8,6 @@ half-written entry that a later render would trust.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import uuid
@@ -17,13 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
+from conescope.provenance import array_digest
+
 
 def data_key(*arrays: np.ndarray, **settings) -> str:
-    digest = hashlib.sha256()
-    for a in arrays:
-        a = np.ascontiguousarray(a)
-        digest.update(f"{a.shape}{a.dtype.str}".encode())
-        digest.update(a.data)
+    digest = array_digest(*arrays)
     digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
     return digest.hexdigest()
 
