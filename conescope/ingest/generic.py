@@ -15,11 +15,16 @@ they are given) rejects the sample.
 from __future__ import annotations
 
 import csv
+import hashlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Literal
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from conescope.dataset_specs import SourceDataset, register_source
 from conescope.ingest.common import (
     IngestError,
     IngestResult,
@@ -28,6 +33,7 @@ from conescope.ingest.common import (
     need_file,
     seeded_splits,
 )
+from conescope.profile_schema import Flag, Lang, Text, non_empty
 
 FORMATS = ("csv", "jsonl", "parquet")
 
@@ -140,3 +146,40 @@ def _label(label, label_name, index: dict[str, int] | None) -> tuple[int | None,
         return None, None, f"unknown label {value} ({len(index)} classes)"
     names = list(index) if index else None
     return value, label_name or (names[value] if names else None), None
+
+
+@register_source
+class ManifestSource(SourceDataset):
+    """Profile entry ``kind: manifest``: a CSV, JSON Lines or Parquet manifest; ``labels`` names the
+    classes in label order; ``text_only: true`` for a manifest without images."""
+
+    kind: Literal["manifest"]
+    file: Text
+    labels: non_empty(Text) | None = None
+    languages: non_empty(Lang) = ("en",)
+    text_only: Flag = False
+
+    @property
+    def has_images(self) -> bool:
+        return not self.text_only
+
+    def read(self, raw_dir: Path, languages: tuple[str, ...]) -> IngestResult:
+        from conescope.download import DownloadUnavailable, fetch_http, offline
+
+        def fetch(url: str) -> Path:
+            """An image URL, cached under raw/<ds>/url-cache/; a failure rejects that sample only."""
+            suffix = Path(url.split("?")[0]).suffix[:8] or ".img"
+            dest = raw_dir / "url-cache" / (hashlib.sha256(url.encode()).hexdigest() + suffix)
+            if not dest.is_file() and offline():
+                raise DownloadUnavailable(f"{url}: downloads are off (CONESCOPE_OFFLINE / HF_HUB_OFFLINE); "
+                                          f"put the image at {dest}")
+            return fetch_http(url, dest)
+
+        labels = list(self.labels) if self.labels else None
+        result = read_generic(self.name, self.at(raw_dir, self.file), labels, self.seed,
+                              languages[0] if languages else "en", fetch, self.n)
+        texts = result.manifest.texts
+        if any(lang not in languages for lang in texts.column("lang").to_pylist()):
+            keep = pc.is_in(texts.column("lang"), value_set=pa.array(list(languages), type=pa.string()))
+            result.manifest = type(result.manifest)(result.manifest.samples, texts.filter(keep))
+        return result
