@@ -36,8 +36,8 @@ from conescope.profile_schema import (
     record,
 )
 
-__all__ = ["DatasetSpec", "EmbeddingSpec", "MetricSettings", "ModelSpec", "Profile", "ProfileError", "ReportSpec",
-           "ScheduleSpec", "TransformSettings", "load_profile", "parse_profile"]
+__all__ = ["DatasetSpec", "EmbeddingSpec", "MetricSettings", "ModelSpec", "Profile", "ProfileError", "ReportSettings",
+           "ReportSpec", "ScheduleSpec", "TransformSettings", "load_profile", "parse_profile"]
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_PROFILE = "demo"
@@ -80,6 +80,13 @@ class ReportSpec(Section):
     max_points: at_least(2) = 2000  # points per modality in the scatter plots and t-SNE maps
     heatmap_pairs: at_least(3) = 60  # sampled pairs in the similarity heatmap
     clusters: at_least(1) = 6  # clusters of the reordered heatmap
+
+
+@record
+class ReportSettings(ReportSpec):
+    """What a report page is drawn with: the profile's ``report`` section and its ``seed``."""
+
+    seed: at_least(0) = 0
 
 
 @record
