@@ -144,10 +144,6 @@ def _fit_eval(value: Any) -> Any:
     return (value["fit"], value["eval"])
 
 
-def _yaml_at(*path: str) -> Any:
-    return AliasPath(*path)
-
-
 @record
 class TransformSettings(Section):
     """Which transforms are fitted and how they are evaluated (profile section ``transforms``, whose
@@ -156,15 +152,15 @@ class TransformSettings(Section):
     kinds: tuple[Literal[TRANSFORM_KINDS], ...] = ()
     k: tuple[at_least(1), ...] = ()  # components kept by whitening-k and PCA-k, one variant per value
     gap_shift_lambdas: non_empty(Number) = Field((0.0, 0.25, 0.5, 0.75, 1.0),
-                                                 validation_alias=_yaml_at("gap_shift", "lambdas"))
-    gap_shift_renormalize: non_empty(Flag) = Field((True,), validation_alias=_yaml_at("gap_shift", "renormalize"))
+                                                 validation_alias=AliasPath("gap_shift", "lambdas"))
+    gap_shift_renormalize: non_empty(Flag) = Field((True,), validation_alias=AliasPath("gap_shift", "renormalize"))
     # fit on the train split, evaluate on the test split
-    in_domain: tuple[Text, ...] = Field((), validation_alias=_yaml_at("protocols", "in_domain"))
+    in_domain: tuple[Text, ...] = Field((), validation_alias=AliasPath("protocols", "in_domain"))
     cross_dataset: tuple[Annotated[tuple[Text, Text], BeforeValidator(_fit_eval)], ...] = Field(
-        (), validation_alias=_yaml_at("protocols", "cross_dataset"))  # (fit dataset, eval dataset)
+        (), validation_alias=AliasPath("protocols", "cross_dataset"))  # (fit dataset, eval dataset)
     # fit on half the classes, evaluate known and new classes
-    class_disjoint: tuple[Text, ...] = Field((), validation_alias=_yaml_at("protocols", "class_disjoint", "datasets"))
-    class_disjoint_seed: at_least(0) = Field(0, validation_alias=_yaml_at("protocols", "class_disjoint", "seed"))
+    class_disjoint: tuple[Text, ...] = Field((), validation_alias=AliasPath("protocols", "class_disjoint", "datasets"))
+    class_disjoint_seed: at_least(0) = Field(0, validation_alias=AliasPath("protocols", "class_disjoint", "seed"))
 
     @classmethod
     def from_yaml(cls, data: dict) -> dict:
