@@ -34,6 +34,7 @@ from conescope.profile_schema import (
     problem,
     profile_error,
     record,
+    yaml_keys,
 )
 
 __all__ = ["DatasetSpec", "EmbeddingSpec", "MetricSettings", "ModelSpec", "Profile", "ProfileError", "ReportSettings",
@@ -269,8 +270,8 @@ _PROFILE = TypeAdapter(Profile)
 
 def parse_profile(raw: Any, source: str) -> Profile:
     """Validate a parsed YAML document and build a :class:`Profile`."""
-    if isinstance(raw, dict) and "source" in raw:
-        raise ProfileError(f"{source}: source: unknown key")
+    if isinstance(raw, dict) and "source" in raw:  # set here, from the file name
+        raise ProfileError(f"{source}: source: unknown key (allowed: {', '.join(sorted(yaml_keys(Profile)))})")
     try:
         return _PROFILE.validate_python({**raw, "source": source} if isinstance(raw, dict) else raw)
     except ValidationError as exc:

@@ -52,7 +52,8 @@ _TAG = ":"
 
 
 def tagged_union(members: dict[str, type], tag_of: Callable[[dict], str | None]) -> Any:
-    """A union of ``members`` picked by ``tag_of(mapping)`` (None: the tag is missing)."""
+    """A union of ``members`` picked by ``tag_of(mapping)`` (None: the tag is missing). An unknown tag is
+    reported at the mapping's ``kind`` key, the key every tagged union of the profile reads it from."""
 
     def discriminate(value: Any) -> str | None:
         if not isinstance(value, dict):
