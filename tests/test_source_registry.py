@@ -96,3 +96,13 @@ def test_a_new_kind_is_one_module(tmp_path):
     assert out.splitlines() == [
         "['hello']",
         "p.yaml: datasets.t.wrod: unknown key (allowed: download, kind, max_reject_fraction, n, seed, word)"]
+
+
+@pytest.mark.parametrize("name", ["demo", "paper", "xm3600"])
+def test_profile_records_are_hashable(name):
+    # frozen records key caches (a loaded model per ModelSpec); mapping-valued keys stay out of the hash
+    from conescope.profile import load_profile
+
+    p = load_profile(name)
+    assert len({*p.datasets.values(), *p.models.values(), p.metrics, p.transforms, p.embedding}) == \
+        len(p.datasets) + len(p.models) + 3

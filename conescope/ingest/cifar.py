@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import pickle
 import tarfile
+from dataclasses import field
 from pathlib import Path
 from typing import Literal
 
@@ -183,11 +184,11 @@ class CifarSource(SourceDataset):
     kind: Literal["cifar100"]
     format: Literal["python", "parquet"] = "python"
     archive: Text = "cifar-100-python.tar.gz"
-    files: dict[str, non_empty(Text)] | None = None
+    files: dict[str, non_empty(Text)] | None = field(default=None, hash=False)  # a mapping: not hashable
     splits: non_empty(Text) = ("train", "test")
     label: Literal[LABEL_KINDS] = "fine"
     class_names: Literal[CLASS_NAME_STYLES] = "clean"
-    templates: dict[Lang, Text] | None = None
+    templates: dict[Lang, Text] | None = field(default=None, hash=False)  # a mapping: not hashable
     translations: Text | None = None
 
     @model_validator(mode="after")

@@ -15,6 +15,7 @@ watch the image embeddings move against a fixed text.
 from __future__ import annotations
 
 import io
+from dataclasses import field
 from pathlib import Path
 from typing import Literal
 
@@ -78,7 +79,7 @@ class SweepSource(SourceDataset):
     image: Text
     kinds: non_empty(Literal[SWEEP_KINDS]) = SWEEP_KINDS
     steps: at_least(2) = 8
-    maxima: dict[Literal[SWEEP_KINDS], Number] | None = None
+    maxima: dict[Literal[SWEEP_KINDS], Number] | None = field(default=None, hash=False)  # a mapping: not hashable
     caption: Text | None = None
     lang: Lang = "en"
 
