@@ -13,59 +13,73 @@ from storage.paths import DataRoot
 REPO = Path(__file__).resolve().parent.parent
 
 
+def _warehouse(profile_name: str | None):
+    from conescope.profile import load_profile
+    from storage.warehouse import open_warehouse
+
+    spec = load_profile(profile_name).warehouse
+    return open_warehouse(DataRoot.from_env().root, spec.kind, spec.catalog, spec.data_path)
+
+
 def _materialize(args: argparse.Namespace) -> int:
     from pipelines.instance import ensure_dagster_home
 
     root = DataRoot.from_env()
-    ensure_dagster_home(root)
-    import dagster as dg
-
     from conescope.profile import load_profile
-    from pipelines.definitions import build_definitions
     from pipelines.refresh import execute_plan, full_plan
 
     profile = load_profile(args.profile)
-    defs = build_definitions(profile, str(root.root))
+    # an unknown --model or --lang fails here, before anything is started
     plan = full_plan(profile, f"cli-{time.strftime('%Y%m%dT%H%M%S')}", args.model or None, args.lang or None)
+    ensure_dagster_home(root)
+    import dagster as dg
+
+    from pipelines.definitions import build_definitions
+    from pipelines.instance import ensure_warehouse_pool, recover_dead_runs
+
+    defs = build_definitions(profile, str(root.root))
     print(f"profile {profile.name} ({profile.source}), data root {root.root}: {len(plan)} runs")
     started = time.perf_counter()
     with dg.DagsterInstance.get() as instance:
-        if not execute_plan(defs, plan, instance):
+        recover_dead_runs(instance)
+        ensure_warehouse_pool(instance, profile.warehouse.kind)
+        if not execute_plan(defs, plan, instance, debug=args.debug):
             return 1
     print(f"done in {time.perf_counter() - started:.1f} s; try: conescope sql \"SELECT * FROM metrics.isotropy\"")
     return 0
 
 
 def _sql(args: argparse.Namespace) -> int:
-    from storage.warehouse import Warehouse
+    from storage.warehouse import check_read_only
 
-    warehouse = Warehouse(DataRoot.from_env().warehouse)
-    try:
-        with warehouse.connect(read_only=True) as con:
-            rel = con.sql(args.query)
-            if rel is None:
-                return 0
-            if args.format == "csv":
-                import pyarrow.csv as pacsv
+    # sandboxed: no file outside the views' folders is reachable, no statement but a query runs
+    with _warehouse(args.profile).connect(sandbox=True) as con:
+        check_read_only(con, args.query)
+        rel = con.sql(args.query)
+        if rel is None:
+            return 0
+        if args.format == "csv":
+            import pyarrow.csv as pacsv
 
-                pacsv.write_csv(rel.to_arrow_table(), sys.stdout.buffer)
-            else:
-                rel.show(max_rows=args.max_rows, max_width=args.max_width)
-    except Exception as exc:  # duckdb raises one class per error kind; all go to the user as text
-        print(f"conescope sql: {exc}", file=sys.stderr)
-        return 2
+            pacsv.write_csv(rel.to_arrow_table(), sys.stdout.buffer)
+        else:
+            rel.show(max_rows=args.max_rows, max_width=args.max_width)
     return 0
 
 
 def _dev(args: argparse.Namespace) -> int:
     import dagster as dg
 
-    from pipelines.instance import ensure_dagster_home, ensure_gpu_pool
+    from conescope.profile import load_profile
+    from pipelines.instance import ensure_dagster_home, ensure_gpu_pool, ensure_warehouse_pool
 
     root = DataRoot.from_env()
+    profile = load_profile()
     ensure_dagster_home(root)
     with dg.DagsterInstance.get() as instance:
-        print(f"conescope dev: pool 'gpu' (embedding steps) has {ensure_gpu_pool(instance)} slot(s)")
+        print(f"conescope dev: pool 'gpu' (embedding steps) has {ensure_gpu_pool(instance)} slot(s), pool "
+              f"'duckdb' (warehouse writers, {profile.warehouse.kind}) "
+              f"{ensure_warehouse_pool(instance, profile.warehouse.kind)}")
     os.environ["CONESCOPE_HOME"] = str(root.root)  # the code server resolves it from the repository
     local = Path(sys.executable).parent / "dagster"
     cmd = [str(local) if local.exists() else "dagster", "dev", "-w", str(REPO / "workspace.yaml"),
@@ -74,8 +88,15 @@ def _dev(args: argparse.Namespace) -> int:
     os.execvp(cmd[0], cmd)
 
 
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if isinstance(exc, ValueError | OSError | RuntimeError | LookupError) else \
+        f"{type(exc).__name__}: {text}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="conescope", description=__doc__)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     sub = parser.add_subparsers(dest="command", required=True)
     mat = sub.add_parser("materialize", help="materialize every asset of a profile, every partition")
     mat.add_argument("--profile", help="profile name under configs/ or a .yaml path (default: CONESCOPE_PROFILE "
@@ -85,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     mat.set_defaults(fn=_materialize)
     sql = sub.add_parser("sql", help="run a query against the warehouse, read-only")
     sql.add_argument("query")
+    sql.add_argument("--profile", help="the profile whose warehouse section says where the warehouse is "
+                                       "(default: CONESCOPE_PROFILE or demo)")
     sql.add_argument("--format", choices=("table", "csv"), default="table")
     sql.add_argument("--max-rows", type=int, default=200)
     sql.add_argument("--max-width", type=int, default=200)
@@ -93,8 +116,19 @@ def main(argv: list[str] | None = None) -> int:
     dev.add_argument("--port", type=int, default=3000)
     dev.add_argument("--host", default="127.0.0.1")
     dev.set_defaults(fn=_dev)
+    for p in (mat, sql, dev):  # accepted after the command too
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    return args.fn(args)
+    try:
+        return args.fn(args)
+    except KeyboardInterrupt:
+        print("conescope: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        print(f"conescope: error: {_one_line(exc)} (--debug shows the traceback)", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -105,7 +105,9 @@ def build_definitions(profile: Profile, home: str | None = None,
         jobs=list(jobs.values()),
         schedules=[schedule],
         sensors=sensors,
-        resources={"conescope": ConescopeHome(home=str(root.root))},
+        resources={"conescope": ConescopeHome(home=str(root.root), warehouse_kind=profile.warehouse.kind,
+                                              warehouse_catalog=profile.warehouse.catalog,
+                                              warehouse_data_path=profile.warehouse.data_path)},
         executor=executor,
     )
 

@@ -1,28 +1,44 @@
-"""Dagster's home under the data root, so run history, schedules and pool limits persist."""
+"""Dagster's home under the data root, so run history, schedules and pool limits persist; and the
+clean-up of runs whose process died (``kill -9``, a crashed machine) so that a rerun never waits on
+the concurrency slots they held (DESIGN.md, "Operations": crash safety)."""
 
 from __future__ import annotations
 
 import os
+import socket
+from collections.abc import Callable
 
 import yaml
 
 from storage.paths import DataRoot
 
-# One slot per pool by default: the "duckdb" pool must stay at 1 (DuckDB lets a single process
-# write the file); the "gpu" pool is raised to the number of GPUs by ensure_gpu_pool.
+# One slot per pool by default: the "duckdb" pool must stay at 1 on the embedded DuckDB backend
+# (DuckDB lets a single process write the file); the "gpu" pool is raised to the number of GPUs by
+# ensure_gpu_pool; on DuckLake ensure_warehouse_pool raises the "duckdb" pool too.
 INSTANCE_CONFIG = {
     "telemetry": {"enabled": False},
     "concurrency": {"pools": {"default_limit": 1, "granularity": "op"}},
+    # The daemon (`conescope dev`) marks runs whose worker died as failed, which frees their slots.
+    "run_monitoring": {"enabled": True, "start_timeout_seconds": 180, "max_resume_run_attempts": 0,
+                       "poll_interval_seconds": 30},
 }
+# Tag of every run `conescope materialize` executes: the process that owns it, "host:pid:start time".
+OWNER_TAG = "conescope/owner"
+LIVE_STATUSES = ("NOT_STARTED", "STARTING", "STARTED", "CANCELING")
 
 
 def ensure_dagster_home(root: DataRoot) -> str:
-    """Create ``<data root>/dagster_home/dagster.yaml`` if missing, export DAGSTER_HOME, return it."""
+    """Create ``<data root>/dagster_home/dagster.yaml`` if missing (an existing one gains the keys of
+    :data:`INSTANCE_CONFIG` it lacks; its own settings are kept), export DAGSTER_HOME, return it."""
     home = root.dagster_home
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
-    if not config.exists():
-        config.write_text(yaml.safe_dump(INSTANCE_CONFIG, sort_keys=False))
+    current = (yaml.safe_load(config.read_text()) or {}) if config.exists() else {}
+    merged = {**INSTANCE_CONFIG, **current}
+    if merged != current:
+        tmp = config.with_suffix(".yaml.tmp")
+        tmp.write_text(yaml.safe_dump(merged, sort_keys=False))
+        os.replace(tmp, config)
     os.environ["DAGSTER_HOME"] = str(home)
     return str(home)
 
@@ -44,3 +60,75 @@ def ensure_gpu_pool(instance, slots: int | None = None) -> int:
     limit = slots if slots is not None else max(1, gpu_count())
     storage.set_concurrency_slots(GPU_POOL, limit)
     return limit
+
+
+def ensure_warehouse_pool(instance, kind: str, slots: int | None = None) -> int:
+    """The "duckdb" pool (every asset that writes metric rows): one slot on the embedded DuckDB file
+    (one writer at a time), ``slots`` (default: the CPU count) on DuckLake, whose writers run side by
+    side. A limit set by hand above one is kept on DuckLake; returns the limit."""
+    from assets.keys import DUCKDB_POOL
+
+    storage = instance.event_log_storage
+    current = (storage.get_concurrency_info(DUCKDB_POOL).slot_count
+               if DUCKDB_POOL in storage.get_concurrency_keys() else None)
+    if kind == "duckdb":
+        limit = 1
+    elif slots is not None:
+        limit = slots
+    else:
+        limit = current if current is not None and current > 1 else max(1, os.cpu_count() or 1)
+    if current != limit:
+        storage.set_concurrency_slots(DUCKDB_POOL, limit)
+    return limit
+
+
+def _start_time(pid: int) -> str | None:
+    """The kernel's start time of process ``pid`` (clock ticks since boot; Linux), None if unknown."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            # the command name (field 2) may hold spaces; the fields after it are space-separated
+            return fh.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def owner_tag() -> str:
+    """``host:pid:start time`` of this process, written on every run it executes."""
+    return f"{socket.gethostname()}:{os.getpid()}:{_start_time(os.getpid()) or ''}"
+
+
+def _alive(pid: int, started: str) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    now = _start_time(pid)
+    # a recycled pid belongs to a process started at another time
+    return not (started and now is not None and now != started)
+
+
+def recover_dead_runs(instance, log: Callable[[str], None] = print) -> list[str]:
+    """Mark failed every unfinished run that ``conescope materialize`` started on this machine in a
+    process that no longer exists, and free the concurrency slots (and queued slot claims) it held.
+    Runs of other machines, and runs launched from the UI (the daemon's run monitoring watches
+    those), are left alone. Returns the ids of the runs it failed."""
+    import dagster as dg
+
+    host = socket.gethostname()
+    statuses = [dg.DagsterRunStatus[s] for s in LIVE_STATUSES]
+    failed = []
+    for run in instance.get_runs(dg.RunsFilter(statuses=statuses)):
+        owner = run.tags.get(OWNER_TAG, "")
+        parts = owner.split(":")
+        if len(parts) != 3 or parts[0] != host or not parts[1].isdigit() or _alive(int(parts[1]), parts[2]):
+            continue
+        partition = run.tags.get("dagster/partition", "")
+        instance.report_run_failed(run, f"process {parts[1]} on {host} that ran this run is gone "
+                                        f"(killed or crashed); marked failed by conescope materialize")
+        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+        log(f"run {run.run_id} ({run.job_name} {partition}) was left {run.status.value} by dead process "
+            f"{parts[1]}: marked failed, its concurrency slots freed")
+        failed.append(run.run_id)
+    return failed

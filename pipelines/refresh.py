@@ -119,24 +119,46 @@ def failure_message(error) -> str:
 
 
 def execute_plan(defs: dg.Definitions, plan: list[PlannedRun], instance: dg.DagsterInstance,
-                 log=print) -> bool:
+                 log=print, debug: bool = False) -> bool:
     """Run the plan in this process, one Dagster run per entry, stopping at the first failure.
-    Runs are recorded in ``instance`` (the UI shows them with their full event logs)."""
+    Runs are recorded in ``instance`` (the UI shows them with their full event logs) and tagged with
+    this process (``conescope/owner``), so that a later ``conescope materialize`` can tell a run
+    whose process died (pipelines/instance.py). A failure is reported as its message in one line;
+    ``debug`` adds the traceback."""
     import sys
     import time
 
-    # The terminal gets warnings and up; the instance keeps the whole event log.
-    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+    from pipelines.instance import OWNER_TAG, owner_tag
+
+    # The terminal gets nothing from Dagster's loggers but failures with --debug; the instance keeps
+    # the whole event log.
+    quiet = {"loggers": {"console": {"config": {"log_level": "ERROR" if debug else "CRITICAL"}}}}
+    owner = {OWNER_TAG: owner_tag()}
     for i, planned in enumerate(plan, 1):
         t0 = time.perf_counter()
         result = defs.resolve_job_def(planned.job).execute_in_process(
-            instance=instance, partition_key=planned.partition_key, tags=planned.tags,
+            instance=instance, partition_key=planned.partition_key, tags={**planned.tags, **owner},
             raise_on_error=False, run_config=quiet)
         log(f"[{i}/{len(plan)}] {planned.job} {planned.partition_key or ''} "
             f"{'ok' if result.success else 'FAILED'} ({time.perf_counter() - t0:.1f} s)")
         if not result.success:
             failure = next((e for e in result.all_events if e.is_step_failure), None)
-            detail = failure_message(failure.step_failure_data.error) if failure else "see the run's log"
-            print(f"run {result.run_id} failed: {detail}", file=sys.stderr)
+            if failure is None:
+                print(f"run {result.run_id} failed; see its log in the UI (conescope dev)", file=sys.stderr)
+                return False
+            error = failure.step_failure_data.error
+            if debug:
+                print(f"run {result.run_id} failed: {failure_message(error)}\n"
+                      f"{''.join(error.stack)}", file=sys.stderr)
+            else:
+                print(f"conescope: error: {failure.step_key}: {_root_cause(error)} (run {result.run_id}; "
+                      f"--debug shows the traceback)", file=sys.stderr)
             return False
     return True
+
+
+def _root_cause(error) -> str:
+    """The innermost error's message on one line: the user's problem, not Dagster's wrapping."""
+    while error.cause is not None:
+        error = error.cause
+    return " ".join(error.message.split())

@@ -8,13 +8,17 @@ from pathlib import Path
 import dagster as dg
 
 from storage.paths import DataRoot
-from storage.warehouse import Warehouse
+from storage.warehouse import Warehouse, open_warehouse
 
 
 class ConescopeHome(dg.ConfigurableResource):
-    """The data root (``CONESCOPE_HOME``): datasets, embeddings, warehouse, reports, Dagster's home."""
+    """The data root (``CONESCOPE_HOME``): datasets, embeddings, warehouse, reports, Dagster's home;
+    and the profile's ``warehouse`` section (backend, DuckLake catalog and data path)."""
 
     home: str
+    warehouse_kind: str = "duckdb"
+    warehouse_catalog: str | None = None
+    warehouse_data_path: str = "lake"
 
     @cached_property
     def root(self) -> DataRoot:
@@ -22,4 +26,4 @@ class ConescopeHome(dg.ConfigurableResource):
 
     @cached_property
     def warehouse(self) -> Warehouse:
-        return Warehouse(self.root.warehouse)
+        return open_warehouse(self.root.root, self.warehouse_kind, self.warehouse_catalog, self.warehouse_data_path)

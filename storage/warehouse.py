@@ -1,19 +1,36 @@
-"""The DuckDB warehouse (``warehouse.duckdb`` under the data root), DESIGN.md "Storage".
+"""The warehouse (DESIGN.md "Storage"): the metric tables and the views over the Parquet files, on one
+of two backends with the same schemas, tables and SQL.
+
+- ``duckdb`` (default): one DuckDB file ``warehouse.duckdb`` under the data root. DuckDB lets one
+  process hold the file for writing, so connections are short-lived; a writer (or reader) that finds
+  the file locked waits and retries, and every asset that writes stays in one Dagster pool slot.
+- ``ducklake``: DuckLake (https://ducklake.select), a catalog database plus Parquet data files, with
+  snapshot isolation: many readers and writers at once, from several processes or machines. The
+  catalog is SQLite (``sqlite:<path>``, one machine) or PostgreSQL (``postgres:<libpq dsn>``, several
+  machines); ``data_path`` holds the data files (a folder every machine sees). The extensions come
+  from the pip packages ``duckdb-extension-ducklake``, ``-sqlite-scanner`` and ``-postgres-scanner``
+  (extra ``ducklake``), loaded from their files, so nothing is downloaded.
 
 Schema ``metrics`` holds one long-format table per metric family; schemas ``embeddings`` and
-``datasets`` hold views over the Parquet files. A materialization replaces exactly the rows of its
-partition, by column name, in one transaction. Connections are short-lived because DuckDB lets only
-one process hold the file open for writing; a writer that finds the file locked waits and retries.
+``datasets`` hold views over the Parquet files of the data root, stored with paths relative to it and
+resolved (DuckDB's ``file_search_path``) against the data root the warehouse is opened from, so a
+copied or moved data root reads its own files. A materialization replaces exactly the rows of its
+partition, by column name, in one transaction (retried when a concurrent DuckLake commit conflicts).
 """
 
 from __future__ import annotations
 
+import contextlib
 import glob
+import importlib
+import random
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 import duckdb
 import pyarrow as pa
@@ -35,6 +52,16 @@ REJECT_COLUMNS: list[tuple[str, str]] = [
 ]
 _ARROW_TYPES = {"VARCHAR": pa.string(), "DOUBLE": pa.float64(), "BIGINT": pa.int64(),
                 "TIMESTAMPTZ": pa.timestamp("us", tz="UTC"), "INTEGER": pa.int32()}
+# Folders of the data root that the views read; the read-only sandbox of `conescope sql` allows these.
+VIEW_FOLDERS = ("datasets", "embeddings")
+# Statements `conescope sql` runs: queries only (SHOW, DESCRIBE and SUMMARIZE are SELECTs to DuckDB).
+READ_STATEMENTS = ("SELECT", "EXPLAIN")
+BACKENDS = ("duckdb", "ducklake")
+LAKE_ALIAS = "conescope_lake"
+_LAKE_EXTENSIONS = {"ducklake": "duckdb_extension_ducklake", "sqlite_scanner": "duckdb_extension_sqlite_scanner",
+                    "postgres_scanner": "duckdb_extension_postgres_scanner"}
+
+T = TypeVar("T")
 
 
 def arrow_schema(columns: list[tuple[str, str]]) -> pa.Schema:
@@ -45,49 +72,222 @@ def _ddl(qualified: str, columns: list[tuple[str, str]]) -> str:
     return f"CREATE TABLE IF NOT EXISTS {qualified} ({', '.join(f'{c} {t}' for c, t in columns)})"
 
 
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
 class WarehouseLocked(RuntimeError):
     pass
 
 
+class ReadOnlyViolation(PermissionError):
+    pass
+
+
+@dataclass(frozen=True)
+class LakeConfig:
+    """A DuckLake warehouse: ``catalog`` is ``sqlite:<path>`` or ``postgres:<libpq dsn>``; relative
+    paths (the SQLite file, ``data_path``) are relative to the data root."""
+
+    catalog: str
+    data_path: str = "lake"
+
+    def __post_init__(self) -> None:
+        kind, _, target = self.catalog.partition(":")
+        if kind not in ("sqlite", "postgres") or not target:
+            raise ValueError(f"warehouse.catalog {self.catalog!r}: expected sqlite:<path> or postgres:<dsn>")
+
+    @property
+    def kind(self) -> str:
+        return self.catalog.partition(":")[0]
+
+    def catalog_uri(self, root: Path) -> str:
+        kind, _, target = self.catalog.partition(":")
+        if kind == "sqlite":
+            target = str((root / target).resolve())
+        return f"ducklake:{kind}:{target}"
+
+    def sqlite_file(self, root: Path) -> Path | None:
+        return (root / self.catalog.partition(":")[2]).resolve() if self.kind == "sqlite" else None
+
+    def data_dir(self, root: Path) -> Path:
+        return (root / self.data_path).resolve()
+
+
+def load_lake_extensions(con: duckdb.DuckDBPyConnection, catalog_kind: str) -> None:
+    """Load DuckLake and its catalog's scanner from the pip packages' files (no download)."""
+    for ext in ("ducklake", f"{catalog_kind}_scanner"):
+        package = _LAKE_EXTENSIONS[ext]
+        try:
+            module = importlib.import_module(package)
+        except ImportError as exc:
+            raise RuntimeError(f"warehouse.kind ducklake needs the pip package {package.replace('_', '-')} "
+                               f"(pip install -e '.[ducklake]'); it pins duckdb {_pinned_hint()}") from exc
+        path = Path(module.__file__).parent / "extensions" / f"v{duckdb.__version__}" / f"{ext}.duckdb_extension"
+        if not path.is_file():
+            found = sorted(p.name for p in (Path(module.__file__).parent / "extensions").glob("v*"))
+            raise RuntimeError(f"{package}: no build for duckdb {duckdb.__version__} (has {', '.join(found)}); "
+                               f"install the duckdb version it pins")
+        con.execute(f"LOAD {_literal(str(path))}")
+
+
+def _pinned_hint() -> str:
+    return "(see pyproject.toml, extra ducklake)"
+
+
+def _is_conflict(exc: Exception) -> bool:
+    text = str(exc).lower()
+    return isinstance(exc, duckdb.TransactionException) or "conflict" in text or "could not serialize" in text
+
+
 class Warehouse:
-    def __init__(self, path: Path, lock_timeout_s: float = 120.0):
+    """The warehouse of one data root: ``path`` is its embedded DuckDB file (``warehouse.duckdb``),
+    whose folder is the data root; ``lake`` switches to DuckLake."""
+
+    def __init__(self, path: Path, lake: LakeConfig | None = None, lock_timeout_s: float = 120.0,
+                 conflict_retries: int = 20):
         self.path = Path(path)
+        self.lake = lake
         self.lock_timeout_s = lock_timeout_s
+        self.conflict_retries = conflict_retries
+        self._schema_ready = False
+
+    @property
+    def root(self) -> Path:
+        return self.path.parent.resolve()
+
+    @property
+    def kind(self) -> str:
+        return "ducklake" if self.lake else "duckdb"
+
+    def describe(self) -> str:
+        if self.lake:
+            return f"DuckLake catalog {self.lake.catalog}, data {self.lake.data_dir(self.root)}"
+        return str(self.path)
+
+    def exists(self) -> bool:
+        if self.lake is None:
+            return self.path.exists()
+        sqlite = self.lake.sqlite_file(self.root)
+        return sqlite.exists() if sqlite is not None else True
 
     @contextmanager
-    def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-        if read_only and not self.path.exists():
-            raise FileNotFoundError(f"{self.path}: no warehouse yet; materialize the demo profile first "
+    def connect(self, read_only: bool = False, sandbox: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection whose relative paths resolve in the data root. ``sandbox`` (implies
+        ``read_only``): external access is off except for reading the views' folders (and the lake's
+        data files), and the configuration is locked, so no statement can write anywhere."""
+        read_only = read_only or sandbox
+        if read_only and not self.exists():
+            raise FileNotFoundError(f"{self.describe()}: no warehouse yet; materialize a profile first "
                                     f"(`conescope materialize`)")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(parents=True, exist_ok=True)
+        con = self._open_lake(read_only) if self.lake else self._open_file(read_only)
+        try:
+            if sandbox:
+                allowed = [f"{folder}/" for folder in VIEW_FOLDERS]
+                allowed += [f"{self.root / folder}/" for folder in VIEW_FOLDERS]
+                if self.lake:
+                    allowed.append(f"{self.lake.data_dir(self.root)}/")
+                con.execute(f"SET allowed_directories = [{', '.join(_literal(a) for a in allowed)}]")
+                con.execute("SET enable_external_access = false")
+                con.execute("SET lock_configuration = true")
+            yield con
+        finally:
+            con.close()
+
+    def _config(self) -> dict:
+        return {"file_search_path": str(self.root)}
+
+    def _open_file(self, read_only: bool) -> duckdb.DuckDBPyConnection:
         deadline = time.monotonic() + self.lock_timeout_s
         delay = 0.05
         while True:
             try:
-                con = duckdb.connect(str(self.path), read_only=read_only)
-                break
+                return duckdb.connect(str(self.path), read_only=read_only, config=self._config())
             except duckdb.IOException as exc:
                 if "lock" not in str(exc).lower() or time.monotonic() > deadline:
                     raise WarehouseLocked(f"{self.path}: {exc}") from exc
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
+
+    def _open_lake(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+        assert self.lake is not None
+        con = duckdb.connect(config=self._config())
         try:
-            yield con
-        finally:
+            load_lake_extensions(con, self.lake.kind)
+            data = self.lake.data_dir(self.root)
+            if not read_only:
+                data.mkdir(parents=True, exist_ok=True)
+            options = f"DATA_PATH {_literal(str(data) + '/')}" + (", READ_ONLY" if read_only else "")
+            self._retry(lambda: con.execute(f"ATTACH {_literal(self.lake.catalog_uri(self.root))} AS "
+                                            f"{LAKE_ALIAS} ({options})"))
+            con.execute(f"USE {LAKE_ALIAS}")
+        except BaseException:
             con.close()
+            raise
+        return con
+
+    def _retry(self, fn: Callable[[], T]) -> T:
+        """Run ``fn``, again after a randomised pause when a concurrent DuckLake commit conflicts."""
+        for attempt in range(self.conflict_retries + 1):
+            try:
+                return fn()
+            except duckdb.Error as exc:
+                if self.lake is None or attempt == self.conflict_retries or not _is_conflict(exc):
+                    raise
+                time.sleep(random.uniform(0.01, 0.05) * 2 ** min(attempt, 5))
+        raise AssertionError("unreachable")
+
+    def _transaction(self, con: duckdb.DuckDBPyConnection, body: Callable[[], T]) -> T:
+        def attempt() -> T:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                out = body()
+                con.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(duckdb.Error):  # a failed COMMIT has ended the transaction
+                    con.execute("ROLLBACK")
+                raise
+            return out
+        return self._retry(attempt)
 
     def ensure_schema(self, con: duckdb.DuckDBPyConnection) -> None:
-        for schema in ("metrics", "embeddings", "datasets"):
-            con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
-        for table in METRIC_TABLES:
-            columns = METRIC_COLUMNS + EXTRA_COLUMNS.get(table, [])
-            con.execute(_ddl(f"metrics.{table}", columns))
-            # Warehouses written by an older version gain the contract's newer columns (null there).
-            for name, typ in columns:
-                con.execute(f"ALTER TABLE metrics.{table} ADD COLUMN IF NOT EXISTS {name} {typ}")
-        con.execute(_ddl("datasets.rejects", REJECT_COLUMNS))
-        union = " UNION ALL BY NAME ".join(f"SELECT '{t}' AS family, * FROM metrics.{t}" for t in METRIC_TABLES)
-        con.execute(f"CREATE OR REPLACE VIEW metrics.all AS {union}")
+        """Create the schemas, tables, columns and the ``metrics.all`` view that are missing. Nothing
+        is written when all exist, so concurrent writers on DuckLake do not conflict on it."""
+        if self._schema_ready:
+            return
+
+        def missing() -> list[str]:
+            have = {(s, t, c) for s, t, c in con.execute(
+                "SELECT table_schema, table_name, column_name FROM information_schema.columns "
+                "WHERE table_catalog = current_database()").fetchall()}
+            tables = {(s, t) for s, t, _ in have}
+            schemas = {s for (s,) in con.execute("SELECT schema_name FROM information_schema.schemata "
+                                                 "WHERE catalog_name = current_database()").fetchall()}
+            todo = [f"CREATE SCHEMA IF NOT EXISTS {s}" for s in ("metrics", "embeddings", "datasets")
+                    if s not in schemas]
+            for table in METRIC_TABLES:
+                columns = METRIC_COLUMNS + EXTRA_COLUMNS.get(table, [])
+                if ("metrics", table) not in tables:
+                    todo.append(_ddl(f"metrics.{table}", columns))
+                    continue
+                # Warehouses written by an older version gain the contract's newer columns (null there).
+                todo += [f"ALTER TABLE metrics.{table} ADD COLUMN {name} {typ}" for name, typ in columns
+                         if ("metrics", table, name) not in have]
+            if ("datasets", "rejects") not in tables:
+                todo.append(_ddl("datasets.rejects", REJECT_COLUMNS))
+            if todo or ("metrics", "all") not in tables:
+                union = " UNION ALL BY NAME ".join(f"SELECT '{t}' AS family, * FROM metrics.{t}" for t in METRIC_TABLES)
+                todo.append(f"CREATE OR REPLACE VIEW metrics.all AS {union}")
+            return todo
+
+        def create() -> None:
+            for statement in missing():
+                con.execute(statement)
+
+        if missing():
+            self._transaction(con, create)
+        self._schema_ready = True
 
     def replace_rows(self, table: str, rows: pa.Table, where: Mapping[str, str],
                      exclude: Mapping[str, str] | None = None) -> int:
@@ -117,46 +317,72 @@ class Warehouse:
                 if value in rows.column(column).to_pylist():
                     raise ValueError(f"{table}: rows with {column} = {value!r} are outside this writer's filter")
         clause = " AND ".join([f"{column} = ?" for column in where] + [f"{column} <> ?" for column in exclude])
-        deleted: dict[str, int] = {}
         with self.connect() as con:
             self.ensure_schema(con)
-            con.execute("BEGIN TRANSACTION")
-            try:
+
+            def body() -> dict[str, int]:
+                deleted = {}
                 for table, rows in tables.items():
                     deleted[table] = int(con.execute(f"DELETE FROM {table} WHERE {clause}",
                                                      [*where.values(), *exclude.values()]).fetchone()[0])
                     con.register("incoming_rows", rows)
-                    con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming_rows")
-                    con.unregister("incoming_rows")
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
-        return deleted
+                    try:
+                        con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming_rows")
+                    finally:
+                        con.unregister("incoming_rows")
+                return deleted
+
+            return self._transaction(con, body)
 
     def refresh_views(self, root: Path, datasets: list[str]) -> list[str]:
-        """(Re)create the views over the Parquet files of ``datasets`` that exist; returns their names."""
-        created = []
+        """(Re)create the views over the Parquet files of ``datasets`` that exist under ``root``;
+        returns their names. A view stores its path relative to the data root; one that already
+        reads that path is left alone (no write, so no conflict between concurrent writers)."""
+        root = Path(root).resolve()
+        wanted: dict[str, tuple[str, str]] = {}
+        for ds in datasets:
+            globs = {
+                f"datasets.{ds}_samples": (f"datasets/{ds}/samples.parquet", False),
+                f"datasets.{ds}_texts": (f"datasets/{ds}/texts.parquet", False),
+                f"datasets.{ds}_pairs": (f"datasets/{ds}/pairs.parquet", False),  # STS only
+                f"embeddings.{ds}_image": (f"embeddings/{ds}/image/*/*.parquet", True),
+                f"embeddings.{ds}_text": (f"embeddings/{ds}/text/*/*/*.parquet", True),
+                f"embeddings.{ds}_text_layers": (f"embeddings/{ds}/text_layers/*/*/*.parquet", True),
+            }
+            for view, (pattern, hive) in globs.items():
+                if glob.glob(str(root / pattern)):
+                    source = f"read_parquet({_literal(pattern)}"
+                    wanted[view] = (source, f"SELECT * FROM {source}, hive_partitioning = {str(hive).lower()})")
         with self.connect() as con:
             self.ensure_schema(con)
-            for ds in datasets:
-                base = root / "embeddings" / ds
-                globs = {
-                    f"datasets.{ds}_samples": (root / "datasets" / ds / "samples.parquet", False),
-                    f"datasets.{ds}_texts": (root / "datasets" / ds / "texts.parquet", False),
-                    f"datasets.{ds}_pairs": (root / "datasets" / ds / "pairs.parquet", False),  # STS only
-                    f"embeddings.{ds}_image": (base / "image" / "*" / "*.parquet", True),
-                    f"embeddings.{ds}_text": (base / "text" / "*" / "*" / "*.parquet", True),
-                    f"embeddings.{ds}_text_layers": (base / "text_layers" / "*" / "*" / "*.parquet", True),
-                }
-                for view, (pattern, hive) in globs.items():
-                    if not glob.glob(str(pattern)):
-                        continue
-                    literal = str(pattern).replace("'", "''")
-                    con.execute(f"CREATE OR REPLACE VIEW {view} AS SELECT * FROM read_parquet("
-                                f"'{literal}', hive_partitioning = {str(hive).lower()})")
-                    created.append(view)
-        return created
+            current = dict(con.execute("SELECT schema_name || '.' || view_name, sql FROM duckdb_views() "
+                                       "WHERE database_name = current_database()").fetchall())
+            # a view of an older version reads an absolute path: its quote is not right before the folder
+            stale = {v: q for v, (source, q) in wanted.items() if source not in (current.get(v) or "")}
+            if stale:
+                def body() -> None:
+                    for view, query in stale.items():
+                        con.execute(f"CREATE OR REPLACE VIEW {view} AS {query}")
+                self._transaction(con, body)
+        return list(wanted)
+
+
+def open_warehouse(root: Path, kind: str = "duckdb", catalog: str | None = None,
+                   data_path: str = "lake") -> Warehouse:
+    """The warehouse of the data root ``root`` for the profile's ``warehouse`` section."""
+    if kind not in BACKENDS:
+        raise ValueError(f"warehouse.kind {kind!r}: expected one of {', '.join(BACKENDS)}")
+    lake = LakeConfig(catalog or "", data_path) if kind == "ducklake" else None
+    return Warehouse(Path(root) / "warehouse.duckdb", lake)
+
+
+def check_read_only(con: duckdb.DuckDBPyConnection, query: str) -> None:
+    """Refuse any statement of ``query`` that is not a query (COPY, ATTACH, SET, INSERT, ...)."""
+    for statement in con.extract_statements(query):
+        kind = statement.type.name
+        if kind not in READ_STATEMENTS:
+            raise ReadOnlyViolation(f"{statement.query.strip()[:60]!r}: {kind} statement refused; the "
+                                    f"warehouse is read-only here (queries only: {', '.join(READ_STATEMENTS)})")
 
 
 def metric_rows(records: list[dict], table: str | None = None) -> pa.Table:
