@@ -26,7 +26,7 @@ def _materialize(args: argparse.Namespace) -> int:
 
     root = DataRoot.from_env()
     from conescope.profile import load_profile
-    from pipelines.refresh import execute_plan, full_plan
+    from pipelines.refresh import REPORTS_JOB, SUMMARY_JOB, execute_plan, full_plan
 
     profile = load_profile(args.profile)
     # an unknown --model or --lang fails here, before anything is started
@@ -39,6 +39,9 @@ def _materialize(args: argparse.Namespace) -> int:
 
     defs = build_definitions(profile, str(root.root))
     print(f"profile {profile.name} ({profile.source}), data root {root.root}: {len(plan)} runs")
+    if args.lang and set(profile.languages) - set(args.lang):
+        print(f"note: {SUMMARY_JOB} and {REPORTS_JOB} read every language of the profile; they run "
+              f"when no --lang is given")
     started = time.perf_counter()
     with dg.DagsterInstance.get() as instance:
         recover_dead_runs(instance)

@@ -48,7 +48,8 @@ def next_layer(profile: Profile, finished: PlannedRun, models: list[str] | None 
                done_models: set[str] | None = None) -> list[PlannedRun]:
     """The runs that a successful run of the chain unlocks (none after the last layer). After a
     model x lang run, ``done_langs`` are the languages of that model already done in this refresh;
-    the model's summary run is unlocked when they cover every language. After a summary run,
+    the model's summary run is unlocked when they cover every language of the profile (so never
+    when ``langs`` is a subset: the multilingual metrics read every language). After a summary run,
     ``done_models`` are the models whose summary is already done; the final reports run is unlocked
     when they cover every model."""
     models = models or list(profile.models)
@@ -66,7 +67,9 @@ def next_layer(profile: Profile, finished: PlannedRun, models: list[str] | None 
     if finished.job == PARTITION_JOB:
         keys = _split(finished.partition_key)
         model = keys["model"]
-        if model in models and set(langs) <= (done_langs or set()) | {keys["lang"]}:
+        # the summary reads every language of the profile: a --lang subset never unlocks it
+        if model in models and set(profile.languages) <= set(langs) \
+                and set(langs) <= (done_langs or set()) | {keys["lang"]}:
             return [PlannedRun(SUMMARY_JOB, model, tags)]
     if finished.job == SUMMARY_JOB and finished.partition_key in models \
             and set(models) <= (done_models or set()) | {finished.partition_key}:

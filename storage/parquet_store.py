@@ -7,8 +7,10 @@ version untouched. Provenance goes into the Parquet file metadata under ``conesc
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
@@ -24,24 +26,80 @@ PROVENANCE_KEY = b"conescope.provenance"
 MANIFEST_ROW_GROUP = 256
 
 
+_STAGED = re.compile(r"^(new|old)-(?P<slug>.+)-(?P<uid>[0-9a-f]{32})$")
+
+
+def _slug(target: Path, scratch: Path) -> str:
+    try:
+        rel = target.resolve().relative_to(scratch.resolve().parent)
+    except ValueError:
+        rel = target.resolve()
+    return re.sub(r"[^A-Za-z0-9=._-]+", "__", str(rel)).strip("_")
+
+
+def _flock(path: Path) -> int | None:
+    """An exclusive, non-blocking lock on ``path``, held until closed (the OS drops it when the process
+    dies, so a lock that can be taken marks staging whose writer is gone)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def remove_stale_staging(target: Path, scratch: Path) -> list[Path]:
+    """Remove the staging and retired directories of ``target`` left by writers that died (killed
+    while writing, or between the swap and the clean-up); a live writer's staging is kept (it holds
+    the lock beside it). Returns what was removed."""
+    slug = _slug(target, scratch)
+    removed = []
+    for path in sorted(scratch.glob("*-*")) if scratch.is_dir() else []:
+        match = _STAGED.match(path.name)
+        if not path.is_dir() or match is None or match["slug"] != slug:
+            continue
+        lock = path.with_name(path.name + ".lock")
+        fd = _flock(lock) if path.name.startswith("new-") else None
+        if path.name.startswith("new-") and fd is None:
+            continue  # its writer is alive
+        shutil.rmtree(path, ignore_errors=True)
+        lock.unlink(missing_ok=True)
+        if fd is not None:
+            os.close(fd)
+        removed.append(path)
+    return removed
+
+
 @contextmanager
 def atomic_directory(target: Path, scratch: Path) -> Iterator[Path]:
     """Yield an empty staging directory; on success it replaces ``target`` whole, on error it is
-    removed and ``target`` is left as it was."""
+    removed and ``target`` is left as it was. Staging is named after the target and locked while
+    written; once ``target`` is in place, staging of the same target left by dead writers is removed."""
     scratch.mkdir(parents=True, exist_ok=True)
-    staging = scratch / f"new-{uuid.uuid4().hex}"
+    slug = _slug(target, scratch)
+    uid = uuid.uuid4().hex
+    staging = scratch / f"new-{slug}-{uid}"
+    lock = scratch / f"new-{slug}-{uid}.lock"
+    fd = _flock(lock)
     staging.mkdir()
     try:
-        yield staging
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    target.parent.mkdir(parents=True, exist_ok=True)
-    retired = scratch / f"old-{uuid.uuid4().hex}"
-    if target.exists():
-        os.replace(target, retired)
-    os.replace(staging, target)
-    shutil.rmtree(retired, ignore_errors=True)
+        try:
+            yield staging
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        target.parent.mkdir(parents=True, exist_ok=True)
+        retired = scratch / f"old-{slug}-{uid}"
+        if target.exists():
+            os.replace(target, retired)
+        os.replace(staging, target)
+        shutil.rmtree(retired, ignore_errors=True)
+    finally:
+        lock.unlink(missing_ok=True)
+        if fd is not None:
+            os.close(fd)
+    remove_stale_staging(target, scratch)
 
 
 def _with_provenance(schema: pa.Schema, provenance: dict) -> pa.Schema:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import importlib
+import os
 import random
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -135,9 +136,23 @@ def _pinned_hint() -> str:
     return "(see pyproject.toml, extra ducklake)"
 
 
+def _sqlite_wal(path: Path | None) -> None:
+    """Create a SQLite catalog in WAL mode (persistent in the file): its readers then never wait for
+    a writer, and writers wait only for each other."""
+    if path is None or path.exists():
+        return
+    import sqlite3
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("PRAGMA journal_mode=WAL")
+
+
 def _is_conflict(exc: Exception) -> bool:
     text = str(exc).lower()
-    return isinstance(exc, duckdb.TransactionException) or "conflict" in text or "could not serialize" in text
+    # SQLite catalogs answer "database is locked" while another process commits
+    return isinstance(exc, duckdb.TransactionException) or any(
+        sign in text for sign in ("conflict", "could not serialize", "database is locked"))
 
 
 class Warehouse:
@@ -151,6 +166,7 @@ class Warehouse:
         self.lock_timeout_s = lock_timeout_s
         self.conflict_retries = conflict_retries
         self._schema_ready = False
+        self._base: tuple[int, duckdb.DuckDBPyConnection] | None = None
 
     @property
     def root(self) -> Path:
@@ -181,8 +197,13 @@ class Warehouse:
             raise FileNotFoundError(f"{self.describe()}: no warehouse yet; materialize a profile first "
                                     f"(`conescope materialize`)")
         self.root.mkdir(parents=True, exist_ok=True)
-        con = self._open_lake(read_only) if self.lake else self._open_file(read_only)
+        if self.lake and not sandbox:
+            con = self._lake_base().cursor()  # loading the extensions and attaching once per process
+            con.execute(f"USE {LAKE_ALIAS}")
+        else:
+            con = self._open_lake(read_only) if self.lake else self._open_file(read_only)
         try:
+            con.execute("SET enable_progress_bar = false")
             if sandbox:
                 allowed = [f"{folder}/" for folder in VIEW_FOLDERS]
                 allowed += [f"{self.root / folder}/" for folder in VIEW_FOLDERS]
@@ -194,6 +215,13 @@ class Warehouse:
             yield con
         finally:
             con.close()
+
+    def _lake_base(self) -> duckdb.DuckDBPyConnection:
+        """This process's connection to the lake (DuckLake gives each transaction its own snapshot,
+        so one long-lived connection is safe; a forked child opens its own)."""
+        if self._base is None or self._base[0] != os.getpid():
+            self._base = (os.getpid(), self._open_lake(read_only=False))
+        return self._base[1]
 
     def _config(self) -> dict:
         return {"file_search_path": str(self.root)}
@@ -218,6 +246,7 @@ class Warehouse:
             data = self.lake.data_dir(self.root)
             if not read_only:
                 data.mkdir(parents=True, exist_ok=True)
+                _sqlite_wal(self.lake.sqlite_file(self.root))
             options = f"DATA_PATH {_literal(str(data) + '/')}" + (", READ_ONLY" if read_only else "")
             self._retry(lambda: con.execute(f"ATTACH {_literal(self.lake.catalog_uri(self.root))} AS "
                                             f"{LAKE_ALIAS} ({options})"))
@@ -226,6 +255,10 @@ class Warehouse:
             con.close()
             raise
         return con
+
+    def fetch(self, con: duckdb.DuckDBPyConnection, query: str, params: list | None = None) -> pa.Table:
+        """The result of ``query`` as Arrow, retried while a DuckLake catalog is busy committing."""
+        return self._retry(lambda: con.execute(query, params or []).fetch_arrow_table())
 
     def _retry(self, fn: Callable[[], T]) -> T:
         """Run ``fn``, again after a randomised pause when a concurrent DuckLake commit conflicts."""

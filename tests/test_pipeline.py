@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dagster as dg
-import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -13,13 +12,14 @@ from conescope.metrics.isotropy import isotropy_summary
 from pipelines.refresh import PARTITION_JOB, PlannedRun, execute_plan
 from storage.parquet_store import read_embeddings, read_provenance
 from storage.paths import DataRoot
+from storage.warehouse import Warehouse
 
 METRIC_COLUMNS = ["dataset", "model", "lang", "modality", "transform", "fit_set", "eval_set", "metric", "value",
                   "ci_low", "ci_high", "n", "computed_at", "code_version", "params"]
 
 
 def _query(root: DataRoot, sql: str, params=None):
-    with duckdb.connect(str(root.warehouse), read_only=True) as con:
+    with Warehouse(root.warehouse).connect(read_only=True) as con:  # views resolve in the data root
         return con.execute(sql, params or []).fetchall()
 
 

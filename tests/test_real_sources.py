@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import dagster as dg
-import duckdb
 import numpy as np
 import pytest
 import yaml
@@ -17,6 +16,7 @@ from pipelines.definitions import build_definitions
 from pipelines.refresh import IMAGE_JOB, PARTITION_JOB, REPORTS_JOB, execute_plan, full_plan
 from storage.parquet_store import read_embeddings, read_provenance
 from storage.paths import DataRoot
+from storage.warehouse import Warehouse
 from tests.test_ingest import _cifar_archive
 
 
@@ -105,7 +105,7 @@ def real(tmp_path_factory):
 
 
 def _query(root, sql, params=None):
-    with duckdb.connect(str(root.warehouse), read_only=True) as con:
+    with Warehouse(root.warehouse).connect(read_only=True) as con:  # views resolve in the data root
         return con.execute(sql, params or []).fetchall()
 
 
