@@ -38,3 +38,98 @@ def test_sql_is_read_only(data_root, capsys):
 def test_sql_without_warehouse_says_what_to_run(data_root, capsys):
     assert main(["sql", "SELECT 1"]) == 2
     assert "conescope materialize" in capsys.readouterr().err
+
+
+def test_sql_writes_nothing_anywhere(data_root, tmp_path, capsys):
+    """COPY, ATTACH, CREATE and SET are refused, inside and outside the data root; the views' Parquet
+    files stay readable."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    wh = _warehouse(data_root)
+    part = data_root / "embeddings" / "d" / "image" / "model=m"
+    part.mkdir(parents=True)
+    pq.write_table(pa.table({"sample_id": ["a", "b"]}), part / "part-00000.parquet")
+    wh.refresh_views(data_root, ["d"])
+    assert main(["sql", "SELECT count(*) AS n FROM embeddings.d_image", "--format", "csv"]) == 0
+    assert capsys.readouterr().out.splitlines() == ['"n"', "2"]
+    outside, inside = tmp_path / "out.csv", data_root / "embeddings" / "out.csv"
+    attempts = [f"COPY (SELECT 1) TO '{outside}'", f"COPY (SELECT 1) TO '{inside}'",
+                f"ATTACH '{tmp_path / 'other.duckdb'}' AS o (READ_ONLY false); CREATE TABLE o.t (a INT)",
+                f"ATTACH '{data_root / 'embeddings' / 'x.duckdb'}' AS o",
+                "SELECT 1; CREATE TABLE metrics.t (a INT)", "SET enable_external_access = true",
+                f"SELECT * FROM read_csv('{tmp_path / 'tiny.csv'}')"]
+    (tmp_path / "tiny.csv").write_text("a\n1\n")
+    for query in attempts:
+        assert main(["sql", query]) == 2, query
+        err = capsys.readouterr().err
+        assert err.startswith("conescope: error: ") and len(err.strip().splitlines()) == 1, err
+    assert not outside.exists() and not inside.exists()
+    assert not (tmp_path / "other.duckdb").exists() and not (data_root / "embeddings" / "x.duckdb").exists()
+
+
+def test_views_follow_a_moved_data_root(data_root, tmp_path, capsys, monkeypatch):
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    wh = _warehouse(data_root)
+    part = data_root / "embeddings" / "d" / "image" / "model=m"
+    part.mkdir(parents=True)
+    pq.write_table(pa.table({"sample_id": ["a", "b"]}), part / "part-00000.parquet")
+    wh.refresh_views(data_root, ["d"])
+    moved = tmp_path / "moved"
+    shutil.copytree(data_root, moved)
+    pq.write_table(pa.table({"sample_id": ["only one"]}), moved / "embeddings/d/image/model=m/part-00000.parquet")
+    monkeypatch.setenv("CONESCOPE_HOME", str(moved))
+    assert main(["sql", "SELECT sample_id FROM embeddings.d_image", "--format", "csv"]) == 0
+    assert capsys.readouterr().out.splitlines() == ['"sample_id"', '"only one"']
+    shutil.rmtree(data_root)  # the copy does not depend on the original
+    assert main(["sql", "SELECT count(*) FROM embeddings.d_image", "--format", "csv"]) == 0
+
+
+def test_errors_are_one_line_and_debug_shows_the_traceback(data_root, tmp_path, capsys):
+    import pytest
+    import yaml
+
+    from tests.conftest import TINY_PROFILE
+
+    bad = tmp_path / "demo.yaml"
+    datasets = {**TINY_PROFILE["datasets"], "shapes": {**TINY_PROFILE["datasets"]["shapes"], "image_sise": 32}}
+    bad.write_text(yaml.safe_dump({**TINY_PROFILE, "datasets": datasets}))
+    assert main(["materialize", "--profile", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("conescope: error: demo.yaml: datasets.shapes.image_sise: unknown key (allowed: ")
+    assert len(err.strip().splitlines()) == 1
+
+    good = tmp_path / "tiny.yaml"
+    good.write_text(yaml.safe_dump(TINY_PROFILE))
+    assert main(["materialize", "--profile", str(good), "--model", "vit-h-14"]) == 2
+    err = capsys.readouterr().err
+    assert "not in profile 'tiny': vit-h-14" in err and len(err.strip().splitlines()) == 1
+    assert not (data_root / "dagster_home").exists(), "nothing is started for a bad command line"
+
+    with pytest.raises(ValueError, match="image_sise"):
+        main(["--debug", "materialize", "--profile", str(bad)])
+    with pytest.raises(ValueError, match="image_sise"):
+        main(["materialize", "--profile", str(bad), "--debug"])
+
+
+def test_a_failing_step_is_reported_in_one_line(data_root, tmp_path, capsys):
+    """A dataset whose source files are missing (offline, nothing downloaded): one line naming the
+    step and the problem."""
+    import yaml
+
+    from tests.conftest import TINY_PROFILE
+
+    profile = {**{k: v for k, v in TINY_PROFILE.items() if k != "transforms"}, "languages": ["en"],
+               "datasets": {"shapes": TINY_PROFILE["datasets"]["shapes"],
+                            "wiki": {"kind": "wikicaps", "file": "wikicaps.tsv", "languages": ["en"]}},
+               "models": {"tiny.random": TINY_PROFILE["models"]["tiny.random"]}}
+    path = tmp_path / "offline.yaml"
+    path.write_text(yaml.safe_dump(profile))
+    assert main(["materialize", "--profile", str(path)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("conescope: error: datasets__wiki: "), err
+    assert "wikicaps.tsv" in err[0] and "--debug" in err[0]
