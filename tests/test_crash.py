@@ -1,0 +1,79 @@
+"""Crash safety (DESIGN.md, "Operations"): ``kill -9`` of ``conescope materialize`` while one of its
+steps holds a concurrency pool (``duckdb``: a dataset write; ``gpu``: an embedding), then a rerun of
+the same command: it marks the dead run failed, frees its slot, says so, and completes, without
+waiting; no staging of the killed step survives the rerun (tests/test_storage.py kills a writer in
+the middle of a directory write)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import TINY_PROFILE
+
+REPO = Path(__file__).resolve().parent.parent
+# Big enough that the killed step is caught in the middle of its work; no transforms, one language.
+PROFILE = {"name": "crash", "seed": 0, "languages": ["en"],
+           "datasets": {"shapes": {"kind": "shapes", "n": 160, "image_size": 32, "seed": 1}},
+           "models": {"tiny.random": TINY_PROFILE["models"]["tiny.random"]},
+           "embedding": {"batch_size": 8, "device": "cpu", "part_rows": 64, "workers": 0}}
+
+
+def _holder(root: Path, pool: str) -> str | None:
+    """The run holding a slot of ``pool``, read from the instance's own storage."""
+    import dagster as dg
+
+    os.environ["DAGSTER_HOME"] = str(root / "dagster_home")
+    if not (root / "dagster_home" / "dagster.yaml").exists():
+        return None
+    with dg.DagsterInstance.get() as instance:
+        if pool not in instance.event_log_storage.get_concurrency_keys():
+            return None
+        claimed = instance.event_log_storage.get_concurrency_info(pool).claimed_slots
+        return claimed[0].run_id if claimed else None
+
+
+def _command(profile: Path) -> list[str]:
+    return [sys.executable, "-m", "pipelines.cli", "materialize", "--profile", str(profile)]
+
+
+@pytest.mark.parametrize("pool", ["duckdb", "gpu"])
+def test_rerun_after_kill_frees_the_dead_runs_slot_and_completes(pool, tmp_path, monkeypatch):
+    import dagster as dg
+
+    root = tmp_path / "data"
+    profile = tmp_path / "crash.yaml"
+    profile.write_text(yaml.safe_dump(PROFILE))
+    env = {**os.environ, "CONESCOPE_HOME": str(root), "PYTHONPATH": str(REPO)}
+    env.pop("DAGSTER_HOME", None)
+    victim = subprocess.Popen(_command(profile), cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    holder = None
+    staging = root / "tmp"
+    while holder is None:
+        assert victim.poll() is None, "the run ended before its step could be killed"
+        assert time.monotonic() < deadline, f"no step took the {pool} pool"
+        # the embedding is killed once it has committed a part, so the rerun resumes from it
+        if pool == "duckdb" or any((staging / "resume").glob("*/*/commit-*.json")):
+            holder = _holder(root, pool)
+        time.sleep(0.02)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    assert _holder(root, pool) == holder, "the dead run still holds the slot"
+
+    rerun = subprocess.run(_command(profile), cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert f"run {holder} " in rerun.stdout and "marked failed, its concurrency slots freed" in rerun.stdout
+    assert _holder(root, pool) is None
+    with dg.DagsterInstance.get() as instance:
+        assert instance.get_run_by_id(holder).status == dg.DagsterRunStatus.FAILURE
+    assert not [p for p in staging.glob("*") if p.name.startswith(("new-", "old-"))], "stale staging survives"
+    assert not (staging / "resume").exists() or not any((staging / "resume").iterdir())
