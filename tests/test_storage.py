@@ -148,3 +148,49 @@ def test_replace_tables_is_all_or_nothing(tmp_path):
                           {"transform": "none"})
     with wh.connect(read_only=True) as con:
         assert con.execute("SELECT value FROM metrics.clip_loss").fetchall() == [(1.0,)]
+
+
+def _write_and_hang(target: str, scratch: str, ready) -> None:
+    from pathlib import Path
+
+    with atomic_directory(Path(target), Path(scratch)) as staging:
+        (staging / "samples.parquet").write_bytes(b"half written")
+        ready.set()
+        import time
+
+        time.sleep(600)
+
+
+def test_staging_of_a_killed_write_is_removed_once_its_target_is_in_place(tmp_path):
+    """A writer killed in the middle of a directory write leaves its staging; the next successful
+    write of the same target removes it, and keeps a live writer's staging and other targets'."""
+    import multiprocessing as mp
+    import os
+    import signal
+
+    scratch, target, other = tmp_path / "tmp", tmp_path / "datasets" / "shapes", tmp_path / "datasets" / "digits"
+    ctx = mp.get_context("fork")
+    staged = []
+    for victim_target in (target, other):
+        ready = ctx.Event()
+        victim = ctx.Process(target=_write_and_hang, args=(str(victim_target), str(scratch), ready))
+        victim.start()
+        assert ready.wait(60)
+        os.kill(victim.pid, signal.SIGKILL)
+        victim.join()
+        staged.append({p for p in scratch.glob("new-*") if p.is_dir()} - set().union(*staged))
+    ready = ctx.Event()
+    live = ctx.Process(target=_write_and_hang, args=(str(target), str(scratch), ready))
+    live.start()
+    try:
+        assert ready.wait(60)
+        live_staging = {p for p in scratch.glob("new-*") if p.is_dir()} - staged[0] - staged[1]
+        assert all(len(s) == 1 for s in (*staged, live_staging))
+        with atomic_directory(target, scratch) as staging:
+            (staging / "samples.parquet").write_bytes(b"complete")
+        assert (target / "samples.parquet").read_bytes() == b"complete"
+        left = {p for p in scratch.glob("new-*") if p.is_dir()}
+        assert left == staged[1] | live_staging, "the dead writer's staging of this target is gone, no other"
+    finally:
+        live.kill()
+        live.join()
