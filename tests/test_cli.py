@@ -1,6 +1,7 @@
 """``conescope sql``: read-only queries printed as a table, errors as one line."""
 
 import duckdb
+import pytest
 
 from pipelines.cli import main
 from storage.warehouse import Warehouse, metric_rows
@@ -133,3 +134,50 @@ def test_a_failing_step_is_reported_in_one_line(data_root, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("conescope: error: datasets__wiki: "), err
     assert "wikicaps.tsv" in err[0] and "--debug" in err[0]
+
+
+def test_a_language_subset_plans_no_run_that_reads_every_language(tiny_profile):
+    from pipelines.refresh import PARTITION_JOB, REPORTS_JOB, SUMMARY_JOB, full_plan
+
+    subset = full_plan(tiny_profile, "t", ["tiny.random"], ["en"])
+    assert [p.job for p in subset if p.job in (SUMMARY_JOB, REPORTS_JOB)] == []
+    assert [p.partition_key for p in subset if p.job == PARTITION_JOB] == ["en|tiny.random"]
+    full = full_plan(tiny_profile, "t", ["tiny.random"])
+    assert [p.partition_key for p in full if p.job == SUMMARY_JOB] == ["tiny.random"]
+
+
+def _readme_command(prefix: str) -> list[str]:
+    import re
+    import shlex
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    line = next(m for m in re.findall(r"^\.venv/bin/(.+)$", text, flags=re.M) if m.startswith(prefix))
+    return shlex.split(line)
+
+
+@pytest.mark.heavy
+def test_readme_subset_example_completes_on_the_demo_profile(data_root, monkeypatch, capsys):
+    monkeypatch.delenv("CONESCOPE_PROFILE", raising=False)
+    argv = _readme_command("conescope materialize --model")
+    assert argv == ["conescope", "materialize", "--model", "vit-b-32.random", "--lang", "en"]
+    assert main(argv[1:]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "note: model_summary_job and reports_job read every language" in out and "FAILED" not in out
+
+
+@pytest.mark.heavy
+def test_readme_warehouse_bench_runs(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    argv = _readme_command("python bench/warehouse.py")
+    assert argv == ["python", "bench/warehouse.py"]
+    repo = Path(__file__).resolve().parent.parent
+    small = ["--partitions", "6", "--rows", "5", "--writers", "1", "2"]
+    done = subprocess.run([sys.executable, argv[1], *small], cwd=repo, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = [line.split() for line in done.stdout.splitlines()[2:]]
+    assert {(row[0], row[1]) for row in lines if len(row) == 9} >= {("duckdb", "1"), ("ducklake-sqlite", "2")}
+    assert all(row[4] == "30" and row[6] == "0" for row in lines if len(row) == 9), done.stdout  # stored, failed

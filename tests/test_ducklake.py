@@ -168,3 +168,15 @@ def test_duckdb_pool_has_one_slot_on_the_file_and_more_on_ducklake():
         assert instance.event_log_storage.get_concurrency_info("duckdb").slot_count == 8
         assert ensure_warehouse_pool(instance, "ducklake") == 8  # a limit set by hand is kept
         assert ensure_warehouse_pool(instance, "duckdb") == 1
+
+
+def test_readme_warehouse_sections_parse():
+    """Each ``warehouse:`` example of the README is a valid profile section."""
+    import yaml
+
+    text = README.read_text()
+    block = text.split("### Warehouse backends", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    base = {k: v for k, v in TINY_PROFILE.items() if k != "transforms"}
+    kinds = [parse_profile({**base, **yaml.safe_load(line)}, "README").warehouse.kind
+             for line in block.splitlines() if line.strip()]
+    assert kinds == ["duckdb", "ducklake", "ducklake"]
