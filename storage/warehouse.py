@@ -25,6 +25,7 @@ import glob
 import importlib
 import os
 import random
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -63,6 +64,8 @@ _LAKE_EXTENSIONS = {"ducklake": "duckdb_extension_ducklake", "sqlite_scanner": "
                     "postgres_scanner": "duckdb_extension_postgres_scanner"}
 
 T = TypeVar("T")
+_BASES: dict[tuple[int, str, str, str], duckdb.DuckDBPyConnection] = {}
+_BASES_LOCK = threading.Lock()
 
 
 def arrow_schema(columns: list[tuple[str, str]]) -> pa.Schema:
@@ -166,7 +169,6 @@ class Warehouse:
         self.lock_timeout_s = lock_timeout_s
         self.conflict_retries = conflict_retries
         self._schema_ready = False
-        self._base: tuple[int, duckdb.DuckDBPyConnection] | None = None
 
     @property
     def root(self) -> Path:
@@ -217,11 +219,15 @@ class Warehouse:
             con.close()
 
     def _lake_base(self) -> duckdb.DuckDBPyConnection:
-        """This process's connection to the lake (DuckLake gives each transaction its own snapshot,
-        so one long-lived connection is safe; a forked child opens its own)."""
-        if self._base is None or self._base[0] != os.getpid():
-            self._base = (os.getpid(), self._open_lake(read_only=False))
-        return self._base[1]
+        """This process's connection to the lake, shared by every Warehouse of the same lake (DuckLake
+        gives each transaction its own snapshot, so one long-lived connection is safe; loading the
+        extensions and attaching takes about half a second). A forked child opens its own."""
+        assert self.lake is not None
+        key = (os.getpid(), str(self.root), self.lake.catalog_uri(self.root), str(self.lake.data_dir(self.root)))
+        with _BASES_LOCK:
+            if key not in _BASES:
+                _BASES[key] = self._open_lake(read_only=False)
+            return _BASES[key]
 
     def _config(self) -> dict:
         return {"file_search_path": str(self.root)}

@@ -180,3 +180,27 @@ def test_readme_warehouse_sections_parse():
     kinds = [parse_profile({**base, **yaml.safe_load(line)}, "README").warehouse.kind
              for line in block.splitlines() if line.strip()]
     assert kinds == ["duckdb", "ducklake", "ducklake"]
+
+
+def test_materialize_and_query_on_ducklake(tmp_path, monkeypatch, capsys):
+    """The pipeline end to end on a DuckLake warehouse with a SQLite catalog: every metric step
+    writes, the views read the embeddings, `conescope sql` answers; no warehouse.duckdb is made."""
+    import yaml
+
+    from pipelines.cli import main
+    from tests.test_crash import PROFILE
+
+    root = tmp_path / "data"
+    monkeypatch.setenv("CONESCOPE_HOME", str(root))
+    profile = tmp_path / "lake.yaml"
+    profile.write_text(yaml.safe_dump({**PROFILE, "datasets": {"shapes": {**PROFILE["datasets"]["shapes"], "n": 40}},
+                                       "warehouse": {"kind": "ducklake", "catalog": "sqlite:catalog.sqlite"}}))
+    assert main(["materialize", "--profile", str(profile)]) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    query = ("SELECT (SELECT count(*) FROM metrics.isotropy WHERE model = 'tiny.random' AND transform = 'none'), "
+             "(SELECT count(*) FROM embeddings.shapes_image), (SELECT count(DISTINCT family) FROM metrics.all)")
+    assert main(["sql", query, "--profile", str(profile), "--format", "csv"]) == 0
+    isotropy, images, families = map(int, capsys.readouterr().out.splitlines()[1].split(","))
+    assert isotropy > 0 and images == 40 and families >= 5
+    assert (root / "catalog.sqlite").is_file() and any((root / "lake").rglob("*.parquet"))
+    assert not (root / "warehouse.duckdb").exists()
