@@ -152,7 +152,7 @@ def _readme_command(prefix: str) -> list[str]:
     from pathlib import Path
 
     text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    line = next(m for m in re.findall(r"^\.venv/bin/(.+)$", text, flags=re.M) if m.startswith(prefix))
+    line = next(m for m in re.findall(r"\.venv/bin/([^`\n]+)", text) if m.startswith(prefix))
     return shlex.split(line)
 
 
