@@ -38,7 +38,7 @@ from conescope.profile_schema import (
 )
 
 __all__ = ["DatasetSpec", "EmbeddingSpec", "MetricSettings", "ModelSpec", "Profile", "ProfileError", "ReportSettings",
-           "ReportSpec", "ScheduleSpec", "TransformSettings", "load_profile", "parse_profile"]
+           "ReportSpec", "ScheduleSpec", "TransformSettings", "WarehouseSpec", "load_profile", "parse_profile"]
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_PROFILE = "demo"
@@ -182,6 +182,25 @@ class TransformSettings(Section):
                 + [(("class_disjoint", "datasets", i), d) for i, d in enumerate(self.class_disjoint)])
 
 
+@record
+class WarehouseSpec(Section):
+    """Where metric rows go (profile section ``warehouse``; storage/warehouse.py): the embedded DuckDB
+    file, or DuckLake with a ``sqlite:<path>`` or ``postgres:<dsn>`` catalog and its Parquet
+    ``data_path`` (relative paths: relative to the data root)."""
+
+    kind: Literal["duckdb", "ducklake"] = "duckdb"
+    catalog: Annotated[Text, Field(pattern=r"^(sqlite|postgres):.+")] | None = None
+    data_path: Text = "lake"
+
+    @model_validator(mode="after")
+    def _catalog(self) -> WarehouseSpec:
+        if self.kind == "ducklake" and self.catalog is None:
+            raise problem("missing required key (kind: ducklake)", "catalog")
+        if self.kind == "duckdb" and self.catalog is not None:
+            raise problem("only for kind: ducklake", "catalog")
+        return self
+
+
 DatasetEntry = dataset_entry(source_kinds())
 
 
@@ -199,6 +218,7 @@ class Profile(Section):
     schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
     metrics: MetricSettings = Field(default_factory=MetricSettings)
     transforms: TransformSettings = Field(default_factory=TransformSettings)
+    warehouse: WarehouseSpec = Field(default_factory=WarehouseSpec)
 
     @classmethod
     def from_yaml(cls, data: dict) -> dict:

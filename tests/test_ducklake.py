@@ -40,8 +40,12 @@ def test_profile_warehouse_section():
     lake = {"kind": "ducklake", "catalog": "sqlite:lake.sqlite"}
     spec = parse_profile({**base, "warehouse": lake}, "t.yaml").warehouse
     assert (spec.kind, spec.catalog, spec.data_path) == ("ducklake", "sqlite:lake.sqlite", "lake")
-    with pytest.raises(ProfileError, match=r"t.yaml: warehouse.catalog: 'mysql:x': expected sqlite"):
+    with pytest.raises(ProfileError, match=r"warehouse.catalog: .mysql:x. does not match \^\(sqlite\|postgres\)"):
         parse_profile({**base, "warehouse": {"kind": "ducklake", "catalog": "mysql:x"}}, "t.yaml")
+    with pytest.raises(ProfileError, match=r"t.yaml: warehouse.catalog: missing required key \(kind: ducklake\)"):
+        parse_profile({**base, "warehouse": {"kind": "ducklake"}}, "t.yaml")
+    with pytest.raises(ProfileError, match=r"t.yaml: warehouse.dta_path: unknown key \(allowed: catalog, data_path"):
+        parse_profile({**base, "warehouse": {"kind": "ducklake", "catalog": "sqlite:x", "dta_path": "y"}}, "t.yaml")
     with pytest.raises(ProfileError, match=r"warehouse.catalog: only for kind: ducklake"):
         parse_profile({**base, "warehouse": {"catalog": "sqlite:x"}}, "t.yaml")
     with pytest.raises(ProfileError, match=r"warehouse.kind: 'sqlite' is not one of duckdb, ducklake"):
