@@ -21,7 +21,7 @@ from tests.conftest import TINY_PROFILE
 REPO = Path(__file__).resolve().parent.parent
 # Big enough that the killed step is caught in the middle of its work; no transforms, one language.
 PROFILE = {"name": "crash", "seed": 0, "languages": ["en"],
-           "datasets": {"shapes": {"kind": "shapes", "n": 160, "image_size": 32, "seed": 1}},
+           "datasets": {"shapes": {"kind": "shapes", "n": 600, "image_size": 32, "seed": 1}},
            "models": {"tiny.random": TINY_PROFILE["models"]["tiny.random"]},
            "embedding": {"batch_size": 8, "device": "cpu", "part_rows": 64, "workers": 0}}
 
@@ -67,7 +67,7 @@ def test_rerun_after_kill_frees_the_dead_runs_slot_and_completes(pool, tmp_path,
         time.sleep(0.02)
     victim.send_signal(signal.SIGKILL)
     victim.wait()
-    assert _holder(root, pool) == holder, "the dead run still holds the slot"
+    assert _holder(root, pool) == holder, "the step was killed while it held the slot"
 
     rerun = subprocess.run(_command(profile), cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
