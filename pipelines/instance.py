@@ -18,7 +18,8 @@ from storage.paths import DataRoot
 INSTANCE_CONFIG = {
     "telemetry": {"enabled": False},
     "concurrency": {"pools": {"default_limit": 1, "granularity": "op"}},
-    # The daemon (`conescope dev`) marks runs whose worker died as failed, which frees their slots.
+    # The daemon (`conescope dev`) fails runs that never start, and runs whose worker died where the
+    # run launcher can check its workers (the k8s one; not the local default launcher).
     "run_monitoring": {"enabled": True, "start_timeout_seconds": 180, "max_resume_run_attempts": 0,
                        "poll_interval_seconds": 30},
 }
