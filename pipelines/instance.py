@@ -132,4 +132,21 @@ def recover_dead_runs(instance, log: Callable[[str], None] = print) -> list[str]
         log(f"run {run.run_id} ({run.job_name} {partition}) was left {run.status.value} by dead process "
             f"{parts[1]}: marked failed, its concurrency slots freed")
         failed.append(run.run_id)
+    _free_slots_of_finished_runs(instance, log)
     return failed
+
+
+def _free_slots_of_finished_runs(instance, log: Callable[[str], None]) -> None:
+    """Free slots still claimed by runs that have ended (a run failed or terminated from outside,
+    e.g. in the UI, keeps the slots its dead worker claimed)."""
+    import dagster as dg
+
+    storage = instance.event_log_storage
+    holders = {slot.run_id for key in storage.get_concurrency_keys()
+               for slot in storage.get_concurrency_info(key).claimed_slots}
+    for run_id in sorted(holders):
+        run = instance.get_run_by_id(run_id)
+        if run is None or run.status in (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE,
+                                         dg.DagsterRunStatus.CANCELED):
+            storage.free_concurrency_slots_for_run(run_id)
+            log(f"run {run_id} ({run.status.value if run else 'deleted'}) still held concurrency slots: freed")

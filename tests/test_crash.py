@@ -77,3 +77,26 @@ def test_rerun_after_kill_frees_the_dead_runs_slot_and_completes(pool, tmp_path,
         assert instance.get_run_by_id(holder).status == dg.DagsterRunStatus.FAILURE
     assert not [p for p in staging.glob("*") if p.name.startswith(("new-", "old-"))], "stale staging survives"
     assert not (staging / "resume").exists() or not any((staging / "resume").iterdir())
+
+
+def test_slots_of_a_run_ended_from_outside_are_freed():
+    """A run failed from outside (the UI's terminate) keeps the slot its dead worker claimed; the
+    recovery frees it, and leaves a live run's slot alone."""
+    import dagster as dg
+
+    from pipelines.instance import recover_dead_runs
+
+    with dg.instance_for_test() as instance:
+        storage = instance.event_log_storage
+        storage.set_concurrency_slots("duckdb", 2)
+        ended = instance.create_run_for_job(dg.GraphDefinition("a").to_job())
+        live = instance.create_run_for_job(dg.GraphDefinition("b").to_job())
+        instance.handle_run_event(live.run_id, dg.DagsterEvent(
+            event_type_value="PIPELINE_START", job_name=live.job_name))
+        for run in (ended, live):
+            assert storage.claim_concurrency_slot("duckdb", run.run_id, "step").is_claimed
+        instance.report_run_failed(ended, "terminated from the UI")
+        lines = []
+        assert recover_dead_runs(instance, lines.append) == []
+        assert [s.run_id for s in storage.get_concurrency_info("duckdb").claimed_slots] == [live.run_id]
+        assert lines == [f"run {ended.run_id} (FAILURE) still held concurrency slots: freed"]
