@@ -22,21 +22,19 @@ def _warehouse(profile_name: str | None):
 
 
 def _materialize(args: argparse.Namespace) -> int:
-    from pipelines.instance import ensure_dagster_home
-
-    root = DataRoot.from_env()
     from conescope.profile import load_profile
     from pipelines.refresh import REPORTS_JOB, SUMMARY_JOB, execute_plan, full_plan
 
+    root = DataRoot.from_env()
     profile = load_profile(args.profile)
-    # an unknown --model or --lang fails here, before anything is started
+    # an unknown --model or --lang fails here, before anything is started or written
     plan = full_plan(profile, f"cli-{time.strftime('%Y%m%dT%H%M%S')}", args.model or None, args.lang or None)
-    ensure_dagster_home(root)
     import dagster as dg
 
     from pipelines.definitions import build_definitions
-    from pipelines.instance import ensure_warehouse_pool, recover_dead_runs
+    from pipelines.instance import ensure_dagster_home, ensure_warehouse_pool, recover_dead_runs
 
+    ensure_dagster_home(root)
     defs = build_definitions(profile, str(root.root))
     print(f"profile {profile.name} ({profile.source}), data root {root.root}: {len(plan)} runs")
     if args.lang and set(profile.languages) - set(args.lang):
