@@ -3,7 +3,9 @@
 Each function takes embedding sets and the profile's metric settings and returns metric records
 (``dataset``, ``modality``, ``metric``, ``value``, ``ci_low``, ``ci_high``, ``n``, ``eval_set``,
 ``params``); the asset adds ``model``, ``lang`` and provenance. The formulas live in
-``conescope.metrics``; this module only decides what is computed on which rows.
+``conescope.metrics``; this module decides which records a family gives for one pair of sets (which
+rows are paired, which metrics get a bootstrap CI, what goes into ``params``), and
+``conescope.partition_metrics`` which sets of a partition each family is computed on.
 """
 
 from __future__ import annotations
