@@ -62,3 +62,35 @@ def class_prompts(text: TextSet) -> tuple[np.ndarray, np.ndarray]:
     classes = np.unique(labels)
     means = np.vstack([emb[labels == c].mean(axis=0) for c in classes])
     return classes, means
+
+
+def first_prompt_rows(text: TextSet) -> dict[int, int]:
+    """The row of the first prompt of each class that has one (class id -> text row)."""
+    return {int(text.labels[r]): int(r) for r in text.prompt_rows[::-1]}
+
+
+def prompt_pairs(image: ImageSet, text: TextSet, image_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(image rows, text rows): each of ``image_rows`` whose class has a prompt, with the first prompt
+    of its class (the fit pairs of a classification set, Tyshchuk et al. 2023, Section 5)."""
+    first = first_prompt_rows(text)
+    rows = np.asarray([i for i in image_rows if int(image.labels[i]) in first], dtype=np.int64)
+    return rows, np.asarray([first[int(image.labels[i])] for i in rows], dtype=np.int64)
+
+
+def positive_pairs(image: ImageSet, text: TextSet) -> tuple[np.ndarray, np.ndarray, str]:
+    """(image rows, text rows, kind): every caption with its image, else every image with the first
+    prompt of its class."""
+    text_rows, image_rows = caption_pairs(image, text)
+    if len(text_rows):
+        return image_rows, text_rows, "caption"
+    return *prompt_pairs(image, text, np.arange(len(image.labels))), "class prompt"
+
+
+def text_labels(text: TextSet, sample_labels: dict) -> np.ndarray:
+    """The label of each text: the label of the sample a caption describes (``sample_labels``: sample
+    id -> label, -1 or absent when unknown), the class a prompt names."""
+    labels = text.labels.copy()
+    for i, sid in enumerate(text.sample_ids):
+        if sid is not None:
+            labels[i] = sample_labels.get(sid, -1)
+    return labels

@@ -30,9 +30,6 @@ from scipy.linalg import blas, lapack
 from conescope.provenance import array_digest, code_version
 
 MODALITIES = ("image", "text")
-# Whitening-k needs k components whose variance exceeds d * eps (of the precision the covariance was
-# formed in) times the largest one; below it the fit set has no variance to whiten (fewer rows than
-# dimensions) and 1/sqrt(eigenvalue) is rounding noise.
 # Least squares through the normal equations squares the condition number of the design matrix;
 # below this reciprocal condition number of the Gram matrix the SVD solver takes over.
 _MIN_RCOND = 1e-10

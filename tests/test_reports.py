@@ -13,10 +13,11 @@ import dagster as dg
 import numpy as np
 import pytest
 
+from conescope.profile import ReportSettings
 from conescope.reports.cache import ArrayCache, data_key
 from conescope.reports.page import Items, render_page
 from conescope.reports.paper import ModelInfo, enrich, table_lines
-from conescope.reports.partition import DatasetData, ReportSettings, gap_shift_points, render_partition_report
+from conescope.reports.partition import gap_shift_points, render_partition_report
 from conescope.reports.projections import (
     cluster_labels,
     cluster_order,
@@ -26,6 +27,7 @@ from conescope.reports.projections import (
     tsne_maps,
 )
 from conescope.reports.published import PUBLISHED, Published
+from conescope.reports.report_data import DatasetData
 from conescope.reports.svg import Series, heatmap, scatter
 from storage.embedding_sets import load_image_set, load_text_set
 

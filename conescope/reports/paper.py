@@ -9,8 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from conescope.reports.page import esc, fmt, render_page
-from conescope.reports.partition import RenderedReport
 from conescope.reports.published import GAP_NORM_COCO, PUBLISHED, SOURCE, TABLE_TITLES, Published, matches
+from conescope.reports.report_data import RenderedReport
 
 
 @dataclass(frozen=True)
