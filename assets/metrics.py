@@ -161,7 +161,7 @@ def metric_assets(profile: Profile, parts: ProfilePartitions) -> list[dg.AssetsD
                 loaded = cached_model(profile.models[model], profile.embedding.device)
                 set_text_language(loaded, lang)  # the model is shared across partitions: NLLB-CLIP needs this one's
                 states = text_layer_states(loaded, txt.texts, profile.embedding.batch_size)
-            rows += families.layer_rows(ds, states)
+            rows += families.layer_rows(ds, states, s)
             pairs = manifest_pairs(home.root, ds)
             if pairs is not None:
                 rows += families.sts_rows(ds, txt.text_ids, txt.emb, states, pairs)

@@ -22,7 +22,7 @@ from storage.parquet_store import read_provenance
 from storage.transform_store import read_transforms, transform_file_name, write_transforms
 from storage.warehouse import metric_rows
 
-TABLES = ("isotropy", "modality_gap", "clip_loss", "zero_shot", "retrieval")
+TABLES = ("isotropy", "modality_gap", "clip_loss", "zero_shot", "retrieval", "linear_probe")
 
 
 def _datasets(profile: Profile) -> list[str]:

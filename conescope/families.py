@@ -47,11 +47,25 @@ def _mean_rec(dataset: str, modality: str, metric: str, values: np.ndarray, s: M
 
 # --- isotropy ------------------------------------------------------------------------------------
 
+def _compat_params(metric: str) -> str | None:
+    if not metric.endswith("_compat"):
+        return None
+    return _params(eigenvectors="rows of numpy eigh's matrix, signs as returned (the published code)",
+                   note="depends on the eigensolver's signs; see conescope.metrics.isotropy.i1_i2")
+
+
+def _pairwise_rec(dataset: str, modality: str, metric: str, x: np.ndarray, s: MetricSettings, **kw) -> dict:
+    """A mean over pairs of rows with its CI from resampled rows (``bootstrap.pairwise_mean_cosine_ci``)."""
+    value, lo, hi = bootstrap.pairwise_mean_cosine_ci(x, seed=s.seed, n_boot=s.bootstrap)
+    return _rec(dataset, modality, metric, value, len(x), (lo, hi), **kw)
+
+
 def isotropy_rows(dataset: str, modality: str, x: np.ndarray, s: MetricSettings) -> list[dict]:
     """i1, i2, isoscore, isoscore_null, mean_cosine (with CI), mean_vector_norm, effective_rank."""
-    summary, per_sample_cosine = isotropy.isotropy_profile(x)
-    rows = [_rec(dataset, modality, m, v, len(x)) for m, v in summary.items() if m != "mean_cosine"]
-    rows.append(_mean_rec(dataset, modality, "mean_cosine", per_sample_cosine, s))
+    summary, _ = isotropy.isotropy_profile(x)
+    rows = [_rec(dataset, modality, m, v, len(x), params=_compat_params(m)) for m, v in summary.items()
+            if m != "mean_cosine"]
+    rows.append(_pairwise_rec(dataset, modality, "mean_cosine", x, s))
     rows.append(_rec(dataset, modality, "isoscore_null", isotropy.isoscore_null(len(x), x.shape[1]), len(x),
                      params=_params(null="isotropic gaussian, L2-normalized, expected moments", n=len(x),
                                     d=x.shape[1])))
@@ -107,15 +121,32 @@ def clip_loss_rows(image: ImageSet, text: TextSet, model_scale: float, model_bia
                                               logit_bias=model_bias, batch_size=s.clip_batch_size,
                                               geometry=s.geometry)
     params = _params(batch_size=s.clip_batch_size or "full", logit_scale=scale, logit_bias=model_bias,
-                     geometry=s.geometry, pairs="first caption per image")
+                     geometry=s.geometry, pairs="first caption per image", mean_over=s.clip_loss_mean)
     ds = image.dataset
-    return [_mean_rec(ds, "pair", "loss", (i2t + t2i) / 2, s, params=params),
-            _mean_rec(ds, "pair", "loss_i2t", i2t, s, params=params),
-            _mean_rec(ds, "pair", "loss_t2i", t2i, s, params=params)]
+
+    def rec(metric: str, terms: np.ndarray) -> dict:
+        # the terms of one batch share its softmax: the CI resamples whole batches
+        value, lo, hi = bootstrap.batch_mean_ci(terms, s.clip_batch_size, seed=s.seed, n_boot=s.bootstrap,
+                                                weighting=s.clip_loss_mean)
+        return _rec(ds, "pair", metric, value, len(terms), (lo, hi), params=params)
+
+    rows = [rec("loss", (i2t + t2i) / 2), rec("loss_i2t", i2t), rec("loss_t2i", t2i)]
+    if s.amumo_loss and len(img_rows) >= AMUMO_BATCH:
+        terms = clip_loss.amumo_loss_per_sample(image.emb[img_rows], text.emb[txt_rows], scale, AMUMO_BATCH,
+                                                s.geometry)
+        value, lo, hi = bootstrap.batch_mean_ci(terms, AMUMO_BATCH, seed=s.seed, n_boot=s.bootstrap)
+        rows.append(_rec(ds, "pair", "loss_i2t_amumo", value, len(terms), (lo, hi),
+                         params=_params(batch_size=AMUMO_BATCH, remainder="dropped", direction="image->text",
+                                        logit_scale=scale, geometry=s.geometry, pairs="first caption per image")))
+    return rows
+
+
+AMUMO_BATCH = 50  # the Amumo article's batch size
 
 
 def zero_shot_rows(image: ImageSet, text: TextSet, s: MetricSettings, eval_split: str | None = None) -> list[dict]:
-    classes, class_emb = class_prompts(text)
+    # dot and neg_sq_euclidean score the raw rows (Chou & Alam 2024): normalized prompts would rank like cosine
+    classes, class_emb = class_prompts(text, normalize=s.geometry == "cosine")
     keep = image.labels >= 0 if eval_split is None else (image.labels >= 0) & (image.splits == eval_split)
     if len(classes) < 2 or not keep.any():
         return []
@@ -204,6 +235,10 @@ def multilingual_rows(texts: dict[str, TextSet], reference: str, s: MetricSettin
         for form, name in (("sq", "distance_ratio_sq"), ("plain", "distance_ratio"), ("cos", "distance_ratio_cos")):
             rows.append(_rec(dataset, "text", name, multilingual.distance_ratio(a, b, form), len(pairs),
                              params=params, lang=lang))
+        if s.distance_ratio_raw:
+            rows.append(_rec(dataset, "text", "distance_ratio_sq_raw", multilingual.distance_ratio_raw_all_pairs(a, b),
+                             len(pairs), params=_params(reference=reference, pairs=len(pairs), rows="raw",
+                                                        denominator="all n^2 pairs"), lang=lang))
         for k in (1, 5):
             if k <= len(pairs):
                 hits = multilingual.cross_lingual_hits(a, b, k)
@@ -218,9 +253,12 @@ def multilingual_rows(texts: dict[str, TextSet], reference: str, s: MetricSettin
 
 # --- layers --------------------------------------------------------------------------------------
 
-def layer_rows(dataset: str, states: list[np.ndarray]) -> list[dict]:
-    return [_rec(dataset, "text", "self_similarity", value, len(states[0]), layer=i)
-            for i, value in enumerate(layers.layer_self_similarity(states))]
+def layer_rows(dataset: str, states: list[np.ndarray], s: MetricSettings | None = None) -> list[dict]:
+    """Self-similarity per layer, with the row-resampling CI of a mean over pairs when ``s`` is given."""
+    if s is None:
+        return [_rec(dataset, "text", "self_similarity", value, len(states[0]), layer=i)
+                for i, value in enumerate(layers.layer_self_similarity(states))]
+    return [_pairwise_rec(dataset, "text", "self_similarity", x, s, layer=i) for i, x in enumerate(states)]
 
 
 def settings_params(s: MetricSettings) -> dict:

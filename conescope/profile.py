@@ -101,9 +101,16 @@ class MetricSettings:
     # or every row ("all"); a dataset without test rows is evaluated on all of them
     retrieval_eval_set: str = "test"
     reference_lang: str | None = None  # multilingual reference; None: en if profiled, else the first
+    # Fidelity switches (README "Fidelity"): the loss as the mean of batch means (Tyshchuk et al.), the
+    # Amumo loss rows (loss_i2t_amumo), the distance ratio on raw rows over all n^2 pairs
+    # (distance_ratio_sq_raw, Tyshchuk et al. Table 6)
+    clip_loss_mean: str = "samples"  # samples | batches
+    amumo_loss: bool = False
+    distance_ratio_raw: bool = False
 
 
-TRANSFORM_KINDS = ("identity", "centering", "whitening", "pca", "procrustes", "lstsq", "gap_shift")
+TRANSFORM_KINDS = ("identity", "centering", "centering_per_modality", "whitening", "pca", "procrustes", "lstsq",
+                   "gap_shift")
 
 
 @dataclass(frozen=True)
@@ -119,6 +126,17 @@ class TransformSettings:
     cross_dataset: tuple[tuple[str, str], ...] = ()  # (fit dataset, eval dataset)
     class_disjoint: tuple[str, ...] = ()  # fit on half the classes, evaluate known and new classes
     class_disjoint_seed: int = 0
+    # Fidelity switches (README "Fidelity")
+    k_by_kind: tuple[tuple[str, tuple[int, ...]], ...] = ()  # k: {whitening: [...], pca: [...]} overrides k
+    whitening_fit_on: tuple[str, ...] = ("joint",)  # joint | image | text, one variant each
+    pca_variants: tuple[str, ...] = ("centered",)  # centered | truncated_svd
+    authors_split: tuple[str, ...] = ()  # datasets split by torch.randperm (conescope.splits), not the manifest
+    split_seed: int = 0
+    class_disjoint_method: str = "seeded"  # seeded (numpy) | authors (torch.randperm of the classes)
+    linear_probe: tuple[str, ...] = ()  # transforms (warehouse names) after which the linear probe is measured
+
+    def ks(self, kind: str) -> tuple[int, ...]:
+        return dict(self.k_by_kind).get(kind, self.k)
 
 
 @dataclass(frozen=True)
@@ -287,12 +305,16 @@ def _metrics(r: _Reader, raw: Any, languages: tuple[str, ...]) -> MetricSettings
         retrieval_eval_set=r.string(m.get("retrieval_eval_set", d.retrieval_eval_set), "metrics.retrieval_eval_set",
                                     RETRIEVAL_EVAL_SETS),
         reference_lang=ref,
+        clip_loss_mean=r.string(m.get("clip_loss_mean", d.clip_loss_mean), "metrics.clip_loss_mean",
+                                ("samples", "batches")),
+        amumo_loss=r.boolean(m.get("amumo_loss", d.amumo_loss), "metrics.amumo_loss"),
+        distance_ratio_raw=r.boolean(m.get("distance_ratio_raw", d.distance_ratio_raw), "metrics.distance_ratio_raw"),
     )
 
 
 def _transforms(r: _Reader, raw: Any, datasets: dict[str, DatasetSpec]) -> TransformSettings:
     d = TransformSettings()
-    m = r.mapping(raw, "transforms", {"kinds", "k", "gap_shift", "protocols"})
+    m = r.mapping(raw, "transforms", {"kinds", "k", "gap_shift", "protocols", "whitening", "pca", "linear_probe"})
 
     def items(value: Any, path: str) -> list:
         if not isinstance(value, list) or not value:
@@ -308,9 +330,25 @@ def _transforms(r: _Reader, raw: Any, datasets: dict[str, DatasetSpec]) -> Trans
     kinds = tuple(r.string(v, f"transforms.kinds[{i}]", TRANSFORM_KINDS)
                   for i, v in enumerate(items(m.get("kinds", list(TRANSFORM_KINDS)), "transforms.kinds")))
     ks: tuple[int, ...] = ()
-    if "whitening" in kinds or "pca" in kinds or "k" in m:
+    k_by_kind: list[tuple[str, tuple[int, ...]]] = []
+    if isinstance(m.get("k"), dict):
+        for kind, values in r.mapping(m["k"], "transforms.k", {"whitening", "pca"}).items():
+            k_by_kind.append((kind, tuple(r.integer(v, f"transforms.k.{kind}[{i}]", minimum=1)
+                                          for i, v in enumerate(items(values, f"transforms.k.{kind}")))))
+        for kind in ("whitening", "pca"):
+            if kind in kinds and kind not in dict(k_by_kind):
+                raise r.fail(f"transforms.k.{kind}", "missing: a k list is needed for every kind that takes k")
+    elif "whitening" in kinds or "pca" in kinds or "k" in m:
         ks = tuple(r.integer(v, f"transforms.k[{i}]", minimum=1)
                    for i, v in enumerate(items(m.get("k"), "transforms.k")))
+    w = r.mapping(m.get("whitening", {}), "transforms.whitening", {"fit_on"})
+    fit_on = tuple(r.string(v, f"transforms.whitening.fit_on[{i}]", ("joint", "image", "text"))
+                   for i, v in enumerate(items(w.get("fit_on", list(d.whitening_fit_on)), "transforms.whitening.fit_on")))
+    pc = r.mapping(m.get("pca", {}), "transforms.pca", {"variants"})
+    pca_variants = tuple(r.string(v, f"transforms.pca.variants[{i}]", ("centered", "truncated_svd"))
+                         for i, v in enumerate(items(pc.get("variants", list(d.pca_variants)), "transforms.pca.variants")))
+    probe = tuple(r.string(v, f"transforms.linear_probe[{i}]")
+                  for i, v in enumerate(m.get("linear_probe") or []))
     g = r.mapping(m.get("gap_shift", {}), "transforms.gap_shift", {"lambdas", "renormalize"})
     lambdas = []
     for i, v in enumerate(items(g.get("lambdas", list(d.gap_shift_lambdas)), "transforms.gap_shift.lambdas")):
@@ -319,7 +357,8 @@ def _transforms(r: _Reader, raw: Any, datasets: dict[str, DatasetSpec]) -> Trans
         lambdas.append(float(v))
     renorm_raw = items(g.get("renormalize", list(d.gap_shift_renormalize)), "transforms.gap_shift.renormalize")
     renorm = tuple(r.boolean(v, f"transforms.gap_shift.renormalize[{i}]") for i, v in enumerate(renorm_raw))
-    p = r.mapping(m.get("protocols", {}), "transforms.protocols", {"in_domain", "cross_dataset", "class_disjoint"})
+    p = r.mapping(m.get("protocols", {}), "transforms.protocols",
+                  {"in_domain", "cross_dataset", "class_disjoint", "authors_split", "split_seed"})
     in_domain_raw = items(p.get("in_domain", list(datasets)), "transforms.protocols.in_domain")
     in_domain = tuple(dataset(v, f"transforms.protocols.in_domain[{i}]") for i, v in enumerate(in_domain_raw))
     cross = []
@@ -330,14 +369,21 @@ def _transforms(r: _Reader, raw: Any, datasets: dict[str, DatasetSpec]) -> Trans
         if fit == ev:
             raise r.fail(path, f"fit and eval are both {fit!r}; that is the in_domain protocol")
         cross.append((fit, ev))
-    cd = r.mapping(p.get("class_disjoint", {}), "transforms.protocols.class_disjoint", {"datasets", "seed"})
+    cd = r.mapping(p.get("class_disjoint", {}), "transforms.protocols.class_disjoint", {"datasets", "seed", "method"})
     disjoint = tuple(dataset(v, f"transforms.protocols.class_disjoint.datasets[{i}]")
                      for i, v in enumerate(cd.get("datasets") or []))
     return TransformSettings(
         kinds=kinds, k=ks, gap_shift_lambdas=tuple(lambdas), gap_shift_renormalize=renorm, in_domain=in_domain,
         cross_dataset=tuple(cross), class_disjoint=disjoint,
         class_disjoint_seed=r.integer(cd.get("seed", d.class_disjoint_seed),
-                                      "transforms.protocols.class_disjoint.seed", minimum=0))
+                                      "transforms.protocols.class_disjoint.seed", minimum=0),
+        k_by_kind=tuple(k_by_kind), whitening_fit_on=fit_on, pca_variants=pca_variants,
+        authors_split=tuple(dataset(v, f"transforms.protocols.authors_split[{i}]")
+                            for i, v in enumerate(p.get("authors_split") or [])),
+        split_seed=r.integer(p.get("split_seed", d.split_seed), "transforms.protocols.split_seed", minimum=0),
+        class_disjoint_method=r.string(cd.get("method", d.class_disjoint_method),
+                                       "transforms.protocols.class_disjoint.method", ("seeded", "authors")),
+        linear_probe=probe)
 
 
 def _embedding(r: _Reader, m: dict) -> EmbeddingSpec:

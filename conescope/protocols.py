@@ -33,6 +33,7 @@ from conescope.metrics.isotropy import l2_normalize
 from conescope.profile import MetricSettings, TransformSettings
 from conescope.provenance import array_digest
 from conescope.sets import ImageSet, TextSet, first_caption_pairs
+from conescope.splits import authors_known_classes, authors_split
 from conescope.transforms import KINDS, Transform, data_sha256
 
 IN_DOMAIN, CROSS_DATASET, CLASS_DISJOINT = "in_domain", "cross_dataset", "class_disjoint"
@@ -63,6 +64,7 @@ class Plan:
     fit_sets: dict[str, FitSet]
     evals: list[EvalSet]
     skipped: list[str] = field(default_factory=list)  # eval sets too small to measure, with the reason
+    probe_transforms: tuple[str, ...] = ()  # transforms after which the linear probe is measured
 
 
 MIN_ROWS = 2  # images of an eval set (and pairs of a fit set) below which nothing is measured
@@ -111,6 +113,10 @@ def plan(settings: TransformSettings, sets: dict[str, tuple[ImageSet, TextSet]])
     skipped: list[str] = []
 
     def split(ds: str, name: str) -> np.ndarray:
+        if ds in settings.authors_split:  # README "Fidelity": the rows the paper's code drew
+            mask = np.zeros(len(sets[ds][0].splits), dtype=bool)
+            mask[authors_split(len(mask), settings.split_seed)[0 if name == "train" else 1]] = True
+            return mask
         return sets[ds][0].splits == name
 
     def train_fit(ds: str) -> str:
@@ -145,9 +151,11 @@ def plan(settings: TransformSettings, sets: dict[str, tuple[ImageSet, TextSet]])
         if not present(CLASS_DISJOINT, ds):
             continue
         img, txt = sets[ds]
-        known = known_classes(img, settings.class_disjoint_seed)
+        known = (authors_known_classes(np.unique(img.labels[img.labels >= 0]), settings.class_disjoint_seed)
+                 if settings.class_disjoint_method == "authors" else known_classes(img, settings.class_disjoint_seed))
         is_known = np.isin(img.labels, known)
-        params = {"known_classes": known.tolist(), "seed": settings.class_disjoint_seed}
+        params = {"known_classes": known.tolist(), "seed": settings.class_disjoint_seed,
+                  "known_method": settings.class_disjoint_method}
         name = f"{ds}:train:known"
         img_rows, txt_rows = fit_pairs(img, txt, split(ds, "train") & is_known)
         fits[name] = FitSet(name, ds, img_rows, txt_rows, params)
@@ -155,7 +163,10 @@ def plan(settings: TransformSettings, sets: dict[str, tuple[ImageSet, TextSet]])
         add_eval(CLASS_DISJOINT, name, f"{ds}:test:known", ds, split(ds, "test") & is_known, **params)
         add_eval(CLASS_DISJOINT, name, f"{ds}:test:new", ds, split(ds, "test") & labelled & ~is_known, **params)
     used = {ev.fit_set for ev in evals}
-    result = Plan({name: f for name, f in fits.items() if name in used}, evals, skipped)
+    evals = [replace(ev, params={**ev.params, "split": "authors", "split_seed": settings.split_seed})
+             if ev.dataset in settings.authors_split else ev for ev in evals]
+    result = Plan({name: f for name, f in fits.items() if name in used}, evals, skipped,
+                  probe_transforms=settings.linear_probe)
     check_disjoint(result, sets)
     return result
 
@@ -190,8 +201,10 @@ def variants(settings: TransformSettings, kind: str) -> list[Transform]:
     """The unfitted variants of one kind: one per k for whitening/PCA, per lambda (and
     renormalization) for the gap shift."""
     cls = KINDS[kind]
-    if kind in ("whitening", "pca"):
-        return [cls(k) for k in settings.k]
+    if kind == "whitening":
+        return [cls(k, fit_on) for fit_on in settings.whitening_fit_on for k in settings.ks(kind)]
+    if kind == "pca":
+        return [cls(k, variant) for variant in settings.pca_variants for k in settings.ks(kind)]
     if kind == "gap_shift":
         return [cls(lam, renorm) for renorm in settings.gap_shift_renormalize for lam in settings.gap_shift_lambdas]
     return [cls()]
@@ -243,8 +256,9 @@ def evaluate(t: Transform, ev: EvalSet, sets: dict[str, tuple[ImageSet, TextSet]
     ``eval_set`` filled in and the protocol and transform settings added to ``params``.
     ``families_`` picks the tables; ``separability`` adds the cross-validated probes to modality_gap."""
     image, text = transformed_sets(t, *sets[ev.dataset], ev.image_rows, ev.text_rows)
-    # Every eval row is already the eval split: the families must not filter it again.
-    s = replace(s, retrieval_eval_set="all")
+    # Every eval row is already the eval split: the families must not filter it again. A variant with its
+    # own scoring (the paper's PCA-k by dot product) overrides the profile's geometry.
+    s = replace(s, retrieval_eval_set="all", geometry=t.scoring or s.geometry)
     out: dict[str, list[dict]] = {}
     if "isotropy" in families_:
         out["isotropy"] = (_isotropy_rows(ev.dataset, "image", image.emb, s, cache)
@@ -258,6 +272,11 @@ def evaluate(t: Transform, ev: EvalSet, sets: dict[str, tuple[ImageSet, TextSet]
         out["zero_shot"] = families.zero_shot_rows(image, text, s)
     if "retrieval" in families_:
         out["retrieval"] = families.retrieval_rows(image, text, s)
+    if "linear_probe" in families_:  # trained on the eval dataset's transformed train rows, scored on test
+        all_img, _ = sets[ev.dataset]
+        rows = np.arange(len(all_img.emb))
+        out["linear_probe"] = families.linear_probe_rows(transformed_sets(t, all_img, sets[ev.dataset][1], rows,
+                                                                          ev.text_rows[:0])[0], s)
     extra = {"protocol": ev.protocol, "transform": {"kind": t.kind, **t.params()},
              "fit_sha256": t.provenance.get("data_sha256"), **ev.params}
     for rows in out.values():
@@ -324,8 +343,10 @@ def evaluate_all(stored: list[Transform], p: Plan, sets: dict[str, tuple[ImageSe
                 raise ValueError(f"{t.name} fitted on {fit_set}: its fit rows changed since it was fitted "
                                  f"(data hash differs); rematerialize transforms/{t.kind}")
             for ev in evals_for(t.kind, fit_set, p):
-                rows = evaluate(t, ev, sets, s, *scales[ev.dataset], families_=families_for(t.kind, ev.protocol),
-                                cache=cache)
+                fams = families_for(t.kind, ev.protocol)
+                if t.name in p.probe_transforms and ev.protocol != CLASS_DISJOINT:
+                    fams = (*fams, "linear_probe")
+                rows = evaluate(t, ev, sets, s, *scales[ev.dataset], families_=fams, cache=cache)
                 for table, recs in rows.items():
                     out.setdefault(table, []).extend(recs)
     return out
