@@ -98,14 +98,20 @@ def gap_rows(image: ImageSet, text: TextSet, s: MetricSettings, separability: bo
     if len(img_rows) == 0:
         return rows
     pos = gap.pair_cosines(image.emb[img_rows], text.emb[txt_rows], np.arange(len(img_rows)))
-    index = np.full(len(text.emb), -1, dtype=np.int64)
-    index[txt_rows] = img_rows
-    rand = gap.random_pair_cosines(image.emb, text.emb, n=max(len(pos), 1000), seed=s.seed,
-                                   image_index=index if kind == "caption" else None)
-    params = _params(positive=kind)
-    rows += [_mean_rec(ds, "pair", "pos_cosine_mean", pos, s, params=params),
-             _mean_rec(ds, "pair", "rand_cosine_mean", rand, s, params=params),
-             _rec(ds, "pair", "similarity_gap", gap.similarity_gap(pos, rand), len(pos), params=params)]
+    params = _params(positive=kind, random="every non-matching pair (i != j) of one pair per image")
+    # captions of one image share it: the interval resamples images, each with all its captions
+    _, image_of_pair = np.unique(img_rows, return_inverse=True)
+    sums, counts = np.bincount(image_of_pair, weights=pos), np.bincount(image_of_pair).astype(np.float64)
+    pos_mean, pos_lo, pos_hi = bootstrap.ratio_ci(sums, counts, seed=s.seed, n_boot=s.bootstrap)
+    rows.append(_rec(ds, "pair", "pos_cosine_mean", pos_mean, len(pos), (pos_lo, pos_hi), params=params))
+    # random pairs: the exact mean over non-matching pairs of one (image, text) pair per image, a mean
+    # over pairs whose interval resamples the pairs (bootstrap.cross_pair_mean_cosine_ci)
+    _, first = np.unique(img_rows, return_index=True)
+    if len(first) >= 2:
+        rand, lo, hi = bootstrap.cross_pair_mean_cosine_ci(image.emb[img_rows[first]], text.emb[txt_rows[first]],
+                                                           seed=s.seed, n_boot=s.bootstrap)
+        rows += [_rec(ds, "pair", "rand_cosine_mean", rand, len(first), (lo, hi), params=params),
+                 _rec(ds, "pair", "similarity_gap", pos_mean - rand, len(pos), params=params)]
     return rows
 
 

@@ -116,6 +116,37 @@ def _resample_weights(n: int, seed: int, n_boot: int):
         yield start, np.bincount(flat, minlength=rows * n).reshape(rows, n).astype(np.float64)
 
 
+def _unit_rows(x: np.ndarray, name: str) -> np.ndarray:
+    u = np.asarray(x, dtype=np.float64)
+    if u.ndim != 2 or len(u) < 2:
+        raise ValueError(f"{name}: a mean over pairs needs an (n >= 2, d) array of rows, got shape {u.shape}")
+    norms = np.linalg.norm(u, axis=1)
+    bad = (norms == 0) | ~np.isfinite(norms)
+    if bad.any():
+        raise ValueError(f"{name}: {int(bad.sum())} zero or non-finite row(s) cannot be normalized")
+    return u / norms[:, None]
+
+
+def _pair_mean_ci(a: np.ndarray, b: np.ndarray, seed: int, n_boot: int, alpha: float) -> tuple[float, float, float]:
+    """Mean of <a_i, b_j> over i != j, and its row-resampling percentile interval (see
+    :func:`pairwise_mean_cosine_ci`): replicate = (<sum w a, sum w b> - sum w_i^2 <a_i, b_i>) / (n^2 - sum w_i^2)."""
+    _check(n_boot, alpha)
+    n = len(a)
+    diag = np.einsum("ij,ij->i", a, b)
+    value = float((a.sum(axis=0) @ b.sum(axis=0) - diag.sum()) / (n * (n - 1)))
+    replicates = np.empty(n_boot)
+    for start, w in _resample_weights(n, seed, n_boot):
+        wa, wb = w @ a, (w @ b if b is not a else None)
+        cross = np.einsum("bd,bd->b", wa, wa if wb is None else wb)
+        self_w = np.einsum("bi,bi->b", w, w)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            replicates[start:start + len(w)] = (cross - (w * w) @ diag) / (n * n - self_w)
+    replicates = replicates[np.isfinite(replicates)]  # a resample of one distinct row has no pair
+    if replicates.size == 0:
+        return value, value, value
+    return (value, *_percentile_interval(replicates, alpha))
+
+
 def pairwise_mean_cosine_ci(x: np.ndarray, seed: int, n_boot: int = 1000,
                             alpha: float = 0.05) -> tuple[float, float, float]:
     """(value, ci_low, ci_high) for the mean cosine over pairs of distinct rows, U = sum_{i != j}
@@ -123,35 +154,27 @@ def pairwise_mean_cosine_ci(x: np.ndarray, seed: int, n_boot: int = 1000,
 
     U is a mean over *pairs*, so its per-row terms are not independent: bootstrapping them as if they
     were halves the spread of a degree-2 U-statistic (its variance is about 4 Var(h_1) / n, not
-    Var(h_1) / n) and a nominal 95% interval covers the truth about 68% of the time. Here the *rows*
-    are resampled and the statistic recomputed on each resample (Efron & Tibshirani 1993, section
-    13.3; for U-statistics Arcones & Giné 1992): with w_i the number of times row i is drawn, the
-    replicate is the mean over pairs of distinct original rows,
-    U* = (||sum_i w_i u_i||^2 - sum_i w_i^2) / ((sum_i w_i)^2 - sum_i w_i^2), in closed form (an
-    n x d product per resample, never n x n). Percentile interval; same seed, same interval.
+    Var(h_1) / n) and a nominal 95% interval covers the truth about 68% of the time
+    (tests/test_fidelity_ci.py measures both). Here the *rows* are resampled and the statistic
+    recomputed on each resample (Efron & Tibshirani 1993, section 13.3; for U-statistics Arcones &
+    Giné 1992): with w_i the number of times row i is drawn, the replicate is the mean over pairs of
+    distinct original rows, U* = (||sum_i w_i u_i||^2 - sum_i w_i^2) / (n^2 - sum_i w_i^2), in closed
+    form (an n x d product per resample, never n x n). Percentile interval; same seed, same interval.
     """
-    _check(n_boot, alpha)
-    u = np.asarray(x, dtype=np.float64)
-    if u.ndim != 2 or len(u) < 2:
-        raise ValueError(f"pairwise mean cosine needs an (n >= 2, d) array of rows, got shape {u.shape}")
-    norms = np.linalg.norm(u, axis=1)
-    if np.any(norms == 0) or not np.all(np.isfinite(norms)):
-        raise ValueError(f"{int(np.sum((norms == 0) | ~np.isfinite(norms)))} zero or non-finite row(s) "
-                         f"cannot be normalized")
-    u = u / norms[:, None]
-    n = len(u)
-    s = u.sum(axis=0)
-    value = float((s @ s - n) / (n * (n - 1)))
-    replicates = np.empty(n_boot)
-    for start, w in _resample_weights(n, seed, n_boot):
-        sw = w @ u
-        self_pairs = np.einsum("bi,bi->b", w, w)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            replicates[start:start + len(w)] = (np.einsum("bd,bd->b", sw, sw) - self_pairs) / (n * n - self_pairs)
-    replicates = replicates[np.isfinite(replicates)]  # a resample of one distinct row has no pair
-    if replicates.size == 0:
-        return value, value, value
-    return (value, *_percentile_interval(replicates, alpha))
+    u = _unit_rows(x, "mean cosine")
+    return _pair_mean_ci(u, u, seed, n_boot, alpha)
+
+
+def cross_pair_mean_cosine_ci(a: np.ndarray, b: np.ndarray, seed: int, n_boot: int = 1000,
+                              alpha: float = 0.05) -> tuple[float, float, float]:
+    """(value, ci_low, ci_high) for the mean cosine of non-matching pairs, sum_{i != j} cos(a_i, b_j) /
+    (n (n - 1)), a_i and b_i one sample's two rows (an image and its caption): the exact mean that
+    sampling random pairs estimates. Pair i is resampled as a unit (rows of both sets together) and
+    the statistic recomputed, as for :func:`pairwise_mean_cosine_ci`."""
+    ua, ub = _unit_rows(a, "random-pair cosine"), _unit_rows(b, "random-pair cosine")
+    if ua.shape != ub.shape:
+        raise ValueError(f"random-pair cosine: a and b must be paired rows, got {ua.shape} and {ub.shape}")
+    return _pair_mean_ci(ua, ub, seed, n_boot, alpha)
 
 
 def batch_mean_ci(per_sample: np.ndarray, batch_size: int | None, seed: int, n_boot: int = 1000,

@@ -128,8 +128,8 @@ def i1_i2(x: np.ndarray, normalize: bool = True, compat: bool = False) -> tuple[
     0.3-1.5 / sqrt(d), seed 0; tests/test_metrics.py) 64 random sign patterns
     (``i1_compat_sign_spread``) give compat I1 from 0.72 to 0.80 (numpy's own signs: 0.75) while the
     correct I1 is 0.63. A published compat value is therefore only comparable to within that spread;
-    only the correct value (``compat=False``) is a property of the data. I1 is 1 (and I2 is 0) exactly when Z is the same
-    in every eigendirection.
+    only the correct value (``compat=False``) is a property of the data. I1 is 1 (and I2 is 0) exactly
+    when Z is the same in every eigendirection.
     """
     x = np.asarray(x)
     if not normalize:
@@ -330,7 +330,9 @@ def coordinate_std(x: np.ndarray, normalize: bool = True) -> np.ndarray:
 def isotropy_profile(x: np.ndarray) -> tuple[dict[str, float], np.ndarray]:
     """(summary, per-sample mean cosines): the isotropy metrics stored per modality in
     ``metrics.isotropy`` (i1, i2, i1_compat, i2_compat (the published code's row iteration, see
-    :func:`i1_i2`), mean_cosine, mean_vector_norm, isoscore, effective_rank of the L2-normalized rows) and ``mean_cosine_per_sample(x)`` for its bootstrap interval.
+    :func:`i1_i2`), mean_cosine, mean_vector_norm, isoscore, effective_rank of the L2-normalized rows)
+    and ``mean_cosine_per_sample(x)`` (the stored interval resamples rows instead:
+    ``bootstrap.pairwise_mean_cosine_ci``).
 
     One Gram matrix G = U^T U serves them all: its eigenvectors give I1/I2, its eigenvalues the
     singular values for the effective rank, and the covariance for IsoScore is (G - n m m^T) / (n - 1)
