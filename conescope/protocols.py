@@ -132,7 +132,12 @@ def plan(settings: TransformSettings, sets: dict[str, tuple[ImageSet, TextSet]])
             skipped.append(f"{protocol} {fit} -> {name}: {len(fits[fit].image_rows)} fit pairs and "
                            f"{int(mask.sum())} eval images (at least {MIN_ROWS} each needed)")
             return
-        evals.append(EvalSet(protocol, fit, name, ds, *eval_rows(img, txt, mask), params))
+        image_rows, text_rows = eval_rows(img, txt, mask)
+        if ds in settings.authors_split:  # in permutation order, as the authors' code batches its test set
+            rank = np.empty(len(mask), dtype=np.int64)
+            rank[np.concatenate(authors_split(len(mask), settings.split_seed))] = np.arange(len(mask))
+            image_rows = image_rows[np.argsort(rank[image_rows], kind="stable")]
+        evals.append(EvalSet(protocol, fit, name, ds, image_rows, text_rows, params))
 
     def present(protocol: str, *datasets: str) -> bool:
         missing = [ds for ds in datasets if ds not in sets]
