@@ -135,9 +135,15 @@ def _pair_mean_ci(a: np.ndarray, b: np.ndarray, seed: int, n_boot: int, alpha: f
     diag = np.einsum("ij,ij->i", a, b)
     value = float((a.sum(axis=0) @ b.sum(axis=0) - diag.sum()) / (n * (n - 1)))
     replicates = np.empty(n_boot)
+    # The B x n x d products dominate (1000 x 40,000 x 512 at COCO scale): they run in float32, where
+    # the counts are exact and the sums of unit rows carry a relative error of about 1e-6, far below the
+    # spread of the replicates; everything after them is float64.
+    a32, b32 = a.astype(np.float32), (None if b is a else b.astype(np.float32))
     for start, w in _resample_weights(n, seed, n_boot):
-        wa, wb = w @ a, (w @ b if b is not a else None)
-        cross = np.einsum("bd,bd->b", wa, wa if wb is None else wb)
+        w32 = w.astype(np.float32)
+        wa = (w32 @ a32).astype(np.float64)
+        wb = wa if b32 is None else (w32 @ b32).astype(np.float64)
+        cross = np.einsum("bd,bd->b", wa, wb)
         self_w = np.einsum("bi,bi->b", w, w)
         with np.errstate(divide="ignore", invalid="ignore"):
             replicates[start:start + len(w)] = (cross - (w * w) @ diag) / (n * n - self_w)
