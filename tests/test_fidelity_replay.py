@@ -13,6 +13,7 @@ import json
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 import yaml
@@ -39,7 +40,9 @@ PROFILE = {
     "metrics": {"seed": 0, "bootstrap": 50, "clip_batch_size": 64, "logit_scale": SCALE,
                 "clip_loss_mean": "batches", "amumo_loss": True, "distance_ratio_raw": True},
     "transforms": {
-        "kinds": ["identity", "centering", "centering_per_modality", "whitening", "pca", "procrustes", "lstsq"],
+        "kinds": ["identity", "centering", "centering_per_modality", "whitening", "pca", "procrustes", "lstsq",
+                  "gap_shift"],
+        "gap_shift": {"lambdas": [0.0, 1.0], "renormalize": [True]},
         "k": {"whitening": [4], "pca": [5]},
         "whitening": {"fit_on": ["joint", "image"]},
         "pca": {"variants": ["centered", "truncated_svd"]},
@@ -55,6 +58,19 @@ def _cone(rng, n, shift):
     common = np.zeros(D)
     common[shift] = 2.0
     return (rng.standard_normal((n, D)) + common).astype(np.float32)
+
+
+def _write_layers(root: DataRoot, dataset: str, lang: str, text_ids: list[str], rng) -> np.ndarray:
+    """text_layers/<...>/part-00000.parquet: text by text, layers ascending, as the embedding step writes."""
+    states = rng.standard_normal((len(text_ids), 3, 10)).astype(np.float32) + np.array([0.0, 1.0, 3.0])[None, :, None]
+    directory = root.text_layers(dataset, MODEL, lang)
+    directory.mkdir(parents=True)
+    flat = pa.array(states.reshape(-1), type=pa.float32())
+    pq.write_table(pa.table({"text_id": [t for t in text_ids for _ in range(3)],
+                             "layer": pa.array(list(range(3)) * len(text_ids), pa.int16()),
+                             "state": pa.FixedSizeListArray.from_arrays(flat, 10),
+                             "norm": np.linalg.norm(states.reshape(-1, 10), axis=1)}), directory / "part-00000.parquet")
+    return states
 
 
 def _write_synthetic(root: DataRoot) -> dict:
@@ -82,8 +98,11 @@ def _write_synthetic(root: DataRoot) -> dict:
                          [({"text_id": [f"{s}-{lang}" for s in ids], "sample_id": ids, "label": [None] * N_COCO,
                             "text": [f"caption {s}" for s in ids]}, emb)], prov)
     arrays["coco"] = (img, en, fr)
+    # pooled hidden states of the captions, 3 layers (the storage contract's text_layers files)
+    arrays["layers"] = _write_layers(root, "coco", "en", [f"{s}-en" for s in ids], rng)
+    _write_layers(root, "coco", "fr", [f"{s}-fr" for s in ids], rng)
     # cifar100: labelled images (official train/test split), one raw-name prompt per class
-    prompts = _cone(rng, CLASSES, 1)
+    prompts = _cone(rng, CLASSES, 1) * rng.uniform(0.3, 3.0, size=(CLASSES, 1)).astype(np.float32)
     labels = rng.integers(0, CLASSES, size=N_CIFAR)
     cimg = (prompts[labels] + 1.5 * rng.standard_normal((N_CIFAR, D)) + _cone(rng, N_CIFAR, 0)).astype(np.float32)
     split = np.where(np.arange(N_CIFAR) < N_CIFAR * 5 // 6, "train", "test")
@@ -100,6 +119,7 @@ def _write_synthetic(root: DataRoot) -> dict:
                      [({"text_id": [f"p{c}" for c in range(CLASSES)], "sample_id": [None] * CLASSES,
                         "label": list(range(CLASSES)), "text": texts}, prompts)], prov)
     arrays["cifar100"] = (cimg, prompts, labels, split)
+    _write_layers(root, "cifar100", "en", [f"p{c}" for c in range(CLASSES)], rng)
     return arrays
 
 
@@ -118,8 +138,8 @@ def replay(tmp_path_factory):
     arrays = _write_synthetic(root)
     defs = build_definitions(profile, str(tmp / "data"))
     instance = dg.DagsterInstance.ephemeral()
-    selection = [keys.ISOTROPY, keys.CLIP_LOSS, *(keys.transform(k) for k in profile.transforms.kinds),
-                 keys.TRANSFORM_METRICS]
+    selection = [keys.ISOTROPY, keys.CLIP_LOSS, keys.MODALITY_GAP, keys.LAYERS,
+                 *(keys.transform(k) for k in profile.transforms.kinds), keys.TRANSFORM_METRICS]
     for lang in ("en", "fr"):
         job = defs.resolve_job_def("model_lang_job")
         result = job.execute_in_process(instance=instance, partition_key=f"{lang}|{MODEL}",
@@ -130,12 +150,20 @@ def replay(tmp_path_factory):
                                       ).execute_in_process(instance=instance, partition_key=MODEL,
                                                            asset_selection=[key], raise_on_error=True)
         assert result.success
+    return arrays, _warehouse_rows(root)
+
+
+COLUMNS = ("family", "dataset", "lang", "modality", "transform", "fit_set", "eval_set", "metric", "value", "ci_low",
+           "ci_high", "params", "layer")
+
+
+def _warehouse_rows(root: DataRoot) -> list[dict]:
     con = duckdb.connect(str(root.warehouse), read_only=True)
-    rows = con.execute("SELECT family, dataset, lang, modality, transform, fit_set, eval_set, metric, value, "
-                       "params FROM metrics.all").fetchall()
+    rows = con.execute(f"SELECT {', '.join(c if c != 'layer' else 'NULL AS layer' for c in COLUMNS)} "
+                       "FROM metrics.all").fetchall()
+    rows += con.execute(f"SELECT 'layers', {', '.join(COLUMNS[1:])} FROM metrics.layers").fetchall()
     con.close()
-    return arrays, [dict(zip(("family", "dataset", "lang", "modality", "transform", "fit_set", "eval_set", "metric",
-                              "value", "params"), r, strict=True)) for r in rows]
+    return [dict(zip(COLUMNS, r, strict=True)) for r in rows if not (r[0] == "layers" and r[-1] is None)]
 
 
 def _value(rows, **match) -> float:
@@ -281,3 +309,102 @@ def test_amumo_loss_replay(replay):
         losses.append((logsumexp(logits, axis=1) - np.diag(logits)).mean())
     assert _value(rows, family="clip_loss", dataset="coco", lang="en", transform="none",
                   metric="loss_i2t_amumo") == pytest.approx(float(np.mean(losses)), rel=1e-6)
+
+
+# --- Liang et al. 2022 ----------------------------------------------------------------------------
+
+def test_liang_gap_norm_and_shift_replay(replay):
+    arrays, rows = replay
+    img, en, _ = arrays["coco"]
+    gap = _unit(img).mean(axis=0) - _unit(en).mean(axis=0)
+    assert _value(rows, family="modality_gap", dataset="coco", lang="en", transform="none",
+                  metric="gap_norm") == pytest.approx(np.linalg.norm(gap), rel=1e-6)
+    # lambda = 1: the train gap closed on the test rows (each side moved by half of it, renormalized)
+    train, test = _authors_split(N_COCO)
+    delta = _unit(img[train]).mean(axis=0) - _unit(en[train]).mean(axis=0)
+    shifted_img, shifted_txt = _unit(_unit(img[test]) - delta / 2), _unit(_unit(en[test]) + delta / 2)
+    expected = np.linalg.norm(shifted_img.mean(axis=0) - shifted_txt.mean(axis=0))
+    assert _value(rows, family="modality_gap", dataset="coco", lang="en", transform="gap_shift_1",
+                  metric="gap_norm", eval_set="coco:test") == pytest.approx(expected, rel=1e-5)
+
+
+# --- Mickus et al. (IsoScore, Rudman et al. 2022) ----------------------------------------------------
+
+def test_mickus_isoscore_replay(replay):
+    """IsoScore, Algorithm 1 of Rudman et al. as the IsoScore package computes it: PCA-reoriented
+    variances, normalized to the norm of the all-ones vector, the isotropy defect, the fraction of
+    dimensions used."""
+    arrays, rows = replay
+    img, _, _ = arrays["coco"]
+    x = _unit(img)
+    x = x - x.mean(axis=0)
+    variances = np.abs(np.linalg.svd(np.cov(x.T), compute_uv=False))
+    d = len(variances)
+    normalized = variances * np.sqrt(d) / np.linalg.norm(variances)
+    defect = np.linalg.norm(normalized - 1) / np.sqrt(2 * (d - np.sqrt(d)))
+    k = (d - defect ** 2 * (d - np.sqrt(d))) ** 2 / d
+    expected = (k - 1) / (d - 1)
+    assert _value(rows, family="isotropy", dataset="coco", modality="image", transform="none",
+                  metric="isoscore") == pytest.approx(expected, rel=1e-6)
+
+
+# --- Wolfe & Caliskan 2022 ------------------------------------------------------------------------
+
+def test_wolfe_caliskan_layer_self_similarity_replay(replay):
+    arrays, rows = replay
+    states = arrays["layers"]
+    for layer in range(3):
+        u = _unit(states[:, layer])
+        cos = u @ u.T
+        expected = cos[~np.eye(len(u), dtype=bool)].mean()
+        hit = [r for r in rows if r["family"] == "layers" and r["metric"] == "self_similarity" and r["layer"] == layer
+               and r["dataset"] == "coco" and r["lang"] == "en"]
+        assert len(hit) == 1
+        assert hit[0]["value"] == pytest.approx(expected, rel=1e-6)
+        assert hit[0]["ci_low"] <= hit[0]["value"] <= hit[0]["ci_high"]  # rows resampled (README "Fidelity")
+
+
+# --- Chou & Alam 2024 -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("geometry", ["dot", "neg_sq_euclidean"])
+def test_chou_alam_geometry_replay(replay, tmp_path, geometry):
+    """Zero-shot and CLIP loss with the raw-embedding logits of EuCLIP: the same stored embeddings, the
+    metric assets re-run with ``metrics.geometry``."""
+    import dagster as dg
+
+    from assets import keys
+    from conescope.profile import load_profile
+    from pipelines.definitions import build_definitions
+
+    arrays, _ = replay
+    raw = {**PROFILE, "metrics": {**PROFILE["metrics"], "geometry": geometry}}
+    raw.pop("transforms")
+    (tmp_path / "geo.yaml").write_text(yaml.safe_dump(raw))
+    profile = load_profile(str(tmp_path / "geo.yaml"))
+    root = DataRoot(tmp_path / "data")
+    _write_synthetic(root)
+    defs = build_definitions(profile, str(tmp_path / "data"))
+    defs.resolve_job_def("model_lang_job").execute_in_process(
+        instance=dg.DagsterInstance.ephemeral(), partition_key=f"en|{MODEL}",
+        asset_selection=[keys.ZERO_SHOT, keys.CLIP_LOSS], raise_on_error=True)
+    rows = _warehouse_rows(root)
+
+    def score(a, b):
+        a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+        if geometry == "dot":
+            return a @ b.T
+        return -((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)
+
+    cimg, prompts, labels, _ = arrays["cifar100"]
+    expected = np.mean(score(cimg, prompts).argmax(axis=1) == labels)
+    assert _value(rows, family="zero_shot", dataset="cifar100", transform="none", metric="top1") == expected
+    # scoring the raw prompts matters: with unit prompts (as before) the answer differs
+    assert expected != np.mean(score(cimg, _unit(prompts)).argmax(axis=1) == labels)
+    img, en, _ = arrays["coco"]
+    losses = []
+    for s in range(0, N_COCO, 64):
+        logits = SCALE * score(img[s:s + 64], en[s:s + 64])
+        diag = np.diag(logits)
+        losses.append(((logsumexp(logits, axis=1) - diag).mean() + (logsumexp(logits, axis=0) - diag).mean()) / 2)
+    assert _value(rows, family="clip_loss", dataset="coco", lang="en", transform="none",
+                  metric="loss") == pytest.approx(float(np.mean(losses)), rel=1e-6)
