@@ -131,7 +131,7 @@ def test_clip_loss_interval_resamples_batches(clip_sets, mean_over):
 
 
 def test_amumo_loss_interval_covers_the_expected_loss():
-    batch, full = 50, 15
+    batch, full = 50, 25
     img_big, txt_big = _pairs(np.random.default_rng(10_003), batch * 2_000)
     truth = clip_loss.amumo_loss_per_sample(img_big, txt_big, 10.0, batch).mean()
     img, txt = _pairs(np.random.default_rng(4), SETS * batch * full)
@@ -200,3 +200,14 @@ def test_sampled_silhouette_interval_covers_the_exact_score():
     cover = float(np.mean([lo <= t <= hi for (_, lo, hi), t in zip(intervals, truths, strict=True)]))
     print(f"silhouette (sampled) coverage {cover:.3f}")
     assert cover >= MIN_COVERAGE
+
+
+def test_loss_interval_needs_enough_batches():
+    terms = np.random.default_rng(9).random(64 * (bootstrap.MIN_BATCHES - 1))
+    assert bootstrap.batch_mean_ci(terms, 64, seed=0, n_boot=50)[1:] == (None, None)
+    value, lo, hi = bootstrap.batch_mean_ci(np.r_[terms, terms[:64]], 64, seed=0, n_boot=50)
+    assert lo <= value <= hi
+    # batch means: a short last batch weighs as a whole one
+    two = np.r_[np.zeros(64), np.ones(16)]
+    assert bootstrap.batch_mean_ci(two, 64, seed=0, n_boot=10, weighting="batches")[0] == 0.5
+    assert bootstrap.batch_mean_ci(two, 64, seed=0, n_boot=10)[0] == pytest.approx(16 / 80)

@@ -21,6 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+# Batches below which the CLIP loss gets no interval: tests/test_fidelity_ci.py checks coverage with 25.
+MIN_BATCHES = 20
 _RESAMPLES_PER_CHUNK = 16  # 16 n int32 indices and 16 n float64 values in flight per thread
 
 
@@ -192,7 +194,8 @@ def batch_mean_ci(per_sample: np.ndarray, batch_size: int | None, seed: int, n_b
     size of batch k) and each replicate the same ratio over resampled batches (``ratio_ci``); with
     ``weighting="batches"`` the value is the mean of the batch means (a short last batch weighs as much
     as a full one, as Tyshchuk et al. average) and the replicates are means of resampled batch means.
-    With a single batch there is nothing independent to resample: the interval is (None, None)."""
+    Below ``MIN_BATCHES`` batches there are too few independent units for a percentile interval to
+    hold its level (with a single batch there is nothing to resample): the interval is (None, None)."""
     _check(n_boot, alpha)
     v = _as_samples(per_sample, "per_sample")
     size = v.size if batch_size is None else min(int(batch_size), v.size)
@@ -202,7 +205,7 @@ def batch_mean_ci(per_sample: np.ndarray, batch_size: int | None, seed: int, n_b
         raise ValueError(f"weighting must be 'samples' or 'batches', got {weighting!r}")
     means = sums / sizes
     value = float(v.mean()) if weighting == "samples" else float(means.mean())
-    if len(starts) < 2:
+    if len(starts) < MIN_BATCHES:
         return value, None, None
     if weighting == "batches":
         _, lo, hi = mean_ci(means, seed, n_boot, alpha)
