@@ -211,3 +211,18 @@ def test_loss_interval_needs_enough_batches():
     two = np.r_[np.zeros(64), np.ones(16)]
     assert bootstrap.batch_mean_ci(two, 64, seed=0, n_boot=10, weighting="batches")[0] == 0.5
     assert bootstrap.batch_mean_ci(two, 64, seed=0, n_boot=10)[0] == pytest.approx(16 / 80)
+
+
+def test_pairwise_interval_is_float64_exact_on_a_tight_cone():
+    """The float32 products run on deviations from the mean: a cone of mean cosine ~1 keeps replicates
+    exact (a float64 recomputation of every replicate gives the same interval)."""
+    x = (np.ones((12, 64)) + 1e-3 * np.random.default_rng(0).standard_normal((12, 64))).astype(np.float32)
+    value, lo, hi = bootstrap.pairwise_mean_cosine_ci(x, seed=0, n_boot=200)
+    assert lo <= value <= hi
+    u = _unit(x.astype(np.float64))
+    reps = []
+    for _, w in bootstrap._resample_weights(12, 0, 200):
+        pair_w = w[:, :, None] * w[:, None, :]
+        pair_w[:, np.arange(12), np.arange(12)] = 0.0
+        reps.extend((pair_w * (u @ u.T)).sum(axis=(1, 2)) / pair_w.sum(axis=(1, 2)))
+    assert (lo, hi) == pytest.approx(tuple(np.quantile(reps, [0.025, 0.975])), abs=1e-12)

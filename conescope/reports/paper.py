@@ -81,7 +81,8 @@ TABLES: dict[int, tuple[Callable[[dict, str], bool], list[str]]] = {
         and r["arch"] is not None and r["metric"] in ("i1", "mean_cosine") and r["lang"] in (ref, None),
         ["zero_bias", "modality", "metric"]),
     7: (lambda r, ref: r["family"] == "multilingual" and r["metric"] in ("distance_ratio", "distance_ratio_sq",
-                                                                         "distance_ratio_cos", "xling_r1"),
+                                                                         "distance_ratio_cos", "distance_ratio_sq_raw",
+                                                                         "xling_r1"),
         ["lang", "metric"]),
 }
 
