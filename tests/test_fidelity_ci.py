@@ -225,4 +225,4 @@ def test_pairwise_interval_is_float64_exact_on_a_tight_cone():
         pair_w = w[:, :, None] * w[:, None, :]
         pair_w[:, np.arange(12), np.arange(12)] = 0.0
         reps.extend((pair_w * (u @ u.T)).sum(axis=(1, 2)) / pair_w.sum(axis=(1, 2)))
-    assert (lo, hi) == pytest.approx(tuple(np.quantile(reps, [0.025, 0.975])), abs=1e-12)
+    assert (lo, hi) == pytest.approx(tuple(np.quantile(reps, [0.025, 0.975])), abs=1e-10)  # spread: 2e-7

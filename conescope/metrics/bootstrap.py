@@ -141,7 +141,7 @@ def _pair_mean_ci(a: np.ndarray, b: np.ndarray, seed: int, n_boot: int, alpha: f
     # deviations e_i = a_i - mean(a) (the counts are exact in float32), so the rounding scales with the
     # spread of the rows, not with their common direction: sum_i w_i a_i = n mean(a) + sum_i w_i e_i
     # (sum_i w_i = n), and the products of the means are added back in float64. A tight cone (mean
-    # cosine 0.98) keeps its replicates exact to ~1e-12 instead of ~1e-7.
+    # cosine 0.98) keeps its replicates exact to ~1e-11 instead of ~1e-7.
     ma, mb = a.mean(axis=0), b.mean(axis=0)
     ea32 = (a - ma).astype(np.float32)
     eb32 = ea32 if b is a else (b - mb).astype(np.float32)
