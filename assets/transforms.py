@@ -13,7 +13,7 @@ import dagster as dg
 
 from assets import keys
 from conescope import protocol_eval, protocols
-from conescope.metric_tables import TRANSFORM_TABLES
+from conescope.metric_tables import TRANSFORM_WRITTEN_TABLES
 from conescope.profile import Profile
 from conescope.sets import ImageSet, TextSet
 from conescope.transforms import transform_from_dict
@@ -78,7 +78,7 @@ def _metrics_asset(profile: Profile, parts: ProfilePartitions, deps: list) -> dg
     @dg.asset(key=keys.TRANSFORM_METRICS, deps=[*(keys.transform(k) for k in settings.kinds), *deps],
               partitions_def=parts.model_lang, group_name="metrics", pool=keys.DUCKDB_POOL, kinds={"duckdb"},
               description="Metric rows of every fitted transform x protocol (transform, fit_set, eval_set filled "
-                          f"in) in metrics.{', '.join(TRANSFORM_TABLES)}")
+                          f"in) in metrics.{', '.join(TRANSFORM_WRITTEN_TABLES)}")
     def transform_metrics(context: dg.AssetExecutionContext, conescope: ConescopeHome) -> dg.MaterializeResult:
         model, lang = split_key(context)
         sets = _load(profile, conescope, model, lang)
@@ -88,7 +88,7 @@ def _metrics_asset(profile: Profile, parts: ProfilePartitions, deps: list) -> dg
         scales = {ds: logit_scale(conescope.paths, ds, model) for ds in sets}
         rows = protocol_eval.evaluate_all(stored, plan, sets, profile.metrics, scales)
         tables = {}
-        for family in TRANSFORM_TABLES:
+        for family in TRANSFORM_WRITTEN_TABLES:
             records = [{**rec, "model": model, "lang": lang} for rec in rows.get(family, [])]
             tables[f"metrics.{family}"] = metric_rows(records, f"metrics.{family}")
         replaced = conescope.warehouse.replace_tables(tables, {"model": model, "lang": lang}, {"transform": "none"})

@@ -49,11 +49,25 @@ def _mean_rec(dataset: str, modality: str, metric: str, values: np.ndarray, sett
 
 # --- isotropy ------------------------------------------------------------------------------------
 
+def _compat_params(metric: str) -> str | None:
+    if not metric.endswith("_compat"):
+        return None
+    return _params(eigenvectors="rows of numpy eigh's matrix, signs as returned (the published code)",
+                   note="depends on the eigensolver's signs; see conescope.metrics.isotropy.i1_i2")
+
+
+def _pairwise_rec(dataset: str, modality: str, metric: str, x: np.ndarray, settings: MetricSettings, **kw) -> dict:
+    """A mean over pairs of rows with its CI from resampled rows (``bootstrap.pairwise_mean_cosine_ci``)."""
+    value, lo, hi = bootstrap.pairwise_mean_cosine_ci(x, seed=settings.seed, n_boot=settings.bootstrap)
+    return _rec(dataset, modality, metric, value, len(x), (lo, hi), **kw)
+
+
 def isotropy_rows(dataset: str, modality: str, x: np.ndarray, settings: MetricSettings) -> list[dict]:
     """i1, i2, isoscore, isoscore_null, mean_cosine (with CI), mean_vector_norm, effective_rank."""
-    summary, per_sample_cosine = isotropy.isotropy_profile(x)
-    rows = [_rec(dataset, modality, m, v, len(x)) for m, v in summary.items() if m != "mean_cosine"]
-    rows.append(_mean_rec(dataset, modality, "mean_cosine", per_sample_cosine, settings))
+    summary, _ = isotropy.isotropy_profile(x)
+    rows = [_rec(dataset, modality, m, v, len(x), params=_compat_params(m)) for m, v in summary.items()
+            if m != "mean_cosine"]
+    rows.append(_pairwise_rec(dataset, modality, "mean_cosine", x, settings))
     rows.append(_rec(dataset, modality, "isoscore_null", isotropy.isoscore_null(len(x), x.shape[1]), len(x),
                      params=_params(null="isotropic gaussian, L2-normalized, expected moments", n=len(x),
                                     d=x.shape[1])))
@@ -74,14 +88,20 @@ def gap_rows(image: ImageSet, text: TextSet, settings: MetricSettings, separabil
     if len(img_rows) == 0:
         return rows
     pos = gap.pair_cosines(image.emb[img_rows], text.emb[txt_rows], np.arange(len(img_rows)))
-    index = np.full(len(text.emb), -1, dtype=np.int64)
-    index[txt_rows] = img_rows
-    rand = gap.random_pair_cosines(image.emb, text.emb, n=max(len(pos), 1000), seed=settings.seed,
-                                   image_index=index if kind == "caption" else None)
-    params = _params(positive=kind)
-    rows += [_mean_rec(ds, "pair", "pos_cosine_mean", pos, settings, params=params),
-             _mean_rec(ds, "pair", "rand_cosine_mean", rand, settings, params=params),
-             _rec(ds, "pair", "similarity_gap", gap.similarity_gap(pos, rand), len(pos), params=params)]
+    params = _params(positive=kind, random="every non-matching pair (i != j) of one pair per image")
+    # captions of one image share it: the interval resamples images, each with all its captions
+    _, image_of_pair = np.unique(img_rows, return_inverse=True)
+    sums, counts = np.bincount(image_of_pair, weights=pos), np.bincount(image_of_pair).astype(np.float64)
+    pos_mean, pos_lo, pos_hi = bootstrap.ratio_ci(sums, counts, seed=settings.seed, n_boot=settings.bootstrap)
+    rows.append(_rec(ds, "pair", "pos_cosine_mean", pos_mean, len(pos), (pos_lo, pos_hi), params=params))
+    # random pairs: the exact mean over non-matching pairs of one (image, text) pair per image, a mean
+    # over pairs whose interval resamples the pairs (bootstrap.cross_pair_mean_cosine_ci)
+    _, first = np.unique(img_rows, return_index=True)
+    if len(first) >= 2:
+        rand, lo, hi = bootstrap.cross_pair_mean_cosine_ci(image.emb[img_rows[first]], text.emb[txt_rows[first]],
+                                                           seed=settings.seed, n_boot=settings.bootstrap)
+        rows += [_rec(ds, "pair", "rand_cosine_mean", rand, len(first), (lo, hi), params=params),
+                 _rec(ds, "pair", "similarity_gap", pos_mean - rand, len(pos), params=params)]
     return rows
 
 
@@ -97,16 +117,34 @@ def clip_loss_rows(image: ImageSet, text: TextSet, model_scale: float, model_bia
                                               logit_bias=model_bias, batch_size=settings.clip_batch_size,
                                               geometry=settings.geometry)
     params = _params(batch_size=settings.clip_batch_size or "full", logit_scale=scale, logit_bias=model_bias,
-                     geometry=settings.geometry, pairs="first caption per image")
+                     geometry=settings.geometry, pairs="first caption per image", mean_over=settings.clip_loss_mean)
     ds = image.dataset
-    return [_mean_rec(ds, "pair", "loss", (i2t + t2i) / 2, settings, params=params),
-            _mean_rec(ds, "pair", "loss_i2t", i2t, settings, params=params),
-            _mean_rec(ds, "pair", "loss_t2i", t2i, settings, params=params)]
+
+    def rec(metric: str, terms: np.ndarray) -> dict:
+        # the terms of one batch share its softmax: the CI resamples whole batches
+        value, lo, hi = bootstrap.batch_mean_ci(terms, settings.clip_batch_size, seed=settings.seed,
+                                                n_boot=settings.bootstrap, weighting=settings.clip_loss_mean)
+        return _rec(ds, "pair", metric, value, len(terms), (lo, hi), params=params)
+
+    rows = [rec("loss", (i2t + t2i) / 2), rec("loss_i2t", i2t), rec("loss_t2i", t2i)]
+    if settings.amumo_loss and len(img_rows) >= AMUMO_BATCH:
+        terms = clip_loss.amumo_loss_per_sample(image.emb[img_rows], text.emb[txt_rows], scale, AMUMO_BATCH,
+                                                settings.geometry)
+        value, lo, hi = bootstrap.batch_mean_ci(terms, AMUMO_BATCH, seed=settings.seed, n_boot=settings.bootstrap)
+        rows.append(_rec(ds, "pair", "loss_i2t_amumo", value, len(terms), (lo, hi),
+                         params=_params(batch_size=AMUMO_BATCH, remainder="dropped", direction="image->text",
+                                        logit_scale=scale, geometry=settings.geometry,
+                                        pairs="first caption per image")))
+    return rows
+
+
+AMUMO_BATCH = 50  # the Amumo article's batch size
 
 
 def zero_shot_rows(image: ImageSet, text: TextSet, settings: MetricSettings,
                    eval_split: str | None = None) -> list[dict]:
-    classes, class_emb = class_prompts(text)
+    # dot and neg_sq_euclidean score the raw rows (Chou & Alam 2024): normalized prompts would rank like cosine
+    classes, class_emb = class_prompts(text, normalize=settings.geometry == "cosine")
     keep = image.labels >= 0 if eval_split is None else (image.labels >= 0) & (image.splits == eval_split)
     if len(classes) < 2 or not keep.any():
         return []
@@ -191,6 +229,10 @@ def multilingual_rows(texts: dict[str, TextSet], reference: str, settings: Metri
         for form, name in (("sq", "distance_ratio_sq"), ("plain", "distance_ratio"), ("cos", "distance_ratio_cos")):
             rows.append(_rec(dataset, "text", name, multilingual.distance_ratio(a, b, form), len(pairs),
                              params=params, lang=lang))
+        if settings.distance_ratio_raw:
+            rows.append(_rec(dataset, "text", "distance_ratio_sq_raw", multilingual.distance_ratio_raw_all_pairs(a, b),
+                             len(pairs), params=_params(reference=reference, pairs=len(pairs), rows="raw",
+                                                        denominator="all n^2 pairs"), lang=lang))
         for k in (1, 5):
             if k <= len(pairs):
                 hits = multilingual.cross_lingual_hits(a, b, k)
@@ -205,9 +247,12 @@ def multilingual_rows(texts: dict[str, TextSet], reference: str, settings: Metri
 
 # --- layers --------------------------------------------------------------------------------------
 
-def layer_rows(dataset: str, states: list[np.ndarray]) -> list[dict]:
-    return [_rec(dataset, "text", "self_similarity", value, len(states[0]), layer=i)
-            for i, value in enumerate(layers.layer_self_similarity(states))]
+def layer_rows(dataset: str, states: list[np.ndarray], settings: MetricSettings | None = None) -> list[dict]:
+    """Self-similarity per layer, with the row-resampling CI of a mean over pairs when ``settings`` is given."""
+    if settings is None:
+        return [_rec(dataset, "text", "self_similarity", value, len(states[0]), layer=i)
+                for i, value in enumerate(layers.layer_self_similarity(states))]
+    return [_pairwise_rec(dataset, "text", "self_similarity", x, settings, layer=i) for i, x in enumerate(states)]
 
 
 def sts_rows(dataset: str, text_ids: np.ndarray, emb: np.ndarray, states: list[np.ndarray] | None,

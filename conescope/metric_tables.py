@@ -7,6 +7,8 @@ transform evaluation read, so that a family added here is created, written and q
 # Every family table of the contract, in the order of the README's table.
 METRIC_TABLES = ("isotropy", "modality_gap", "clip_loss", "zero_shot", "linear_probe", "retrieval", "clusters",
                  "multilingual", "layers")
-# The families measured again after each fitted transform (metrics/transforms writes their
-# ``transform <> 'none'`` rows); the others describe the raw embeddings only.
+# The families measured again after each fitted transform; the others describe the raw embeddings only.
 TRANSFORM_TABLES = ("isotropy", "modality_gap", "clip_loss", "zero_shot", "retrieval")
+# The families whose ``transform <> 'none'`` rows metrics/transforms writes: the above, and the linear
+# probe after the transforms the profile names in ``transforms.linear_probe`` (Tyshchuk et al. Table 3).
+TRANSFORM_WRITTEN_TABLES = (*TRANSFORM_TABLES, "linear_probe")

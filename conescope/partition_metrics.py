@@ -148,7 +148,7 @@ def layers(profile: Profile, model: str, source: EmbeddingSource, lang: str) -> 
             continue
         states = source.text_layers(text.dataset, lang, text.text_ids)
         if states is not None:
-            rows += families.layer_rows(text.dataset, states)
+            rows += families.layer_rows(text.dataset, states, profile.metrics)
         pairs = source.sts_pairs(text.dataset)
         if pairs is not None:
             rows += families.sts_rows(text.dataset, text.text_ids, text.emb, states, pairs)

@@ -5,7 +5,8 @@ eval sets, computed by ``conescope.families`` exactly as for raw embeddings.
 In-domain, a transform gets rows in every family of ``TRANSFORM_TABLES`` plus the cross-validated
 modality separability (Tyshchuk et al. 2023 measure geometry there); the other protocols get the
 quality metrics and the gap; the gap shift, swept in-domain, gets Liang et al.'s loss, accuracy and
-gap along the shift.
+gap along the shift. The transforms named in ``transforms.linear_probe`` also get the linear probe
+(trained on the eval dataset's transformed train rows, scored on its test rows).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from conescope import families
 from conescope.metric_tables import TRANSFORM_TABLES
 from conescope.metrics.isotropy import l2_normalize
 from conescope.profile import MetricSettings, TransformSettings
-from conescope.protocols import IN_DOMAIN, EvalSet, Plan, evals_for, fit_arrays, fit_sets_for, variants
+from conescope.protocols import CLASS_DISJOINT, IN_DOMAIN, EvalSet, Plan, evals_for, fit_arrays, fit_sets_for, variants
 from conescope.provenance import array_digest
 from conescope.sets import ImageSet, TextSet
 from conescope.transforms import Transform, data_sha256
@@ -60,8 +61,9 @@ def evaluate(t: Transform, ev: EvalSet, sets: dict[str, tuple[ImageSet, TextSet]
     and transform settings added to ``params``; ``separability`` adds the cross-validated probes to
     modality_gap."""
     image, text = transformed_sets(t, *sets[ev.dataset], ev.image_rows, ev.text_rows)
-    # Every eval row is already the eval split: the families must not filter it again.
-    settings = replace(settings, retrieval_eval_set="all")
+    # Every eval row is already the eval split: the families must not filter it again. A variant with its
+    # own scoring (the paper's PCA-k by dot product) overrides the profile's geometry.
+    settings = replace(settings, retrieval_eval_set="all", geometry=t.scoring or settings.geometry)
     out: dict[str, list[dict]] = {}
     if "isotropy" in tables:
         out["isotropy"] = (_isotropy_rows(ev.dataset, "image", image.emb, settings, cache)
@@ -75,6 +77,10 @@ def evaluate(t: Transform, ev: EvalSet, sets: dict[str, tuple[ImageSet, TextSet]
         out["zero_shot"] = families.zero_shot_rows(image, text, settings)
     if "retrieval" in tables:
         out["retrieval"] = families.retrieval_rows(image, text, settings)
+    if "linear_probe" in tables:  # trained on the eval dataset's transformed train rows, scored on test
+        all_image, all_text = sets[ev.dataset]
+        probe_image, _ = transformed_sets(t, all_image, all_text, np.arange(len(all_image.emb)), ev.text_rows[:0])
+        out["linear_probe"] = families.linear_probe_rows(probe_image, settings)
     extra = {"protocol": ev.protocol, "transform": {"kind": t.kind, **t.params()},
              "fit_sha256": t.provenance.get("data_sha256"), **ev.params}
     for rows in out.values():
@@ -144,6 +150,8 @@ def evaluate_all(stored: list[Transform], planned: Plan, sets: dict[str, tuple[I
                                  f"(data hash differs); rematerialize transforms/{t.kind}")
             for ev in evals_for(t.kind, fit_set, planned):
                 tables, separability = tables_for(t.kind, ev.protocol)
+                if t.name in planned.probe_transforms and ev.protocol != CLASS_DISJOINT:
+                    tables = (*tables, "linear_probe")
                 rows = evaluate(t, ev, sets, settings, *scales[ev.dataset], tables=tables,
                                 separability=separability, cache=cache)
                 for table, recs in rows.items():

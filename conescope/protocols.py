@@ -23,13 +23,14 @@ This module plans (which rows, which variants); ``conescope.protocol_eval`` fits
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from conescope.metrics.isotropy import l2_normalize
 from conescope.profile import TransformSettings
 from conescope.sets import ImageSet, TextSet, first_caption_pairs, prompt_pairs
+from conescope.splits import authors_known_classes, authors_split
 from conescope.transforms import KINDS, Transform
 
 IN_DOMAIN, CROSS_DATASET, CLASS_DISJOINT = "in_domain", "cross_dataset", "class_disjoint"
@@ -60,6 +61,7 @@ class Plan:
     fit_sets: dict[str, FitSet]
     evals: list[EvalSet]
     skipped: list[str] = field(default_factory=list)  # eval sets too small to measure, with the reason
+    probe_transforms: tuple[str, ...] = ()  # transforms after which the linear probe is measured
 
 
 def protocol_datasets(settings: TransformSettings) -> set[str]:
@@ -106,6 +108,10 @@ def plan(settings: TransformSettings, sets: dict[str, tuple[ImageSet, TextSet]])
     skipped: list[str] = []
 
     def split(ds: str, name: str) -> np.ndarray:
+        if ds in settings.authors_split:  # README "Fidelity": the rows the paper's code drew
+            mask = np.zeros(len(sets[ds][0].splits), dtype=bool)
+            mask[authors_split(len(mask), settings.split_seed)[0 if name == "train" else 1]] = True
+            return mask
         return sets[ds][0].splits == name
 
     def train_fit(ds: str) -> str:
@@ -121,7 +127,12 @@ def plan(settings: TransformSettings, sets: dict[str, tuple[ImageSet, TextSet]])
             skipped.append(f"{protocol} {fit} -> {name}: {len(fits[fit].image_rows)} fit pairs and "
                            f"{int(mask.sum())} eval images (at least {MIN_ROWS} each needed)")
             return
-        evals.append(EvalSet(protocol, fit, name, ds, *eval_rows(img, txt, mask), params))
+        image_rows, text_rows = eval_rows(img, txt, mask)
+        if ds in settings.authors_split:  # in permutation order, as the authors' code batches its test set
+            rank = np.empty(len(mask), dtype=np.int64)
+            rank[np.concatenate(authors_split(len(mask), settings.split_seed))] = np.arange(len(mask))
+            image_rows = image_rows[np.argsort(rank[image_rows], kind="stable")]
+        evals.append(EvalSet(protocol, fit, name, ds, image_rows, text_rows, params))
 
     def present(protocol: str, *datasets: str) -> bool:
         missing = [ds for ds in datasets if ds not in sets]
@@ -140,9 +151,11 @@ def plan(settings: TransformSettings, sets: dict[str, tuple[ImageSet, TextSet]])
         if not present(CLASS_DISJOINT, ds):
             continue
         img, txt = sets[ds]
-        known = known_classes(img, settings.class_disjoint_seed)
+        known = (authors_known_classes(np.unique(img.labels[img.labels >= 0]), settings.class_disjoint_seed)
+                 if settings.class_disjoint_method == "authors" else known_classes(img, settings.class_disjoint_seed))
         is_known = np.isin(img.labels, known)
-        params = {"known_classes": known.tolist(), "seed": settings.class_disjoint_seed}
+        params = {"known_classes": known.tolist(), "seed": settings.class_disjoint_seed,
+                  "known_method": settings.class_disjoint_method}
         name = f"{ds}:train:known"
         img_rows, txt_rows = fit_pairs(img, txt, split(ds, "train") & is_known)
         fits[name] = FitSet(name, ds, img_rows, txt_rows, params)
@@ -150,7 +163,10 @@ def plan(settings: TransformSettings, sets: dict[str, tuple[ImageSet, TextSet]])
         add_eval(CLASS_DISJOINT, name, f"{ds}:test:known", ds, split(ds, "test") & is_known, **params)
         add_eval(CLASS_DISJOINT, name, f"{ds}:test:new", ds, split(ds, "test") & labelled & ~is_known, **params)
     used = {ev.fit_set for ev in evals}
-    result = Plan({name: f for name, f in fits.items() if name in used}, evals, skipped)
+    evals = [replace(ev, params={**ev.params, "split": "authors", "split_seed": settings.split_seed})
+             if ev.dataset in settings.authors_split else ev for ev in evals]
+    result = Plan({name: f for name, f in fits.items() if name in used}, evals, skipped,
+                  probe_transforms=settings.linear_probe)
     check_disjoint(result, sets)
     return result
 
@@ -185,8 +201,10 @@ def variants(settings: TransformSettings, kind: str) -> list[Transform]:
     """The unfitted variants of one kind: one per k for whitening/PCA, per lambda (and
     renormalization) for the gap shift."""
     cls = KINDS[kind]
-    if kind in ("whitening", "pca"):
-        return [cls(k) for k in settings.k]
+    if kind == "whitening":
+        return [cls(k, fit_on) for fit_on in settings.whitening_fit_on for k in settings.ks(kind)]
+    if kind == "pca":
+        return [cls(k, variant) for variant in settings.pca_variants for k in settings.ks(kind)]
     if kind == "gap_shift":
         return [cls(lam, renorm) for renorm in settings.gap_shift_renormalize for lam in settings.gap_shift_lambdas]
     return [cls()]

@@ -50,15 +50,18 @@ def first_caption_pairs(image: ImageSet, text: TextSet) -> tuple[np.ndarray, np.
     return image_rows[first], text_rows[first]
 
 
-def class_prompts(text: TextSet) -> tuple[np.ndarray, np.ndarray]:
+def class_prompts(text: TextSet, normalize: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """(class ids, prompt embedding per class) from the class prompts of a text set; several prompts
-    of one class are averaged after normalization (prompt ensembling, Radford et al. 2021)."""
+    of one class are averaged after normalization (prompt ensembling, Radford et al. 2021).
+    ``normalize=False`` keeps the raw rows (averaged as they are), for the dot and negative squared
+    Euclidean geometries, which score unnormalized embeddings (Chou & Alam 2024)."""
     rows = text.prompt_rows
     if len(rows) == 0:
         return np.empty(0, dtype=np.int64), np.empty((0, text.emb.shape[1]))
     labels = text.labels[rows]
     emb = text.emb[rows].astype(np.float64)
-    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    if normalize:
+        emb /= np.linalg.norm(emb, axis=1, keepdims=True)
     classes = np.unique(labels)
     means = np.vstack([emb[labels == c].mean(axis=0) for c in classes])
     return classes, means
