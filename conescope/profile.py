@@ -46,7 +46,9 @@ _CRON = r"^\s*[0-9*/,\-]+(\s+[0-9A-Za-z*/,\-]+){4}\s*$"
 DEVICES = ("auto", "cpu", "cuda")
 GEOMETRIES = ("cosine", "dot", "neg_sq_euclidean")
 RETRIEVAL_EVAL_SETS = ("test", "all")
-TRANSFORM_KINDS = ("identity", "centering", "whitening", "pca", "procrustes", "lstsq", "gap_shift")
+TRANSFORM_KINDS = ("identity", "centering", "centering_per_modality", "whitening", "pca", "procrustes", "lstsq",
+                   "gap_shift")
+K_KINDS = ("whitening", "pca")  # the kinds that keep k components
 
 
 @record
@@ -120,6 +122,12 @@ class MetricSettings(Section):
     # or every row ("all"); a dataset without test rows is evaluated on all of them
     retrieval_eval_set: Literal[RETRIEVAL_EVAL_SETS] = "test"
     reference_lang: Lang | None = None  # multilingual reference; None: en if profiled, else the first
+    # Fidelity switches (README "Fidelity"): the loss as the mean of batch means (Tyshchuk et al.), the
+    # Amumo loss rows (loss_i2t_amumo), the distance ratio on raw rows over all n^2 pairs
+    # (distance_ratio_sq_raw, Tyshchuk et al. Table 6)
+    clip_loss_mean: Literal["samples", "batches"] = "samples"
+    amumo_loss: Flag = False
+    distance_ratio_raw: Flag = False
 
     @classmethod
     def from_yaml(cls, data: dict) -> dict:
@@ -162,24 +170,55 @@ class TransformSettings(Section):
     # fit on half the classes, evaluate known and new classes
     class_disjoint: tuple[Text, ...] = Field((), validation_alias=AliasPath("protocols", "class_disjoint", "datasets"))
     class_disjoint_seed: at_least(0) = Field(0, validation_alias=AliasPath("protocols", "class_disjoint", "seed"))
+    # Fidelity switches (README "Fidelity")
+    # ``k: {whitening: [...], pca: [...]}``: a k list per kind, overriding ``k`` (set from ``k`` in YAML)
+    k_by_kind: tuple[tuple[Literal[K_KINDS], tuple[at_least(1), ...]], ...] = ()
+    whitening_fit_on: non_empty(Literal["joint", "image", "text"]) = Field(
+        ("joint",), validation_alias=AliasPath("whitening", "fit_on"))  # one whitening variant each
+    pca_variants: non_empty(Literal["centered", "truncated_svd"]) = Field(
+        ("centered",), validation_alias=AliasPath("pca", "variants"))
+    # datasets split by torch.randperm (conescope.splits) as the authors split them, not by the manifest
+    authors_split: tuple[Text, ...] = Field((), validation_alias=AliasPath("protocols", "authors_split"))
+    split_seed: at_least(0) = Field(0, validation_alias=AliasPath("protocols", "split_seed"))
+    # seeded (numpy) | authors (torch.randperm of the classes)
+    class_disjoint_method: Literal["seeded", "authors"] = Field(
+        "seeded", validation_alias=AliasPath("protocols", "class_disjoint", "method"))
+    linear_probe: tuple[Text, ...] = ()  # transforms (warehouse names) after which the linear probe is measured
+    HIDDEN: ClassVar[frozenset[str]] = frozenset({"k_by_kind"})
 
     @classmethod
     def from_yaml(cls, data: dict) -> dict:
-        """A present section defaults to every kind; ``k`` is needed by whitening-k and PCA-k."""
+        """A present section defaults to every kind; ``k`` (a list, or a list per kind) is needed by
+        whitening-k and PCA-k."""
         data.setdefault("kinds", list(TRANSFORM_KINDS))
         if isinstance(data["kinds"], list) and not data["kinds"]:
             raise problem("expected a non-empty list, got []", "kinds")
-        needs_k = isinstance(data["kinds"], list) and {"whitening", "pca"} & set(map(str, data["kinds"]))
-        if (needs_k or "k" in data) and (not isinstance(data.get("k"), list) or not data["k"]):
+        kinds = set(map(str, data["kinds"])) if isinstance(data["kinds"], list) else set()
+        if isinstance(data.get("k"), dict):
+            per_kind = data.pop("k")
+            for kind, values in per_kind.items():
+                if kind not in K_KINDS:
+                    raise problem(f"unknown key (allowed: {', '.join(K_KINDS)})", "k", kind)
+                if not isinstance(values, list) or not values:
+                    raise problem(f"expected a non-empty list, got {values!r}", "k", kind)
+            for kind in sorted(kinds & set(K_KINDS) - set(per_kind)):
+                raise problem("missing: a k list is needed for every kind that takes k", "k", kind)
+            data["k_by_kind"] = [(kind, values) for kind, values in per_kind.items()]
+        elif (kinds & set(K_KINDS) or "k" in data) and (not isinstance(data.get("k"), list) or not data["k"]):
             raise problem(f"expected a non-empty list, got {data.get('k')!r}", "k")
         return data
+
+    def ks(self, kind: str) -> tuple[int, ...]:
+        """The k values of ``kind`` (whitening or pca)."""
+        return dict(self.k_by_kind).get(kind, self.k)
 
     def datasets(self) -> list[tuple[tuple, str]]:
         """(YAML key path, dataset name) of every dataset the protocols name."""
         return ([(("in_domain", i), d) for i, d in enumerate(self.in_domain)]
                 + [(("cross_dataset", i, key), d) for i, pair in enumerate(self.cross_dataset)
                    for key, d in zip(("fit", "eval"), pair, strict=True)]
-                + [(("class_disjoint", "datasets", i), d) for i, d in enumerate(self.class_disjoint)])
+                + [(("class_disjoint", "datasets", i), d) for i, d in enumerate(self.class_disjoint)]
+                + [(("authors_split", i), d) for i, d in enumerate(self.authors_split)])
 
 
 @record

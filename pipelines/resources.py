@@ -21,9 +21,9 @@ class ConescopeHome(dg.ConfigurableResource):
     warehouse_data_path: str = "lake"
 
     @cached_property
-    def root(self) -> DataRoot:
+    def paths(self) -> DataRoot:
         return DataRoot(Path(self.home).resolve())
 
     @cached_property
     def warehouse(self) -> Warehouse:
-        return open_warehouse(self.root.root, self.warehouse_kind, self.warehouse_catalog, self.warehouse_data_path)
+        return open_warehouse(self.paths.root, self.warehouse_kind, self.warehouse_catalog, self.warehouse_data_path)

@@ -137,11 +137,11 @@ def test_a_failing_step_is_reported_in_one_line(data_root, tmp_path, capsys):
 
 
 def test_a_language_subset_plans_no_run_that_reads_every_language(tiny_profile):
-    from pipelines.refresh import PARTITION_JOB, REPORTS_JOB, SUMMARY_JOB, full_plan
+    from pipelines.refresh import MODEL_LANG_JOB, REPORTS_JOB, SUMMARY_JOB, full_plan
 
     subset = full_plan(tiny_profile, "t", ["tiny.random"], ["en"])
     assert [p.job for p in subset if p.job in (SUMMARY_JOB, REPORTS_JOB)] == []
-    assert [p.partition_key for p in subset if p.job == PARTITION_JOB] == ["en|tiny.random"]
+    assert [p.partition_key for p in subset if p.job == MODEL_LANG_JOB] == ["en|tiny.random"]
     full = full_plan(tiny_profile, "t", ["tiny.random"])
     assert [p.partition_key for p in full if p.job == SUMMARY_JOB] == ["tiny.random"]
 
