@@ -12,9 +12,10 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 
-def open(home: str | Path | None = None) -> Home:  # noqa: A001 (the notebook entry point, as io.open)
+def open(home: str | Path | None = None, profile: str | None = None) -> Home:  # noqa: A001 (as io.open)
     """The data root ``home`` (default: ``CONESCOPE_HOME``, else ``./data``) opened for reading: metric
-    tables as polars DataFrames, embeddings as arrays with their ids, report paths (``storage.notebook``)."""
+    tables as polars DataFrames, embeddings as arrays with their ids, report paths (``storage.notebook``).
+    ``profile`` (default: ``CONESCOPE_PROFILE``, else demo) says which warehouse backend holds the rows."""
     from storage.notebook import Home  # the storage layer, imported only when a notebook asks for it
 
-    return Home(home)
+    return Home(home, profile)

@@ -15,7 +15,7 @@ import polars as pl
 
 from storage.parquet_store import read_embeddings, read_manifest_table
 from storage.paths import DataRoot
-from storage.warehouse import METRIC_TABLES, Warehouse
+from storage.warehouse import METRIC_TABLES, open_warehouse
 
 
 @dataclass(frozen=True)
@@ -30,11 +30,15 @@ class Embeddings:
 
 
 class Home:
-    """The data root at ``root`` (see the README's storage contract)."""
+    """The data root at ``root`` (see the README's storage contract), its warehouse opened as the
+    profile's ``warehouse`` section says (the embedded DuckDB file, or DuckLake)."""
 
-    def __init__(self, root: str | Path | None = None):
+    def __init__(self, root: str | Path | None = None, profile: str | None = None):
+        from conescope.profile import load_profile
+
         self.root = DataRoot.from_env() if root is None else DataRoot(Path(root).resolve())
-        self.warehouse = Warehouse(self.root.warehouse)
+        spec = load_profile(profile).warehouse
+        self.warehouse = open_warehouse(self.root.root, spec.kind, spec.catalog, spec.data_path)
 
     def __repr__(self) -> str:
         return f"conescope.open({str(self.root.root)!r})"
