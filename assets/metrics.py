@@ -158,7 +158,7 @@ def metric_assets(profile: Profile, parts: ProfilePartitions) -> list[dg.AssetsD
             # Stored by the text embedding step (embedding.text_layers), else recomputed here.
             states = load_text_layers(home.root, ds, model, lang, txt.text_ids)
             if states is None:
-                loaded = cached_model(profile.models[model], profile.embedding.device)
+                loaded = cached_model(profile.models[model], profile.embedding.device, profile.embedding.precision)
                 set_text_language(loaded, lang)  # the model is shared across partitions: NLLB-CLIP needs this one's
                 states = text_layer_states(loaded, txt.texts, profile.embedding.batch_size)
             rows += families.layer_rows(ds, states)

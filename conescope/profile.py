@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from conescope.models import PRECISIONS
+
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_PROFILE = "demo"
 
@@ -66,6 +68,7 @@ class EmbeddingSpec:
     batch_size: int = 32  # with batch_auto, what CPU-side code that needs one number uses
     batch_auto: bool = False  # batch_size: auto -> 256 on CUDA (halved on out-of-memory), 32 on CPU
     device: str = "auto"
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16: the weights' dtype (conescope/models.py)
     workers: int | None = None  # image decoding processes; None ("auto"): one per CPU, at most 16
     text_layers: bool = False  # also store every text layer's pooled state (for metrics/layers)
     part_rows: int = 16384  # rows per committed part: a crash loses at most this much work
@@ -350,6 +353,7 @@ def _embedding(r: _Reader, m: dict) -> EmbeddingSpec:
         batch_size=d.batch_size if batch == "auto" else r.integer(batch, "embedding.batch_size", minimum=1),
         batch_auto=batch == "auto",
         device=r.string(m.get("device", d.device), "embedding.device", DEVICES),
+        precision=r.string(m.get("precision", d.precision), "embedding.precision", PRECISIONS),
         workers=None if workers == "auto" else r.integer(workers, "embedding.workers", minimum=0),
         text_layers=r.boolean(m.get("text_layers", d.text_layers), "embedding.text_layers"),
         part_rows=r.integer(m.get("part_rows", d.part_rows), "embedding.part_rows", minimum=1),
