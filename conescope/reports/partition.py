@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import json
 import re
+from collections import ChainMap
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -36,6 +38,7 @@ from conescope.reports.projections import (
     svd_projection,
     tsne_maps,
 )
+from conescope.reports.thumbs import thumbs_digest
 from conescope.sets import ImageSet, TextSet, first_caption_pairs
 from conescope.transforms import Centering, GapShift, LeastSquares, Procrustes, Whitening
 
@@ -57,7 +60,7 @@ class DatasetData:
     image: ImageSet | None
     text: TextSet
     label_names: dict[str, str] = field(default_factory=dict)  # sample_id -> label name
-    thumbs: dict[str, str] = field(default_factory=dict)
+    thumbs: Mapping[str, str | None] = field(default_factory=dict)  # lazy: decoded when a figure shows one
     rows: list[dict] = field(default_factory=list)
 
     @property
@@ -368,7 +371,8 @@ def page_key(model: str, lang: str, sections: list[DatasetData], provenance: dic
     """The data version of a partition page: a hash of every input (embeddings, warehouse rows, label
     names, thumbnails, settings, provenance) and of the report code."""
     arrays = [a for d in sections for a in ((d.text.emb,) if d.image is None else (d.image.emb, d.text.emb))]
-    described = [(d.name, d.rows, d.label_names, d.thumbs, None if d.image is None else d.image.sample_ids.tolist(),
+    described = [(d.name, d.rows, d.label_names, thumbs_digest(d.thumbs),
+                  None if d.image is None else d.image.sample_ids.tolist(),
                   None if d.image is None else d.image.splits.tolist(), d.text.texts, d.text.sample_ids.tolist())
                  for d in sections]
     return data_key(*arrays, model=model, lang=lang, sections=described, provenance=provenance,
@@ -402,10 +406,9 @@ def render_partition_report(model: str, lang: str, sections: list[DatasetData], 
 def _render(model: str, lang: str, sections: list[DatasetData], provenance: dict, settings: ReportSettings,
             cache: ArrayCache) -> RenderedReport:
     items = Items()
-    thumbs: dict[str, str] = {}
+    thumbs = ChainMap(*[d.thumbs for d in sections])  # read for the plotted samples only, by render_page
     body, preview = [], None
     for d in sections:
-        thumbs.update(d.thumbs)
         anchor = f"ds-{d.name}"
         if d.image is None:
             body.append(f"<h2 id='{esc(anchor)}'>{esc(d.name)}</h2><p>No image embeddings in this partition (a "
