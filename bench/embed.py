@@ -11,10 +11,12 @@ encoded a batch at a time.
 
 Two phases, each in subprocesses of its own:
 
-1. speed: one process loads the models once and runs the sides in interleaved rounds (the order
-   rotates every round), one warm-up batch per side untimed. On a machine shared with other work
-   the absolute rates move with the load, but the ratio of two sides measured seconds apart
-   survives it far better: the ratios are the figures to read, per round and their median.
+1. speed: one process loads the models once and runs the sides in lockstep, batch by batch (each
+   side's iterator advanced one batch in turn, the order rotating every step), after one untimed
+   warm-up batch per side; the data is gone through ``--rounds`` times. On a machine shared with
+   other work the absolute rates move with the load, but the ratio of two sides measured within
+   the same second survives it far better: the ratios are the figures to read, per round and their
+   median.
 2. memory: each side alone in a fresh process over the same data, reporting its peak resident
    memory (ru_maxrss: model loading included; decoding workers separately).
 
@@ -36,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -89,26 +92,30 @@ class Side:
         cuda = self.loaded.device.startswith("cuda")
         self.sync = torch.cuda.synchronize if cuda else (lambda: None)
 
-    def images(self, paths: list[str]) -> int:
-        if self.name == "loop_fp32":
-            return self._loop(paths, self._loop_images)
+    def batches(self, kind: str, items: list) -> Iterator[int]:
+        """Embed ``items`` (image paths or captions), yielding the row count of each batch."""
         from conescope import engine
 
-        return sum(len(rows) for rows, _ in engine.embed_images(self.loaded, paths, self.settings))
+        if self.name == "loop_fp32":
+            fn = self._loop_images if kind == "images" else self._loop_texts
+            for start in range(0, len(items), self.batch_size):
+                fn(items[start:start + self.batch_size])
+                self.sync()
+                yield min(self.batch_size, len(items) - start)
+            return
+        batches = (engine.embed_images(self.loaded, items, self.settings) if kind == "images"
+                   else engine.embed_texts(self.loaded, items, self.settings))
+        for out in batches:
+            self.sync()
+            yield len(out[0])
+
+    def images(self, paths: list[str]) -> int:
+        return sum(self.batches("images", paths))
 
     def texts(self, captions: list[str]) -> int:
-        if self.name == "loop_fp32":
-            return self._loop(captions, self._loop_texts)
-        from conescope import engine
-
-        return sum(len(rows) for rows, _, _ in engine.embed_texts(self.loaded, captions, self.settings))
+        return sum(self.batches("texts", captions))
 
     # --- the plain loop ---------------------------------------------------------------------------
-    def _loop(self, items: list, fn) -> int:
-        for start in range(0, len(items), self.batch_size):
-            fn(items[start:start + self.batch_size])
-        return len(items)
-
     def _loop_images(self, batch: list[str]):
         import torch
         from PIL import Image
@@ -127,11 +134,26 @@ class Side:
             tokens = self.loaded.tokenizer(batch).to(self.loaded.device)
             return self.loaded.model.encode_text(tokens).cpu().numpy()
 
-    def timed(self, kind: str, items: list) -> float:
-        t0 = time.perf_counter()
-        n = self.images(items) if kind == "images" else self.texts(items)
-        self.sync()
-        return n / (time.perf_counter() - t0)
+
+
+def lockstep(sides: list[Side], kind: str, items: list) -> dict[str, float]:
+    """Rows per second of each side over ``items``, the sides advanced one batch each in turn."""
+    iterators = {s.name: s.batches(kind, items) for s in sides}
+    seconds = dict.fromkeys(iterators, 0.0)
+    rows = dict.fromkeys(iterators, 0)
+    step = 0
+    while iterators:
+        names = list(iterators)
+        for name in names[step % len(names):] + names[:step % len(names)]:
+            t0 = time.perf_counter()
+            n = next(iterators[name], None)
+            seconds[name] += time.perf_counter() - t0
+            if n is None:
+                del iterators[name]
+            else:
+                rows[name] += n
+        step += 1
+    return {name: rows[name] / seconds[name] for name in rows}
 
 
 def _data(path: Path) -> tuple[list[str], list[str]]:
@@ -150,11 +172,10 @@ def run_interleaved(data: Path, batch_size: int, workers: int | None, device: st
         side.texts(captions[:batch_size])
     paths, captions = paths[batch_size:], captions[batch_size:]
     rates: dict[str, dict[str, list[float]]] = {s.name: {"images": [], "texts": []} for s in sides}
-    for r in range(rounds):
-        order = sides[r % len(sides):] + sides[:r % len(sides)]
+    for _ in range(rounds):
         for kind, items in (("images", paths), ("texts", captions)):
-            for side in order:
-                rates[side.name][kind].append(side.timed(kind, items))
+            for name, rate in lockstep(sides, kind, items).items():
+                rates[name][kind].append(rate)
     return {"rates": rates, "threads": torch.get_num_threads(), "device": sides[0].loaded.device,
             "precision": {s.name: s.precision for s in sides}, "workers": {s.name: s.workers for s in sides}}
 
@@ -220,8 +241,8 @@ def main() -> None:
 
 def report(speed: dict, memory: dict, rounds: int) -> None:
     rates, precision, workers = speed["rates"], speed["precision"], speed["workers"]
-    print(f"device {speed['device']}, {speed['threads']} torch threads, {rounds} interleaved rounds "
-          f"(rates move with the machine's load; the ratios are the figures to compare)")
+    print(f"device {speed['device']}, {speed['threads']} torch threads, {rounds} rounds, sides interleaved batch by "
+          f"batch (rates move with the machine's load; the ratios are the figures to compare)")
     print(f"{'side':12} {'precision':9} {'workers':>7} {'images/s':>9} {'texts/s':>9} {'peak RSS MB':>12}")
     for side in SIDES:
         med = {k: statistics.median(rates[side][k]) for k in ("images", "texts")}
