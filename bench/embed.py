@@ -77,7 +77,7 @@ def _peak_mb(who: int) -> float:
 class Side:
     """One way of embedding: ``images(paths)`` and ``texts(captions)`` each return the row count."""
 
-    def __init__(self, name: str, device: str, batch_size: int, workers: int | None):
+    def __init__(self, name: str, device: str, batch_size: int, workers: int | None, arch: str = "ViT-B-32"):
         import torch
 
         from conescope import engine
@@ -85,7 +85,7 @@ class Side:
 
         self.name, self.batch_size = name, batch_size
         precision = "auto" if name == "engine_auto" else "fp32"
-        self.loaded = load_model("ViT-B-32", None, seed=0, zero_bias=False, device=device, precision=precision)
+        self.loaded = load_model(arch, None, seed=0, zero_bias=False, device=device, precision=precision)
         self.precision = self.loaded.precision
         self.settings = engine.EngineSettings(batch_size=batch_size, workers=workers)
         self.workers = self.settings.resolved_workers(self.loaded.device) if name != "loop_fp32" else 0
@@ -161,12 +161,13 @@ def _data(path: Path) -> tuple[list[str], list[str]]:
     return spec["paths"], spec["captions"]
 
 
-def run_interleaved(data: Path, batch_size: int, workers: int | None, device: str, rounds: int) -> dict:
+def run_interleaved(data: Path, batch_size: int, workers: int | None, device: str, rounds: int,
+                    arch: str) -> dict:
     """Phase 1, in this process: every side in every round; rates per side and round."""
     import torch
 
     paths, captions = _data(data)
-    sides = [Side(name, device, batch_size, workers) for name in SIDES]
+    sides = [Side(name, device, batch_size, workers, arch) for name in SIDES]
     for side in sides:  # warm-up: first calls allocate, pick kernels, fill caches
         side.images(paths[:batch_size])
         side.texts(captions[:batch_size])
@@ -180,10 +181,10 @@ def run_interleaved(data: Path, batch_size: int, workers: int | None, device: st
             "precision": {s.name: s.precision for s in sides}, "workers": {s.name: s.workers for s in sides}}
 
 
-def run_memory(side_name: str, data: Path, batch_size: int, workers: int | None, device: str) -> dict:
+def run_memory(side_name: str, data: Path, batch_size: int, workers: int | None, device: str, arch: str) -> dict:
     """Phase 2, in this process: one side over every image and caption; its peak memory."""
     paths, captions = _data(data)
-    side = Side(side_name, device, batch_size, workers)
+    side = Side(side_name, device, batch_size, workers, arch)
     side.images(paths)
     side.texts(captions)
     return {"side": side_name, "peak_rss_mb": _peak_mb(resource.RUSAGE_SELF),
@@ -206,6 +207,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None, help="engine decoding workers (default: by device)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--size", default="640x480", help="image width x height")
+    parser.add_argument("--arch", default="ViT-B-32", help="open_clip architecture (random initialisation)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory phase")
     parser.add_argument("--phase", choices=("speed", "memory"), help=argparse.SUPPRESS)
@@ -213,15 +215,16 @@ def main() -> None:
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.phase == "speed":
-        print(json.dumps(run_interleaved(args.data, args.batch_size, args.workers, args.device, args.rounds)))
+        print(json.dumps(run_interleaved(args.data, args.batch_size, args.workers, args.device, args.rounds,
+                                         args.arch)))
         return
     if args.phase == "memory":
-        print(json.dumps(run_memory(args.side, args.data, args.batch_size, args.workers, args.device)))
+        print(json.dumps(run_memory(args.side, args.data, args.batch_size, args.workers, args.device, args.arch)))
         return
     if args.n <= args.batch_size:
         parser.error("--n must exceed --batch-size (the first batch is a warm-up)")
     width, height = (int(v) for v in args.size.lower().split("x"))
-    common = ["--batch-size", str(args.batch_size), "--device", args.device]
+    common = ["--batch-size", str(args.batch_size), "--device", args.device, "--arch", args.arch]
     if args.workers is not None:
         common += ["--workers", str(args.workers)]
     with tempfile.TemporaryDirectory(prefix="conescope-bench-") as tmp:
@@ -230,7 +233,7 @@ def main() -> None:
         size_kb = sum(os.path.getsize(p) for p in paths) / len(paths) / 1024
         (Path(tmp) / "data.json").write_text(json.dumps({"paths": paths, "captions": captions}))
         print(f"data: {args.n} JPEGs {width}x{height} (mean {size_kb:.0f} kB) and captions, written in "
-              f"{time.perf_counter() - t0:.1f} s; batch size {args.batch_size}; model ViT-B-32 (random init)",
+              f"{time.perf_counter() - t0:.1f} s; batch size {args.batch_size}; model {args.arch} (random init)",
               flush=True)
         speed = _subprocess(["--phase", "speed", "--data", tmp, "--rounds", str(args.rounds), *common])
         memory = {} if args.no_memory else {
