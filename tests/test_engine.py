@@ -136,6 +136,13 @@ def test_bf16_weights_give_float32_rows_close_to_fp32(tiny, tiny_bf16):
     assert text.dtype == layers.dtype == np.float32 and _cosines(text, ref_text).min() > 0.999
 
 
+def test_batches_reach_the_device_in_the_weights_dtype_and_tokens_stay_integers(tiny, tiny_bf16):
+    images, tokens = torch.rand(2, 3, 32, 32), torch.tensor([[1, 2, 3]])
+    assert engine._to_device(images, tiny_bf16).dtype == torch.bfloat16
+    assert engine._to_device(images, tiny).dtype == torch.float32
+    assert engine._to_device(tokens, tiny_bf16).dtype == torch.int64
+
+
 # --- out-of-memory back-off -------------------------------------------------------------------------
 
 def test_batch_sizer_halves_on_out_of_memory_and_keeps_every_row():
