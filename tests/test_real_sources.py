@@ -88,7 +88,7 @@ def real(tmp_path_factory):
             "tiny.random": {"kind": "open_clip", "arch": "conescope-tiny", "pretrained": None, "seed": 0},
             "tiny.sbert": {"kind": "sentence_transformers", "model": str(st_path)},
         },
-        "embedding": {"batch_size": 8, "device": "cpu"},
+        "embedding": {"batch_size": 8, "device": "cpu", "precision": "fp32"},  # compared with fp32 references
         "metrics": {"bootstrap": 20, "folds": 2},
         "report": {"max_points": 50},
         # the text-only model and the datasets without images go through the transform layer too
