@@ -12,7 +12,6 @@ import dagster as dg
 import pyarrow as pa
 
 from assets import keys
-from conescope.dataset_specs import SOURCE_KINDS
 from conescope.datasets import build_dataset
 from conescope.profile import DatasetSpec, Profile
 from conescope.provenance import code_version, table_sha256
@@ -48,7 +47,7 @@ def _dataset_asset(spec: DatasetSpec, languages: tuple[str, ...], profile_name: 
               description=f"{spec.kind} dataset {spec.name!r} as a normalized manifest (samples + texts)")
     def _asset(context: dg.AssetExecutionContext, conescope: ConescopeHome) -> dg.MaterializeResult:
         extra_tables, rejected, info = {}, 0, {}
-        if spec.kind in SOURCE_KINDS:
+        if spec.is_source:
             manifest, extra_tables, rejected, info = _ingest(spec, languages, conescope, context)
         else:
             manifest = build_dataset(spec.kind, spec.name, spec.n, spec.seed, spec.image_size, languages)

@@ -26,6 +26,7 @@ import numpy as np
 from conescope.families import _positive_pairs
 from conescope.metrics import gap
 from conescope.metrics.isotropy import l2_normalize, singular_values
+from conescope.profile import ReportSettings
 from conescope.reports import figures, svg
 from conescope.reports.cache import ArrayCache, data_key
 from conescope.reports.page import Items, esc, figure, metric_table, render_page, table
@@ -41,14 +42,6 @@ from conescope.reports.projections import (
 from conescope.reports.thumbs import thumbs_digest
 from conescope.sets import ImageSet, TextSet, first_caption_pairs
 from conescope.transforms import Centering, GapShift, LeastSquares, Procrustes, Whitening
-
-
-@dataclass
-class ReportSettings:
-    max_points: int = 2000  # points per modality in the scatter plots and t-SNE maps
-    heatmap_pairs: int = 60  # pairs in the similarity heatmap
-    clusters: int = 6  # clusters of the reordered heatmap
-    seed: int = 0
 
 
 @dataclass
