@@ -38,9 +38,10 @@ LAYERS = "layers"
 LAYER_KEY_COLUMNS: list[tuple[str, pa.DataType]] = [("text_id", pa.string()), ("layer", pa.int16())]
 
 
-@lru_cache(maxsize=2)
+@lru_cache(maxsize=3)
 def cached_model(spec: ModelSpec, device: str, precision: str = "fp32") -> LoadedModel:
-    # Runs executed in one process (the CLI, tests) reuse the model across steps and partitions.
+    # Runs executed in one process (the CLI, tests) reuse the model across steps and partitions; three,
+    # so that the demo's models (images of two, then the text partitions of all three) load once each.
     if spec.text_only:
         from conescope.text_models import load_text_model
 
