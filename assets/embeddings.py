@@ -38,14 +38,15 @@ LAYERS = "layers"
 LAYER_KEY_COLUMNS: list[tuple[str, pa.DataType]] = [("text_id", pa.string()), ("layer", pa.int16())]
 
 
-@lru_cache(maxsize=2)
-def cached_model(spec: ModelSpec, device: str) -> LoadedModel:
-    # Runs executed in one process (the CLI, tests) reuse the model across steps and partitions.
+@lru_cache(maxsize=3)
+def cached_model(spec: ModelSpec, device: str, precision: str = "fp32") -> LoadedModel:
+    # Runs executed in one process (the CLI, tests) reuse the model across steps and partitions; three,
+    # so that the demo's models (images of two, then the text partitions of all three) load once each.
     if spec.text_only:
         from conescope.text_models import load_text_model
 
-        return load_text_model(spec.arch, spec.package, device)
-    return load_model(spec.arch, spec.pretrained, spec.seed, spec.zero_bias, device)
+        return load_text_model(spec.arch, spec.package, device, precision)
+    return load_model(spec.arch, spec.pretrained, spec.seed, spec.zero_bias, device, precision)
 
 
 def require_image_tower(spec: ModelSpec) -> None:
@@ -64,7 +65,7 @@ def _provenance(loaded: LoadedModel, spec: ModelSpec, dataset: str, data_sha256:
     """(provenance stored in the files, the part of it a resumed run must match)."""
     stable = {**loaded.provenance, "model": spec.name, "dataset": dataset, "data_sha256": data_sha256,
               "code_version": code_version(), "logit_scale": loaded.logit_scale, "logit_bias": loaded.logit_bias,
-              "precision": engine.precision_name(engine.autocast_dtype(loaded.device)),
+              "precision": loaded.precision,
               "preprocessing": repr(getattr(loaded, "preprocess", None)), **extra}
     # A resumed run may get another GPU of the same kind: the fingerprint keeps the device type only.
     return ({**stable, "created_at": datetime.now(UTC).isoformat()},
@@ -72,7 +73,8 @@ def _provenance(loaded: LoadedModel, spec: ModelSpec, dataset: str, data_sha256:
 
 
 def _metadata(run: engine.EngineRun, n: int, resumed: int, unit: str, path) -> dict:
-    return {"rows": n, "resumed_rows": resumed, "device": run.device, "precision": run.precision,
+    return {"rows": n, "resumed_rows": resumed, "embedded_rows": run.embedded, "device": run.device,
+            "precision": run.precision,
             f"{unit}_per_s": round(run.per_second, 2), "batch_size": run.batch_size, "workers": run.workers,
             "oom_backoffs": len(run.backoffs), "path": dg.MetadataValue.path(str(path))}
 
@@ -112,7 +114,7 @@ def _image_asset(ds: str, profile: Profile, parts: ProfilePartitions) -> dg.Asse
         ids = read_manifest_table(paths.dataset_dir(ds), "samples", ["sample_id"]).column("sample_id").to_pylist()
         manifest = paths.dataset_dir(ds) / "samples.parquet"
         with engine.claimed_device(cfg.device, paths.scratch / "gpus") as device:
-            loaded = cached_model(spec, device)
+            loaded = cached_model(spec, device, cfg.precision)
             provenance, stable = _provenance(loaded, spec, ds, read_provenance(manifest).get("data_sha256", ""),
                                              modality="image")
             n, part, run = _embed_images(context, ds, spec, cfg, paths, ids, manifest, loaded, provenance, stable)
@@ -162,7 +164,7 @@ def _text_asset(ds: str, profile: Profile, parts: ProfilePartitions) -> dg.Asset
         if cfg.text_layers:
             streams[LAYERS] = Stream(layers_dir, LAYER_KEY_COLUMNS, vector="state")
         with engine.claimed_device(cfg.device, paths.scratch / "gpus") as device:
-            loaded = cached_model(spec, device)
+            loaded = cached_model(spec, device, cfg.precision)
             code = set_text_language(loaded, lang)  # NLLB-CLIP: the tokenizer's source-language token
             provenance, stable = _provenance(loaded, spec, ds, data_sha, modality="text", lang=lang,
                                              text_layers=cfg.text_layers,

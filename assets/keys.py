@@ -4,7 +4,8 @@ and tests agree on them."""
 
 import dagster as dg
 
-DUCKDB_POOL = "duckdb"  # every asset that writes the warehouse for long: 1 slot on the DuckDB file, one per CPU on DuckLake
+# Every asset that writes the warehouse for long: 1 slot on the DuckDB file, one per CPU on DuckLake.
+DUCKDB_POOL = "duckdb"
 # The embedding assets: one step per GPU (`dagster instance concurrency set gpu <number of GPUs>`).
 # Their only warehouse writes (rejects, view refresh) are short and wait on DuckDB's file lock.
 GPU_POOL = "gpu"

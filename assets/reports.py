@@ -7,6 +7,7 @@
 """
 
 
+from collections import ChainMap
 from functools import lru_cache
 from pathlib import Path
 
@@ -57,7 +58,7 @@ def manifest_view(home: ConescopeHome, dataset: str) -> tuple[dict[str, str], di
     manifest's bytes, or the file at ``image_path`` for sources stored by path."""
     path = home.paths.dataset_dir(dataset) / "samples.parquet"
     names, thumbs = _manifest_view(str(path), path.stat().st_mtime_ns if path.exists() else 0, dataset)
-    return dict(names), dict(thumbs)  # the cached dicts stay as they are whatever a caller does
+    return dict(names), thumbs  # a read-only mapping that decodes a thumbnail when a report asks for it
 
 
 @lru_cache(maxsize=4)
@@ -150,17 +151,18 @@ def _multilingual_report(profile: Profile, parts: ProfilePartitions) -> dg.Asset
         model = context.partition_key
         rows = query_rows(conescope, f"SELECT {ROW_COLUMNS} FROM metrics.all WHERE family = 'multilingual' "
                                      "AND model = ? ORDER BY dataset, lang NULLS LAST, metric", [model])
-        texts, thumbs = {}, {}
+        texts, thumb_sources = {}, []
         for ds in datasets:
             texts[ds] = {lang: load_text_set(conescope.paths, ds, model, lang)
                          for lang in profile.dataset_languages(ds)}
             if ds in image_datasets:
-                thumbs.update(manifest_view(conescope, ds)[1])
+                thumb_sources.append(manifest_view(conescope, ds)[1])
         cache = ArrayCache(conescope.paths.report_cache)
         provenance = {"model": model, "profile": profile.name, "reference_lang": profile.reference_lang,
                       "languages": ", ".join(profile.languages), "code_version": code_version()}
         settings = report_settings(profile)
-        report = render_multilingual_report(model, texts, profile.reference_lang, rows, thumbs, provenance,
+        report = render_multilingual_report(model, texts, profile.reference_lang, rows, ChainMap(*thumb_sources),
+                                            provenance,
                                             settings.max_points, settings.seed, cache)
         index = write_page(conescope, conescope.paths.multilingual_report_dir(model), report.html)
         return dg.MaterializeResult(metadata={

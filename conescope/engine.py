@@ -3,11 +3,21 @@
 - Images are decoded and preprocessed in ``torch.utils.data.DataLoader`` worker processes (count
   from the settings, default one per CPU up to 16), batched there, and pinned in page-locked memory
   when the model runs on CUDA, so decoding overlaps the forward pass.
-- The forward pass runs under ``torch.inference_mode``; on CUDA under autocast (bfloat16 where the
-  device supports it, else float16), on the CPU in float32. Outputs are returned as float32.
+- The forward pass runs under ``torch.inference_mode`` at the precision the model was loaded with
+  (conescope/models.py: the weights themselves in bfloat16 / float16, or float32; inputs are cast to
+  the weights' dtype on the device). Outputs are returned as float32 whatever the compute precision.
+- Decoding, preprocessing and tokenizing run with one torch thread (the forward pass with all):
+  their tensor operations are tiny, and with several threads each one waits on a fork/join of the
+  thread pool; on a busy 2-core machine that made ToTensor + Normalize 40x slower than single-threaded
+  (300 ms against 8 ms an image, measured), more than the forward pass itself.
 - The loader batch is split into micro-batches of the current batch size; a CUDA out-of-memory error
   halves that size and retries the same micro-batch, so an automatic batch size settles on what fits.
-- Texts are tokenized a batch at a time (in the loader's collate function).
+- Texts are tokenized a batch at a time (in the loader). A text that occurs again in the same call
+  (a prompt template, a repeated caption) is run through the tower once: the rows are grouped so
+  that each forward pass gets up to ``batch_size`` distinct new texts, and a text's outputs are kept
+  only until its last occurrence (at most ``TEXT_CACHE_LIMIT`` texts at a time; beyond that a
+  repeat is embedded again). The tower is deterministic, so the rows are those of embedding every
+  text (up to the summation order of a different batch: float rounding).
 - A sample whose image cannot be decoded is reported through ``on_reject`` and dropped from its
   batch; the other samples of the batch are embedded.
 
@@ -35,6 +45,8 @@ from conescope.file_lock import try_lock
 from conescope.models import LoadedModel
 
 MAX_DEFAULT_WORKERS = 16
+TEXT_CACHE_LIMIT = 65536  # repeated texts whose outputs are held for a later row (memory bound)
+TEXT_GROUP_ROWS = 8  # rows of one text group: at most this many times the batch size
 AUTO_BATCH = {"cuda": 256, "cpu": 32}  # first try of the automatic batch size; CUDA backs off on OOM
 
 
@@ -75,21 +87,11 @@ class EngineSettings:
         return default_workers(device) if self.workers is None else self.workers
 
 
-def autocast_dtype(device: str) -> torch.dtype | None:
-    """bfloat16 on CUDA devices that support it, float16 on older ones, None (float32) elsewhere."""
-    if not device.startswith("cuda"):
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-
-def precision_name(dtype: torch.dtype | None) -> str:
-    return {None: "fp32", torch.bfloat16: "bf16-autocast", torch.float16: "fp16-autocast"}[dtype]
-
-
-def _autocast(device: str, dtype: torch.dtype | None):
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.split(":")[0], dtype=dtype)
+def _to_device(x: torch.Tensor, loaded: LoadedModel) -> torch.Tensor:
+    """A float batch on the model's device in the weights' dtype: copied first (from pinned memory,
+    asynchronously, on CUDA) and cast there, so the host does no conversion pass."""
+    x = x.to(loaded.device, non_blocking=True)
+    return x if not x.is_floating_point() else x.to(getattr(loaded, "dtype", None) or x.dtype)
 
 
 def loader_options(device: str, workers: int, prefetch: int) -> dict[str, Any]:
@@ -158,6 +160,20 @@ def claimed_device(requested: str, lock_dir: Path, poll_s: float = 1.0) -> Itera
         time.sleep(poll_s)
 
 
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` torch intra-op threads (a no-op where that is already the count, as in
+    a loader worker, which torch starts with one)."""
+    before = torch.get_num_threads()
+    if before != n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if before != n:
+            torch.set_num_threads(before)
+
+
 # --- images --------------------------------------------------------------------------------------
 
 def decode_image(source: bytes | str | Path):
@@ -185,6 +201,11 @@ class _ImageDataset(Dataset):
         except Exception as exc:  # PIL and the transforms raise many types for corrupt data
             return i, None, f"image could not be decoded: {exc}"
 
+    def __getitems__(self, ks: list[int]) -> list:
+        # the loader fetches a batch through this: one thread for the whole batch (module docstring)
+        with torch_threads(1):
+            return [self[k] for k in ks]
+
 
 def _collate_images(items: list) -> tuple[np.ndarray, torch.Tensor | None, list[tuple[int, str]]]:
     good = [(i, t) for i, t, err in items if err is None]
@@ -202,6 +223,7 @@ class EngineRun:
     batch_size: int = 0
     workers: int = 0
     rows: int = 0
+    embedded: int = 0  # rows run through the tower (fewer than ``rows`` when texts repeat)
     rejected: int = 0
     seconds: float = 0.0
     backoffs: list[int] = field(default_factory=list)
@@ -216,7 +238,7 @@ def _start(run: EngineRun | None, loaded: LoadedModel, settings: EngineSettings,
     """The run record to fill (the caller's, when given) and the batch sizer. Workers are capped at
     the number of batches after the first: starting a process costs more than it can overlap."""
     run = run or EngineRun()
-    run.device, run.precision = loaded.device, precision_name(autocast_dtype(loaded.device))
+    run.device, run.precision = loaded.device, getattr(loaded, "precision", "fp32")
     run.batch_size = settings.resolved_batch_size(loaded.device)
     run.workers = min(workers, max(0, -(-n // run.batch_size) - 1))
     return run, BatchSizer(run.batch_size)
@@ -236,7 +258,6 @@ def embed_images(loaded: LoadedModel, images: Sequence, settings: EngineSettings
     that order. Without ``on_reject`` a corrupt image is an error naming its position."""
     positions = range(len(images)) if positions is None else positions
     info, sizer = _start(run, loaded, settings, len(positions), settings.resolved_workers(loaded.device))
-    dtype = autocast_dtype(loaded.device)
     loader = DataLoader(_ImageDataset(images, positions, loaded.preprocess), batch_size=info.batch_size,
                         shuffle=False, collate_fn=_collate_images,
                         **loader_options(loaded.device, info.workers, settings.prefetch))
@@ -244,8 +265,8 @@ def embed_images(loaded: LoadedModel, images: Sequence, settings: EngineSettings
     # Grad mode and hooks are set around each forward pass, never across a yield: the caller's code
     # between batches must not run in inference mode, nor an abandoned iterator leave state behind.
     def encode(x: torch.Tensor) -> np.ndarray:
-        with torch.inference_mode(), _autocast(loaded.device, dtype):
-            out = loaded.model.encode_image(x.to(loaded.device, non_blocking=True), normalize=False)
+        with torch.inference_mode():
+            out = loaded.model.encode_image(_to_device(x, loaded), normalize=False)
         return out.float().cpu().numpy()
 
     start = time.perf_counter()
@@ -258,6 +279,7 @@ def embed_images(loaded: LoadedModel, images: Sequence, settings: EngineSettings
         if batch is not None:
             emb = np.concatenate(sizer.run(encode, batch, len(rows)))
             info.rows += len(rows)
+            info.embedded += len(rows)
             info.backoffs, info.batch_size = sizer.backoffs, sizer.size
             info.seconds = time.perf_counter() - start
             yield rows, emb
@@ -268,26 +290,102 @@ def embed_images(loaded: LoadedModel, images: Sequence, settings: EngineSettings
 
 # --- texts ---------------------------------------------------------------------------------------
 
-class _TextDataset(Dataset):
-    def __init__(self, texts: Sequence[str], positions: Sequence[int]):
-        self.texts, self.positions = texts, positions
+@dataclass
+class TextGroup:
+    """Consecutive rows of one text call: ``rows`` (caller positions, ascending), ``new`` (the
+    positions whose text is embedded in this group: each distinct text not held from an earlier
+    group, once), ``keep`` (texts of ``new`` that a later group needs), ``expire`` (held texts that
+    no later row needs: dropped after this group)."""
+
+    rows: list[int]
+    new: list[int]
+    keep: list[str]
+    expire: list[str]
+
+
+def plan_text_groups(texts: Sequence[str], positions: Sequence[int], batch_size: int,
+                     max_rows: int | None = None, cache_limit: int = TEXT_CACHE_LIMIT) -> list[TextGroup]:
+    """Group ``positions`` (in order) so that each group has at most ``batch_size`` distinct texts to
+    embed and at most ``max_rows`` rows (default ``TEXT_GROUP_ROWS * batch_size``). A text is held
+    for later groups only if it occurs again, and at most ``cache_limit`` texts are held at a time;
+    the executor replays ``keep`` / ``expire`` in the same order, so what the plan reuses is held."""
+    max_rows = max_rows or TEXT_GROUP_ROWS * batch_size
+    last = {texts[i]: k for k, i in enumerate(positions)}
+    held: set[str] = set()
+    groups: list[TextGroup] = []
+    group, fresh = TextGroup([], [], [], []), set()  # fresh: the texts of group.new
+
+    def close() -> None:
+        groups.append(group)
+        held.update(group.keep)
+        held.difference_update(group.expire)
+
+    for k, i in enumerate(positions):
+        text = texts[i]
+        is_new = text not in held and text not in fresh
+        # a group closes before a text it has no room for, so repeats that follow a full batch join it
+        if (is_new and len(group.new) == batch_size) or len(group.rows) == max_rows:
+            close()
+            group, fresh = TextGroup([], [], [], []), set()
+            is_new = text not in held
+        if is_new:
+            group.new.append(i)
+            fresh.add(text)
+            if last[text] > k and len(held) + len(group.keep) < cache_limit:
+                group.keep.append(text)
+        group.rows.append(i)
+        if last[text] == k and (text in held or text in group.keep):
+            group.expire.append(text)
+    if group.rows:
+        close()
+    return groups
+
+
+class _TextGroups(Dataset):
+    """One item per group: its rows, and the tokens of its new texts (tokenized in the loader)."""
+
+    def __init__(self, texts: Sequence[str], groups: list[TextGroup], tokenizer: Callable | None):
+        self.texts, self.groups, self.tokenizer = texts, groups, tokenizer
 
     def __len__(self) -> int:
-        return len(self.positions)
+        return len(self.groups)
 
-    def __getitem__(self, k: int) -> tuple[int, str]:
-        i = int(self.positions[k])
-        return i, self.texts[i]
+    def __getitem__(self, g: int) -> tuple[int, Any]:
+        batch = [self.texts[i] for i in self.groups[g].new]
+        if self.tokenizer is None or not batch:
+            return g, batch
+        with torch_threads(1):
+            return g, self.tokenizer(batch)
 
 
-class _TokenizeBatch:
-    """Collate function: one tokenizer call per batch (picklable for worker processes)."""
+class _TextCache:
+    """The outputs of texts a later group reuses; follows the plan's ``keep`` / ``expire``."""
 
-    def __init__(self, tokenizer: Callable):
-        self.tokenizer = tokenizer
+    def __init__(self, texts: Sequence[str], with_layers: bool):
+        self.texts, self.with_layers = texts, with_layers
+        self.held: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
 
-    def __call__(self, items: list[tuple[int, str]]) -> tuple[np.ndarray, torch.Tensor]:
-        return np.asarray([i for i, _ in items], dtype=np.int64), self.tokenizer([t for _, t in items])
+    def rows(self, group: TextGroup, emb: np.ndarray | None, layers: np.ndarray | None
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Every row of ``group`` from the new outputs (in ``group.new`` order; None when the group
+        has none) and the held ones."""
+        index = {self.texts[i]: j for j, i in enumerate(group.new)}
+        if len(index) == len(group.rows):  # no repeats: the new outputs are the rows
+            out_emb, out_layers = emb, layers
+        else:
+            pick = list(zip(group.rows, [index.get(self.texts[i]) for i in group.rows], strict=True))
+
+            def take(new: np.ndarray | None, slot: int) -> np.ndarray:
+                return np.stack([new[j] if j is not None else self.held[self.texts[i]][slot] for i, j in pick])
+
+            out_emb = take(emb, 0)
+            out_layers = take(layers, 1) if self.with_layers else None
+        for text in group.keep:
+            j = index[text]
+            self.held[text] = (emb[j].copy(), None if layers is None else layers[j].copy())
+        for text in group.expire:
+            self.held.pop(text, None)
+        return np.asarray(group.rows, dtype=np.int64), out_emb, out_layers
 
 
 @contextlib.contextmanager
@@ -317,44 +415,31 @@ def embed_texts(loaded: LoadedModel, texts: Sequence[str], settings: EngineSetti
     states (Wolfe & Caliskan 2022, section 3): index 0 is the input to the first block (token +
     position embeddings), index l the output of block l, each pooled at the token the tower itself
     pools (EOS for CLIP), before ``ln_final`` and the projection. A text-only sentence-transformers
-    model (``conescope.text_models``) is run through its own encoder, in the same batches."""
+    model (``conescope.text_models``) is run through its own encoder, in the same groups. A repeated
+    text is embedded once (module docstring)."""
     positions = range(len(texts)) if positions is None else positions
-    if getattr(loaded, "text_only", False):
-        yield from _embed_texts_sentence_transformers(loaded, texts, settings, positions, with_layers, progress, run)
-        return
+    text_only = getattr(loaded, "text_only", False)
     workers = settings.text_workers
     if workers is None:
         workers = settings.resolved_workers(loaded.device) if loaded.device.startswith("cuda") else 0
-    info, sizer = _start(run, loaded, settings, len(positions), workers)
-    dtype = autocast_dtype(loaded.device)
-    loader = DataLoader(_TextDataset(texts, positions), batch_size=info.batch_size, shuffle=False,
-                        collate_fn=_TokenizeBatch(loaded.tokenizer),
-                        **loader_options(loaded.device, info.workers, settings.prefetch))
-    model = loaded.model
-    if with_layers:
-        with capture_text_layers(model):  # fail before any work if the tower has no layers to read
-            pass
-    pool_type = getattr(model, "text_pool_type", "argmax")
-    eos_id = getattr(model, "text_eos_id", None)
-
-    def encode(tokens: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
-        tokens = tokens.to(loaded.device, non_blocking=True)
-        layer_ctx = capture_text_layers(model) if with_layers else contextlib.nullcontext([])
-        with torch.inference_mode(), layer_ctx as captured, _autocast(loaded.device, dtype):
-            out = model.encode_text(tokens, normalize=False)
-            if not with_layers:
-                return out.float().cpu().numpy(), None
-            from open_clip.transformer import text_global_pool
-
-            pooled = [text_global_pool(s, tokens, pool_type, eos_token_id=eos_id).float() for s in captured]
-            return out.float().cpu().numpy(), torch.stack(pooled, dim=1).cpu().numpy()
-
+    info, sizer = _start(run, loaded, settings, len(positions), 0 if text_only else workers)
+    groups = plan_text_groups(texts, positions, info.batch_size)
+    # sentence-transformers tokenizes inside its own encoder: the loader then hands over the strings
+    loader = DataLoader(_TextGroups(texts, groups, None if text_only else loaded.tokenizer), batch_size=None,
+                        shuffle=False, **loader_options(loaded.device, info.workers, settings.prefetch))
+    encode = _st_encoder(loaded, with_layers) if text_only else _clip_text_encoder(loaded, with_layers)
+    cache = _TextCache(texts, with_layers)
     start = time.perf_counter()
-    for rows, tokens in loader:
-        parts = sizer.run(encode, tokens, len(rows))
-        emb = np.concatenate([p[0] for p in parts])
-        layers = np.concatenate([p[1] for p in parts]) if with_layers else None
+    for g, batch in loader:
+        group = groups[g]
+        emb = layers = None
+        if group.new:
+            parts = sizer.run(encode, batch, len(group.new))
+            emb = np.concatenate([p[0] for p in parts])
+            layers = np.concatenate([p[1] for p in parts]) if with_layers else None
+        rows, emb, layers = cache.rows(group, emb, layers)
         info.rows += len(rows)
+        info.embedded += len(group.new)
         info.backoffs, info.batch_size = sizer.backoffs, sizer.size
         info.seconds = time.perf_counter() - start
         yield rows, emb, layers
@@ -363,29 +448,42 @@ def embed_texts(loaded: LoadedModel, texts: Sequence[str], settings: EngineSetti
     _finish(info, start, progress)
 
 
-def _embed_texts_sentence_transformers(loaded, texts: Sequence[str], settings: EngineSettings,
-                                      positions: Sequence[int], with_layers: bool, progress: Progress | None,
-                                      run: EngineRun | None
-                                      ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
-    """:func:`embed_texts` for a text-only model: sentence-transformers tokenizes and batches itself,
-    so there are no loader workers; the states of every layer are pooled as the model pools."""
+def _clip_text_encoder(loaded: LoadedModel, with_layers: bool) -> Callable:
+    """tokens -> (embeddings, pooled states of every layer or None) of an open_clip text tower."""
+    model = loaded.model
+    if with_layers:
+        with capture_text_layers(model):  # fail before any work if the tower has no layers to read
+            pass
+    pool_type = getattr(model, "text_pool_type", "argmax")
+    eos_id = getattr(model, "text_eos_id", None)
+
+    # Grad mode and hooks are set around each forward pass, never across a yield.
+    def encode(tokens: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
+        tokens = _to_device(tokens, loaded)
+        layer_ctx = capture_text_layers(model) if with_layers else contextlib.nullcontext([])
+        with torch.inference_mode(), layer_ctx as captured:
+            out = model.encode_text(tokens, normalize=False)
+            if not with_layers:
+                return out.float().cpu().numpy(), None
+            from open_clip.transformer import text_global_pool
+
+            pooled = [text_global_pool(s, tokens, pool_type, eos_token_id=eos_id).float() for s in captured]
+            return out.float().cpu().numpy(), torch.stack(pooled, dim=1).cpu().numpy()
+
+    return encode
+
+
+def _st_encoder(loaded, with_layers: bool) -> Callable:
+    """strings -> (embeddings, pooled states of every layer or None) of a sentence-transformers model,
+    which tokenizes and batches itself; the states are pooled as the model pools."""
     from conescope.text_models import embed_texts_st, text_layer_states_st
 
-    info = run or EngineRun()
-    info.device, info.precision, info.workers = loaded.device, "fp32", 0
-    info.batch_size = settings.resolved_batch_size(loaded.device)
-    start = time.perf_counter()
-    for first in range(0, len(positions), info.batch_size):
-        rows = np.asarray(positions[first:first + info.batch_size], dtype=np.int64)
-        batch = [texts[i] for i in rows]
+    def encode(batch: list[str]) -> tuple[np.ndarray, np.ndarray | None]:
         emb = np.concatenate([e for _, e in embed_texts_st(loaded, batch, len(batch))])
         layers = np.stack(text_layer_states_st(loaded, batch, len(batch)), axis=1) if with_layers else None
-        info.rows += len(rows)
-        info.seconds = time.perf_counter() - start
-        yield rows, emb, layers
-        if progress is not None:
-            progress.update(len(rows))
-    _finish(info, start, progress)
+        return emb, layers
+
+    return encode
 
 
 # --- progress ------------------------------------------------------------------------------------

@@ -1,8 +1,15 @@
-"""Loading CLIP-like towers through open_clip.
+"""Loading CLIP-like towers through open_clip, at the compute precision of the profile.
 
 Random initialisation follows Tyshchuk et al. (section 4.1, "cone at initialisation"): the model is
 built from its open_clip config under ``torch.manual_seed(seed)``; the ``zero_bias`` variant then
 sets every bias parameter of both towers (linear, convolution and layer-norm biases) to zero.
+
+Precision (``embedding.precision``): ``fp32``, or the weights themselves cast to ``bf16`` / ``fp16``
+(``model.to(dtype)``, as OpenAI's CLIP loader does with fp16 on CUDA; autocast alone keeps fp32
+weights and converts them on every call, which measured slower than fp32 on the CPU). ``auto`` picks
+``bf16`` where the hardware multiplies bfloat16 natively (CUDA devices with bf16 support, CPUs with
+AMX-BF16 or AVX512-BF16) and ``fp32`` elsewhere, where bfloat16 is emulated and slower. The logit
+scale and bias are read before the cast, so the loss uses their float32 values whatever the precision.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 _CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 @cache
@@ -37,15 +45,54 @@ class LoadedModel:
     tokenizer: Any
     device: str
     provenance: dict[str, str]
+    precision: str = "fp32"  # the weights' dtype: fp32 | bf16 | fp16
+    logits: tuple[float, float | None] | None = None  # float32 (scale, bias), read before a cast
+
+    @property
+    def dtype(self):
+        return torch_dtype(self.precision)
 
     @property
     def logit_scale(self) -> float:
+        if self.logits is not None:
+            return self.logits[0]
         return float(self.model.logit_scale.exp().item())
 
     @property
     def logit_bias(self) -> float | None:
+        if self.logits is not None:
+            return self.logits[1]
         bias = getattr(self.model, "logit_bias", None)
         return None if bias is None else float(bias.item())
+
+
+def torch_dtype(precision: str):
+    import torch
+
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def native_bf16(device: str) -> bool:
+    """Whether ``device`` multiplies bfloat16 natively: a CUDA device with bf16 support, or a CPU with
+    AVX512-BF16 or AMX (oneDNN then runs bf16 GEMMs several times faster than fp32; elsewhere bf16
+    is emulated and slower than fp32)."""
+    import torch
+
+    if device.startswith("cuda"):
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    cpu = getattr(torch, "cpu", None)
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
+
+
+def resolve_precision(requested: str, device: str) -> str:
+    """The precision a model runs at on ``device``: ``auto`` is ``bf16`` where bf16 is native
+    (:func:`native_bf16`), else ``fp32``; an explicit choice is kept."""
+    if requested not in PRECISIONS:
+        raise ValueError(f"embedding.precision must be one of {', '.join(PRECISIONS)}, got {requested!r}")
+    if requested == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    return requested
 
 
 def resolve_device(requested: str) -> str:
@@ -74,8 +121,10 @@ def zero_biases(model: Any) -> int:
     return count
 
 
-def load_model(arch: str, pretrained: str | None, seed: int, zero_bias: bool, device: str = "auto") -> LoadedModel:
-    """Build an open_clip model in eval mode on ``device`` with its preprocessing and tokenizer."""
+def load_model(arch: str, pretrained: str | None, seed: int, zero_bias: bool, device: str = "auto",
+               precision: str = "fp32") -> LoadedModel:
+    """Build an open_clip model in eval mode on ``device`` with its preprocessing and tokenizer, its
+    weights at ``precision`` (see :func:`resolve_precision`; the module docstring)."""
     import open_clip
     import torch
 
@@ -101,6 +150,11 @@ def load_model(arch: str, pretrained: str | None, seed: int, zero_bias: bool, de
         ) from exc
     zeroed = zero_biases(model) if zero_bias else 0
     model.eval()
+    precision = resolve_precision(precision, device)
+    loaded = LoadedModel(model, preprocess, None, device, {})
+    logits = (loaded.logit_scale, loaded.logit_bias)
+    if precision != "fp32":
+        model.to(torch_dtype(precision))
     provenance = {
         "arch": arch,
         "pretrained": pretrained or "random",
@@ -109,7 +163,7 @@ def load_model(arch: str, pretrained: str | None, seed: int, zero_bias: bool, de
         "biases_zeroed": str(zeroed),
         "open_clip_version": open_clip.__version__,
         "torch_version": torch.__version__,
-        "precision": "fp32",
+        "precision": precision,
         "device": device,
     }
-    return LoadedModel(model, preprocess, open_clip.get_tokenizer(arch), device, provenance)
+    return LoadedModel(model, preprocess, open_clip.get_tokenizer(arch), device, provenance, precision, logits)

@@ -20,6 +20,7 @@ from pydantic import AliasPath, BeforeValidator, Field, TypeAdapter, ValidationE
 from conescope.dataset_specs import DatasetSpec, dataset_entry
 from conescope.ingest import source_kinds
 from conescope.model_specs import ModelEntry, ModelSpec
+from conescope.models import PRECISIONS
 from conescope.profile_schema import (
     NAME_PATTERN,
     Flag,
@@ -59,6 +60,7 @@ class EmbeddingSpec(Section):
     batch_size: at_least(1) = 32  # with batch_auto, what CPU-side code that needs one number uses
     batch_auto: bool = False  # batch_size: auto -> 256 on CUDA (halved on out-of-memory), 32 on CPU
     device: Literal[DEVICES] = "auto"
+    precision: Literal[PRECISIONS] = "auto"  # auto | fp32 | bf16 | fp16: the weights' dtype (conescope/models.py)
     workers: at_least(0) | None = None  # image decoding processes; None ("auto"): one per CPU, at most 16
     text_layers: Flag = False  # also store every text layer's pooled state (for metrics/layers)
     part_rows: at_least(1) = 16384  # rows per committed part: a crash loses at most this much work

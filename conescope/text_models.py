@@ -5,7 +5,8 @@ model's pooled output *before* its final ``Normalize`` module, so that, like the
 raw output is kept and normalization is left to the metrics (DESIGN.md, storage contract); the
 dropped module is recorded in the provenance. Weights come from a local folder, a pip package that
 bundles them (``package``: a module with ``get_model_path()`` or ``MODEL_DIR``), or the Hugging Face
-hub (cached; offline with ``HF_HUB_OFFLINE=1``).
+hub (cached; offline with ``HF_HUB_OFFLINE=1``). ``precision`` casts the weights as for the CLIP
+towers (conescope/models.py: ``auto`` is bf16 where the hardware runs it natively).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ class TextOnlyModel:
     device: str
     provenance: dict[str, str]
     text_only: bool = True
+    precision: str = "fp32"
 
     @property
     def logit_scale(self) -> None:
@@ -57,14 +59,14 @@ def resolve_weights(model: str, package: str | None) -> str:
     return str(path)
 
 
-def load_text_model(model: str, package: str | None, device: str) -> TextOnlyModel:
+def load_text_model(model: str, package: str | None, device: str, precision: str = "fp32") -> TextOnlyModel:
     import sentence_transformers
     import torch
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.models import Normalize
     from transformers.utils import logging as hf_logging
 
-    from conescope.models import resolve_device
+    from conescope.models import resolve_device, resolve_precision, torch_dtype
 
     hf_logging.disable_progress_bar()  # the CLI's output stays one line per run
     device = resolve_device(device)
@@ -80,20 +82,24 @@ def load_text_model(model: str, package: str | None, device: str) -> TextOnlyMod
     dropped = [type(m).__name__ for m in full if isinstance(m, Normalize)]
     st = SentenceTransformer(modules=kept, device=device)
     st.eval()
+    precision = resolve_precision(precision, device)
+    if precision != "fp32":
+        st.to(torch_dtype(precision))
     provenance = {"arch": model, "pretrained": package or source, "seed": "0", "zero_bias": "false",
                   "kind": "sentence_transformers", "dropped_modules": ",".join(dropped) or "none",
                   "sentence_transformers_version": sentence_transformers.__version__,
-                  "torch_version": torch.__version__, "precision": "fp32", "device": device}
-    return TextOnlyModel(st, device, provenance)
+                  "torch_version": torch.__version__, "precision": precision, "device": device}
+    return TextOnlyModel(st, device, provenance, precision=precision)
 
 
 def embed_texts_st(loaded: TextOnlyModel, texts: Sequence[str],
                    batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     for start in range(0, len(texts), batch_size):
         stop = min(start + batch_size, len(texts))
-        out = loaded.model.encode(list(texts[start:stop]), batch_size=batch_size, convert_to_numpy=True,
+        # a tensor rather than numpy: numpy has no bfloat16, so the cast to float32 is ours
+        out = loaded.model.encode(list(texts[start:stop]), batch_size=batch_size, convert_to_tensor=True,
                                   normalize_embeddings=False, show_progress_bar=False)
-        yield np.arange(start, stop), np.asarray(out, dtype=np.float32)
+        yield np.arange(start, stop), out.float().cpu().numpy()
 
 
 def text_layer_states_st(loaded: TextOnlyModel, texts: Sequence[str], batch_size: int) -> list[np.ndarray]:

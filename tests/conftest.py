@@ -32,7 +32,8 @@ TINY_PROFILE = {
         "tiny.random-nobias": {"kind": "open_clip", "arch": "conescope-tiny", "pretrained": None, "seed": 0,
                                "zero_bias": True},
     },
-    "embedding": {"batch_size": 5, "device": "cpu"},
+    # fp32 on every machine: the tests compare against float32 references (test_precision covers bf16)
+    "embedding": {"batch_size": 5, "device": "cpu", "precision": "fp32"},
     "report": {"max_points": 50},
     "transforms": {
         "kinds": ["identity", "centering", "whitening", "pca", "procrustes", "lstsq", "gap_shift"],

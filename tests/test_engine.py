@@ -12,7 +12,7 @@ from PIL import Image
 
 from conescope import engine
 from conescope.embedding import text_layer_states
-from conescope.models import LoadedModel, load_model, resolve_device
+from conescope.models import LoadedModel, load_model, resolve_device, resolve_precision
 from storage.parquet_store import ParquetColumn
 
 TEXTS = ["a red circle", "a blue square in the centre", "ein grüner Stern", "une étoile", "digit seven", "x", "y"]
@@ -50,15 +50,24 @@ def test_device_is_cuda_when_present_and_can_be_forced(monkeypatch):
         resolve_device("cuda")
 
 
-def test_autocast_is_bf16_where_supported_else_fp16_and_none_on_cpu(monkeypatch):
-    assert engine.autocast_dtype("cpu") is None
+def test_auto_precision_is_bf16_where_the_hardware_runs_it_natively(monkeypatch):
+    import conescope.models as models
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
-    assert engine.autocast_dtype("cuda") is torch.bfloat16
-    assert engine.autocast_dtype("cuda:1") is torch.bfloat16
+    assert resolve_precision("auto", "cuda") == resolve_precision("auto", "cuda:1") == "bf16"
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
-    assert engine.autocast_dtype("cuda") is torch.float16
-    assert [engine.precision_name(d) for d in (None, torch.bfloat16, torch.float16)] == [
-        "fp32", "bf16-autocast", "fp16-autocast"]
+    assert resolve_precision("auto", "cuda") == "fp32"  # older GPUs: fp16 only when asked for
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    assert resolve_precision("auto", "cpu") == "bf16"
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    assert resolve_precision("auto", "cpu") == "fp32"
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    assert models.native_bf16("cpu") and resolve_precision("auto", "cpu") == "bf16"
+    assert [resolve_precision(p, "cpu") for p in ("fp32", "bf16", "fp16")] == ["fp32", "bf16", "fp16"]
+    with pytest.raises(ValueError, match="embedding.precision must be one of auto, fp32, bf16, fp16, got 'int8'"):
+        resolve_precision("int8", "cpu")
 
 
 def test_loader_pins_memory_only_for_cuda_and_batch_size_defaults_by_device():
@@ -98,17 +107,40 @@ def test_concurrent_steps_claim_different_gpus(tmp_path, monkeypatch):
         assert only == "cuda"
 
 
-def test_autocast_branch_runs_and_returns_float32(tiny, monkeypatch):
-    # On CPU the engine runs in float32; force the autocast branch (bf16 exists on CPU too) to check
-    # that the path a GPU takes produces float32 rows close to the float32 ones.
-    ref_rows, ref = _all(engine.embed_images(tiny, IMAGES, engine.EngineSettings(4, 0)))
-    monkeypatch.setattr(engine, "autocast_dtype", lambda device: torch.bfloat16)
+@pytest.fixture(scope="module")
+def tiny_bf16():
+    return load_model("conescope-tiny", None, seed=0, zero_bias=False, device="cpu", precision="bf16")
+
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.sum(a * b, 1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+def test_bf16_weights_give_float32_rows_close_to_fp32(tiny, tiny_bf16):
+    # The weights themselves are bfloat16 (not autocast over float32 weights); rows come back float32.
+    assert {p.dtype for p in tiny_bf16.model.parameters()} == {torch.bfloat16}
+    assert tiny_bf16.provenance["precision"] == "bf16" and tiny.provenance["precision"] == "fp32"
+    assert tiny_bf16.logit_scale == tiny.logit_scale == pytest.approx(1 / 0.07)  # read before the cast
     run = engine.EngineRun()
-    rows, emb = _all(engine.embed_images(tiny, IMAGES, engine.EngineSettings(4, 0), run=run))
-    assert run.precision == "bf16-autocast"
-    assert emb.dtype == np.float32 and rows.tolist() == ref_rows.tolist()
-    cos = np.sum(emb * ref, 1) / np.linalg.norm(emb, axis=1) / np.linalg.norm(ref, axis=1)
-    assert cos.min() > 0.98 and not np.array_equal(emb, ref)
+    rows, emb = _all(engine.embed_images(tiny_bf16, IMAGES, engine.EngineSettings(4, 0), run=run))
+    _, ref = _all(engine.embed_images(tiny, IMAGES, engine.EngineSettings(4, 0)))
+    assert run.precision == "bf16" and emb.dtype == np.float32 and rows.tolist() == list(range(len(IMAGES)))
+    # bf16 keeps 8 bits of mantissa (relative rounding 2^-9 per operation): a two-block tower stays
+    # within a cosine of 0.999 of its float32 rows (measured: above 0.9998), yet is not identical.
+    cos = _cosines(emb, ref)
+    assert cos.min() > 0.999 and not np.array_equal(emb, ref)
+    out = list(engine.embed_texts(tiny_bf16, TEXTS, engine.EngineSettings(3, 0), with_layers=True))
+    text = np.concatenate([e for _, e, _ in out])
+    layers = np.concatenate([lay for _, _, lay in out])
+    ref_text = np.concatenate([e for _, e, _ in engine.embed_texts(tiny, TEXTS, engine.EngineSettings(3, 0))])
+    assert text.dtype == layers.dtype == np.float32 and _cosines(text, ref_text).min() > 0.999
+
+
+def test_batches_reach_the_device_in_the_weights_dtype_and_tokens_stay_integers(tiny, tiny_bf16):
+    images, tokens = torch.rand(2, 3, 32, 32), torch.tensor([[1, 2, 3]])
+    assert engine._to_device(images, tiny_bf16).dtype == torch.bfloat16
+    assert engine._to_device(images, tiny).dtype == torch.float32
+    assert engine._to_device(tokens, tiny_bf16).dtype == torch.int64
 
 
 # --- out-of-memory back-off -------------------------------------------------------------------------
@@ -218,6 +250,35 @@ def test_texts_in_batches_with_layers_match_the_reference_states(tiny):
                                                                 run=cpu_run)])
     assert cpu_run.workers == 0  # on the CPU texts are tokenized in process unless asked otherwise
     np.testing.assert_array_equal(np.concatenate([e for _, e, _ in out]), plain)
+
+
+def test_a_repeated_text_is_embedded_once_and_every_row_comes_back(tiny):
+    texts = ["a red circle", "a blue star", "a red circle", "x", "a blue star", "a red circle", "y", "x", "z"]
+    run = engine.EngineRun()
+    out = list(engine.embed_texts(tiny, texts, engine.EngineSettings(2, 0), with_layers=True, run=run))
+    rows = np.concatenate([r for r, _, _ in out])
+    emb, layers = np.concatenate([e for _, e, _ in out]), np.concatenate([lay for _, _, lay in out])
+    assert rows.tolist() == list(range(len(texts))) and run.rows == len(texts)
+    assert run.embedded == len(set(texts)) == 5
+    # each row equals the text embedded on its own, as when every row is run through the tower
+    for i, text in enumerate(texts):
+        _, alone, alone_layers = next(engine.embed_texts(tiny, [text], engine.EngineSettings(1, 0), with_layers=True))
+        np.testing.assert_allclose(emb[i], alone[0], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(layers[i], alone_layers[0], rtol=1e-4, atol=1e-5)
+
+
+def test_text_groups_hold_a_repeat_only_until_its_last_row_and_within_the_limit():
+    texts = ["a", "b", "a", "c", "d", "b", "e", "a"]
+    groups = engine.plan_text_groups(texts, range(len(texts)), batch_size=2, max_rows=3)
+    assert [g.rows for g in groups] == [[0, 1, 2], [3, 4, 5], [6, 7]]
+    assert [g.new for g in groups] == [[0, 1], [3, 4], [6]]
+    assert [g.keep for g in groups] == [["a", "b"], [], []]
+    assert [g.expire for g in groups] == [[], ["b"], ["a"]]
+    # with room for one held text, the second repeat is embedded again where it recurs
+    limited = engine.plan_text_groups(texts, range(len(texts)), batch_size=2, max_rows=3, cache_limit=1)
+    assert [g.new for g in limited] == [[0, 1], [3, 4], [5, 6]] and limited[0].keep == ["a"]
+    # positions (a resumed run) are planned in the caller's order
+    assert [g.rows for g in engine.plan_text_groups(texts, [1, 5, 7], batch_size=4)] == [[1, 5, 7]]
 
 
 # --- progress ---------------------------------------------------------------------------------------

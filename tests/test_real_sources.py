@@ -88,7 +88,8 @@ def real(tmp_path_factory):
             "tiny.random": {"kind": "open_clip", "arch": "conescope-tiny", "pretrained": None, "seed": 0},
             "tiny.sbert": {"kind": "sentence_transformers", "model": str(st_path)},
         },
-        "embedding": {"batch_size": 8, "device": "cpu", "text_layers": True},  # metrics/layers reads them
+        # text layers: metrics/layers reads them; fp32: compared with fp32 references
+        "embedding": {"batch_size": 8, "device": "cpu", "text_layers": True, "precision": "fp32"},
         "metrics": {"bootstrap": 20, "folds": 2},
         "report": {"max_points": 50},
         # the text-only model and the datasets without images go through the transform layer too

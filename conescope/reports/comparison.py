@@ -7,6 +7,8 @@ column per model and language. Links lead to each partition report.
 
 from __future__ import annotations
 
+from collections import ChainMap
+
 from conescope.reports import figures, svg
 from conescope.reports.page import Items, esc, figure, render_page, table
 from conescope.reports.projections import subsample, svd_projection
@@ -26,7 +28,7 @@ def render_comparison_report(models: list[str], languages: list[str], reference:
     reference-language text sets with the dataset's thumbnails; ``report_links``: (model, lang) ->
     relative link to the partition report."""
     items = Items()
-    thumbs: dict[str, str] = {}
+    thumb_sources = []
     datasets = sorted({ds for ds, _ in embeddings} | {r["dataset"] for r in rows})
     links = "".join(f"<li><b>{esc(m)}</b>: " + " ".join(
         f"<a href='{esc(report_links[(m, lang)])}'>{esc(lang)}</a>" for lang in languages if (m, lang) in report_links)
@@ -40,7 +42,7 @@ def render_comparison_report(models: list[str], languages: list[str], reference:
             if (ds, model) not in embeddings:
                 continue
             data = embeddings[(ds, model)]
-            thumbs.update(data.thumbs)
+            thumb_sources.append(data.thumbs)
             image, text = data.image.emb, data.text.emb
             ii, ti = subsample(len(image), max_points, seed), subsample(len(text), max_points, seed + 1)
             a, b, share = svd_projection(image[ii], text[ti])
@@ -82,5 +84,6 @@ def render_comparison_report(models: list[str], languages: list[str], reference:
                     + table(["family", "modality", "metric", *[f"{m} / {lang}" for m, lang in columns]], table_rows,
                             numeric=[False] * 3 + [True] * len(columns)) + "</details>")
     nav = [("links", "partition reports")] + [(f"ds-{ds}", ds) for ds in datasets]
-    page = render_page("conescope — model comparison", "".join(body), items, thumbs, provenance, nav)
+    page = render_page("conescope — model comparison", "".join(body), items, ChainMap(*thumb_sources), provenance,
+                       nav)
     return RenderedReport(page, preview, headline)

@@ -5,6 +5,8 @@ paired to unpaired distances is small)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
 from conescope.metrics.isotropy import l2_normalize
@@ -49,7 +51,7 @@ def language_map(texts: dict[str, TextSet], reference: str, max_points: int, see
 
 
 def render_multilingual_report(model: str, dataset_texts: dict[str, dict[str, TextSet]], reference: str,
-                               rows: list[dict], thumbs: dict[str, str], provenance: dict, max_points: int,
+                               rows: list[dict], thumbs: Mapping[str, str | None], provenance: dict, max_points: int,
                                seed: int, cache: ArrayCache) -> RenderedReport:
     """``dataset_texts``: dataset -> lang -> text set; ``rows``: the model's ``metrics.multilingual`` rows."""
     items = Items()

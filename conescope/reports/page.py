@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import html
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 1500px; }
@@ -144,6 +144,12 @@ class Items:
         return {k for _, k in self._index if k is not None}
 
 
+def _shown_thumbnails(items: Items | None, thumbs: Mapping[str, str | None]) -> dict[str, str]:
+    """The thumbnails the page's items name: only those are read (and decoded, when ``thumbs`` is lazy)."""
+    keys = sorted(items.thumb_keys()) if items is not None else []
+    return {k: uri for k in keys if k in thumbs and (uri := thumbs[k])}
+
+
 def render_page(title: str, body: str, items: Items | None = None, thumbs: dict[str, str] | None = None,
                 provenance: dict | None = None, nav: Sequence[tuple[str, str]] = ()) -> str:
     """The whole page: ``body`` (HTML) with the stylesheet, the thumbnails and the hover script."""
@@ -162,7 +168,7 @@ def render_page(title: str, body: str, items: Items | None = None, thumbs: dict[
 {prov}
 <div id="cs-tip"></div>
 {json_script("cs-items", items.to_json() if items is not None else [])}
-{json_script("cs-thumbs", {k: v for k, v in (thumbs or {}).items() if items is not None and k in items.thumb_keys()})}
+{json_script("cs-thumbs", _shown_thumbnails(items, thumbs or {}))}
 <script>{SCRIPT}</script>
 </body></html>
 """

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import ChainMap
 from dataclasses import asdict
 
 import numpy as np
@@ -37,6 +38,7 @@ from conescope.reports.projections import (
     tsne_maps,
 )
 from conescope.reports.report_data import DatasetData, RenderedReport, image_items, pairs, text_items
+from conescope.reports.thumbs import thumbs_digest
 from conescope.transforms import Centering, GapShift, LeastSquares, Procrustes, Whitening
 
 # --- transforms ------------------------------------------------------------------------------------
@@ -297,7 +299,8 @@ def page_key(model: str, lang: str, sections: list[DatasetData], provenance: dic
     """The data version of a partition page: a hash of every input (embeddings, warehouse rows, label
     names, thumbnails, settings, provenance) and of the report code."""
     arrays = [a for d in sections for a in ((d.text.emb,) if d.image is None else (d.image.emb, d.text.emb))]
-    described = [(d.name, d.rows, d.label_names, d.thumbs, None if d.image is None else d.image.sample_ids.tolist(),
+    described = [(d.name, d.rows, d.label_names, thumbs_digest(d.thumbs),
+                  None if d.image is None else d.image.sample_ids.tolist(),
                   None if d.image is None else d.image.splits.tolist(), d.text.texts, d.text.sample_ids.tolist())
                  for d in sections]
     return data_key(*arrays, model=model, lang=lang, sections=described, provenance=provenance,
@@ -331,10 +334,9 @@ def render_partition_report(model: str, lang: str, sections: list[DatasetData], 
 def _render(model: str, lang: str, sections: list[DatasetData], provenance: dict, settings: ReportSettings,
             cache: ArrayCache) -> RenderedReport:
     items = Items()
-    thumbs: dict[str, str] = {}
+    thumbs = ChainMap(*[d.thumbs for d in sections])  # read for the plotted samples only, by render_page
     body, preview = [], None
     for d in sections:
-        thumbs.update(d.thumbs)
         anchor = f"ds-{d.name}"
         if d.image is None:
             body.append(f"<h2 id='{esc(anchor)}'>{esc(d.name)}</h2><p>No image embeddings in this partition (a "

@@ -4,6 +4,7 @@ hover items that the partition and comparison reports share."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,7 +22,7 @@ class DatasetData:
     image: ImageSet | None
     text: TextSet
     label_names: dict[str, str] = field(default_factory=dict)  # sample_id -> label name
-    thumbs: dict[str, str] = field(default_factory=dict)
+    thumbs: Mapping[str, str | None] = field(default_factory=dict)  # lazy: decoded when a figure shows one
     rows: list[dict] = field(default_factory=list)
 
     @property

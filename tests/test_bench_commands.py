@@ -1,0 +1,35 @@
+"""The benchmark commands of the README run and print their RESULT lines (at a small scale: the
+figures themselves are measured by hand, never asserted)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _results(cmd: list[str]) -> dict[str, str]:
+    out = subprocess.run([sys.executable, *cmd], capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert out.returncode == 0, out.stderr
+    return dict(line.split()[1:3] for line in out.stdout.splitlines() if line.startswith("RESULT "))
+
+
+@pytest.mark.heavy
+def test_bench_embed_compares_the_engine_with_the_loop():
+    results = _results(["bench/embed.py", "--arch", "conescope-tiny", "--n", "12", "--batch-size", "4",
+                        "--size", "64x48", "--rounds", "1"])
+    for side in ("loop_fp32", "engine_fp32", "engine_auto"):
+        assert float(results[f"{side}.images_per_s"]) > 0 and float(results[f"{side}.texts_per_s"]) > 0
+    for name in ("ratio.images.engine_auto_over_loop_fp32", "ratio.texts.engine_fp32_over_loop_fp32",
+                 "loop_fp32.peak_rss_mb", "engine_auto.peak_rss_mb"):
+        assert float(results[name]) > 0
+    assert results["precision.engine_auto"] in ("bf16", "fp32")
+
+
+@pytest.mark.heavy
+def test_bench_reports_times_a_generated_partition():
+    results = _results(["-m", "bench.reports", "--pairs", "300"])
+    assert float(results["render_cold_s"]) > 0 and float(results["render_warm_s"]) > 0
+    assert 0 < int(results["thumbnails_decoded"]) <= 300 and float(results["peak_rss_mb"]) > 0
