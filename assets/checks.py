@@ -140,8 +140,8 @@ def embedding_findings(home: ConescopeHome, profile: Profile, ds: str, modality:
             directory, id_col = root.image_embeddings(ds, model), "sample_id"
             expected = read_manifest_table(root.dataset_dir(ds), "samples", ["sample_id"]).column("sample_id")
             rejected = [r["sample_id"] for r in _warehouse_rows(
-                home, "SELECT sample_id FROM datasets.rejects WHERE dataset = ? AND model = ? AND stage = 'embed_image'",
-                [ds, model])]
+                home, "SELECT sample_id FROM datasets.rejects WHERE dataset = ? AND model = ? "
+                      "AND stage = 'embed_image'", [ds, model])]
         else:
             directory, id_col = root.text_embeddings(ds, model, lang), "text_id"
             texts = read_manifest_table(root.dataset_dir(ds), "texts", ["text_id", "lang"])

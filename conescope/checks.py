@@ -76,7 +76,8 @@ def embedding_row_count(embedded: Sequence[str], expected: Sequence[str], reject
     offending = [f"{e} (missing)" for e in missing] + [f"{e} (duplicate)" for e in duplicates] + \
                 [f"{e} (not in the manifest)" for e in unknown] + [f"{e} (embedded and rejected)" for e in both]
     want = len(expected_set - rejected)
-    return finding_of(offending, f"{len(embedded)} rows = {len(expected_set)} in the manifest - {len(rejected)} rejected",
+    return finding_of(offending, f"{len(embedded)} rows = {len(expected_set)} in the manifest - "
+                                 f"{len(rejected)} rejected",
                     f"{len(embedded)} rows where the manifest minus rejects has {want}",
                     rows=len(embedded), manifest=len(expected_set), rejected=len(rejected))
 
