@@ -135,6 +135,9 @@ def embedding_findings(home: ConescopeHome, profile: Profile, ds: str, modality:
     if modality == "text" and lang not in profile.dataset_languages(ds):
         done = checks.Finding(True, f"{ds} declares no {lang} texts: the partition is empty by design")
         return dict.fromkeys(EMBEDDING_CHECKS, done)
+    if modality == "image" and profile.models[model].text_only:
+        return dict.fromkeys(EMBEDDING_CHECKS, checks.Finding(
+            False, f"model {model!r} is text-only: it has no image embeddings (this partition cannot materialize)"))
     try:
         if modality == "image":
             directory, id_col = root.image_embeddings(ds, model), "sample_id"

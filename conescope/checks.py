@@ -119,8 +119,7 @@ def expected_metrics(family: str, rows: list[dict], datasets: Iterable[str] = ()
     groups: dict[tuple, set[str]] = {}
     offending = []
     for r in rows:
-        key = (r["dataset"], r["modality"], r["transform"], r["fit_set"], r["eval_set"],
-               r["lang"] if family == "multilingual" else None)
+        key = (r["dataset"], r["modality"], r["transform"], r["fit_set"], r["eval_set"], r["lang"])
         groups.setdefault(key, set()).add(r["metric"])
     for (ds, modality, transform, fit_set, eval_set, lang), metrics in sorted(groups.items(), key=str):
         if family == "multilingual":
