@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conescope import checks
+from storage.transform_store import read_transform_file, write_transform_file
 
 warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
@@ -194,6 +195,11 @@ def test_failing_checks_name_partition_and_rows(broken):
     col = pa.FixedSizeListArray.from_arrays(pa.array(emb.ravel()), emb.shape[1])
     damaged = table.set_column(table.schema.get_field_index("embedding"), "embedding", col)
     pq.write_table(damaged.replace_schema_metadata(table.schema.metadata), part)
+    # a NaN in a fitted transform
+    fitted = sorted(root.transforms_dir("centering", "tiny.random", "en").glob("*.npz"))[0]
+    params = read_transform_file(fitted)
+    params["mean"] = np.where(np.arange(params["mean"].size) == 0, np.nan, params["mean"])
+    write_transform_file(fitted, params)
     report = root.report_dir("tiny.random", "en") / "index.html"
     report.write_text(report.read_text().replace("</body>", "<img src='https://tracker.example/p.gif'></body>"))
 
@@ -201,7 +207,8 @@ def test_failing_checks_name_partition_and_rows(broken):
     failed = {k: e for k, e in found.items() if not e.passed}
     assert set(failed) == {("metrics/clip_loss", "expected_metrics"), ("metrics/isotropy", "finite_values"),
                            ("metrics/zero_shot", "value_in_ci"), ("metrics/retrieval", "n_matches_rows"),
-                           ("embeddings/shapes_text", "finite_values"), ("reports/partition_report", "self_contained")}
+                           ("embeddings/shapes_text", "finite_values"), ("reports/partition_report", "self_contained"),
+                           ("transforms/centering", "finite_parameters")}
     for e in failed.values():
         assert e.description.startswith("[en|tiny.random]")
         assert e.metadata["partition"].value == "en|tiny.random"
@@ -210,6 +217,7 @@ def test_failing_checks_name_partition_and_rows(broken):
     assert "shapes/en/text/none/None/all/i2" in failed[("metrics/isotropy", "finite_values")].description
     first_text = str(table.column("text_id")[0])
     assert failed[("embeddings/shapes_text", "finite_values")].metadata["offending"].value == [first_text]
+    assert f"{fitted.name}: mean not finite" in failed[("transforms/centering", "finite_parameters")].description
     assert "tracker.example" in failed[("reports/partition_report", "self_contained")].description
     # the other partitions are untouched
     assert all(e.passed for e in run_checks(defs, "fr|tiny.random").values())
