@@ -234,8 +234,13 @@ def transform_findings(home: ConescopeHome, kind: str, model: str, lang: str) ->
 
 def dataset_findings(home: ConescopeHome, profile: Profile, ds: str) -> dict[str, checks.Finding]:
     spec = profile.datasets[ds]
+    directory = home.root.dataset_dir(ds)
     try:
-        samples = pq.ParquetFile(home.root.dataset_dir(ds) / "samples.parquet").metadata.num_rows
+        samples = pq.ParquetFile(directory / "samples.parquet").metadata.num_rows
+        # Text-only sources have no samples: their items are the STS pairs, or the texts.
+        for table in ("pairs", "texts"):
+            if samples == 0 and (directory / f"{table}.parquet").is_file():
+                samples = pq.ParquetFile(directory / f"{table}.parquet").metadata.num_rows
     except FileNotFoundError as exc:
         return _missing(exc, DATASET_CHECKS)
     rejects = [(r["sample_id"], r["reason"]) for r in _warehouse_rows(
