@@ -126,10 +126,12 @@ def grouped_bars(groups: list[str], series: dict[str, list[float | None]], title
 
 
 def tiny_scatter(image_xy: np.ndarray, text_xy: np.ndarray, title: str, labels: tuple[str, str] = ("image", "text")):
-    """The preview figure of the Dagster UI: the 2-D SVD projection, small but legible. Left: both
-    clouds on axes fitted to them (at initialisation or with a wide modality gap each cloud is a dot
-    and the gap is what shows); right: each cloud around its own centre, on axes fitted to the
-    centred points, so the spread inside a cloud is visible however far apart the clouds sit."""
+    """The preview figure of the Dagster UI: a 2-D map of two sets of points (the SVD projection of
+    images and texts; in the multilingual report, t-SNE of the reference language and the others),
+    small but legible. Left: both clouds on axes fitted to them (at initialisation or with a wide
+    modality gap each cloud is a dot and the gap is what shows); right: each cloud around its own
+    centre, on axes fitted to the centred points, so the spread inside a cloud is visible however
+    far apart the clouds sit."""
     plt = _plt()
     fig, (both, spread) = plt.subplots(1, 2, figsize=(6.0, 2.9))
     gap = float(np.linalg.norm(image_xy.mean(axis=0) - text_xy.mean(axis=0)))
@@ -139,7 +141,7 @@ def tiny_scatter(image_xy: np.ndarray, text_xy: np.ndarray, title: str, labels: 
         ax.scatter(b[:, 0], b[:, 1], s=9, color=PALETTE[1], label=labels[1], marker="s", linewidths=0)
         ax.margins(0.04)  # axes fitted to the points
         ax.tick_params(labelsize=7)
-    both.set_title(f"SVD projection (centres {gap:.2f} apart)", fontsize=8)
+    both.set_title(f"together (centres {gap:.2f} apart)", fontsize=8)
     spread.set_title("each cloud around its centre", fontsize=8)
     both.legend(fontsize=7, markerscale=1.5)
     fig.suptitle(title, fontsize=9)
