@@ -6,33 +6,26 @@ go to ``datasets.rejects`` (stage ``ingest``) before the reject fraction is chec
 still says what was wrong; the previous manifest stays in place until a new one is complete.
 """
 
-from datetime import UTC, datetime
 
 import dagster as dg
-import pyarrow as pa
 
 from assets import keys
-from conescope.dataset_specs import SOURCE_KINDS
+from assets.writes import write_rejects
 from conescope.datasets import build_dataset
 from conescope.profile import DatasetSpec, Profile
 from conescope.provenance import code_version, table_sha256
 from pipelines.resources import ConescopeHome
 from storage.parquet_store import write_manifest
-from storage.warehouse import REJECT_COLUMNS, arrow_schema
 
 
 def _ingest(spec: DatasetSpec, languages: tuple[str, ...], conescope: ConescopeHome, context) -> tuple:
     from conescope.download import ensure_sources
     from conescope.ingest import ingest
 
-    raw_dir = conescope.root.raw_dir(spec.name)
+    raw_dir = conescope.paths.raw_dir(spec.name)
     ensure_sources(spec.name, list(spec.download), raw_dir)
     result = ingest(spec, raw_dir, languages)
-    now = datetime.now(UTC)
-    rows = [{"dataset": spec.name, "model": None, "stage": "ingest", "sample_id": r.sample_id, "reason": r.reason,
-             "recorded_at": now, "code_version": code_version()} for r in result.rejects]
-    table = pa.Table.from_pylist(rows, schema=arrow_schema(REJECT_COLUMNS))
-    conescope.warehouse.replace_rows("datasets.rejects", table, {"dataset": spec.name, "stage": "ingest"})
+    write_rejects(conescope, spec.name, None, "ingest", [(r.sample_id, r.reason) for r in result.rejects])
     for r in result.rejects[:20]:
         context.log.warning(f"{spec.name}: rejected {r.sample_id}: {r.reason}")
     result.check_rejects(spec.name, spec.max_reject_fraction)
@@ -48,18 +41,18 @@ def _dataset_asset(spec: DatasetSpec, languages: tuple[str, ...], profile_name: 
               description=f"{spec.kind} dataset {spec.name!r} as a normalized manifest (samples + texts)")
     def _asset(context: dg.AssetExecutionContext, conescope: ConescopeHome) -> dg.MaterializeResult:
         extra_tables, rejected, info = {}, 0, {}
-        if spec.kind in SOURCE_KINDS:
+        if spec.is_source:
             manifest, extra_tables, rejected, info = _ingest(spec, languages, conescope, context)
         else:
             manifest = build_dataset(spec.kind, spec.name, spec.n, spec.seed, spec.image_size, languages)
-        directory = conescope.root.dataset_dir(spec.name)
+        directory = conescope.paths.dataset_dir(spec.name)
         data_hash = table_sha256(manifest.samples, manifest.texts, *extra_tables.values())[:16]
         provenance = {"data_sha256": data_hash, "dataset": spec.name, "kind": spec.kind, "n": spec.n, "seed": spec.seed,
                       "image_size": spec.image_size, "languages": list(languages), "profile": profile_name,
                       "code_version": code_version(), "rejected": rejected, **info}
-        write_manifest(directory, conescope.root.scratch,
+        write_manifest(directory, conescope.paths.scratch,
                        {"samples": manifest.samples, "texts": manifest.texts, **extra_tables}, provenance)
-        views = conescope.warehouse.refresh_views(conescope.root.root, [spec.name])
+        views = conescope.warehouse.refresh_views(conescope.paths.root, [spec.name])
         context.log.info(f"{spec.name}: {manifest.samples.num_rows} samples, {manifest.texts.num_rows} texts")
         return dg.MaterializeResult(
             metadata={"samples": manifest.samples.num_rows, "texts": manifest.texts.num_rows, "rejected": rejected,

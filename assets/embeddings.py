@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from assets import keys
+from assets.writes import write_rejects
 from conescope import engine
 from conescope.languages import set_text_language
 from conescope.models import LoadedModel, load_model
@@ -32,7 +33,6 @@ from storage.parquet_store import (
     read_provenance,
 )
 from storage.resumable import MAIN, ResumablePartition, Stream
-from storage.warehouse import REJECT_COLUMNS, arrow_schema
 
 LAYERS = "layers"
 LAYER_KEY_COLUMNS: list[tuple[str, pa.DataType]] = [("text_id", pa.string()), ("layer", pa.int16())]
@@ -77,11 +77,11 @@ def _metadata(run: engine.EngineRun, n: int, resumed: int, unit: str, path) -> d
             "oom_backoffs": len(run.backoffs), "path": dg.MetadataValue.path(str(path))}
 
 
-def _embed_images(context, ds: str, spec: ModelSpec, cfg: EmbeddingSpec, root, ids: list, manifest,
+def _embed_images(context, ds: str, spec: ModelSpec, cfg: EmbeddingSpec, paths, ids: list, manifest,
                   loaded: LoadedModel, provenance: dict, stable: dict):
-    target = root.image_embeddings(ds, spec.name)
+    target = paths.image_embeddings(ds, spec.name)
     run = engine.EngineRun()
-    with ResumablePartition({MAIN: Stream(target, IMAGE_KEY_COLUMNS)}, root.scratch, provenance, stable,
+    with ResumablePartition({MAIN: Stream(target, IMAGE_KEY_COLUMNS)}, paths.scratch, provenance, stable,
                             part_rows=cfg.part_rows) as part:
         pending = [i for i, sid in enumerate(ids) if sid not in part.done_keys]
         progress = engine.Progress(f"{ds} images, {spec.name}", len(ids), context.log.info,
@@ -108,25 +108,20 @@ def _image_asset(ds: str, profile: Profile, parts: ProfilePartitions) -> dg.Asse
     def _asset(context: dg.AssetExecutionContext, conescope: ConescopeHome) -> dg.MaterializeResult:
         spec, cfg = profile.models[context.partition_key], profile.embedding
         require_image_tower(spec)
-        root = conescope.root
-        ids = read_manifest_table(root.dataset_dir(ds), "samples", ["sample_id"]).column("sample_id").to_pylist()
-        manifest = root.dataset_dir(ds) / "samples.parquet"
-        with engine.claimed_device(cfg.device, root.scratch / "gpus") as device:
+        paths = conescope.paths
+        ids = read_manifest_table(paths.dataset_dir(ds), "samples", ["sample_id"]).column("sample_id").to_pylist()
+        manifest = paths.dataset_dir(ds) / "samples.parquet"
+        with engine.claimed_device(cfg.device, paths.scratch / "gpus") as device:
             loaded = cached_model(spec, device)
             provenance, stable = _provenance(loaded, spec, ds, read_provenance(manifest).get("data_sha256", ""),
                                              modality="image")
-            n, part, run = _embed_images(context, ds, spec, cfg, root, ids, manifest, loaded, provenance, stable)
-        now = datetime.now(UTC)
-        rejects = [{"dataset": ds, "model": spec.name, "stage": "embed_image", "sample_id": r["key"],
-                    "reason": r["reason"], "recorded_at": now, "code_version": code_version()}
-                   for r in part.previous_rejects]
-        conescope.warehouse.replace_rows(
-            "datasets.rejects", pa.Table.from_pylist(rejects, schema=arrow_schema(REJECT_COLUMNS)),
-            {"dataset": ds, "model": spec.name, "stage": "embed_image"})
-        conescope.warehouse.refresh_views(root.root, [ds])
+            n, part, run = _embed_images(context, ds, spec, cfg, paths, ids, manifest, loaded, provenance, stable)
+        rejected = write_rejects(conescope, ds, spec.name, "embed_image",
+                                 [(r["key"], r["reason"]) for r in part.previous_rejects])
+        conescope.warehouse.refresh_views(paths.root, [ds])
         return dg.MaterializeResult(metadata={**_metadata(run, n, part.resumed_rows, "images",
-                                                        root.image_embeddings(ds, spec.name)),
-                                              "rejected": len(rejects), "logit_scale": loaded.logit_scale})
+                                                        paths.image_embeddings(ds, spec.name)),
+                                              "rejected": rejected, "logit_scale": loaded.logit_scale})
 
     return _asset
 
@@ -149,8 +144,8 @@ def _text_asset(ds: str, profile: Profile, parts: ProfilePartitions) -> dg.Asset
                           + ("; with the pooled state of every text layer" if profile.embedding.text_layers else ""))
     def _asset(context: dg.AssetExecutionContext, conescope: ConescopeHome) -> dg.MaterializeResult:
         model, lang = split_key(context)
-        spec, cfg, root = profile.models[model], profile.embedding, conescope.root
-        texts = read_manifest_table(root.dataset_dir(ds), "texts")
+        spec, cfg, paths = profile.models[model], profile.embedding, conescope.paths
+        texts = read_manifest_table(paths.dataset_dir(ds), "texts")
         texts = texts.filter(pc.equal(texts.column("lang"), lang))
         if lang not in profile.dataset_languages(ds):
             # the dataset declares no texts in this language: the partition is empty by design
@@ -161,19 +156,19 @@ def _text_asset(ds: str, profile: Profile, parts: ProfilePartitions) -> dg.Asset
             raise ValueError(f"dataset {ds!r} declares language {lang!r} but its manifest has no {lang} texts "
                              f"(see datasets.rejects and the source files); rematerialize datasets/{ds}")
         cols = {name: texts.column(name).to_pylist() for name, _ in TEXT_KEY_COLUMNS}
-        data_sha = read_provenance(root.dataset_dir(ds) / "texts.parquet").get("data_sha256", "")
-        target, layers_dir = root.text_embeddings(ds, model, lang), root.text_layers(ds, model, lang)
+        data_sha = read_provenance(paths.dataset_dir(ds) / "texts.parquet").get("data_sha256", "")
+        target, layers_dir = paths.text_embeddings(ds, model, lang), paths.text_layers(ds, model, lang)
         streams = {MAIN: Stream(target, TEXT_KEY_COLUMNS)}
         if cfg.text_layers:
             streams[LAYERS] = Stream(layers_dir, LAYER_KEY_COLUMNS, vector="state")
-        with engine.claimed_device(cfg.device, root.scratch / "gpus") as device:
+        with engine.claimed_device(cfg.device, paths.scratch / "gpus") as device:
             loaded = cached_model(spec, device)
             code = set_text_language(loaded, lang)  # NLLB-CLIP: the tokenizer's source-language token
             provenance, stable = _provenance(loaded, spec, ds, data_sha, modality="text", lang=lang,
                                              text_layers=cfg.text_layers,
                                              **({"text_language_code": code} if code else {}))
             run = engine.EngineRun()
-            with ResumablePartition(streams, root.scratch, provenance, stable, part_rows=cfg.part_rows) as part:
+            with ResumablePartition(streams, paths.scratch, provenance, stable, part_rows=cfg.part_rows) as part:
                 pending = [i for i, tid in enumerate(cols["text_id"]) if tid not in part.done_keys]
                 progress = engine.Progress(f"{ds} texts ({lang}), {model}", len(cols["text_id"]), context.log.info,
                                            cfg.progress_every_s, done_before=len(cols["text_id"]) - len(pending))
@@ -183,7 +178,7 @@ def _text_asset(ds: str, profile: Profile, parts: ProfilePartitions) -> dg.Asset
                 n = part.finalize()
         if not cfg.text_layers and layers_dir.exists():
             shutil.rmtree(layers_dir)  # states of an earlier run would not match these embeddings
-        conescope.warehouse.refresh_views(root.root, [ds])
+        conescope.warehouse.refresh_views(paths.root, [ds])
         return dg.MaterializeResult(metadata={**_metadata(run, n, part.resumed_rows, "texts", target),
                                               "text_layers": cfg.text_layers})
 

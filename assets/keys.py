@@ -24,19 +24,24 @@ def text_embeddings(ds: str) -> dg.AssetKey:
     return dg.AssetKey(["embeddings", f"{ds}_text"])
 
 
-IMAGE_ISOTROPY = dg.AssetKey(["metrics", "image_isotropy"])
-ISOTROPY = dg.AssetKey(["metrics", "isotropy"])
-MODALITY_GAP = dg.AssetKey(["metrics", "modality_gap"])
+def metric(name: str) -> dg.AssetKey:
+    """metrics/<name>: the assets of ``conescope.partition_metrics.FAMILIES`` and metrics/transforms."""
+    return dg.AssetKey(["metrics", name])
+
+
+IMAGE_ISOTROPY = metric("image_isotropy")
+ISOTROPY = metric("isotropy")
+MODALITY_GAP = metric("modality_gap")
+IMAGE_CLUSTERS = metric("image_clusters")
+LINEAR_PROBE = metric("linear_probe")
+CLIP_LOSS = metric("clip_loss")
+ZERO_SHOT = metric("zero_shot")
+RETRIEVAL = metric("retrieval")
+CLUSTERS = metric("clusters")
+LAYERS = metric("layers")
+MULTILINGUAL = metric("multilingual")
 PARTITION_REPORT = dg.AssetKey(["reports", "partition_report"])
-IMAGE_CLUSTERS = dg.AssetKey(["metrics", "image_clusters"])
-LINEAR_PROBE = dg.AssetKey(["metrics", "linear_probe"])
-CLIP_LOSS = dg.AssetKey(["metrics", "clip_loss"])
-ZERO_SHOT = dg.AssetKey(["metrics", "zero_shot"])
-RETRIEVAL = dg.AssetKey(["metrics", "retrieval"])
-CLUSTERS = dg.AssetKey(["metrics", "clusters"])
-LAYERS = dg.AssetKey(["metrics", "layers"])
-MULTILINGUAL = dg.AssetKey(["metrics", "multilingual"])
-TRANSFORM_METRICS = dg.AssetKey(["metrics", "transforms"])
+TRANSFORM_METRICS = metric("transforms")
 
 
 def transform(kind: str) -> dg.AssetKey:

@@ -14,13 +14,16 @@ import dagster as dg
 
 from assets import keys
 from assets.metrics import MODEL_LANG_LAYER, MODEL_LAYER, SUMMARY_LAYER
-from conescope.profile import Profile
+from conescope import protocols
+from conescope.partition_metrics import text_datasets
+from conescope.profile import Profile, ReportSettings
 from conescope.provenance import code_version
 from conescope.reports.cache import ArrayCache
 from conescope.reports.comparison import render_comparison_report
 from conescope.reports.multilingual import render_multilingual_report
 from conescope.reports.paper import ModelInfo, render_paper_report
-from conescope.reports.partition import DatasetData, ReportSettings, render_partition_report
+from conescope.reports.partition import render_partition_report
+from conescope.reports.report_data import DatasetData
 from conescope.reports.thumbs import thumbnails
 from pipelines.partitions import ProfilePartitions, split_key
 from pipelines.resources import ConescopeHome
@@ -52,7 +55,7 @@ def query_rows(home: ConescopeHome, sql: str, params: list) -> list[dict]:
 def manifest_view(home: ConescopeHome, dataset: str) -> tuple[dict[str, str], dict[str, str]]:
     """(sample_id -> label name, thumbnail key -> data URI) of a dataset's manifest; images are the
     manifest's bytes, or the file at ``image_path`` for sources stored by path."""
-    path = home.root.dataset_dir(dataset) / "samples.parquet"
+    path = home.paths.dataset_dir(dataset) / "samples.parquet"
     names, thumbs = _manifest_view(str(path), path.stat().st_mtime_ns if path.exists() else 0, dataset)
     return dict(names), dict(thumbs)  # the cached dicts stay as they are whatever a caller does
 
@@ -76,7 +79,7 @@ def report_settings(profile: Profile) -> ReportSettings:
 
 
 def write_page(home: ConescopeHome, target, page: str) -> dg.MetadataValue:
-    with atomic_directory(target, home.root.scratch) as staging:
+    with atomic_directory(target, home.paths.scratch) as staging:
         (staging / "index.html").write_text(page, encoding="utf-8")
     return target / "index.html"
 
@@ -95,17 +98,14 @@ def report_metadata(index, preview_png: str | None, headline: dict[str, float], 
     }
 
 
-def report_assets(profile: Profile, parts: ProfilePartitions) -> list[dg.AssetsDefinition]:
-    datasets = [ds for ds in profile.datasets if profile.dataset_languages(ds)]
-    image_datasets = set(profile.image_datasets())
-    settings = report_settings(profile)
-    ts = profile.transforms
-    fitted = {*ts.in_domain, *ts.class_disjoint, *(d for pair in ts.cross_dataset for d in pair)}
-    transform_deps = [keys.TRANSFORM_METRICS] if ts.kinds and fitted else []  # the gap-shift sweep's rows
+def _partition_report(profile: Profile, parts: ProfilePartitions) -> dg.AssetsDefinition:
+    datasets, image_datasets = text_datasets(profile), set(profile.image_datasets())
+    fitted = protocols.protocol_datasets(profile.transforms)
+    transform_deps = [keys.TRANSFORM_METRICS] if profile.transforms.kinds and fitted else []  # the gap-shift sweep
 
     @dg.asset(key=keys.PARTITION_REPORT, partitions_def=parts.model_lang, group_name="reports",
               deps=[*MODEL_LANG_LAYER, *transform_deps,
-                    *(dg.AssetDep(k, partition_mapping=parts.image_mapping) for k in MODEL_LAYER)],
+                    *(dg.AssetDep(k, partition_mapping=parts.same_model) for k in MODEL_LAYER)],
               pool=keys.DUCKDB_POOL, kinds={"html"},
               description="HTML report: SVD projections raw/centered/whitened, spectrum, pair-cosine histograms per "
                           "transform, similarity heatmaps, t-SNE maps, gap-shift landscape, layers, metric tables")
@@ -119,23 +119,29 @@ def report_assets(profile: Profile, parts: ProfilePartitions) -> list[dg.AssetsD
             if lang not in profile.dataset_languages(ds):
                 continue
             names, thumbs = manifest_view(conescope, ds) if ds in image_datasets else ({}, {})
-            image = load_image_set(conescope.root, ds, model) if with_images and ds in image_datasets else None
-            sections.append(DatasetData(image, load_text_set(conescope.root, ds, model, lang), names, thumbs,
+            image = load_image_set(conescope.paths, ds, model) if with_images and ds in image_datasets else None
+            sections.append(DatasetData(image, load_text_set(conescope.paths, ds, model, lang), names, thumbs,
                                         [r for r in rows if r["dataset"] == ds]))
-        emb_prov = read_provenance(next(conescope.root.text_embeddings(sections[0].name, model, lang).glob(
+        emb_prov = read_provenance(next(conescope.paths.text_embeddings(sections[0].name, model, lang).glob(
             "*.parquet"))) if sections else {}
         provenance = {"model": model, "lang": lang, "profile": profile.name, "code_version": code_version(),
                       **{k: emb_prov[k] for k in ("arch", "pretrained", "seed", "zero_bias") if k in emb_prov}}
-        cache = ArrayCache(conescope.root.report_cache)
-        report = render_partition_report(model, lang, sections, provenance, settings, cache)
-        index = write_page(conescope, conescope.root.report_dir(model, lang), report.html)
+        cache = ArrayCache(conescope.paths.report_cache)
+        report = render_partition_report(model, lang, sections, provenance, report_settings(profile), cache)
+        index = write_page(conescope, conescope.paths.report_dir(model, lang), report.html)
         context.log.info(f"report written: {index} (cache: {cache.hits} hits, {cache.misses} computed)")
         return dg.MaterializeResult(metadata={
             **report_metadata(index, report.preview_png, report.headline, f"{model} / {lang}"),
             "cache_hits": cache.hits, "cache_computed": cache.misses})
 
+    return partition_report
+
+
+def _multilingual_report(profile: Profile, parts: ProfilePartitions) -> dg.AssetsDefinition:
+    datasets, image_datasets = text_datasets(profile), set(profile.image_datasets())
+
     @dg.asset(key=MULTILINGUAL_REPORT, partitions_def=parts.model, group_name="reports",
-              deps=[*SUMMARY_LAYER, *(dg.AssetDep(keys.text_embeddings(ds), partition_mapping=parts.image_mapping)
+              deps=[*SUMMARY_LAYER, *(dg.AssetDep(keys.text_embeddings(ds), partition_mapping=parts.same_model)
                                       for ds in datasets)],
               pool=keys.DUCKDB_POOL, kinds={"html"},
               description="HTML report per model: parallel captions of every language in one t-SNE map, distance "
@@ -146,19 +152,25 @@ def report_assets(profile: Profile, parts: ProfilePartitions) -> list[dg.AssetsD
                                      "AND model = ? ORDER BY dataset, lang NULLS LAST, metric", [model])
         texts, thumbs = {}, {}
         for ds in datasets:
-            texts[ds] = {lang: load_text_set(conescope.root, ds, model, lang) for lang in profile.dataset_languages(ds)}
+            texts[ds] = {lang: load_text_set(conescope.paths, ds, model, lang)
+                         for lang in profile.dataset_languages(ds)}
             if ds in image_datasets:
                 thumbs.update(manifest_view(conescope, ds)[1])
-        cache = ArrayCache(conescope.root.report_cache)
+        cache = ArrayCache(conescope.paths.report_cache)
         provenance = {"model": model, "profile": profile.name, "reference_lang": profile.reference_lang,
                       "languages": ", ".join(profile.languages), "code_version": code_version()}
+        settings = report_settings(profile)
         report = render_multilingual_report(model, texts, profile.reference_lang, rows, thumbs, provenance,
                                             settings.max_points, settings.seed, cache)
-        index = write_page(conescope, conescope.root.multilingual_report_dir(model), report.html)
+        index = write_page(conescope, conescope.paths.multilingual_report_dir(model), report.html)
         return dg.MaterializeResult(metadata={
             **report_metadata(index, report.preview_png, report.headline, f"{model}: languages"),
             "cache_hits": cache.hits, "cache_computed": cache.misses})
 
+    return multilingual_report
+
+
+def _comparison_report(profile: Profile) -> dg.AssetsDefinition:
     @dg.asset(key=COMPARISON_REPORT, group_name="reports", deps=[keys.PARTITION_REPORT, *SUMMARY_LAYER],
               pool=keys.DUCKDB_POOL, kinds={"html"},
               description="HTML report: every model side by side (SVD projections, headline metrics, all raw metrics)")
@@ -167,27 +179,32 @@ def report_assets(profile: Profile, parts: ProfilePartitions) -> list[dg.AssetsD
         rows = query_rows(conescope, f"SELECT {ROW_COLUMNS} FROM metrics.all WHERE transform = 'none' "
                                      "AND family <> 'multilingual' ORDER BY ALL", [])
         embeddings = {}
-        for ds in sorted(image_datasets & set(datasets)):
+        for ds in sorted(set(profile.image_datasets()) & set(text_datasets(profile))):
             if ref not in profile.dataset_languages(ds):
                 continue
             names, thumbs = manifest_view(conescope, ds)
             for model in profile.image_models:  # the figures are image-text projections
                 try:
-                    embeddings[(ds, model)] = DatasetData(load_image_set(conescope.root, ds, model),
-                                                          load_text_set(conescope.root, ds, model, ref), names, thumbs)
+                    embeddings[(ds, model)] = DatasetData(load_image_set(conescope.paths, ds, model),
+                                                          load_text_set(conescope.paths, ds, model, ref), names,
+                                                          thumbs)
                 except FileNotFoundError as exc:  # a model not materialized yet: shown without its figure
                     context.log.warning(f"comparison report: {exc}")
-        target = conescope.root.summary_report_dir("comparison")
         links = {(m, lang): f"../{m}/{lang}/index.html" for m in models for lang in profile.languages
-                 if (conescope.root.report_dir(m, lang) / "index.html").is_file()}
+                 if (conescope.paths.report_dir(m, lang) / "index.html").is_file()}
         provenance = {"profile": profile.name, "models": ", ".join(models), "reference_lang": ref,
                       "code_version": code_version()}
+        settings = report_settings(profile)
         report = render_comparison_report(models, list(profile.languages), ref, rows, embeddings, links, provenance,
                                           settings.max_points, settings.seed)
-        index = write_page(conescope, target, report.html)
+        index = write_page(conescope, conescope.paths.summary_report_dir("comparison"), report.html)
         return dg.MaterializeResult(metadata=report_metadata(index, report.preview_png, report.headline,
                                                              "model comparison"))
 
+    return comparison_report
+
+
+def _paper_report(profile: Profile) -> dg.AssetsDefinition:
     @dg.asset(key=PAPER_REPORT, group_name="reports", deps=[keys.PARTITION_REPORT, *SUMMARY_LAYER],
               pool=keys.DUCKDB_POOL, kinds={"html"},
               description="HTML report: Tables 1-7 of Tyshchuk et al. 2023 from the warehouse, beside the published "
@@ -198,10 +215,13 @@ def report_assets(profile: Profile, parts: ProfilePartitions) -> list[dg.AssetsD
         kinds = {name: d.kind for name, d in profile.datasets.items()}
         provenance = {"profile": profile.name, "code_version": code_version()}
         report = render_paper_report(rows, models, kinds, profile.reference_lang, provenance)
-        index = write_page(conescope, conescope.root.summary_report_dir("paper"), report.html)
+        index = write_page(conescope, conescope.paths.summary_report_dir("paper"), report.html)
         return dg.MaterializeResult(metadata=report_metadata(index, report.preview_png, report.headline,
                                                              "paper reproduction"))
 
-    return [partition_report, multilingual_report, comparison_report, paper_report]
+    return paper_report
 
 
+def report_assets(profile: Profile, parts: ProfilePartitions) -> list[dg.AssetsDefinition]:
+    return [_partition_report(profile, parts), _multilingual_report(profile, parts), _comparison_report(profile),
+            _paper_report(profile)]

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from conescope.profile import load_profile
 from conescope.reports.cache import ArrayCache
-from conescope.reports.partition import DatasetData, render_partition_report
+from conescope.reports.partition import render_partition_report
+from conescope.reports.report_data import DatasetData
 from storage.embedding_sets import load_image_set, load_text_set
 from storage.paths import DataRoot
 

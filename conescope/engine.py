@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from conescope.file_lock import try_lock
 from conescope.models import LoadedModel
 
 MAX_DEFAULT_WORKERS = 16
@@ -136,8 +137,6 @@ def claimed_device(requested: str, lock_dir: Path, poll_s: float = 1.0) -> Itera
     lock on one of them (``lock_dir/cuda-<i>.lock``, released when the step ends or its process dies)
     and gets ``cuda:<i>``, so steps running side by side (the "gpu" pool, one slot per GPU) spread
     over the GPUs instead of all landing on the first one. With every GPU claimed it waits."""
-    import fcntl
-
     from conescope.models import resolve_device
 
     device = resolve_device(requested)
@@ -148,11 +147,8 @@ def claimed_device(requested: str, lock_dir: Path, poll_s: float = 1.0) -> Itera
     lock_dir.mkdir(parents=True, exist_ok=True)
     while True:
         for i in range(count):
-            fd = os.open(lock_dir / f"cuda-{i}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                os.close(fd)
+            fd = try_lock(lock_dir / f"cuda-{i}.lock")
+            if fd is None:
                 continue
             try:
                 yield f"cuda:{i}"

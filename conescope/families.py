@@ -3,13 +3,14 @@
 Each function takes embedding sets and the profile's metric settings and returns metric records
 (``dataset``, ``modality``, ``metric``, ``value``, ``ci_low``, ``ci_high``, ``n``, ``eval_set``,
 ``params``); the asset adds ``model``, ``lang`` and provenance. The formulas live in
-``conescope.metrics``; this module only decides what is computed on which rows.
+``conescope.metrics``; this module decides which records a family gives for one pair of sets (which
+rows are paired, which metrics get a bootstrap CI, what goes into ``params``), and
+``conescope.partition_metrics`` which sets of a partition each family is computed on.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 
 import numpy as np
 
@@ -26,7 +27,7 @@ from conescope.metrics import (
     zero_shot,
 )
 from conescope.profile import MetricSettings
-from conescope.sets import ImageSet, TextSet, caption_pairs, class_prompts, first_caption_pairs
+from conescope.sets import ImageSet, TextSet, caption_pairs, class_prompts, first_caption_pairs, positive_pairs
 
 
 def _params(**kw) -> str:
@@ -40,18 +41,33 @@ def _rec(dataset: str, modality: str, metric: str, value: float, n: int, ci=(Non
             "n": int(n), "eval_set": eval_set, "params": params, **extra}
 
 
-def _mean_rec(dataset: str, modality: str, metric: str, values: np.ndarray, s: MetricSettings, **kw) -> dict:
-    mean, lo, hi = bootstrap.mean_ci(np.asarray(values, dtype=np.float64), seed=s.seed, n_boot=s.bootstrap)
+def _mean_rec(dataset: str, modality: str, metric: str, values: np.ndarray, settings: MetricSettings, **kw) -> dict:
+    mean, lo, hi = bootstrap.mean_ci(np.asarray(values, dtype=np.float64), seed=settings.seed,
+                                     n_boot=settings.bootstrap)
     return _rec(dataset, modality, metric, mean, len(values), (lo, hi), **kw)
 
 
 # --- isotropy ------------------------------------------------------------------------------------
 
-def isotropy_rows(dataset: str, modality: str, x: np.ndarray, s: MetricSettings) -> list[dict]:
+def _compat_params(metric: str) -> str | None:
+    if not metric.endswith("_compat"):
+        return None
+    return _params(eigenvectors="rows of numpy eigh's matrix, signs as returned (the published code)",
+                   note="depends on the eigensolver's signs; see conescope.metrics.isotropy.i1_i2")
+
+
+def _pairwise_rec(dataset: str, modality: str, metric: str, x: np.ndarray, settings: MetricSettings, **kw) -> dict:
+    """A mean over pairs of rows with its CI from resampled rows (``bootstrap.pairwise_mean_cosine_ci``)."""
+    value, lo, hi = bootstrap.pairwise_mean_cosine_ci(x, seed=settings.seed, n_boot=settings.bootstrap)
+    return _rec(dataset, modality, metric, value, len(x), (lo, hi), **kw)
+
+
+def isotropy_rows(dataset: str, modality: str, x: np.ndarray, settings: MetricSettings) -> list[dict]:
     """i1, i2, isoscore, isoscore_null, mean_cosine (with CI), mean_vector_norm, effective_rank."""
-    summary, per_sample_cosine = isotropy.isotropy_profile(x)
-    rows = [_rec(dataset, modality, m, v, len(x)) for m, v in summary.items() if m != "mean_cosine"]
-    rows.append(_mean_rec(dataset, modality, "mean_cosine", per_sample_cosine, s))
+    summary, _ = isotropy.isotropy_profile(x)
+    rows = [_rec(dataset, modality, m, v, len(x), params=_compat_params(m)) for m, v in summary.items()
+            if m != "mean_cosine"]
+    rows.append(_pairwise_rec(dataset, modality, "mean_cosine", x, settings))
     rows.append(_rec(dataset, modality, "isoscore_null", isotropy.isoscore_null(len(x), x.shape[1]), len(x),
                      params=_params(null="isotropic gaussian, L2-normalized, expected moments", n=len(x),
                                     d=x.shape[1])))
@@ -60,86 +76,99 @@ def isotropy_rows(dataset: str, modality: str, x: np.ndarray, s: MetricSettings)
 
 # --- modality gap --------------------------------------------------------------------------------
 
-def _positive_pairs(image: ImageSet, text: TextSet) -> tuple[np.ndarray, np.ndarray, str]:
-    """(image rows, text rows, kind): captions with their image, else images with their class prompt."""
-    text_rows, image_rows = caption_pairs(image, text)
-    if len(text_rows):
-        return image_rows, text_rows, "caption"
-    classes, _ = class_prompts(text)
-    prompt_rows = text.prompt_rows
-    first_prompt = {int(text.labels[r]): r for r in prompt_rows[::-1]}
-    keep = np.flatnonzero([int(lab) in first_prompt for lab in image.labels])
-    return keep, np.asarray([first_prompt[int(image.labels[i])] for i in keep], dtype=np.int64), "class prompt"
-
-
-def gap_rows(image: ImageSet, text: TextSet, s: MetricSettings, separability: bool = True) -> list[dict]:
+def gap_rows(image: ImageSet, text: TextSet, settings: MetricSettings, separability: bool = True) -> list[dict]:
     """gap_norm, the separability probes (cross-validated: the costly part, ``separability=False``
     leaves them out) and the positive vs random pair cosines."""
     ds, n = image.dataset, len(image.emb) + len(text.emb)
     rows = [_rec(ds, "joint", "gap_norm", gap.gap_norm(image.emb, text.emb), n)]
     for method in ("logreg", "svm") if separability else ():
-        acc = gap.modality_separability(image.emb, text.emb, method=method, folds=s.folds, seed=s.seed)
-        rows.append(_rec(ds, "joint", f"separability_{method}", acc, n, params=_params(folds=s.folds)))
-    img_rows, txt_rows, kind = _positive_pairs(image, text)
+        acc = gap.modality_separability(image.emb, text.emb, method=method, folds=settings.folds, seed=settings.seed)
+        rows.append(_rec(ds, "joint", f"separability_{method}", acc, n, params=_params(folds=settings.folds)))
+    img_rows, txt_rows, kind = positive_pairs(image, text)
     if len(img_rows) == 0:
         return rows
     pos = gap.pair_cosines(image.emb[img_rows], text.emb[txt_rows], np.arange(len(img_rows)))
-    index = np.full(len(text.emb), -1, dtype=np.int64)
-    index[txt_rows] = img_rows
-    rand = gap.random_pair_cosines(image.emb, text.emb, n=max(len(pos), 1000), seed=s.seed,
-                                   image_index=index if kind == "caption" else None)
-    params = _params(positive=kind)
-    rows += [_mean_rec(ds, "pair", "pos_cosine_mean", pos, s, params=params),
-             _mean_rec(ds, "pair", "rand_cosine_mean", rand, s, params=params),
-             _rec(ds, "pair", "similarity_gap", gap.similarity_gap(pos, rand), len(pos), params=params)]
+    params = _params(positive=kind, random="every non-matching pair (i != j) of one pair per image")
+    # captions of one image share it: the interval resamples images, each with all its captions
+    _, image_of_pair = np.unique(img_rows, return_inverse=True)
+    sums, counts = np.bincount(image_of_pair, weights=pos), np.bincount(image_of_pair).astype(np.float64)
+    pos_mean, pos_lo, pos_hi = bootstrap.ratio_ci(sums, counts, seed=settings.seed, n_boot=settings.bootstrap)
+    rows.append(_rec(ds, "pair", "pos_cosine_mean", pos_mean, len(pos), (pos_lo, pos_hi), params=params))
+    # random pairs: the exact mean over non-matching pairs of one (image, text) pair per image, a mean
+    # over pairs whose interval resamples the pairs (bootstrap.cross_pair_mean_cosine_ci)
+    _, first = np.unique(img_rows, return_index=True)
+    if len(first) >= 2:
+        rand, lo, hi = bootstrap.cross_pair_mean_cosine_ci(image.emb[img_rows[first]], text.emb[txt_rows[first]],
+                                                           seed=settings.seed, n_boot=settings.bootstrap)
+        rows += [_rec(ds, "pair", "rand_cosine_mean", rand, len(first), (lo, hi), params=params),
+                 _rec(ds, "pair", "similarity_gap", pos_mean - rand, len(pos), params=params)]
     return rows
 
 
 # --- quality -------------------------------------------------------------------------------------
 
 def clip_loss_rows(image: ImageSet, text: TextSet, model_scale: float, model_bias: float | None,
-                   s: MetricSettings) -> list[dict]:
+                   settings: MetricSettings) -> list[dict]:
     img_rows, txt_rows = first_caption_pairs(image, text)
     if len(img_rows) < 2:
         return []
-    scale = s.logit_scale if s.logit_scale is not None else model_scale
+    scale = settings.logit_scale if settings.logit_scale is not None else model_scale
     i2t, t2i = clip_loss.clip_loss_per_sample(image.emb[img_rows], text.emb[txt_rows], logit_scale=scale,
-                                              logit_bias=model_bias, batch_size=s.clip_batch_size,
-                                              geometry=s.geometry)
-    params = _params(batch_size=s.clip_batch_size or "full", logit_scale=scale, logit_bias=model_bias,
-                     geometry=s.geometry, pairs="first caption per image")
+                                              logit_bias=model_bias, batch_size=settings.clip_batch_size,
+                                              geometry=settings.geometry)
+    params = _params(batch_size=settings.clip_batch_size or "full", logit_scale=scale, logit_bias=model_bias,
+                     geometry=settings.geometry, pairs="first caption per image", mean_over=settings.clip_loss_mean)
     ds = image.dataset
-    return [_mean_rec(ds, "pair", "loss", (i2t + t2i) / 2, s, params=params),
-            _mean_rec(ds, "pair", "loss_i2t", i2t, s, params=params),
-            _mean_rec(ds, "pair", "loss_t2i", t2i, s, params=params)]
+
+    def rec(metric: str, terms: np.ndarray) -> dict:
+        # the terms of one batch share its softmax: the CI resamples whole batches
+        value, lo, hi = bootstrap.batch_mean_ci(terms, settings.clip_batch_size, seed=settings.seed,
+                                                n_boot=settings.bootstrap, weighting=settings.clip_loss_mean)
+        return _rec(ds, "pair", metric, value, len(terms), (lo, hi), params=params)
+
+    rows = [rec("loss", (i2t + t2i) / 2), rec("loss_i2t", i2t), rec("loss_t2i", t2i)]
+    if settings.amumo_loss and len(img_rows) >= AMUMO_BATCH:
+        terms = clip_loss.amumo_loss_per_sample(image.emb[img_rows], text.emb[txt_rows], scale, AMUMO_BATCH,
+                                                settings.geometry)
+        value, lo, hi = bootstrap.batch_mean_ci(terms, AMUMO_BATCH, seed=settings.seed, n_boot=settings.bootstrap)
+        rows.append(_rec(ds, "pair", "loss_i2t_amumo", value, len(terms), (lo, hi),
+                         params=_params(batch_size=AMUMO_BATCH, remainder="dropped", direction="image->text",
+                                        logit_scale=scale, geometry=settings.geometry,
+                                        pairs="first caption per image")))
+    return rows
 
 
-def zero_shot_rows(image: ImageSet, text: TextSet, s: MetricSettings, eval_split: str | None = None) -> list[dict]:
-    classes, class_emb = class_prompts(text)
+AMUMO_BATCH = 50  # the Amumo article's batch size
+
+
+def zero_shot_rows(image: ImageSet, text: TextSet, settings: MetricSettings,
+                   eval_split: str | None = None) -> list[dict]:
+    # dot and neg_sq_euclidean score the raw rows (Chou & Alam 2024): normalized prompts would rank like cosine
+    classes, class_emb = class_prompts(text, normalize=settings.geometry == "cosine")
     keep = image.labels >= 0 if eval_split is None else (image.labels >= 0) & (image.splits == eval_split)
     if len(classes) < 2 or not keep.any():
         return []
     x, y = image.emb[keep], image.labels[keep]
     templates = sorted({text.texts[r] for r in text.prompt_rows})
-    params = _params(geometry=s.geometry, prompts=templates)
+    params = _params(geometry=settings.geometry, prompts=templates)
     ds, rows = image.dataset, []
     for k in (1, 5):
         if k > len(classes):
             continue
-        hits = zero_shot.zero_shot_hits(x, y, class_emb, k=k, class_ids=classes, geometry=s.geometry)
-        rows.append(_mean_rec(ds, "pair", f"top{k}", hits, s, eval_set=eval_split or "all", params=params))
-    scores = zero_shot.zero_shot(x, y, class_emb, class_ids=classes, ks=(1,), geometry=s.geometry)
+        hits = zero_shot.zero_shot_hits(x, y, class_emb, k=k, class_ids=classes, geometry=settings.geometry)
+        rows.append(_mean_rec(ds, "pair", f"top{k}", hits, settings, eval_set=eval_split or "all", params=params))
+    scores = zero_shot.zero_shot(x, y, class_emb, class_ids=classes, ks=(1,), geometry=settings.geometry)
     rows.append(_rec(ds, "pair", "mean_per_class_recall", scores["mean_per_class_recall"], len(y),
                      eval_set=eval_split or "all", params=params))
     return rows
 
 
-def retrieval_rows(image: ImageSet, text: TextSet, s: MetricSettings) -> list[dict]:
-    """Recall@k both ways over the images of ``s.retrieval_eval_set`` (the test split, or all rows when
+def retrieval_rows(image: ImageSet, text: TextSet, settings: MetricSettings) -> list[dict]:
+    """Recall@k both ways over the images of ``settings.retrieval_eval_set`` (the test split, or all rows when
     the dataset has no test rows) and their captions: gallery and queries come from the same rows."""
     text_rows, image_rows = caption_pairs(image, text)
     eval_set = "all"
-    if s.retrieval_eval_set == "test":
+    if settings.retrieval_eval_set == "test":
         in_test = image.splits[image_rows] == "test"
         if np.unique(image_rows[in_test]).size >= 2:
             text_rows, image_rows, eval_set = text_rows[in_test], image_rows[in_test], "test"
@@ -149,42 +178,38 @@ def retrieval_rows(image: ImageSet, text: TextSet, s: MetricSettings) -> list[di
     hits = retrieval.retrieval_hits(image.emb[used], text.emb[text_rows], remap)
     params = _params(captions_per_image=round(len(text_rows) / len(used), 3), similarity="cosine",
                      gallery_images=len(used), gallery_texts=len(text_rows))
-    return [_mean_rec(image.dataset, "pair", name, h, s, eval_set=eval_set, params=params)
+    return [_mean_rec(image.dataset, "pair", name, h, settings, eval_set=eval_set, params=params)
             for name, h in sorted(hits.items())]
 
 
-def linear_probe_rows(image: ImageSet, s: MetricSettings) -> list[dict]:
+def linear_probe_rows(image: ImageSet, settings: MetricSettings) -> list[dict]:
     train = (image.splits == "train") & (image.labels >= 0)
     test = (image.splits == "test") & (image.labels >= 0)
     if train.sum() < 2 or test.sum() < 1 or len(np.unique(image.labels[train])) < 2:
         return []
-    probe = linear_probe.fit_linear_probe(image.emb[train], image.labels[train], l2=s.probe_l2, seed=s.seed)
+    probe = linear_probe.fit_linear_probe(image.emb[train], image.labels[train], l2=settings.probe_l2,
+                                          seed=settings.seed)
     hits = probe.hits(image.emb[test], image.labels[test])
-    params = _params(l2=s.probe_l2, solver="torch lbfgs", precision=probe.precision, n_iter=probe.n_iter,
+    params = _params(l2=settings.probe_l2, solver="torch lbfgs", precision=probe.precision, n_iter=probe.n_iter,
                      n_iter_bf16=probe.n_iter_bf16, fit_set="train")
-    return [_mean_rec(image.dataset, "image", "accuracy", hits, s, eval_set="test", params=params, fit_set="train")]
+    return [_mean_rec(image.dataset, "image", "accuracy", hits, settings, eval_set="test", params=params,
+                      fit_set="train")]
 
 
-def silhouette_rows(dataset: str, modality: str, x: np.ndarray, labels: np.ndarray, s: MetricSettings) -> list[dict]:
+def silhouette_rows(dataset: str, modality: str, x: np.ndarray, labels: np.ndarray,
+                    settings: MetricSettings) -> list[dict]:
     keep = labels >= 0
     if len(np.unique(labels[keep])) < 2 or keep.sum() <= len(np.unique(labels[keep])):
         return []
-    value, lo, hi = clusters.silhouette(x[keep], labels[keep], seed=s.seed, exact_max=s.silhouette_exact_max)
+    value, lo, hi = clusters.silhouette(x[keep], labels[keep], seed=settings.seed,
+                                        exact_max=settings.silhouette_exact_max)
     return [_rec(dataset, modality, "silhouette", value, int(keep.sum()), (lo, hi),
                  params=_params(metric="cosine", exact=lo is None))]
 
 
-def caption_labels(image: ImageSet, text: TextSet) -> np.ndarray:
-    """The label of each text: its image's label for captions, its class for prompts."""
-    labels = text.labels.copy()
-    text_rows, image_rows = caption_pairs(image, text)
-    labels[text_rows] = image.labels[image_rows]
-    return labels
-
-
 # --- multilingual --------------------------------------------------------------------------------
 
-def multilingual_rows(texts: dict[str, TextSet], reference: str, s: MetricSettings) -> list[dict]:
+def multilingual_rows(texts: dict[str, TextSet], reference: str, settings: MetricSettings) -> list[dict]:
     """Distance ratios and cross-lingual recall of each language against ``reference`` on parallel
     captions (rows aligned by the image they describe); language separability over all languages.
     Rows carry the compared language in ``lang``."""
@@ -204,27 +229,30 @@ def multilingual_rows(texts: dict[str, TextSet], reference: str, s: MetricSettin
         for form, name in (("sq", "distance_ratio_sq"), ("plain", "distance_ratio"), ("cos", "distance_ratio_cos")):
             rows.append(_rec(dataset, "text", name, multilingual.distance_ratio(a, b, form), len(pairs),
                              params=params, lang=lang))
+        if settings.distance_ratio_raw:
+            rows.append(_rec(dataset, "text", "distance_ratio_sq_raw", multilingual.distance_ratio_raw_all_pairs(a, b),
+                             len(pairs), params=_params(reference=reference, pairs=len(pairs), rows="raw",
+                                                        denominator="all n^2 pairs"), lang=lang))
         for k in (1, 5):
             if k <= len(pairs):
                 hits = multilingual.cross_lingual_hits(a, b, k)
-                rows.append(_mean_rec(dataset, "text", f"xling_r{k}", hits, s, params=params, lang=lang))
+                rows.append(_mean_rec(dataset, "text", f"xling_r{k}", hits, settings, params=params, lang=lang))
     if len(texts) >= 2:
-        acc = multilingual.language_separability({lang: t.emb for lang, t in texts.items()}, seed=s.seed,
-                                                 folds=s.folds)
+        acc = multilingual.language_separability({lang: t.emb for lang, t in texts.items()}, seed=settings.seed,
+                                                 folds=settings.folds)
         rows.append(_rec(dataset, "text", "lang_separability", acc, sum(len(t.emb) for t in texts.values()),
-                         params=_params(languages=sorted(texts), folds=s.folds), lang=None))
+                         params=_params(languages=sorted(texts), folds=settings.folds), lang=None))
     return rows
 
 
 # --- layers --------------------------------------------------------------------------------------
 
-def layer_rows(dataset: str, states: list[np.ndarray]) -> list[dict]:
-    return [_rec(dataset, "text", "self_similarity", value, len(states[0]), layer=i)
-            for i, value in enumerate(layers.layer_self_similarity(states))]
-
-
-def settings_params(s: MetricSettings) -> dict:
-    return asdict(s)
+def layer_rows(dataset: str, states: list[np.ndarray], settings: MetricSettings | None = None) -> list[dict]:
+    """Self-similarity per layer, with the row-resampling CI of a mean over pairs when ``settings`` is given."""
+    if settings is None:
+        return [_rec(dataset, "text", "self_similarity", value, len(states[0]), layer=i)
+                for i, value in enumerate(layers.layer_self_similarity(states))]
+    return [_pairwise_rec(dataset, "text", "self_similarity", x, settings, layer=i) for i, x in enumerate(states)]
 
 
 def sts_rows(dataset: str, text_ids: np.ndarray, emb: np.ndarray, states: list[np.ndarray] | None,

@@ -17,23 +17,21 @@ Fitting never sees evaluation rows, by construction: :func:`fit_arrays` copies o
 rows and the transform's ``fit`` receives only those arrays; :func:`plan` checks that no fit row is
 an eval row of the same dataset (prompts excepted: they are the classifier, shared by every image,
 and in the class-disjoint protocol only the known classes' prompts are fitted on).
+
+This module plans (which rows, which variants); ``conescope.protocol_eval`` fits and measures.
 """
 
 from __future__ import annotations
 
-import json
-from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
-from conescope import families
 from conescope.metrics.isotropy import l2_normalize
-from conescope.profile import MetricSettings, TransformSettings
-from conescope.provenance import array_digest
-from conescope.sets import ImageSet, TextSet, first_caption_pairs
-from conescope.transforms import KINDS, Transform, data_sha256
+from conescope.profile import TransformSettings
+from conescope.sets import ImageSet, TextSet, first_caption_pairs, prompt_pairs
+from conescope.splits import authors_known_classes, authors_split
+from conescope.transforms import KINDS, Transform
 
 IN_DOMAIN, CROSS_DATASET, CLASS_DISJOINT = "in_domain", "cross_dataset", "class_disjoint"
 
@@ -63,14 +61,15 @@ class Plan:
     fit_sets: dict[str, FitSet]
     evals: list[EvalSet]
     skipped: list[str] = field(default_factory=list)  # eval sets too small to measure, with the reason
+    probe_transforms: tuple[str, ...] = ()  # transforms after which the linear probe is measured
+
+
+def protocol_datasets(settings: TransformSettings) -> set[str]:
+    """Every dataset some protocol of the profile fits on or evaluates on."""
+    return {*settings.in_domain, *settings.class_disjoint, *(ds for pair in settings.cross_dataset for ds in pair)}
 
 
 MIN_ROWS = 2  # images of an eval set (and pairs of a fit set) below which nothing is measured
-
-
-def _first_prompt(text: TextSet) -> dict[int, int]:
-    rows = text.prompt_rows
-    return {int(text.labels[r]): int(r) for r in rows[::-1]}
 
 
 def fit_pairs(image: ImageSet, text: TextSet, image_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -79,9 +78,7 @@ def fit_pairs(image: ImageSet, text: TextSet, image_mask: np.ndarray) -> tuple[n
     keep = image_mask[img_rows]
     if keep.any():
         return img_rows[keep], txt_rows[keep]
-    prompt = _first_prompt(text)
-    rows = np.asarray([i for i in np.flatnonzero(image_mask) if int(image.labels[i]) in prompt], dtype=np.int64)
-    return rows, np.asarray([prompt[int(image.labels[i])] for i in rows], dtype=np.int64)
+    return prompt_pairs(image, text, np.flatnonzero(image_mask))
 
 
 def eval_rows(image: ImageSet, text: TextSet, image_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -111,6 +108,10 @@ def plan(settings: TransformSettings, sets: dict[str, tuple[ImageSet, TextSet]])
     skipped: list[str] = []
 
     def split(ds: str, name: str) -> np.ndarray:
+        if ds in settings.authors_split:  # README "Fidelity": the rows the paper's code drew
+            mask = np.zeros(len(sets[ds][0].splits), dtype=bool)
+            mask[authors_split(len(mask), settings.split_seed)[0 if name == "train" else 1]] = True
+            return mask
         return sets[ds][0].splits == name
 
     def train_fit(ds: str) -> str:
@@ -126,7 +127,12 @@ def plan(settings: TransformSettings, sets: dict[str, tuple[ImageSet, TextSet]])
             skipped.append(f"{protocol} {fit} -> {name}: {len(fits[fit].image_rows)} fit pairs and "
                            f"{int(mask.sum())} eval images (at least {MIN_ROWS} each needed)")
             return
-        evals.append(EvalSet(protocol, fit, name, ds, *eval_rows(img, txt, mask), params))
+        image_rows, text_rows = eval_rows(img, txt, mask)
+        if ds in settings.authors_split:  # in permutation order, as the authors' code batches its test set
+            rank = np.empty(len(mask), dtype=np.int64)
+            rank[np.concatenate(authors_split(len(mask), settings.split_seed))] = np.arange(len(mask))
+            image_rows = image_rows[np.argsort(rank[image_rows], kind="stable")]
+        evals.append(EvalSet(protocol, fit, name, ds, image_rows, text_rows, params))
 
     def present(protocol: str, *datasets: str) -> bool:
         missing = [ds for ds in datasets if ds not in sets]
@@ -145,9 +151,11 @@ def plan(settings: TransformSettings, sets: dict[str, tuple[ImageSet, TextSet]])
         if not present(CLASS_DISJOINT, ds):
             continue
         img, txt = sets[ds]
-        known = known_classes(img, settings.class_disjoint_seed)
+        known = (authors_known_classes(np.unique(img.labels[img.labels >= 0]), settings.class_disjoint_seed)
+                 if settings.class_disjoint_method == "authors" else known_classes(img, settings.class_disjoint_seed))
         is_known = np.isin(img.labels, known)
-        params = {"known_classes": known.tolist(), "seed": settings.class_disjoint_seed}
+        params = {"known_classes": known.tolist(), "seed": settings.class_disjoint_seed,
+                  "known_method": settings.class_disjoint_method}
         name = f"{ds}:train:known"
         img_rows, txt_rows = fit_pairs(img, txt, split(ds, "train") & is_known)
         fits[name] = FitSet(name, ds, img_rows, txt_rows, params)
@@ -155,16 +163,19 @@ def plan(settings: TransformSettings, sets: dict[str, tuple[ImageSet, TextSet]])
         add_eval(CLASS_DISJOINT, name, f"{ds}:test:known", ds, split(ds, "test") & is_known, **params)
         add_eval(CLASS_DISJOINT, name, f"{ds}:test:new", ds, split(ds, "test") & labelled & ~is_known, **params)
     used = {ev.fit_set for ev in evals}
-    result = Plan({name: f for name, f in fits.items() if name in used}, evals, skipped)
+    evals = [replace(ev, params={**ev.params, "split": "authors", "split_seed": settings.split_seed})
+             if ev.dataset in settings.authors_split else ev for ev in evals]
+    result = Plan({name: f for name, f in fits.items() if name in used}, evals, skipped,
+                  probe_transforms=settings.linear_probe)
     check_disjoint(result, sets)
     return result
 
 
-def check_disjoint(p: Plan, sets: dict[str, tuple[ImageSet, TextSet]]) -> None:
+def check_disjoint(planned: Plan, sets: dict[str, tuple[ImageSet, TextSet]]) -> None:
     """Raise if a fit set shares an image or a caption with an eval set of the same dataset, or if a
     class-disjoint fit set holds a prompt of a new class."""
-    for ev in p.evals:
-        fit = p.fit_sets[ev.fit_set]
+    for ev in planned.evals:
+        fit = planned.fit_sets[ev.fit_set]
         if fit.dataset != ev.dataset:
             continue
         txt = sets[ev.dataset][1]
@@ -190,142 +201,21 @@ def variants(settings: TransformSettings, kind: str) -> list[Transform]:
     """The unfitted variants of one kind: one per k for whitening/PCA, per lambda (and
     renormalization) for the gap shift."""
     cls = KINDS[kind]
-    if kind in ("whitening", "pca"):
-        return [cls(k) for k in settings.k]
+    if kind == "whitening":
+        return [cls(k, fit_on) for fit_on in settings.whitening_fit_on for k in settings.ks(kind)]
+    if kind == "pca":
+        return [cls(k, variant) for variant in settings.pca_variants for k in settings.ks(kind)]
     if kind == "gap_shift":
         return [cls(lam, renorm) for renorm in settings.gap_shift_renormalize for lam in settings.gap_shift_lambdas]
     return [cls()]
 
 
-def fit_sets_for(kind: str, p: Plan) -> list[FitSet]:
+def fit_sets_for(kind: str, planned: Plan) -> list[FitSet]:
     """The gap shift is swept in-domain only (Liang et al. 2022); the other kinds on every fit set."""
-    wanted = {ev.fit_set for ev in p.evals if kind != "gap_shift" or ev.protocol == IN_DOMAIN}
-    return [f for name, f in p.fit_sets.items() if name in wanted]
+    wanted = {ev.fit_set for ev in planned.evals if kind != "gap_shift" or ev.protocol == IN_DOMAIN}
+    return [f for name, f in planned.fit_sets.items() if name in wanted]
 
 
-def evals_for(kind: str, fit_set: str, p: Plan) -> list[EvalSet]:
-    return [ev for ev in p.evals if ev.fit_set == fit_set and (kind != "gap_shift" or ev.protocol == IN_DOMAIN)]
-
-
-# --- evaluation ----------------------------------------------------------------------------------
-
-def transformed_sets(t: Transform, image: ImageSet, text: TextSet, image_rows: np.ndarray,
-                     text_rows: np.ndarray) -> tuple[ImageSet, TextSet]:
-    """The eval rows, L2-normalized and transformed, as the sets the metric families take."""
-    img = ImageSet(image.dataset, image.sample_ids[image_rows], image.labels[image_rows], image.splits[image_rows],
-                   t.transform(l2_normalize(image.emb[image_rows]).astype(np.float32), "image"))
-    txt = TextSet(text.dataset, text.lang, text.text_ids[text_rows], text.sample_ids[text_rows],
-                  text.labels[text_rows], [text.texts[r] for r in text_rows],
-                  t.transform(l2_normalize(text.emb[text_rows]).astype(np.float32), "text"))
-    return img, txt
-
-
-FAMILIES = ("isotropy", "modality_gap", "separability", "clip_loss", "zero_shot", "retrieval")
-SWEEP_FAMILIES = ("modality_gap", "clip_loss", "zero_shot")  # Liang et al.'s loss and accuracy along the gap
-
-
-def _isotropy_rows(dataset: str, modality: str, x: np.ndarray, s: MetricSettings, cache: dict | None) -> list[dict]:
-    """``families.isotropy_rows``, memoized on the array's content: Procrustes, LSTSQ and identity
-    leave the image rows as they are, so their image isotropy is computed once per eval set."""
-    if cache is None:
-        return families.isotropy_rows(dataset, modality, x, s)
-    key = (dataset, modality, array_digest(x).hexdigest())
-    if key not in cache:
-        cache[key] = families.isotropy_rows(dataset, modality, x, s)
-    return [dict(r) for r in cache[key]]
-
-
-def evaluate(t: Transform, ev: EvalSet, sets: dict[str, tuple[ImageSet, TextSet]], s: MetricSettings,
-             logit_scale: float, logit_bias: float | None,
-             families_: tuple[str, ...] = FAMILIES, cache: dict | None = None) -> dict[str, list[dict]]:
-    """Metric records of the transformed eval set, per warehouse table (``metrics.<family>``), computed
-    by ``conescope.families`` exactly as for raw embeddings, with ``transform``, ``fit_set`` and
-    ``eval_set`` filled in and the protocol and transform settings added to ``params``.
-    ``families_`` picks the tables; ``separability`` adds the cross-validated probes to modality_gap."""
-    image, text = transformed_sets(t, *sets[ev.dataset], ev.image_rows, ev.text_rows)
-    # Every eval row is already the eval split: the families must not filter it again.
-    s = replace(s, retrieval_eval_set="all")
-    out: dict[str, list[dict]] = {}
-    if "isotropy" in families_:
-        out["isotropy"] = (_isotropy_rows(ev.dataset, "image", image.emb, s, cache)
-                           + _isotropy_rows(ev.dataset, "text", text.emb, s, cache)
-                           + _isotropy_rows(ev.dataset, "joint", np.vstack([image.emb, text.emb]), s, cache))
-    if "modality_gap" in families_:
-        out["modality_gap"] = families.gap_rows(image, text, s, separability="separability" in families_)
-    if "clip_loss" in families_:
-        out["clip_loss"] = families.clip_loss_rows(image, text, logit_scale, logit_bias, s)
-    if "zero_shot" in families_:
-        out["zero_shot"] = families.zero_shot_rows(image, text, s)
-    if "retrieval" in families_:
-        out["retrieval"] = families.retrieval_rows(image, text, s)
-    extra = {"protocol": ev.protocol, "transform": {"kind": t.kind, **t.params()},
-             "fit_sha256": t.provenance.get("data_sha256"), **ev.params}
-    for rows in out.values():
-        for r in rows:
-            r.update(transform=t.name, fit_set=ev.fit_set, eval_set=ev.name,
-                     params=json.dumps({**json.loads(r.get("params") or "{}"), **extra}, sort_keys=True, default=str))
-    return out
-
-
-# --- a whole partition ---------------------------------------------------------------------------
-
-# Below this many rows per dataset the d x d decompositions dominate and a second BLAS thread only
-# adds synchronisation: on a shared 2-core machine it cost ten times the CPU time (demo sets).
-SMALL_ROWS = 5000
-
-
-def _blas_threads(sets: dict[str, tuple[ImageSet, TextSet]]):
-    small = max((len(img.emb) + len(txt.emb) for img, txt in sets.values()), default=0) < SMALL_ROWS
-    return threadpool_limits(limits=1, user_api="blas") if small else nullcontext()
-
-
-def fit_all(settings: TransformSettings, kind: str, p: Plan,
-            sets: dict[str, tuple[ImageSet, TextSet]]) -> tuple[list[Transform], list[str]]:
-    """Every variant of ``kind`` fitted on every fit set it is evaluated from; variants that cannot
-    be fitted on a set (whitening-k with k above the set's rank) are returned as reasons instead."""
-    fitted, skipped = [], []
-    with _blas_threads(sets):
-        for fit in fit_sets_for(kind, p):
-            image, text = fit_arrays(fit, sets)
-            for t in variants(settings, kind):
-                try:
-                    fitted.append(t.fit(image, text, fit_set=fit.name))
-                except ValueError as exc:
-                    skipped.append(f"{fit.name}: {exc}")
-    return fitted, skipped
-
-
-def families_for(kind: str, protocol: str) -> tuple[str, ...]:
-    """The gap-shift sweep measures loss, accuracy, gap norm and pair cosines (Liang et al.); isotropy
-    and the (cross-validated, costly) modality separability are measured in-domain, where Tyshchuk et
-    al. measure geometry; every protocol gets the quality metrics and the gap norm."""
-    if kind == "gap_shift":
-        return SWEEP_FAMILIES
-    return FAMILIES if protocol == IN_DOMAIN else tuple(f for f in FAMILIES if f not in ("isotropy", "separability"))
-
-
-def evaluate_all(stored: list[Transform], p: Plan, sets: dict[str, tuple[ImageSet, TextSet]], s: MetricSettings,
-                 scales: dict[str, tuple[float, float | None]]) -> dict[str, list[dict]]:
-    """Metric records of every stored transform on every eval set of its fit set, per table.
-    ``scales`` maps a dataset to the model's (logit scale, logit bias). A stored transform whose fit
-    data no longer hashes to its provenance (embeddings recomputed since) is an error."""
-    out: dict[str, list[dict]] = {}
-    hashes: dict[str, str] = {}
-    cache: dict = {}
-    with _blas_threads(sets):
-        for t in stored:
-            fit_set = t.provenance.get("fit_set")
-            if fit_set not in p.fit_sets:
-                raise ValueError(f"{t.name}: fitted on {fit_set!r}, which no protocol of the profile uses; "
-                                 f"rematerialize the transforms")
-            if fit_set not in hashes:
-                hashes[fit_set] = data_sha256(*fit_arrays(p.fit_sets[fit_set], sets))
-            if t.provenance.get("data_sha256") != hashes[fit_set]:
-                raise ValueError(f"{t.name} fitted on {fit_set}: its fit rows changed since it was fitted "
-                                 f"(data hash differs); rematerialize transforms/{t.kind}")
-            for ev in evals_for(t.kind, fit_set, p):
-                rows = evaluate(t, ev, sets, s, *scales[ev.dataset], families_=families_for(t.kind, ev.protocol),
-                                cache=cache)
-                for table, recs in rows.items():
-                    out.setdefault(table, []).extend(recs)
-    return out
+def evals_for(kind: str, fit_set: str, planned: Plan) -> list[EvalSet]:
+    return [ev for ev in planned.evals
+            if ev.fit_set == fit_set and (kind != "gap_shift" or ev.protocol == IN_DOMAIN)]

@@ -50,15 +50,50 @@ def first_caption_pairs(image: ImageSet, text: TextSet) -> tuple[np.ndarray, np.
     return image_rows[first], text_rows[first]
 
 
-def class_prompts(text: TextSet) -> tuple[np.ndarray, np.ndarray]:
+def class_prompts(text: TextSet, normalize: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """(class ids, prompt embedding per class) from the class prompts of a text set; several prompts
-    of one class are averaged after normalization (prompt ensembling, Radford et al. 2021)."""
+    of one class are averaged after normalization (prompt ensembling, Radford et al. 2021).
+    ``normalize=False`` keeps the raw rows (averaged as they are), for the dot and negative squared
+    Euclidean geometries, which score unnormalized embeddings (Chou & Alam 2024)."""
     rows = text.prompt_rows
     if len(rows) == 0:
         return np.empty(0, dtype=np.int64), np.empty((0, text.emb.shape[1]))
     labels = text.labels[rows]
     emb = text.emb[rows].astype(np.float64)
-    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    if normalize:
+        emb /= np.linalg.norm(emb, axis=1, keepdims=True)
     classes = np.unique(labels)
     means = np.vstack([emb[labels == c].mean(axis=0) for c in classes])
     return classes, means
+
+
+def first_prompt_rows(text: TextSet) -> dict[int, int]:
+    """The row of the first prompt of each class that has one (class id -> text row)."""
+    return {int(text.labels[r]): int(r) for r in text.prompt_rows[::-1]}
+
+
+def prompt_pairs(image: ImageSet, text: TextSet, image_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(image rows, text rows): each of ``image_rows`` whose class has a prompt, with the first prompt
+    of its class (the fit pairs of a classification set, Tyshchuk et al. 2023, Section 5)."""
+    first = first_prompt_rows(text)
+    rows = np.asarray([i for i in image_rows if int(image.labels[i]) in first], dtype=np.int64)
+    return rows, np.asarray([first[int(image.labels[i])] for i in rows], dtype=np.int64)
+
+
+def positive_pairs(image: ImageSet, text: TextSet) -> tuple[np.ndarray, np.ndarray, str]:
+    """(image rows, text rows, kind): every caption with its image, else every image with the first
+    prompt of its class."""
+    text_rows, image_rows = caption_pairs(image, text)
+    if len(text_rows):
+        return image_rows, text_rows, "caption"
+    return *prompt_pairs(image, text, np.arange(len(image.labels))), "class prompt"
+
+
+def text_labels(text: TextSet, sample_labels: dict) -> np.ndarray:
+    """The label of each text: the label of the sample a caption describes (``sample_labels``: sample
+    id -> label, -1 or absent when unknown), the class a prompt names."""
+    labels = text.labels.copy()
+    for i, sid in enumerate(text.sample_ids):
+        if sid is not None:
+            labels[i] = sample_labels.get(sid, -1)
+    return labels

@@ -30,9 +30,6 @@ from scipy.linalg import blas, lapack
 from conescope.provenance import array_digest, code_version
 
 MODALITIES = ("image", "text")
-# Whitening-k needs k components whose variance exceeds d * eps (of the precision the covariance was
-# formed in) times the largest one; below it the fit set has no variance to whiten (fewer rows than
-# dimensions) and 1/sqrt(eigenvalue) is rounding noise.
 # Least squares through the normal equations squares the condition number of the design matrix;
 # below this reciprocal condition number of the Gram matrix the SVD solver takes over.
 _MIN_RCOND = 1e-10
@@ -77,6 +74,12 @@ def _check_pairs(image: np.ndarray, text: np.ndarray, paired: bool) -> tuple[np.
     return image, text
 
 
+def _scalar(v):
+    """A scalar read back from an npz file (0-d array) as the Python value it was written as."""
+    a = np.asarray(v)
+    return a.item() if a.ndim == 0 else v
+
+
 class Transform:
     """Base class: ``kind`` names the transform family, ``name`` the fitted variant (the warehouse's
     ``transform`` column), ``paired`` whether ``fit`` needs row-aligned image/text pairs."""
@@ -85,6 +88,8 @@ class Transform:
     paired: ClassVar[bool] = False
     _arrays: ClassVar[tuple[str, ...]] = ()
     _scalars: ClassVar[tuple[str, ...]] = ()
+    _optional: ClassVar[tuple[str, ...]] = ()  # scalars a stored file may lack (added later; default applies)
+    scoring: ClassVar[str | None] = None  # a logit geometry the variant is scored with, overriding the profile's
 
     def __init__(self) -> None:
         self.provenance: dict = {}
@@ -133,7 +138,8 @@ class Transform:
 
     @classmethod
     def _from_dict(cls, d: dict) -> Transform:
-        t = cls(**{s: d[s] for s in cls._scalars})
+        # scalars added later (fit_on, variant) are optional: a file written before them takes the default
+        t = cls(**{s: _scalar(d[s]) for s in cls._scalars if s in d})
         for a in cls._arrays:
             setattr(t, a, np.asarray(d[a]))
         t.provenance = json.loads(d.get("provenance", "{}"))
@@ -172,6 +178,28 @@ class Centering(Transform):
         return x - self.mean.astype(_work_dtype(x))
 
 
+class PerModalityCentering(Transform):
+    """image x -> x - mu_image, text y -> y - mu_text: each modality centred on its own fit-set mean.
+    Tyshchuk et al. 2023 report "I1 after centering 0.99-1.00" (Table 5) for this form (each modality's
+    isotropy measured after removing that modality's mean); the joint ``centering`` keeps the gap
+    between the two means and gives a different I1. Unpaired: the two means are fitted separately."""
+
+    kind = "centering_per_modality"
+    _arrays = ("image_mean", "text_mean")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.image_mean: np.ndarray | None = None
+        self.text_mean: np.ndarray | None = None
+
+    def _fit(self, image, text) -> None:
+        self.image_mean, self.text_mean = _f64(image).mean(axis=0), _f64(text).mean(axis=0)
+
+    def _apply(self, x, modality):
+        mean = self.image_mean if modality == "image" else self.text_mean
+        return x - mean.astype(_work_dtype(x))
+
+
 def _joint_moments(image: np.ndarray, text: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     """Mean (float64), covariance (divided by n) of the stacked rows, and the relative size below which
     its eigenvalues are rounding noise. The rows are centred before
@@ -206,22 +234,34 @@ def _top_eigen(cov: np.ndarray, k: int, what: str, tol: float) -> tuple[np.ndarr
 class Whitening(Transform):
     """x -> (x - mu) U_k diag(lambda_k)^(-1/2): whitening-k of Su et al. 2021 as used by Tyshchuk et
     al. 2023, Section 4.1, with mu and the covariance C = U diag(lambda) U^T of the joint fit set and
-    U_k its k leading eigenvectors. The fit set's joint covariance becomes the k x k identity."""
+    U_k its k leading eigenvectors. The fit set's joint covariance becomes the k x k identity.
+
+    ``fit_on="image"`` (or ``"text"``) fits mu and C on that modality's rows alone and applies the map to
+    both: Tyshchuk et al.'s "whitening on CIFAR-train images" (Table 3), warehouse name
+    ``whitening_<k>_image``. The default ``"joint"`` stacks both modalities."""
 
     kind = "whitening"
     _arrays = ("mean", "components", "scale")
-    _scalars = ("k",)
+    _scalars = ("k", "fit_on")
+    _optional = ("fit_on",)
 
-    def __init__(self, k: int) -> None:
+    def __init__(self, k: int, fit_on: str = "joint") -> None:
         super().__init__()
+        if fit_on not in ("joint", *MODALITIES):
+            raise ValueError(f"whitening: fit_on must be joint, image or text, got {fit_on!r}")
         self.k = int(k)
+        self.fit_on = str(fit_on)
         self.mean = self.components = self.scale = None
 
     @property
     def name(self) -> str:
-        return f"whitening_{self.k}"
+        return f"whitening_{self.k}" + ("" if self.fit_on == "joint" else f"_{self.fit_on}")
 
     def _fit(self, image, text) -> None:
+        if self.fit_on != "joint":
+            rows = image if self.fit_on == "image" else text
+            half = len(rows) // 2  # _joint_moments stacks two parts; the split leaves the moments unchanged
+            image, text = rows[:half], rows[half:]
         self.mean, cov, tol = _joint_moments(image, text)
         vals, vecs, rank = _top_eigen(cov, self.k, self.name, tol)
         if rank is not None:
@@ -237,22 +277,43 @@ class Whitening(Transform):
 class PCA(Transform):
     """x -> (x - mu) U_k: projection on the k leading principal components of the joint fit set
     (Tyshchuk et al. 2023, Section 4.1, "PCA-k"); equal to scikit-learn's ``PCA(k)`` up to the sign
-    of each component."""
+    of each component.
+
+    ``variant="truncated_svd"`` is the paper's PCA-425 row as its code computes it: scikit-learn's
+    ``TruncatedSVD(k)`` of the stacked fit rows, *without* centring (mu = 0, U_k the k leading right
+    singular vectors, the eigenvectors of X^T X), scored by the dot product of the projections rather
+    than their cosine (``scoring = "dot"``); warehouse name ``pca_<k>_tsvd``."""
 
     kind = "pca"
     _arrays = ("mean", "components", "explained_variance")
-    _scalars = ("k",)
+    _scalars = ("k", "variant")
+    _optional = ("variant",)
+    VARIANTS: ClassVar[tuple[str, ...]] = ("centered", "truncated_svd")
 
-    def __init__(self, k: int) -> None:
+    def __init__(self, k: int, variant: str = "centered") -> None:
         super().__init__()
+        if variant not in self.VARIANTS:
+            raise ValueError(f"pca: variant must be one of {self.VARIANTS}, got {variant!r}")
         self.k = int(k)
+        self.variant = str(variant)
         self.mean = self.components = self.explained_variance = None
 
     @property
     def name(self) -> str:
-        return f"pca_{self.k}"
+        return f"pca_{self.k}" + ("_tsvd" if self.variant == "truncated_svd" else "")
+
+    @property
+    def scoring(self) -> str | None:  # type: ignore[override]
+        return "dot" if self.variant == "truncated_svd" else None
 
     def _fit(self, image, text) -> None:
+        if self.variant == "truncated_svd":
+            gram = _gram(np.asarray(image)) + _gram(np.asarray(text))  # X^T X of the stacked, uncentred rows
+            d = gram.shape[0]
+            self.mean = np.zeros(d)
+            vals, self.components, _ = _top_eigen(gram, self.k, self.name, d * float(np.finfo(np.float64).eps))
+            self.explained_variance = np.maximum(vals, 0.0)  # squared singular values
+            return
         self.mean, cov, tol = _joint_moments(image, text)
         n = len(image) + len(text)
         vals, self.components, _ = _top_eigen(cov, self.k, self.name, tol)
@@ -291,7 +352,9 @@ class Procrustes(Transform):
 
 class LeastSquares(Transform):
     """Text -> image linear map: W = argmin ||T W - I||_F (Tyshchuk et al. 2023, Section 4.2, "LSTSQ"),
-    the minimum-norm solution when T has fewer rows than columns, as ``numpy.linalg.lstsq`` gives.
+    the minimum-norm solution whenever T is rank-deficient (fewer rows than columns, or a classification fit
+    set whose rows repeat a few distinct prompts), as ``numpy.linalg.lstsq(rcond=None)`` and
+    ``torch.linalg.lstsq`` (gelsd) give: singular values of T below eps * max(n, d) * s_max count as zero.
 
     Solved through the normal equations with a Cholesky factor, in float64: (T^T T) W = T^T I when
     n >= d, W = T^T (T T^T)^-1 I when n < d. That squares the condition number of T, so when the
@@ -323,7 +386,11 @@ class LeastSquares(Transform):
                 self.weights = t.T @ scipy.linalg.cho_solve((factor, False), i, check_finite=False)
             self.solver = "cholesky"
         else:
-            self.weights = scipy.linalg.lstsq(t, i, lapack_driver="gelsd", check_finite=False)[0]
+            # numpy's and torch's cut-off: singular values below eps * max(n, d) * s_max are zero. LAPACK's
+            # default (eps * s_max) keeps the rounding-noise directions of a rank-deficient T (100 distinct
+            # CIFAR prompts repeated over 50,000 rows) and divides by them: ||W|| of 1e13.
+            cond = float(np.finfo(np.float64).eps) * max(n, d)
+            self.weights = scipy.linalg.lstsq(t, i, cond=cond, lapack_driver="gelsd", check_finite=False)[0]
             self.solver = "svd"
 
     def _apply(self, x, modality):
@@ -368,8 +435,8 @@ class GapShift(Transform):
         return y.astype(_work_dtype(x), copy=False)
 
 
-KINDS: dict[str, type[Transform]] = {t.kind: t for t in (Identity, Centering, Whitening, PCA, Procrustes,
-                                                          LeastSquares, GapShift)}
+KINDS: dict[str, type[Transform]] = {t.kind: t for t in (Identity, Centering, PerModalityCentering, Whitening, PCA,
+                                                          Procrustes, LeastSquares, GapShift)}
 
 
 def transform_from_dict(d: dict) -> Transform:
@@ -377,7 +444,8 @@ def transform_from_dict(d: dict) -> Transform:
     kind = d.get("kind")
     if kind not in KINDS:
         raise ValueError(f"unknown transform kind {kind!r} (known: {', '.join(KINDS)})")
-    missing = [a for a in (*KINDS[kind]._arrays, *KINDS[kind]._scalars) if a not in d]
+    cls = KINDS[kind]
+    missing = [a for a in (*cls._arrays, *cls._scalars) if a not in d and a not in cls._optional]
     if missing:
         raise ValueError(f"{kind}: serialized transform lacks {', '.join(missing)}")
     return KINDS[kind]._from_dict(d)

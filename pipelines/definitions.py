@@ -18,7 +18,7 @@ from pipelines.partitions import profile_partitions
 from pipelines.refresh import (
     DATASETS_JOB,
     IMAGE_JOB,
-    PARTITION_JOB,
+    MODEL_LANG_JOB,
     REFRESH_TAG,
     REPORTS_JOB,
     SUMMARY_JOB,
@@ -54,9 +54,9 @@ def _refresh_instigators(profile: Profile, jobs: dict) -> tuple[dg.ScheduleDefin
                 return
             finished = PlannedRun(upstream, run.tags.get("dagster/partition"), {REFRESH_TAG: run.tags[REFRESH_TAG]})
             done_langs = None
-            if upstream == PARTITION_JOB:
+            if upstream == MODEL_LANG_JOB:
                 done = context.instance.get_runs(dg.RunsFilter(
-                    job_name=PARTITION_JOB, statuses=[dg.DagsterRunStatus.SUCCESS],
+                    job_name=MODEL_LANG_JOB, statuses=[dg.DagsterRunStatus.SUCCESS],
                     tags={REFRESH_TAG: run.tags[REFRESH_TAG],
                           "dagster/partition/model": run.tags.get("dagster/partition/model", "")}))
                 done_langs = {r.tags.get("dagster/partition/lang") for r in done}
@@ -73,8 +73,8 @@ def _refresh_instigators(profile: Profile, jobs: dict) -> tuple[dg.ScheduleDefin
         return _sensor
 
     # after the datasets: image runs, and the model x lang runs of text-only models (no image layer)
-    return nightly, [chain_sensor(DATASETS_JOB, IMAGE_JOB, PARTITION_JOB), chain_sensor(IMAGE_JOB, PARTITION_JOB),
-                     chain_sensor(PARTITION_JOB, SUMMARY_JOB), chain_sensor(SUMMARY_JOB, REPORTS_JOB)]
+    return nightly, [chain_sensor(DATASETS_JOB, IMAGE_JOB, MODEL_LANG_JOB), chain_sensor(IMAGE_JOB, MODEL_LANG_JOB),
+                     chain_sensor(MODEL_LANG_JOB, SUMMARY_JOB), chain_sensor(SUMMARY_JOB, REPORTS_JOB)]
 
 
 def build_definitions(profile: Profile, home: str | None = None,
@@ -88,11 +88,11 @@ def build_definitions(profile: Profile, home: str | None = None,
     layers = {
         DATASETS_JOB: (None, "the dataset manifests"),
         IMAGE_JOB: (parts.model, "per model: image embeddings and image-only metrics"),
-        PARTITION_JOB: (parts.model_lang, "per model x lang: text embeddings, metrics, report"),
+        MODEL_LANG_JOB: (parts.model_lang, "per model x lang: text embeddings, metrics, report"),
         SUMMARY_JOB: (parts.model, "per model, after every language: multilingual metrics and report"),
         REPORTS_JOB: (None, "after every model: the model comparison and paper reproduction reports"),
     }
-    first_of = {None: DATASETS_JOB, parts.model: IMAGE_JOB, parts.model_lang: PARTITION_JOB}
+    first_of = {None: DATASETS_JOB, parts.model: IMAGE_JOB, parts.model_lang: MODEL_LANG_JOB}
     jobs = {}
     for name, (partitions_def, description) in layers.items():
         selected = [key for a in all_assets if a.partitions_def == partitions_def

@@ -23,7 +23,7 @@ class ProfilePartitions:
     model_lang: dg.MultiPartitionsDefinition
 
     @property
-    def image_mapping(self) -> dg.MultiToSingleDimensionPartitionMapping:
+    def same_model(self) -> dg.MultiToSingleDimensionPartitionMapping:
         """model x lang <-> model: a text partition reads the image embeddings of its model, and a
         per-model asset reads every language of its model."""
         with warnings.catch_warnings():
@@ -37,7 +37,17 @@ def profile_partitions(profile: Profile) -> ProfilePartitions:
     return ProfilePartitions(model, lang, dg.MultiPartitionsDefinition({MODEL: model, LANG: lang}))
 
 
+def model_lang_key(model: str, lang: str) -> str:
+    """The key string of a model x lang partition: ``lang|model`` (Dagster orders dimensions by name)."""
+    return str(dg.MultiPartitionKey({MODEL: model, LANG: lang}))
+
+
+def model_and_lang(key: str) -> tuple[str, str]:
+    """(model, lang) of a model x lang key string, the inverse of :func:`model_lang_key`."""
+    lang, model = key.split("|")
+    return model, lang
+
+
 def split_key(context: dg.AssetExecutionContext) -> tuple[str, str]:
     """(model, lang) of a model x lang run."""
-    keys = context.partition_key.keys_by_dimension
-    return keys[MODEL], keys[LANG]
+    return model_and_lang(context.partition_key)

@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 import dagster as dg
 
 from conescope.profile import Profile
+from pipelines.partitions import model_and_lang, model_lang_key
 
 DATASETS_JOB = "datasets_job"
 IMAGE_JOB = "image_job"
-PARTITION_JOB = "model_lang_job"
+MODEL_LANG_JOB = "model_lang_job"
 SUMMARY_JOB = "model_summary_job"
 REPORTS_JOB = "reports_job"
 REFRESH_TAG = "conescope/refresh"
@@ -63,10 +64,9 @@ def next_layer(profile: Profile, finished: PlannedRun, models: list[str] | None 
         if finished.partition_key not in models:
             return []
         return _model_lang_runs(finished.partition_key, langs, tags)
-    if finished.job == PARTITION_JOB:
-        keys = _split(finished.partition_key)
-        model = keys["model"]
-        if model in models and set(langs) <= (done_langs or set()) | {keys["lang"]}:
+    if finished.job == MODEL_LANG_JOB:
+        model, lang = model_and_lang(finished.partition_key)
+        if model in models and set(langs) <= (done_langs or set()) | {lang}:
             return [PlannedRun(SUMMARY_JOB, model, tags)]
     if finished.job == SUMMARY_JOB and finished.partition_key in models \
             and set(models) <= (done_models or set()) | {finished.partition_key}:
@@ -75,13 +75,7 @@ def next_layer(profile: Profile, finished: PlannedRun, models: list[str] | None 
 
 
 def _model_lang_runs(model: str, langs: list[str], tags: dict[str, str]) -> list[PlannedRun]:
-    return [PlannedRun(PARTITION_JOB, str(dg.MultiPartitionKey({"model": model, "lang": lang})), tags)
-            for lang in langs]
-
-
-def _split(multi_key: str) -> dict[str, str]:
-    lang, model = multi_key.split("|")  # dimensions are ordered by name: lang|model
-    return {"lang": lang, "model": model}
+    return [PlannedRun(MODEL_LANG_JOB, model_lang_key(model, lang), tags) for lang in langs]
 
 
 def full_plan(profile: Profile, refresh_id: str, models: list[str] | None = None,
@@ -95,10 +89,10 @@ def full_plan(profile: Profile, refresh_id: str, models: list[str] | None = None
         plan += frontier
         following = []
         for run in frontier:
-            if run.job == PARTITION_JOB:
-                parts = _split(run.partition_key)
-                following += next_layer(profile, run, models, langs, done.setdefault(parts["model"], set()))
-                done[parts["model"]].add(parts["lang"])
+            if run.job == MODEL_LANG_JOB:
+                model, lang = model_and_lang(run.partition_key)
+                following += next_layer(profile, run, models, langs, done.setdefault(model, set()))
+                done[model].add(lang)
             elif run.job == SUMMARY_JOB:
                 following += next_layer(profile, run, models, langs, done_models=done_models)
                 done_models.add(run.partition_key)

@@ -17,9 +17,9 @@ class ConescopeHome(dg.ConfigurableResource):
     home: str
 
     @cached_property
-    def root(self) -> DataRoot:
+    def paths(self) -> DataRoot:
         return DataRoot(Path(self.home).resolve())
 
     @cached_property
     def warehouse(self) -> Warehouse:
-        return Warehouse(self.root.warehouse)
+        return Warehouse(self.paths.warehouse)

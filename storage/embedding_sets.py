@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pyarrow.compute as pc
 
 from conescope.sets import ImageSet, TextSet
-from storage.parquet_store import read_embeddings, read_manifest_table
+from storage.parquet_store import read_embeddings, read_manifest_table, read_provenance
 from storage.paths import DataRoot
 
 
@@ -29,17 +31,17 @@ def load_text_set(root: DataRoot, dataset: str, model: str, lang: str) -> TextSe
                    keys.column("text").to_pylist(), emb)
 
 
-def manifest_text_labels(root: DataRoot, text: TextSet) -> np.ndarray:
-    """The label of each text from the manifest alone: its sample's label for captions, its class for
-    prompts (for text-only models, which have no image set to join)."""
-    samples = read_manifest_table(root.dataset_dir(text.dataset), "samples", ["sample_id", "label"])
-    label_of = dict(zip(samples.column("sample_id").to_pylist(),
-                        samples.column("label").fill_null(-1).to_pylist(), strict=True))
-    labels = text.labels.copy()
-    for i, sid in enumerate(text.sample_ids):
-        if sid is not None:
-            labels[i] = label_of.get(sid, -1)
-    return labels
+def sample_labels(root: DataRoot, dataset: str) -> dict[str, int]:
+    """sample id -> label (-1 when unlabelled) from the manifest."""
+    samples = read_manifest_table(root.dataset_dir(dataset), "samples", ["sample_id", "label"])
+    return dict(zip(samples.column("sample_id").to_pylist(), samples.column("label").fill_null(-1).to_pylist(),
+                    strict=True))
+
+
+def logit_scale(root: DataRoot, dataset: str, model: str) -> tuple[float, float | None]:
+    """(logit scale, logit bias or None) of a model, as its image embedding step recorded them."""
+    prov = read_provenance(next(root.image_embeddings(dataset, model).glob("*.parquet")))
+    return float(prov["logit_scale"]), prov.get("logit_bias")
 
 
 def manifest_pairs(root: DataRoot, dataset: str) -> dict[str, list] | None:
@@ -53,18 +55,47 @@ def manifest_pairs(root: DataRoot, dataset: str) -> dict[str, list] | None:
 def load_text_layers(root: DataRoot, dataset: str, model: str, lang: str,
                      text_ids: np.ndarray) -> list[np.ndarray] | None:
     """The stored pooled states of every text layer (profile key ``embedding.text_layers``), one
-    (n, width) array per layer with rows in the order of ``text_ids``; None when none are stored or
-    they do not cover exactly those texts (then the caller recomputes them)."""
+    (n, width) array per layer with rows in the order of ``text_ids``; None when none are stored. States
+    that do not cover exactly those texts (written by another run than the embeddings) are an error."""
     directory = root.text_layers(dataset, model, lang)
     if not any(directory.glob("part-*.parquet")):
         return None
     keys, states = read_embeddings(directory, columns=["text_id", "layer"], vector="state")
     layer = keys.column("layer").to_numpy()
     n_layers = int(layer.max()) + 1
-    if len(layer) != n_layers * len(text_ids):
-        return None
-    stored_ids = np.asarray(keys.column("text_id").to_pylist(), dtype=object).reshape(-1, n_layers)
-    if not (np.array_equal(stored_ids[:, 0], text_ids) and (layer.reshape(-1, n_layers) == np.arange(n_layers)).all()):
-        return None
+    stored_ids = np.asarray(keys.column("text_id").to_pylist(), dtype=object)
+    if len(layer) != n_layers * len(text_ids) or not (
+            np.array_equal(stored_ids.reshape(-1, n_layers)[:, 0], text_ids)
+            and (layer.reshape(-1, n_layers) == np.arange(n_layers)).all()):
+        raise ValueError(f"{directory}: the stored text layer states do not match the text embeddings "
+                         f"({len(layer)} rows for {len(text_ids)} texts); rematerialize the text embeddings "
+                         f"of {dataset} for this partition")
     stack = states.reshape(len(text_ids), n_layers, -1)
     return [np.ascontiguousarray(stack[:, i]) for i in range(n_layers)]
+
+
+@dataclass(frozen=True)
+class StoredEmbeddings:
+    """The stored embeddings of one model under a data root: the ``EmbeddingSource`` that
+    ``conescope.partition_metrics`` reads (it imports no storage code)."""
+
+    root: DataRoot
+    model: str
+
+    def image_set(self, dataset: str) -> ImageSet:
+        return load_image_set(self.root, dataset, self.model)
+
+    def text_set(self, dataset: str, lang: str) -> TextSet:
+        return load_text_set(self.root, dataset, self.model, lang)
+
+    def logit_scale(self, dataset: str) -> tuple[float, float | None]:
+        return logit_scale(self.root, dataset, self.model)
+
+    def text_layers(self, dataset: str, lang: str, text_ids: np.ndarray) -> list[np.ndarray] | None:
+        return load_text_layers(self.root, dataset, self.model, lang, text_ids)
+
+    def sts_pairs(self, dataset: str) -> dict[str, list] | None:
+        return manifest_pairs(self.root, dataset)
+
+    def sample_labels(self, dataset: str) -> dict[str, int]:
+        return sample_labels(self.root, dataset)

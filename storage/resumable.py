@@ -22,7 +22,6 @@ A partition may carry extra streams (the text-tower layer states) committed with
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -36,6 +35,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from conescope.file_lock import try_lock
 from storage.parquet_store import PROVENANCE_KEY, atomic_directory
 
 MAIN = "main"
@@ -97,7 +97,7 @@ class ResumablePartition:
     # --- lifecycle -------------------------------------------------------------------------------
     def __enter__(self) -> ResumablePartition:
         self.dir.mkdir(parents=True, exist_ok=True)
-        self._lock_fd = _try_lock(self.dir / ".lock")
+        self._lock_fd = try_lock(self.dir / ".lock")
         if self._lock_fd is None:
             raise PartitionAlreadyBeingWritten(
                 f"{self.streams[MAIN].target}: another run is writing this partition (lock {self.dir / '.lock'})")
@@ -225,24 +225,10 @@ class ResumablePartition:
         # Staging left by runs of other fingerprints (older code, other weights) is obsolete now,
         # unless a run still holds it.
         for other in self.base.glob("*"):
-            fd = _try_lock(other / ".lock") if other.is_dir() else None
+            fd = try_lock(other / ".lock") if other.is_dir() else None
             if fd is not None:
                 shutil.rmtree(other, ignore_errors=True)
                 os.close(fd)
         with contextlib.suppress(OSError):  # not empty: another run is live
             self.base.rmdir()
             self.base.parent.rmdir()
-
-
-def _try_lock(path: Path) -> int | None:
-    """An exclusive, non-blocking lock (released by the OS when the process dies)."""
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        return None
-    return fd

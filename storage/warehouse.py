@@ -18,6 +18,8 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
+from conescope.metric_tables import METRIC_TABLES
+
 # The storage contract: users query these columns; keep them stable (README, "Warehouse").
 METRIC_COLUMNS: list[tuple[str, str]] = [
     ("dataset", "VARCHAR"), ("model", "VARCHAR"), ("lang", "VARCHAR"), ("modality", "VARCHAR"),
@@ -25,9 +27,7 @@ METRIC_COLUMNS: list[tuple[str, str]] = [
     ("value", "DOUBLE"), ("ci_low", "DOUBLE"), ("ci_high", "DOUBLE"), ("n", "BIGINT"),
     ("computed_at", "TIMESTAMPTZ"), ("code_version", "VARCHAR"), ("params", "VARCHAR"),
 ]
-# Family tables of the contract; ``layers`` adds the hidden layer index.
-METRIC_TABLES = ("isotropy", "modality_gap", "clip_loss", "zero_shot", "linear_probe", "retrieval", "clusters",
-                 "multilingual", "layers")
+# ``layers`` adds the hidden layer index to the columns every family table has.
 EXTRA_COLUMNS = {"layers": [("layer", "INTEGER")]}
 REJECT_COLUMNS: list[tuple[str, str]] = [
     ("dataset", "VARCHAR"), ("model", "VARCHAR"), ("stage", "VARCHAR"), ("sample_id", "VARCHAR"),

@@ -78,7 +78,9 @@ def materialized(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("pipeline")
     profile_path = tmp / "tiny.yaml"
-    profile_path.write_text(yaml.safe_dump(TINY_PROFILE))
+    # every asset, metrics/layers' per-layer rows included: they read the states the embedding step stores
+    profile_path.write_text(yaml.safe_dump({**TINY_PROFILE, "embedding": {**TINY_PROFILE["embedding"],
+                                                                           "text_layers": True}}))
     profile = load_profile(str(profile_path))
     data_root = tmp / "data"
     defs = build_definitions(profile, str(data_root))

@@ -9,7 +9,7 @@ from pipelines.definitions import build_definitions
 from pipelines.refresh import (
     DATASETS_JOB,
     IMAGE_JOB,
-    PARTITION_JOB,
+    MODEL_LANG_JOB,
     REFRESH_TAG,
     REPORTS_JOB,
     SUMMARY_JOB,
@@ -29,7 +29,7 @@ def test_module_level_definitions_load_with_the_demo_profile(monkeypatch):
     assert {"datasets/shapes", "datasets/digits", "embeddings/shapes_image", "embeddings/digits_text",
             "metrics/isotropy", "metrics/image_isotropy", "metrics/modality_gap",
             "reports/partition_report"} <= keys
-    job = defs.resolve_job_def(PARTITION_JOB)
+    job = defs.resolve_job_def(MODEL_LANG_JOB)
     assert "en|vit-b-32.random" in job.partitions_def.get_partition_keys()
     # image partitions exist for every model (Dagster maps model x lang to model along a shared
     # dimension only); the refresh chain never plans them for the text-only minilm
@@ -107,18 +107,18 @@ def test_refresh_sensors_request_every_downstream_partition(tiny_profile, data_r
     # A run outside a refresh (launched by hand) does not start the chain.
     assert _sensor_requests(defs, "refresh_after_image_job", IMAGE_JOB, "tiny.random", {}, instance) == []
     # The model's summary (every language) waits for its last language.
-    first = _sensor_requests(defs, "refresh_after_model_lang_job", PARTITION_JOB, "en|tiny.random", tags, instance)
+    first = _sensor_requests(defs, "refresh_after_model_lang_job", MODEL_LANG_JOB, "en|tiny.random", tags, instance)
     assert first == []
-    last = _sensor_requests(defs, "refresh_after_model_lang_job", PARTITION_JOB, "fr|tiny.random", tags, instance)
+    last = _sensor_requests(defs, "refresh_after_model_lang_job", MODEL_LANG_JOB, "fr|tiny.random", tags, instance)
     assert [(r.partition_key, r.tags[REFRESH_TAG]) for r in last] == [("tiny.random", "nightly-x")]
 
 
 def test_full_plan_covers_every_partition_in_dependency_order(tiny_profile):
     plan = full_plan(tiny_profile, "x")
     jobs = [p.job for p in plan]
-    assert jobs == [DATASETS_JOB] + [IMAGE_JOB] * 2 + [PARTITION_JOB] * 4 + [SUMMARY_JOB] * 2 + [REPORTS_JOB]
+    assert jobs == [DATASETS_JOB] + [IMAGE_JOB] * 2 + [MODEL_LANG_JOB] * 4 + [SUMMARY_JOB] * 2 + [REPORTS_JOB]
     assert full_plan(tiny_profile, "x", models=["tiny.random"])[-1] == PlannedRun(REPORTS_JOB, None)
-    assert {p.partition_key for p in plan if p.job == PARTITION_JOB} == {
+    assert {p.partition_key for p in plan if p.job == MODEL_LANG_JOB} == {
         "en|tiny.random", "fr|tiny.random", "en|tiny.random-nobias", "fr|tiny.random-nobias"}
     with pytest.raises(ValueError, match="not in profile"):
         full_plan(tiny_profile, "x", models=["nope"])

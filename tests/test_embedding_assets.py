@@ -10,10 +10,12 @@ import pytest
 import yaml
 
 import assets.embeddings as embedding_assets
-import assets.metrics as metric_assets
+from conescope import embedding, models
+from conescope.metrics.layers import layer_self_similarity
 from conescope.profile import load_profile
 from pipelines.definitions import build_definitions
-from pipelines.refresh import DATASETS_JOB, IMAGE_JOB, PARTITION_JOB
+from pipelines.refresh import DATASETS_JOB, IMAGE_JOB, MODEL_LANG_JOB
+from storage.embedding_sets import load_text_set
 from storage.parquet_store import read_embeddings
 from storage.paths import DataRoot
 from tests.conftest import TINY_PROFILE
@@ -75,36 +77,45 @@ def test_a_failed_image_step_resumes_and_ends_as_an_uninterrupted_one(tmp_path, 
     assert "10 from an earlier run" in progress[-1]
 
 
-def test_stored_layer_states_give_the_recomputed_layer_metrics(tmp_path, monkeypatch):
+def test_metrics_layers_reads_the_stored_states_and_loads_no_model(tmp_path, monkeypatch):
     defs, instance, root = _defs(tmp_path, "layers")
     assert _run(defs, instance, IMAGE_JOB, MODEL, "embeddings/shapes_image").success
     assert _run(defs, instance, IMAGE_JOB, MODEL, "embeddings/digits_image").success
     for ds in ("shapes", "digits"):
-        assert _run(defs, instance, PARTITION_JOB, EN, f"embeddings/{ds}_text").success
+        assert _run(defs, instance, MODEL_LANG_JOB, EN, f"embeddings/{ds}_text").success
         assert any(root.text_layers(ds, MODEL, "en").glob("part-*.parquet"))
 
     def no_model(*_a, **_k):
-        raise AssertionError("metrics/layers must read the stored states")
+        raise AssertionError("only the embedding step loads a model")
 
-    monkeypatch.setattr(metric_assets, "text_layer_states", no_model)
-    stored = _run(defs, instance, PARTITION_JOB, EN, "metrics/layers")
+    for module, name in ((embedding_assets, "cached_model"), (models, "load_model"), (embedding, "text_layer_states")):
+        monkeypatch.setattr(module, name, no_model)
+    stored = _run(defs, instance, MODEL_LANG_JOB, EN, "metrics/layers")
     assert stored.success
     monkeypatch.undo()
+    values = {k: v for k, v in _metadata(stored, "metrics/layers").items() if "self_similarity" in k}
+    # oracle: the states recomputed from the model, the self-similarity of each
+    tiny = models.load_model("conescope-tiny", None, seed=0, zero_bias=False, device="cpu")
+    expected = {}
+    for ds in ("shapes", "digits"):
+        texts = load_text_set(root, ds, MODEL, "en").texts
+        for i, value in enumerate(layer_self_similarity(embedding.text_layer_states(tiny, texts, batch_size=5))):
+            expected[f"{ds}/text/self_similarity/{i}"] = round(value, 4)
+    assert len(values) == 6 and values == pytest.approx(expected, abs=2e-4)
+    # without stored states (embedding.text_layers: false) there is nothing per layer to measure
     for ds in ("shapes", "digits"):
         shutil.rmtree(root.text_layers(ds, MODEL, "en"))
-    computed = _run(defs, instance, PARTITION_JOB, EN, "metrics/layers")
-    assert computed.success
-    a, b = _metadata(stored, "metrics/layers"), _metadata(computed, "metrics/layers")
-    values = {k: v for k, v in a.items() if "self_similarity" in k}
-    assert len(values) == 6 and values == {k: v for k, v in b.items() if "self_similarity" in k}
+    without = _run(defs, instance, MODEL_LANG_JOB, EN, "metrics/layers")
+    assert without.success
+    assert not any("self_similarity" in k for k in _metadata(without, "metrics/layers"))
 
 
 def test_text_layers_off_removes_stale_states(tmp_path):
     defs, instance, root = _defs(tmp_path, "off")
-    assert _run(defs, instance, PARTITION_JOB, EN, "embeddings/shapes_text").success
+    assert _run(defs, instance, MODEL_LANG_JOB, EN, "embeddings/shapes_text").success
     assert root.text_layers("shapes", MODEL, "en").exists()
     defs_off, _, _ = _defs(tmp_path, "off", text_layers=False)
-    assert _run(defs_off, instance, PARTITION_JOB, EN, "embeddings/shapes_text").success
+    assert _run(defs_off, instance, MODEL_LANG_JOB, EN, "embeddings/shapes_text").success
     assert not root.text_layers("shapes", MODEL, "en").exists()
 
 

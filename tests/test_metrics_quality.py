@@ -436,3 +436,34 @@ def test_probe_precision_is_validated_and_auto_follows_the_hardware(probe_proble
         fit_linear_probe(x_train, y_train, precision="float16")
     auto = fit_linear_probe(x_train[:500], y_train[:500], l2=1e-2)
     assert auto.precision == ("mixed" if bf16_is_fast("cpu") else "float32")
+
+
+def test_zero_shot_geometry_scores_the_raw_prompts():
+    """metrics.geometry reaches zero-shot on unnormalized rows (Chou & Alam 2024's EuCLIP): dot and
+    negative squared Euclidean distance rank classes differently from cosine when norms differ."""
+    from conescope.families import zero_shot_rows
+    from conescope.profile import MetricSettings
+    from conescope.sets import ImageSet, TextSet
+
+    rng = np.random.default_rng(0)
+    d, classes, n = 8, 6, 300
+    directions = rng.standard_normal((classes, d))
+    prompts = directions / np.linalg.norm(directions, axis=1, keepdims=True) * rng.uniform(0.3, 3.0, size=(classes, 1))
+    labels = rng.integers(0, classes, size=n)
+    images = (directions[labels] + 1.2 * rng.standard_normal((n, d))) * rng.uniform(0.5, 2.0, size=(n, 1))
+    image_set = ImageSet("toy", np.arange(n).astype(str), labels, np.array(["test"] * n), images)
+    text_set = TextSet("toy", "en", np.arange(classes).astype(str), np.array([None] * classes, dtype=object),
+                       np.arange(classes), [f"a photo of class {c}" for c in range(classes)], prompts)
+    oracle = {
+        "cosine": (images / np.linalg.norm(images, axis=1, keepdims=True))
+        @ (prompts / np.linalg.norm(prompts, axis=1, keepdims=True)).T,
+        "dot": images @ prompts.T,
+        "neg_sq_euclidean": -((images[:, None, :] - prompts[None, :, :]) ** 2).sum(-1),
+    }
+    accuracy = {}
+    for geometry, scores in oracle.items():
+        rows = zero_shot_rows(image_set, text_set, MetricSettings(geometry=geometry, bootstrap=10))
+        top1 = next(r["value"] for r in rows if r["metric"] == "top1")
+        assert top1 == pytest.approx(np.mean(scores.argmax(axis=1) == labels), abs=1e-12), geometry
+        accuracy[geometry] = top1
+    assert len(set(accuracy.values())) == 3, accuracy

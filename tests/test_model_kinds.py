@@ -43,7 +43,7 @@ def test_text_model_from_the_hub_offline_says_what_to_download(hub_offline):
 
 def test_nllb_codes():
     assert nllb_code("fr") == "fra_Latn" and nllb_code("ru") == "rus_Cyrl" and nllb_code("zh") == "zho_Hans"
-    from conescope.dataset_specs import XM3600_LANGUAGES
+    from conescope.ingest.parallel import XM3600_LANGUAGES
 
     assert set(XM3600_LANGUAGES) <= set(NLLB_CODES)
     assert len(set(NLLB_CODES.values())) == len(NLLB_CODES)

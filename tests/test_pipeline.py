@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conescope.metrics.isotropy import isotropy_summary
-from pipelines.refresh import PARTITION_JOB, PlannedRun, execute_plan
+from pipelines.refresh import MODEL_LANG_JOB, PlannedRun, execute_plan
 from storage.parquet_store import read_embeddings, read_provenance
 from storage.paths import DataRoot
 
@@ -57,7 +57,8 @@ def test_zero_bias_variant_differs_from_the_biased_model(materialized):
     assert not np.allclose(with_bias, no_bias)
 
 
-ISOTROPY = {"i1", "i2", "isoscore", "isoscore_null", "mean_cosine", "mean_vector_norm", "effective_rank"}
+ISOTROPY = {"i1", "i2", "i1_compat", "i2_compat", "isoscore", "isoscore_null", "mean_cosine", "mean_vector_norm",
+            "effective_rank"}
 GAP = {"gap_norm", "separability_logreg", "separability_svm", "pos_cosine_mean", "rand_cosine_mean",
        "similarity_gap"}
 # (family, dataset, modality) -> metrics every model x lang partition must hold
@@ -131,7 +132,8 @@ def test_multilingual_rows_compare_each_language_to_the_reference(materialized):
 def test_confidence_intervals_bracket_means(materialized):
     _, root, _, _ = materialized
     rows = _query(root, "SELECT family, metric, value, ci_low, ci_high FROM metrics.all WHERE ci_low IS NOT NULL")
-    assert {r[1] for r in rows} >= {"mean_cosine", "loss", "top1", "i2t_r1", "accuracy", "xling_r1"}
+    # the CLIP loss resamples batches: the tiny sets fill fewer than bootstrap.MIN_BATCHES, so no interval
+    assert {r[1] for r in rows} >= {"mean_cosine", "top1", "i2t_r1", "accuracy", "xling_r1"}
     for family, metric, value, lo, hi in rows:
         assert lo - 1e-9 <= value <= hi + 1e-9, (family, metric, value, lo, hi)
     params = _query(root, "SELECT params FROM metrics.clip_loss LIMIT 1")[0][0]
@@ -172,7 +174,7 @@ def test_rematerializing_a_partition_replaces_only_its_rows(materialized):
            "fit_set, eval_set")
     snapshot = _query(root, sql)
     key = str(dg.MultiPartitionKey({"model": "tiny.random", "lang": "fr"}))
-    assert execute_plan(defs, [PlannedRun(PARTITION_JOB, key)], instance, log=lambda _: None)
+    assert execute_plan(defs, [PlannedRun(MODEL_LANG_JOB, key)], instance, log=lambda _: None)
     after = _query(root, sql)
     assert len(after) == len(snapshot), "re-materialization must not duplicate rows"
 

@@ -116,3 +116,50 @@ def test_transform_section_parses_and_defaults(monkeypatch):
     raw["transforms"] = {"kinds": ["procrustes"]}
     minimal = parse_profile(raw, "x.yaml").transforms
     assert minimal.in_domain == ("shapes", "digits") and minimal.k == () and minimal.cross_dataset == ()
+
+
+@pytest.mark.parametrize("mutate, key, problem", [
+    (_tf(lambda t: t["gap_shift"].update(lambda_=[1])), "transforms.gap_shift.lambda_",
+     "unknown key (allowed: lambdas, renormalize)"),
+    (_tf(lambda t: t["protocols"]["cross_dataset"][0].update(fits="x")), "transforms.protocols.cross_dataset[0].fits",
+     "unknown key (allowed: eval, fit)"),
+    (_tf(lambda t: t.update(protocols=["shapes"])), "transforms.protocols", "expected a mapping, got list"),
+    (lambda r: r["embedding"].update(batch_auto=True), "embedding.batch_auto", "unknown key"),
+    (lambda r: r["datasets"]["shapes"].update(name="other"), "datasets.shapes.name", "unknown key"),
+    (lambda r: r["datasets"]["shapes"].update(size=3), "datasets.shapes.size",
+     "unknown key (allowed: image_size, kind, n, seed)"),
+    (lambda r: r["datasets"].update(shapes=["shapes"]), "datasets.shapes", "expected a mapping, got list"),
+    (lambda r: r["datasets"]["shapes"].pop("kind"), "datasets.shapes.kind", "missing required key"),
+    (lambda r: r.update(metrics={"reference_lang": "de"}), "metrics.reference_lang",
+     "'de' is not one of the profile's"),
+    (lambda r: r.update(metrics={"clip_batch_size": "all"}), "metrics.clip_batch_size", "expected an integer"),
+])
+def test_nested_and_derived_keys_are_checked(mutate, key, problem):
+    with pytest.raises(ProfileError) as err:
+        parse_profile(_broken(mutate), "configs/broken.yaml")
+    assert str(err.value).startswith(f"configs/broken.yaml: {key}: {problem}"), str(err.value)
+
+
+def test_every_error_of_a_section_gets_its_own_line():
+    raw = _broken(lambda r: r.update(metrics={"seed": "x", "folds": 1}))
+    with pytest.raises(ProfileError) as err:
+        parse_profile(raw, "p.yaml")
+    assert str(err.value).splitlines() == ["p.yaml: metrics.seed: expected an integer, got 'x'",
+                                           "p.yaml: metrics.folds: must be >= 2, got 1"]
+
+
+def test_absent_sections_take_the_defaults_of_their_records():
+    import dataclasses
+
+    from conescope.profile import EmbeddingSpec, MetricSettings, ReportSettings, ReportSpec, ScheduleSpec
+
+    raw = {k: v for k, v in copy.deepcopy(TINY_PROFILE).items() if k not in ("embedding", "report", "transforms")}
+    p = parse_profile(raw, "p.yaml")
+    assert (p.embedding, p.report, p.schedule, p.metrics) == (EmbeddingSpec(), ReportSpec(), ScheduleSpec(),
+                                                              MetricSettings())
+    # the report pages add the seed to the profile's report settings, nothing else
+    assert dataclasses.asdict(ReportSettings()) == {**dataclasses.asdict(ReportSpec()), "seed": 0}
+    raw["metrics"] = {"clip_batch_size": "full", "logit_scale": 100}
+    m = parse_profile(raw, "p.yaml").metrics
+    assert m.clip_batch_size is None and m.logit_scale == 100.0 and isinstance(m.logit_scale, float)
+    assert dataclasses.replace(m, retrieval_eval_set="all").retrieval_eval_set == "all"

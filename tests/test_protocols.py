@@ -7,6 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 
+from conescope import protocol_eval as E
 from conescope import protocols as P
 from conescope.profile import MetricSettings, TransformSettings
 from conescope.sets import ImageSet, TextSet
@@ -120,7 +121,7 @@ def test_poisoning_reaches_the_fit_when_a_fit_row_is_poisoned(sets):
     emb = img.emb.copy()
     emb[p.fit_sets["cap:train"].image_rows[0]] = np.nan
     bad = {**sets, "cap": (dataclasses.replace(img, emb=emb), txt)}
-    _, skipped = P.fit_all(SETTINGS, "centering", p, bad)
+    _, skipped = E.fit_all(SETTINGS, "centering", p, bad)
     assert skipped and "non-finite" in skipped[0]
 
 
@@ -135,8 +136,8 @@ def test_plan_refuses_overlapping_fit_and_eval_rows(sets):
 
 def test_evaluate_all_fills_transform_fit_and_eval_sets(sets):
     p = P.plan(SETTINGS, sets)
-    stored = [t for kind in ("identity", "procrustes", "gap_shift") for t in P.fit_all(SETTINGS, kind, p, sets)[0]]
-    rows = P.evaluate_all(stored, p, sets, MetricSettings(bootstrap=20), {"cap": (10.0, None), "cls": (10.0, None)})
+    stored = [t for kind in ("identity", "procrustes", "gap_shift") for t in E.fit_all(SETTINGS, kind, p, sets)[0]]
+    rows = E.evaluate_all(stored, p, sets, MetricSettings(bootstrap=20), {"cap": (10.0, None), "cls": (10.0, None)})
     assert set(rows) == {"isotropy", "modality_gap", "clip_loss", "zero_shot", "retrieval"}
     loss = {(r["transform"], r["fit_set"], r["eval_set"]) for r in rows["clip_loss"] if r["metric"] == "loss"}
     assert ("procrustes", "cap:train", "cap:test") in loss and ("gap_shift_1", "cap:train", "cap:test") in loss
@@ -157,11 +158,11 @@ def test_evaluate_all_fills_transform_fit_and_eval_sets(sets):
 
 def test_a_stale_transform_is_refused(sets):
     p = P.plan(SETTINGS, sets)
-    stored, _ = P.fit_all(SETTINGS, "centering", p, sets)
+    stored, _ = E.fit_all(SETTINGS, "centering", p, sets)
     img, txt = sets["cap"]
     changed = {**sets, "cap": (dataclasses.replace(img, emb=img.emb + 1), txt)}
     with pytest.raises(ValueError, match="rematerialize transforms/centering"):
-        P.evaluate_all(stored, P.plan(SETTINGS, changed), changed, MetricSettings(bootstrap=20),
+        E.evaluate_all(stored, P.plan(SETTINGS, changed), changed, MetricSettings(bootstrap=20),
                        {"cap": (10.0, None), "cls": (10.0, None)})
 
 
@@ -179,5 +180,5 @@ def test_an_empty_partition_fits_and_evaluates_nothing():
     """A text-only model's partition has no image-text sets: nothing is fitted, no row is written."""
     p = P.plan(SETTINGS, {})
     for kind in KINDS:
-        assert P.fit_all(SETTINGS, kind, p, {}) == ([], [])
-    assert not any(P.evaluate_all([], p, {}, MetricSettings(bootstrap=10), {}).values())
+        assert E.fit_all(SETTINGS, kind, p, {}) == ([], [])
+    assert not any(E.evaluate_all([], p, {}, MetricSettings(bootstrap=10), {}).values())

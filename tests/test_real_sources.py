@@ -14,7 +14,7 @@ from PIL import Image
 
 from conescope.profile import load_profile
 from pipelines.definitions import build_definitions
-from pipelines.refresh import IMAGE_JOB, PARTITION_JOB, REPORTS_JOB, execute_plan, full_plan
+from pipelines.refresh import IMAGE_JOB, MODEL_LANG_JOB, REPORTS_JOB, execute_plan, full_plan
 from storage.parquet_store import read_embeddings, read_provenance
 from storage.paths import DataRoot
 from tests.test_ingest import _cifar_archive
@@ -88,7 +88,7 @@ def real(tmp_path_factory):
             "tiny.random": {"kind": "open_clip", "arch": "conescope-tiny", "pretrained": None, "seed": 0},
             "tiny.sbert": {"kind": "sentence_transformers", "model": str(st_path)},
         },
-        "embedding": {"batch_size": 8, "device": "cpu"},
+        "embedding": {"batch_size": 8, "device": "cpu", "text_layers": True},  # metrics/layers reads them
         "metrics": {"bootstrap": 20, "folds": 2},
         "report": {"max_points": 50},
         # the text-only model and the datasets without images go through the transform layer too
@@ -113,7 +113,7 @@ def test_plan_gives_text_only_models_no_image_runs(real):
     profile, _, plan = real
     assert profile.image_models == ["tiny.random"] and profile.models["tiny.sbert"].text_only
     assert [p.partition_key for p in plan if p.job == IMAGE_JOB] == ["tiny.random"]
-    assert sum(p.job == PARTITION_JOB and p.partition_key.endswith("tiny.sbert") for p in plan) == 2
+    assert sum(p.job == MODEL_LANG_JOB and p.partition_key.endswith("tiny.sbert") for p in plan) == 2
     # the text-only model runs a layer ahead; the final reports still come once, after every summary
     assert [p.job for p in plan].count(REPORTS_JOB) == 1 and plan[-1].job == REPORTS_JOB
 
@@ -214,7 +214,7 @@ def test_refresh_sensor_sends_text_only_models_straight_to_their_text_partitions
     requests = _sensor_requests(defs, "refresh_after_datasets_job", DATASETS_JOB, None, {REFRESH_TAG: "r"},
                                 dg.DagsterInstance.ephemeral())
     assert sorted((r.job_name, r.partition_key) for r in requests) == [
-        (IMAGE_JOB, "tiny.random"), (PARTITION_JOB, "en|sbert"), (PARTITION_JOB, "fr|sbert")]
+        (IMAGE_JOB, "tiny.random"), (MODEL_LANG_JOB, "en|sbert"), (MODEL_LANG_JOB, "fr|sbert")]
 
 
 def test_transforms_and_reports_cover_image_models_and_skip_text_only_ones(real):

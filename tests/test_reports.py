@@ -13,10 +13,11 @@ import dagster as dg
 import numpy as np
 import pytest
 
+from conescope.profile import ReportSettings
 from conescope.reports.cache import ArrayCache, data_key
 from conescope.reports.page import Items, render_page
 from conescope.reports.paper import ModelInfo, enrich, table_lines
-from conescope.reports.partition import DatasetData, ReportSettings, gap_shift_points, render_partition_report
+from conescope.reports.partition import gap_shift_points, render_partition_report
 from conescope.reports.projections import (
     cluster_labels,
     cluster_order,
@@ -26,6 +27,7 @@ from conescope.reports.projections import (
     tsne_maps,
 )
 from conescope.reports.published import PUBLISHED, Published
+from conescope.reports.report_data import DatasetData
 from conescope.reports.svg import Series, heatmap, scatter
 from storage.embedding_sets import load_image_set, load_text_set
 
@@ -106,7 +108,8 @@ def test_published_difference_for_values_and_ranges():
 def test_paper_table_compares_only_rows_of_the_papers_setting():
     rows = [{"family": "clip_loss", "metric": "loss", "model": m, "dataset": "coco", "lang": "en",
              "transform": "centering", "fit_set": "coco:train", "eval_set": "coco:test", "modality": "pair",
-             "value": v} for m, v in (("clip", 1.70), ("random", 2.0))]
+             "value": v, "params": '{"mean_over": "batches", "batch_size": 64, "logit_scale": 100, "split": "authors"}'}
+            for m, v in (("clip", 1.70), ("random", 2.0))]
     models = {"clip": ModelInfo("ViT-B-32", "openai", False), "random": ModelInfo("ViT-B-32", None, False)}
     columns, lines = table_lines(2, enrich(rows, models, {"coco": "coco"}), "en")
     assert columns[:2] == ["model", "dataset"]

@@ -217,8 +217,9 @@ def test_text_layer_states_are_stored_with_the_embeddings_and_read_back(tiny, tm
     assert len(stored) == len(reference) == 3
     for got, ref in zip(stored, reference, strict=True):
         np.testing.assert_array_equal(got, ref)
-    # States that do not cover the texts asked for are not used.
-    assert load_text_layers(root, "d", "m", "en", np.asarray(ids[::-1], dtype=object)) is None
+    # States that do not cover the texts asked for are an error; no states at all are None.
+    with pytest.raises(ValueError, match="do not match the text embeddings"):
+        load_text_layers(root, "d", "m", "en", np.asarray(ids[::-1], dtype=object))
     assert load_text_layers(root, "d", "m", "fr", np.asarray(ids, dtype=object)) is None
 
 

@@ -8,7 +8,7 @@ from dagster_k8s.job import get_user_defined_k8s_config
 from pipelines.definitions import build_definitions
 from pipelines.executors import executor_from_name
 from pipelines.instance import ensure_gpu_pool
-from pipelines.refresh import IMAGE_JOB, PARTITION_JOB
+from pipelines.refresh import IMAGE_JOB, MODEL_LANG_JOB
 
 
 @pytest.mark.parametrize(("name", "executor_name", "run_config"), [
@@ -22,7 +22,7 @@ from pipelines.refresh import IMAGE_JOB, PARTITION_JOB
 def test_definitions_load_and_run_config_validates_with_each_executor(tiny_profile, data_root, name,
                                                                        executor_name, run_config):
     defs = build_definitions(tiny_profile, str(data_root), executor=executor_from_name(name))
-    for job_name in (IMAGE_JOB, PARTITION_JOB):
+    for job_name in (IMAGE_JOB, MODEL_LANG_JOB):
         job = defs.resolve_job_def(job_name)
         assert job.executor_def.name == executor_name
         assert dg.validate_run_config(job, run_config)["execution"]

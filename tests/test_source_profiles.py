@@ -6,8 +6,8 @@ import copy
 import dagster as dg
 import pytest
 
-from conescope.dataset_specs import XM3600_LANGUAGES
 from conescope.download import HttpSource, HubSource
+from conescope.ingest.parallel import XM3600_LANGUAGES
 from conescope.profile import ProfileError, load_profile, parse_profile
 from tests.conftest import TINY_PROFILE
 
@@ -18,9 +18,9 @@ def test_paper_profile():
     assert {m.arch + "/" + m.pretrained for m in p.models.values()} == {
         "ViT-B-32/openai", "RN101/openai", "xlm-roberta-base-ViT-B-32/laion5b_s13b_b90k"}
     coco, cifar, wiki = p.datasets["coco"], p.datasets["cifar100"], p.datasets["wikicaps"]
-    assert coco.options["first_caption"] and coco.languages == ("en",) and coco.seed == 0
-    assert cifar.options["templates"] == {"en": "low-resolution photo of a {}"}
-    assert cifar.options["splits"] == ["train", "test"]
+    assert coco.first_caption and coco.languages == ("en",) and coco.seed == 0
+    assert cifar.templates == {"en": "low-resolution photo of a {}"}
+    assert cifar.splits == ("train", "test")
     assert cifar.download[0].sha256 == "85cd44d02ba6437773c5bbd22e183051d648de2e7d6b014e1ef29b855ba677a7"
     assert wiki.languages == ("en", "fr", "de", "ru") and not wiki.has_images
     assert p.dataset_languages("coco") == ("en",) and p.dataset_languages("wikicaps") == p.languages

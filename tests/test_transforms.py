@@ -190,3 +190,45 @@ def test_bad_input_is_named(pairs):
         tf.transform_from_dict({"kind": "rotation"})
     with pytest.raises(ValueError, match="lacks rotation"):
         tf.transform_from_dict({"kind": "procrustes"})
+
+
+def _classification_fit_set(n_classes: int = 100, per_class: int = 8, d: int = 512, seed: int = 0):
+    """A CIFAR-like fit set: each image paired with its class prompt, so the text rows repeat 100
+    distinct prompts (rank 100 < d); images lie near their class prompt, in a cone."""
+    rng = np.random.default_rng(seed)
+    common = rng.standard_normal(d)
+    prompts = rng.standard_normal((n_classes, d)) + 3.0 * common
+    prompts /= np.linalg.norm(prompts, axis=1, keepdims=True)
+    labels = np.repeat(np.arange(n_classes), per_class)
+    images = prompts[labels] @ np.linalg.qr(rng.standard_normal((d, d)))[0] * 0.3 + rng.standard_normal(
+        (len(labels), d)) / np.sqrt(d) + 2.0 * common / np.linalg.norm(common)
+    images /= np.linalg.norm(images, axis=1, keepdims=True)
+    return images.astype(np.float32), prompts[labels].astype(np.float32), prompts.astype(np.float32), labels
+
+
+def test_least_squares_on_a_100_prompt_fit_set_is_the_minimum_norm_solution():
+    import torch
+
+    from conescope.metrics.zero_shot import zero_shot
+
+    images, texts, prompts, labels = _classification_fit_set()
+    t = tf.LeastSquares().fit(images, texts)
+    ref = np.linalg.lstsq(texts.astype(np.float64), images.astype(np.float64), rcond=None)[0]
+    ref_torch = torch.linalg.lstsq(torch.from_numpy(texts.astype(np.float64)),
+                                   torch.from_numpy(images.astype(np.float64)), driver="gelsd").solution.numpy()
+    assert t.solver == "svd"
+    scale = np.abs(ref).max()
+    assert np.abs(t.weights - ref).max() <= 1e-8 * scale
+    assert np.abs(t.weights - ref_torch).max() <= 1e-8 * scale
+    assert np.linalg.norm(t.weights) == pytest.approx(np.linalg.norm(ref), rel=1e-9)
+    # LAPACK's own cut-off (eps * s_max) keeps the rounding-noise directions: the norm explodes
+    blown = scipy.linalg.lstsq(texts.astype(np.float64), images.astype(np.float64), lapack_driver="gelsd")[0]
+    assert np.linalg.norm(blown) > 1e6 * np.linalg.norm(ref)
+    # zero-shot with the mapped prompts, as the pipeline hands them in (renormalized in float32: a
+    # perturbation at float32 rounding, 1e-7 relative): the minimum-norm map keeps the classifier, the
+    # blown one multiplies that rounding by 1e13
+    noisy = prompts + 1e-7 * np.random.default_rng(1).standard_normal(prompts.shape).astype(np.float32)
+    acc = zero_shot(images, labels, t.transform(noisy, "text"), ks=(1,))["top1"]
+    acc_blown = zero_shot(images, labels, noisy.astype(np.float64) @ blown, ks=(1,))["top1"]
+    print(f"zero-shot after LSTSQ: minimum norm {acc:.3f}, LAPACK default cut-off {acc_blown:.3f}")
+    assert acc > acc_blown + 0.3

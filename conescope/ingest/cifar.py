@@ -12,13 +12,24 @@ from __future__ import annotations
 import json
 import pickle
 import tarfile
+from dataclasses import field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pyarrow.parquet as pq
+from pydantic import model_validator
 
+from conescope.dataset_specs import SourceDataset, register_source
 from conescope.ingest.common import IngestError, IngestResult, ManifestBuilder, need_file, png_bytes
-from conescope.ingest.prompts import PAPER_TEMPLATE, add_class_prompts, load_translated_names, styled_names
+from conescope.ingest.prompts import (
+    CLASS_NAME_STYLES,
+    PAPER_TEMPLATE,
+    add_class_prompts,
+    load_translated_names,
+    styled_names,
+)
+from conescope.profile_schema import Lang, Text, non_empty, problem
 
 # The fine label names of the official archive's meta file, in label order (alphabetical).
 CIFAR100_FINE = (
@@ -162,3 +173,47 @@ def read_cifar_parquet(name: str, files: dict[str, list[Path]], label: str = "fi
     info = {"format": "cifar-parquet", "label": label, "splits": list(files)}
     info.update(_prompts(b, name, names, class_names, templates, translations))
     return b.result(info)
+
+
+@register_source
+class CifarSource(SourceDataset):
+    """Profile entry ``kind: cifar100``: the python archive (``format: python``) or Parquet files per split
+    (``format: parquet``, ``files: {split: [paths]}``); ``templates`` per language (other languages need
+    ``translations``, a JSON file of class names)."""
+
+    kind: Literal["cifar100"]
+    format: Literal["python", "parquet"] = "python"
+    archive: Text = "cifar-100-python.tar.gz"
+    files: dict[str, non_empty(Text)] | None = field(default=None, hash=False)  # a mapping: not hashable
+    splits: non_empty(Text) = ("train", "test")
+    label: Literal[LABEL_KINDS] = "fine"
+    class_names: Literal[CLASS_NAME_STYLES] = "clean"
+    templates: dict[Lang, Text] | None = field(default=None, hash=False)  # a mapping: not hashable
+    translations: Text | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CifarSource:
+        if self.format == "parquet" and not self.files:
+            raise problem("format parquet needs files: {split: [paths]}", "files")
+        for lang, template in (self.templates or {}).items():
+            if template.count("{}") != 1:
+                raise problem(f"template {template!r} must contain exactly one '{{}}'", "templates", lang)
+        others = sorted(set(self.templates or {}) - {"en"})
+        if others and self.translations is None:
+            raise problem(f"templates for {', '.join(others)} need translated class names (key translations)",
+                          "templates")
+        return self
+
+    @property
+    def languages(self) -> tuple[str, ...]:
+        return tuple(self.templates or {"en": None})
+
+    def read(self, raw_dir: Path, languages: tuple[str, ...]) -> IngestResult:
+        templates = {k: v for k, v in (self.templates or {"en": PAPER_TEMPLATE}).items() if k in languages}
+        common = {"label": self.label, "class_names": self.class_names, "templates": templates,
+                  "translations": self.at(raw_dir, self.translations), "limit": self.n}
+        if self.format == "python":
+            return read_cifar_archive(self.name, self.at(raw_dir, self.archive), self.splits, **common)
+        files = {split: [self.at(raw_dir, f) for f in paths] for split, paths in self.files.items()
+                 if split in self.splits}
+        return read_cifar_parquet(self.name, files, **common)

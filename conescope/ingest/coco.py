@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import ClassVar, Literal
 
+from conescope.dataset_specs import SourceDataset, register_source
 from conescope.ingest.common import IngestError, IngestResult, ManifestBuilder, need_dir, need_file, seeded_splits
+from conescope.profile_schema import Flag, Text, non_empty
 
 KARPATHY_SPLITS = {"train": "train", "restval": "train", "val": "val", "test": "test"}
 
@@ -107,3 +110,34 @@ def _add_image(b: ManifestBuilder, name: str, cocoid: int, split: str, path: Pat
         return
     for cid, caption in usable[:1] if first_caption else usable:
         b.add_text(f"{sample_id}-{cid}-en", sample_id, None, "en", caption)
+
+
+@register_source
+class CocoSource(SourceDataset):
+    """Profile entry ``kind: coco``: the official annotation JSON and its image folder."""
+
+    kind: Literal["coco"]
+    annotations: Text = "annotations/captions_val2014.json"
+    images: Text = "val2014"
+    first_caption: Flag = True
+    languages: ClassVar[tuple[str, ...]] = ("en",)
+
+    def read(self, raw_dir: Path, languages: tuple[str, ...]) -> IngestResult:
+        return read_coco(self.name, self.at(raw_dir, self.annotations), self.at(raw_dir, self.images),
+                         self.first_caption, self.seed, self.n)
+
+
+@register_source
+class KarpathySource(SourceDataset):
+    """Profile entry ``kind: coco_karpathy``: Karpathy's split JSON; ``splits`` keeps some of its splits."""
+
+    kind: Literal["coco_karpathy"]
+    split_json: Text = "dataset_coco.json"
+    images: Text = "."
+    first_caption: Flag = True
+    splits: non_empty(Text) | None = None
+    languages: ClassVar[tuple[str, ...]] = ("en",)
+
+    def read(self, raw_dir: Path, languages: tuple[str, ...]) -> IngestResult:
+        return read_karpathy(self.name, self.at(raw_dir, self.split_json), self.at(raw_dir, self.images),
+                             self.first_caption, self.splits, self.n)

@@ -19,7 +19,11 @@ import csv
 import gzip
 import re
 from pathlib import Path
+from typing import Literal
 
+from pydantic import model_validator
+
+from conescope.dataset_specs import SourceDataset, register_source
 from conescope.ingest.common import (
     IngestError,
     IngestResult,
@@ -29,7 +33,12 @@ from conescope.ingest.common import (
     need_file,
     seeded_splits,
 )
+from conescope.profile_schema import Flag, Lang, Text, non_empty, problem
 
+XM3600_LANGUAGES = ("ar", "bn", "cs", "da", "de", "el", "en", "es", "fa", "fi", "fil", "fr", "he", "hi", "hr", "hu",
+                    "id", "it", "ja", "ko", "mi", "nl", "no", "pl", "pt", "quz", "ro", "ru", "sv", "sw", "te", "th",
+                    "tr", "uk", "vi", "zh")
+MULTI30K_LANGUAGES = ("en", "de", "fr", "cs")
 _LANG_COLUMN = re.compile(r"^[a-z]{2,3}$")
 
 
@@ -149,3 +158,67 @@ def read_multi30k(name: str, root: Path, image_dir: Path, splits: tuple[str, ...
             for lang, lines in captions.items():
                 b.add_text(f"{sid}-{lang}", sid, None, lang, lines[i])
     return b.result({"format": "multi30k", "splits": list(splits), "languages": sorted(set(present))})
+
+
+def _known(languages: tuple[str, ...], known: tuple[str, ...], source: str) -> None:
+    unknown = [lang for lang in languages if lang not in known]
+    if unknown:
+        raise problem(f"not in {source}: {', '.join(unknown)}", "languages")
+
+
+@register_source
+class WikiCapsSource(SourceDataset):
+    """Profile entry ``kind: wikicaps``: a parallel-caption TSV; text only unless ``images`` names a folder."""
+
+    kind: Literal["wikicaps"]
+    file: Text
+    images: Text | None = None
+    languages: non_empty(Lang) = ("en", "fr", "de", "ru")
+
+    @property
+    def has_images(self) -> bool:
+        return self.images is not None
+
+    def read(self, raw_dir: Path, languages: tuple[str, ...]) -> IngestResult:
+        return read_wikicaps_tsv(self.name, self.at(raw_dir, self.file), self.at(raw_dir, self.images), languages,
+                                 self.seed, self.n)
+
+
+@register_source
+class Xm3600Source(SourceDataset):
+    """Profile entry ``kind: xm3600``: Crossmodal-3600 captions and images."""
+
+    kind: Literal["xm3600"]
+    captions: Text = "captions.jsonl"
+    images: Text = "images"
+    languages: non_empty(Lang) = XM3600_LANGUAGES
+    first_caption: Flag = True
+
+    @model_validator(mode="after")
+    def _known_languages(self) -> Xm3600Source:
+        _known(self.languages, XM3600_LANGUAGES, "Crossmodal-3600")
+        return self
+
+    def read(self, raw_dir: Path, languages: tuple[str, ...]) -> IngestResult:
+        return read_xm3600(self.name, self.at(raw_dir, self.captions), self.at(raw_dir, self.images), languages,
+                           self.first_caption, self.seed, self.n)
+
+
+@register_source
+class Multi30kSource(SourceDataset):
+    """Profile entry ``kind: multi30k``: the ``data/task1`` folder and the Flickr30k images."""
+
+    kind: Literal["multi30k"]
+    root: Text = "data/task1"
+    images: Text = "flickr30k-images"
+    splits: non_empty(Text) = ("train", "val", "test_2016_flickr")
+    languages: non_empty(Lang) = MULTI30K_LANGUAGES
+
+    @model_validator(mode="after")
+    def _known_languages(self) -> Multi30kSource:
+        _known(self.languages, MULTI30K_LANGUAGES, "Multi30k")
+        return self
+
+    def read(self, raw_dir: Path, languages: tuple[str, ...]) -> IngestResult:
+        return read_multi30k(self.name, self.at(raw_dir, self.root), self.at(raw_dir, self.images), self.splits,
+                             languages, self.n)

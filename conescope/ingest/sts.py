@@ -14,10 +14,13 @@ import csv
 import gzip
 import math
 from pathlib import Path
+from typing import ClassVar, Literal
 
 import pyarrow as pa
 
+from conescope.dataset_specs import SourceDataset, register_source
 from conescope.ingest.common import IngestError, IngestResult, ManifestBuilder, need_file
+from conescope.profile_schema import Lang, Text
 
 PAIRS_SCHEMA = pa.schema([("pair_id", pa.string()), ("text_id_a", pa.string()), ("text_id_b", pa.string()),
                           ("score", pa.float64()), ("split", pa.string())])
@@ -66,3 +69,21 @@ def read_sts_tsv(name: str, path: Path, split: str | None = None, lang: str = "e
     result = b.result({"format": "sts-tsv", "lang": lang})
     result.tables["pairs"] = pa.table(pairs, schema=PAIRS_SCHEMA)
     return result
+
+
+@register_source
+class StsSource(SourceDataset):
+    """Profile entry ``kind: sts``: scored sentence pairs in one language, text only."""
+
+    kind: Literal["sts"]
+    file: Text = "stsbenchmark.tsv.gz"
+    split: Text | None = None
+    lang: Lang = "en"
+    has_images: ClassVar[bool] = False
+
+    @property
+    def languages(self) -> tuple[str, ...]:
+        return (self.lang,)
+
+    def read(self, raw_dir: Path, languages: tuple[str, ...]) -> IngestResult:
+        return read_sts_tsv(self.name, self.at(raw_dir, self.file), self.split, self.lang, self.n)

@@ -15,11 +15,15 @@ watch the image embeddings move against a fixed text.
 from __future__ import annotations
 
 import io
+from dataclasses import field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
+from conescope.dataset_specs import SourceDataset, register_source
 from conescope.ingest.common import IngestResult, ManifestBuilder, need_file
+from conescope.profile_schema import Lang, Number, Text, at_least, non_empty
 
 SWEEP_KINDS = ("rotate", "blur", "shift", "noise")
 DEFAULT_MAX = {"rotate": 180.0, "blur": 8.0, "shift": 0.5, "noise": 80.0}
@@ -64,3 +68,25 @@ def read_sweep(name: str, image: Path, kinds: tuple[str, ...], steps: int, maxim
                 b.add_text(f"{sid}-{lang}", sid, None, lang, caption)
     return b.result({"format": "sweep", "kinds": list(kinds), "steps": steps,
                      "maxima": {k: maxima[k] for k in kinds}, "seed": seed})
+
+
+@register_source
+class SweepSource(SourceDataset):
+    """Profile entry ``kind: sweep``: ``image`` changed in ``steps`` steps by each of ``kinds`` up to
+    ``maxima``; ``caption`` (in ``lang``) gives every sample one text."""
+
+    kind: Literal["sweep"]
+    image: Text
+    kinds: non_empty(Literal[SWEEP_KINDS]) = SWEEP_KINDS
+    steps: at_least(2) = 8
+    maxima: dict[Literal[SWEEP_KINDS], Number] | None = field(default=None, hash=False)  # a mapping: not hashable
+    caption: Text | None = None
+    lang: Lang = "en"
+
+    @property
+    def languages(self) -> tuple[str, ...]:
+        return (self.lang,) if self.caption else ()
+
+    def read(self, raw_dir: Path, languages: tuple[str, ...]) -> IngestResult:
+        return read_sweep(self.name, self.at(raw_dir, self.image), self.kinds, self.steps, self.maxima,
+                          self.caption if self.lang in languages else None, self.lang, self.seed)

@@ -117,9 +117,19 @@ def i1_i2(x: np.ndarray, normalize: bool = True, compat: bool = False) -> tuple[
     every projection lies in [-1, 1] and Z is summed directly from a float32 projection (relative
     error below 1e-6); ``normalize=False`` takes the float64 log-sum-exp path.
 
-    ``compat=True`` reproduces the published code, which iterated over the *rows* of the eigenvector
-    matrix (and took them as returned, without the sign convention), for comparison with the papers.
-    I1 is 1 (and I2 is 0) exactly when Z is the same in every eigendirection.
+    ``compat=True`` follows the published code of Tyshchuk et al., which iterated over the *rows* of the
+    eigenvector matrix (and took them as returned, without the sign convention): the "I1 image 0.83,
+    text 0.84" of their Table 1 is this quantity. It cannot be reproduced exactly. A row of V mixes
+    every eigenvector with the sign the eigensolver happened to give it, and those signs are arbitrary
+    (they differ between LAPACK builds, numpy and torch, float32 and float64); flipping the sign of
+    column k changes coordinate k of every row direction, hence Z and I1. Here the signs are numpy's
+    ``eigh`` as returned (float64). The spread over sign patterns is wide: on a synthetic cone (2,000
+    rows, d = 64: a common unit direction of weight 0.5 plus Gaussian noise of per-coordinate scale
+    0.3-1.5 / sqrt(d), seed 0; tests/test_metrics.py) 64 random sign patterns
+    (``i1_compat_sign_spread``) give compat I1 from 0.72 to 0.80 (numpy's own signs: 0.75) while the
+    correct I1 is 0.63. A published compat value is therefore only comparable to within that spread;
+    only the correct value (``compat=False``) is a property of the data. I1 is 1 (and I2 is 0) exactly
+    when Z is the same in every eigendirection.
     """
     x = np.asarray(x)
     if not normalize:
@@ -131,6 +141,20 @@ def i1_i2(x: np.ndarray, normalize: bool = True, compat: bool = False) -> tuple[
     gram, total = _unit_gram(x, norms)
     z, _ = _unit_z(x, norms, _directions(total, np.linalg.eigh(gram)[1], compat))
     return _ratios(np.log(z))
+
+
+def i1_compat_sign_spread(x: np.ndarray, patterns: int = 64, seed: int = 0) -> tuple[float, float]:
+    """(min, max) of the compat I1 (rows of the eigenvector matrix, see :func:`i1_i2`) over ``patterns``
+    random sign patterns of the eigenvector columns, all equally valid outputs of an eigensolver: how far
+    the published, row-iterating value can move for the same data. Unit rows, float64."""
+    u = l2_normalize(x)
+    _, vecs = np.linalg.eigh(u.T @ u)
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(patterns):
+        signs = rng.choice([-1.0, 1.0], size=vecs.shape[1])
+        values.append(_ratios(_column_log_sum_exp(u, (vecs * signs).T))[0])
+    return float(min(values)), float(max(values))
 
 
 def mean_cosine(x: np.ndarray) -> float:
@@ -305,8 +329,10 @@ def coordinate_std(x: np.ndarray, normalize: bool = True) -> np.ndarray:
 
 def isotropy_profile(x: np.ndarray) -> tuple[dict[str, float], np.ndarray]:
     """(summary, per-sample mean cosines): the isotropy metrics stored per modality in
-    ``metrics.isotropy`` (i1, i2, mean_cosine, mean_vector_norm, isoscore, effective_rank of the
-    L2-normalized rows) and ``mean_cosine_per_sample(x)`` for its bootstrap interval.
+    ``metrics.isotropy`` (i1, i2, i1_compat, i2_compat (the published code's row iteration, see
+    :func:`i1_i2`), mean_cosine, mean_vector_norm, isoscore, effective_rank of the L2-normalized rows)
+    and ``mean_cosine_per_sample(x)`` (the stored interval resamples rows instead:
+    ``bootstrap.pairwise_mean_cosine_ci``).
 
     One Gram matrix G = U^T U serves them all: its eigenvectors give I1/I2, its eigenvalues the
     singular values for the effective rank, and the covariance for IsoScore is (G - n m m^T) / (n - 1)
@@ -323,13 +349,17 @@ def isotropy_profile(x: np.ndarray) -> tuple[dict[str, float], np.ndarray]:
     gram, total = _unit_gram(x, norms)
     eig, vecs = np.linalg.eigh(gram)
     z, dots = _unit_z(x, norms, _directions(total, vecs, compat=False), total)
+    z_compat, _ = _unit_z(x, norms, _directions(total, vecs, compat=True))  # the published code's row directions
     per_sample = (dots - 1.0) / (n - 1)
     mean = total / n
     covariance = (gram - n * np.outer(mean, mean)) / (n - 1)
     i1, i2 = _ratios(np.log(z))
+    i1_compat, i2_compat = _ratios(np.log(z_compat))
     summary = {
         "i1": i1,
         "i2": i2,
+        "i1_compat": i1_compat,
+        "i2_compat": i2_compat,
         "mean_cosine": float((total @ total - n) / (n * (n - 1))),
         "mean_vector_norm": float(np.linalg.norm(mean)),
         "isoscore": _isoscore_from_covariance_eigenvalues(np.linalg.eigvalsh(covariance)),

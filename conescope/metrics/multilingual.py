@@ -80,6 +80,20 @@ def distance_ratio(a: np.ndarray, b: np.ndarray, form: str) -> float:
     return float(np.mean(paired_sq) / cross_sq)
 
 
+def distance_ratio_raw_all_pairs(a: np.ndarray, b: np.ndarray) -> float:
+    """Tyshchuk et al.'s Table 6 form: mean_i ||a_i - b_i||^2 / mean_{i, j} ||a_i - b_j||^2 on the *raw*
+    (unnormalized) rows, the denominator over all n^2 pairs (translations included). Closed form from the
+    row sums: sum_{i,j} ||a_i - b_j||^2 = n sum_i |a_i|^2 + n sum_j |b_j|^2 - 2 <S_a, S_b>."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.ndim != 2 or a.shape != b.shape or len(a) < 2:
+        raise ValueError(f"a and b must be aligned (n >= 2, d) arrays, got {a.shape} and {b.shape}")
+    n = len(a)
+    paired = np.einsum("ij,ij->i", a - b, a - b).mean()
+    cross = (n * np.einsum("ij,ij->", a, a) + n * np.einsum("ij,ij->", b, b)
+             - 2.0 * a.sum(axis=0) @ b.sum(axis=0)) / (n * n)
+    return float(paired / cross)
+
+
 def _translation_ranks(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """For each i, the number of rows b_j with cos(a_i, b_j) > cos(a_i, b_i), over row blocks of a.
     The comparison value is the block's own diagonal entry, so b_i never outranks itself by rounding;

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from conescope.reports import figures, svg
 from conescope.reports.page import Items, esc, figure, render_page, table
-from conescope.reports.partition import DatasetData, RenderedReport, image_items, text_items
 from conescope.reports.projections import subsample, svd_projection
+from conescope.reports.report_data import DatasetData, RenderedReport, image_items, text_items
 
 BAR_METRICS = [("isotropy", "image", "i1"), ("isotropy", "text", "i1"), ("isotropy", "joint", "mean_cosine"),
                ("modality_gap", "joint", "gap_norm"), ("modality_gap", "pair", "similarity_gap"),

@@ -11,8 +11,8 @@ from conescope.metrics.isotropy import l2_normalize
 from conescope.reports import figures, svg
 from conescope.reports.cache import ArrayCache, data_key
 from conescope.reports.page import Items, esc, figure, render_page, table
-from conescope.reports.partition import RenderedReport
 from conescope.reports.projections import TSNE_VERSION, _tsne, subsample
+from conescope.reports.report_data import RenderedReport
 from conescope.sets import TextSet
 
 RATIO_METRICS = ("distance_ratio_sq", "distance_ratio", "distance_ratio_cos", "xling_r1", "xling_r5")

@@ -5,12 +5,13 @@ setting (model, dataset kind, transform, fit set) differs from the paper's gets 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from conescope.reports.page import esc, fmt, render_page
-from conescope.reports.partition import RenderedReport
 from conescope.reports.published import GAP_NORM_COCO, PUBLISHED, SOURCE, TABLE_TITLES, Published, matches
+from conescope.reports.report_data import RenderedReport
 
 
 @dataclass(frozen=True)
@@ -24,14 +25,31 @@ def _ds(name: str | None) -> str:
     return (name or "").split(":")[0]
 
 
+def _cifar_prompts(prompts: list[str]) -> str | None:
+    """raw | clean: the class-name style of CIFAR-100 prompts (class 1 is "aquarium_fish")."""
+    text = " ".join(prompts)
+    return "raw" if "aquarium_fish" in text else "clean" if "aquarium fish" in text else None
+
+
+def _definitions(params: str | dict | None) -> dict:
+    """The settings of a row that decide whether it is the paper's quantity (README "Fidelity"): loss
+    averaging, batch size, logit scale, split, prompt style, geometry."""
+    p = json.loads(params) if isinstance(params, str) else dict(params or {})
+    return {"mean_over": p.get("mean_over", "samples"), "batch_size": p.get("batch_size"),
+            "logit_scale": float(p["logit_scale"]) if isinstance(p.get("logit_scale"), int | float) else None,
+            "split": p.get("split", "manifest"), "geometry": p.get("geometry", "cosine"),
+            "cifar_prompts": _cifar_prompts(p.get("prompts") or [])}
+
+
 def enrich(rows: list[dict], models: dict[str, ModelInfo], dataset_kinds: dict[str, str]) -> list[dict]:
     """Rows with the columns that published entries match on: arch, pretrained, zero_bias,
-    dataset_kind, fit_kind (kind of the fit set's dataset), classes (known | new | None)."""
+    dataset_kind, fit_kind (kind of the fit set's dataset), classes (known | new | None), and the
+    definitional settings of :func:`_definitions` read from the row's params."""
     out = []
     for r in rows:
         info = models.get(r["model"])
         eval_set = str(r.get("eval_set") or "")
-        out.append({**r, "transform": r.get("transform") or "none",
+        out.append({**r, **_definitions(r.get("params")), "transform": r.get("transform") or "none",
                     "arch": info.arch if info else None, "pretrained": info.pretrained if info else None,
                     "zero_bias": info.zero_bias if info else None,
                     "dataset_kind": dataset_kinds.get(r["dataset"]),
@@ -46,7 +64,8 @@ def _fitted(r: dict) -> bool:
 
 # Which warehouse rows fill each table, and the columns that tell its rows apart.
 TABLES: dict[int, tuple[Callable[[dict, str], bool], list[str]]] = {
-    1: (lambda r, ref: r["family"] == "isotropy" and r["transform"] == "none" and r["metric"] in ("i1", "i2")
+    1: (lambda r, ref: r["family"] == "isotropy" and r["transform"] == "none"
+        and r["metric"] in ("i1", "i2", "i1_compat", "i2_compat")
         and r["modality"] in ("image", "text") and r["lang"] in (ref, None), ["modality", "metric"]),
     2: (lambda r, ref: r["family"] == "clip_loss" and r["metric"] == "loss" and _fitted(r) and r["lang"] == ref
         and str(r.get("eval_set") or "").endswith(":test") and _ds(r.get("fit_set")) == r["dataset"],
@@ -62,7 +81,8 @@ TABLES: dict[int, tuple[Callable[[dict, str], bool], list[str]]] = {
         and r["arch"] is not None and r["metric"] in ("i1", "mean_cosine") and r["lang"] in (ref, None),
         ["zero_bias", "modality", "metric"]),
     7: (lambda r, ref: r["family"] == "multilingual" and r["metric"] in ("distance_ratio", "distance_ratio_sq",
-                                                                         "distance_ratio_cos", "xling_r1"),
+                                                                         "distance_ratio_cos", "distance_ratio_sq_raw",
+                                                                         "xling_r1"),
         ["lang", "metric"]),
 }
 
@@ -120,9 +140,12 @@ def render_paper_report(rows: list[dict], models: dict[str, ModelInfo], dataset_
     rows = enrich(rows, models, dataset_kinds)
     parts = [f"<p>Tables of <i>{esc(SOURCE)}</i>, filled from this profile's warehouse. The published column holds "
              "a number only where the measured row has the paper's setting (CLIP ViT-B/32 from OpenAI; COCO captions, "
-             "first caption per image; CIFAR-100 prompts); other cells stay empty rather than guessed. Difference = "
-             "measured − published (for a published range, the distance to it). Table numbering and titles follow "
-             "the experiments; accuracies are fractions.</p>"]
+             "first caption per image; CIFAR-100 prompts) <i>and</i> is computed the paper's way (README "
+             "\u201cFidelity\u201d): I1 as the authors' row iteration (<code>i1_compat</code>), the CLIP loss "
+             "averaged over batches of 64 at scale 100 on the authors' split, raw CIFAR class names, centering per "
+             "modality for Table 5. Other cells stay empty rather than guessed; a published number that no project "
+             "value can match is shown with the reason. Difference = measured − published (for a published range, "
+             "the distance to it). Table numbering and titles follow the experiments; accuracies are fractions.</p>"]
     headline, compared = {}, 0
     for number in sorted(TABLES):
         columns, lines = table_lines(number, rows, reference)

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 
 import numpy as np
 
-from conescope.families import _positive_pairs
 from conescope.metrics import gap
 from conescope.metrics.isotropy import l2_normalize, singular_values
+from conescope.profile import ReportSettings
 from conescope.reports import figures, svg
 from conescope.reports.cache import ArrayCache, data_key
 from conescope.reports.page import Items, esc, figure, metric_table, render_page, table
@@ -36,79 +36,8 @@ from conescope.reports.projections import (
     svd_projection,
     tsne_maps,
 )
-from conescope.sets import ImageSet, TextSet, first_caption_pairs
+from conescope.reports.report_data import DatasetData, RenderedReport, image_items, pairs, text_items
 from conescope.transforms import Centering, GapShift, LeastSquares, Procrustes, Whitening
-
-
-@dataclass
-class ReportSettings:
-    max_points: int = 2000  # points per modality in the scatter plots and t-SNE maps
-    heatmap_pairs: int = 60  # pairs in the similarity heatmap
-    clusters: int = 6  # clusters of the reordered heatmap
-    seed: int = 0
-
-
-@dataclass
-class DatasetData:
-    """What the report needs of one dataset: the embedding sets, the manifest's label names and
-    thumbnails (key ``<dataset>/<sample_id>``), and the warehouse rows of the partition. ``image`` is
-    None for a text-only model or a dataset without images: the section then shows the text figures."""
-
-    image: ImageSet | None
-    text: TextSet
-    label_names: dict[str, str] = field(default_factory=dict)  # sample_id -> label name
-    thumbs: dict[str, str] = field(default_factory=dict)
-    rows: list[dict] = field(default_factory=list)
-
-    @property
-    def name(self) -> str:
-        return self.text.dataset
-
-    def thumb_key(self, sample_id: str | None) -> str | None:
-        key = f"{self.name}/{sample_id}"
-        return key if key in self.thumbs else None
-
-
-@dataclass
-class RenderedReport:
-    html: str
-    preview_png: str | None  # data URI of the Dagster UI preview figure
-    headline: dict[str, float]
-
-
-# --- pairs and hover items -------------------------------------------------------------------------
-
-def pairs(data: DatasetData) -> tuple[np.ndarray, np.ndarray, str]:
-    """(image rows, text rows, kind): one caption per image for captioned data (its first, as Tyshchuk
-    et al.), else each image with the first prompt of its class."""
-    img_rows, txt_rows = first_caption_pairs(data.image, data.text)
-    if len(img_rows):
-        return img_rows, txt_rows, "caption"
-    return _positive_pairs(data.image, data.text)
-
-
-def image_items(data: DatasetData, items: Items, rows: np.ndarray) -> list[int]:
-    first_caption = {}
-    img_rows, txt_rows = first_caption_pairs(data.image, data.text)
-    for i, t in zip(img_rows, txt_rows, strict=True):
-        first_caption[int(i)] = data.text.texts[t]
-    out = []
-    for i in rows:
-        sid = str(data.image.sample_ids[i])
-        desc = first_caption.get(int(i)) or data.label_names.get(sid, "")
-        out.append(items.add(f"image {sid}: {desc}", data.thumb_key(sid)))
-    return out
-
-
-def text_items(data: DatasetData, items: Items, rows: np.ndarray) -> list[int]:
-    out = []
-    for j in rows:
-        sid = data.text.sample_ids[j]
-        kind = "caption" if sid is not None else "prompt"
-        out.append(items.add(f"{kind} ({data.text.lang}): {data.text.texts[j]}",
-                             data.thumb_key(sid) if sid is not None else None))
-    return out
-
 
 # --- transforms ------------------------------------------------------------------------------------
 
@@ -142,10 +71,10 @@ def _train_pairs(data: DatasetData) -> tuple[np.ndarray, np.ndarray, np.ndarray,
 
 # --- sections --------------------------------------------------------------------------------------
 
-def _svd_figures(data: DatasetData, items: Items, transforms: list, s: ReportSettings
+def _svd_figures(data: DatasetData, items: Items, transforms: list, settings: ReportSettings
                  ) -> tuple[str, tuple[np.ndarray, np.ndarray]]:
-    img_idx = subsample(len(data.image.emb), s.max_points, s.seed)
-    txt_idx = subsample(len(data.text.emb), s.max_points, s.seed + 1)
+    img_idx = subsample(len(data.image.emb), settings.max_points, settings.seed)
+    txt_idx = subsample(len(data.text.emb), settings.max_points, settings.seed + 1)
     img, txt = l2_normalize(data.image.emb[img_idx]), l2_normalize(data.text.emb[txt_idx])
     img_items, txt_items = image_items(data, items, img_idx), text_items(data, items, txt_idx)
     views = [("raw", img, txt, "L2-normalized, uncentered (Tyshchuk et al. Figure 2)")]
@@ -177,7 +106,7 @@ def _spectrum_figure(data: DatasetData) -> str:
                   "dominant value.")
 
 
-def _histogram_figure(data: DatasetData, transforms: list, fit: tuple, s: ReportSettings) -> str:
+def _histogram_figure(data: DatasetData, transforms: list, fit: tuple, settings: ReportSettings) -> str:
     _, _, ev_img, ev_txt = fit
     held_out = len(ev_img) >= 2
     if not held_out:  # no test pairs (tiny sets): describe every pair, and say so
@@ -192,7 +121,7 @@ def _histogram_figure(data: DatasetData, transforms: list, fit: tuple, s: Report
         a = img if t is None else t.transform(img, "image")
         b = txt if t is None else t.transform(txt, "text")
         pos = gap.pair_cosines(a, b, index)
-        rand = gap.random_pair_cosines(a, b, n_rand, seed=s.seed, image_index=index)
+        rand = gap.random_pair_cosines(a, b, n_rand, seed=settings.seed, image_index=index)
         panels.append(("raw" if t is None else t.name, pos, rand))
     fig = figures.cosine_histograms(panels, f"{data.name}: positive vs random pair cosines")
     where = ("the test-split pairs (transforms fitted on the train-split pairs)" if held_out
@@ -203,11 +132,11 @@ def _histogram_figure(data: DatasetData, transforms: list, fit: tuple, s: Report
                                        f"after each transform (Tyshchuk et al. Figures 9-11).", wide=True)
 
 
-def _heatmap_figures(data: DatasetData, items: Items, s: ReportSettings) -> str:
+def _heatmap_figures(data: DatasetData, items: Items, settings: ReportSettings) -> str:
     img_rows, txt_rows, kind = pairs(data)
     if len(img_rows) < 3:
         return "<p class='note'>Fewer than three pairs: no similarity heatmap.</p>"
-    pick = subsample(len(img_rows), s.heatmap_pairs, s.seed + 2)
+    pick = subsample(len(img_rows), settings.heatmap_pairs, settings.seed + 2)
     img_rows, txt_rows = img_rows[pick], txt_rows[pick]
     img, txt = data.image.emb[img_rows], data.text.emb[txt_rows]
     n = len(pick)
@@ -217,7 +146,7 @@ def _heatmap_figures(data: DatasetData, items: Items, s: ReportSettings) -> str:
     base = f"hm-{re.sub(r'[^a-z0-9]+', '-', data.name.lower())}"
     plain = svg.heatmap(sim, img_items + txt_items, f"{base}-sampled",
                         f"{data.name}: similarity of {n} sampled pairs", blocks)
-    order, ids = cluster_order(img, txt, min(s.clusters, max(1, n // 3)))
+    order, ids = cluster_order(img, txt, min(settings.clusters, max(1, n // 3)))
     captions = [data.text.texts[t] for t in txt_rows[order]]
     labels = cluster_labels(captions, ids)
     full = np.concatenate([order, order + n])
@@ -236,12 +165,12 @@ def _heatmap_figures(data: DatasetData, items: Items, s: ReportSettings) -> str:
                                 "most distinctive caption words (class-based TF-IDF)."))
 
 
-def _tsne_figures(data: DatasetData, items: Items, s: ReportSettings, cache: ArrayCache) -> str:
-    img_idx = subsample(len(data.image.emb), s.max_points, s.seed)
-    txt_idx = subsample(len(data.text.emb), s.max_points, s.seed + 1)
+def _tsne_figures(data: DatasetData, items: Items, settings: ReportSettings, cache: ArrayCache) -> str:
+    img_idx = subsample(len(data.image.emb), settings.max_points, settings.seed)
+    txt_idx = subsample(len(data.text.emb), settings.max_points, settings.seed + 1)
     if len(img_idx) < 4:
         return "<p class='note'>Fewer than four images: no t-SNE map.</p>"
-    maps = tsne_maps(data.image.emb[img_idx], data.text.emb[txt_idx], s.seed, cache)
+    maps = tsne_maps(data.image.emb[img_idx], data.text.emb[txt_idx], settings.seed, cache)
     img_items, txt_items = image_items(data, items, img_idx), text_items(data, items, txt_idx)
     pos_img = {int(r): k for k, r in enumerate(img_idx)}
     pos_txt = {int(r): k for k, r in enumerate(txt_idx)}

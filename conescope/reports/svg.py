@@ -1,9 +1,9 @@
 """Interactive figures as hand-written SVG: a scatter plot (with optional lines between paired
 points) and a similarity heatmap. Hover is handled by the page's one script (``page.SCRIPT``).
 
-Hand-written rather than plotly: an inlined plotly.js adds about 4.6 MB to every page and a scatter
-here costs about 60 bytes per point, so a partition page with a dozen figures stays under a few
-hundred kilobytes and opens instantly offline.
+Hand-written rather than plotly: inlining plotly.js (over 3 MB minified) into every page would
+outweigh everything else, while a scatter point here costs about 60 bytes, so a demo partition page
+with all its figures, thumbnails and tables stays about 0.9 MB and opens offline (README, "Reports").
 """
 
 from __future__ import annotations
@@ -88,22 +88,23 @@ def scatter(series: list[Series], title: str, xlabel: str = "", ylabel: str = ""
             segs += [f"M{x1:.1f} {y1:.1f}L{x2:.1f} {y2:.1f}" for (x1, y1), (x2, y2) in zip(pa_, pb, strict=True)]
         parts.append(f'<path class="cs-pairs" d="{"".join(segs)}" stroke="#888" stroke-opacity=".35" '
                      f'stroke-width=".7" fill="none"/>')
-    for s in series:
-        p = px(s.xy) if len(s.xy) else np.zeros((0, 2))
-        parts.append(f'<g fill="{s.color}" fill-opacity=".75" class="cs-series">')
+    for one in series:
+        p = px(one.xy) if len(one.xy) else np.zeros((0, 2))
+        parts.append(f'<g fill="{one.color}" fill-opacity=".75" class="cs-series">')
         for j, (x, y) in enumerate(p):
-            hover = f' data-i="{s.items[j]}"' if s.items else ""
-            if s.marker == "square":
+            hover = f' data-i="{one.items[j]}"' if one.items else ""
+            if one.marker == "square":
                 parts.append(f'<rect x="{x - radius:.1f}" y="{y - radius:.1f}" width="{2 * radius:g}" '
                              f'height="{2 * radius:g}"{hover}/>')
             else:
                 parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{radius:g}"{hover}/>')
         parts.append("</g>")
-    for k, s in enumerate(series):  # legend, top right inside the frame
+    for k, one in enumerate(series):  # legend, top right inside the frame
         y = top + 14 + 15 * k
-        shape = (f'<rect x="{left + pw - 130}" y="{y - 8}" width="8" height="8" fill="{s.color}"/>'
-                 if s.marker == "square" else f'<circle cx="{left + pw - 126}" cy="{y - 4}" r="4" fill="{s.color}"/>')
-        parts.append(f'{shape}<text x="{left + pw - 116}" y="{y}">{esc(s.name)} (n={len(s.xy)})</text>')
+        shape = (f'<rect x="{left + pw - 130}" y="{y - 8}" width="8" height="8" fill="{one.color}"/>'
+                 if one.marker == "square"
+                 else f'<circle cx="{left + pw - 126}" cy="{y - 4}" r="4" fill="{one.color}"/>')
+        parts.append(f'{shape}<text x="{left + pw - 116}" y="{y}">{esc(one.name)} (n={len(one.xy)})</text>')
     parts.append("</svg>")
     return "".join(parts)
 

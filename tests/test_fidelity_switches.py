@@ -1,0 +1,153 @@
+"""Each departure of the authors' code is a switch (README "Fidelity"): the profile key parses, names
+itself in errors, and the conescope function it turns on reproduces the reference computation."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from sklearn.decomposition import TruncatedSVD
+
+from conescope import transforms as tf
+from conescope.profile import ProfileError, load_profile
+from conescope.splits import authors_known_classes, authors_split
+from tests.conftest import TINY_PROFILE
+
+
+def test_authors_split_is_torch_randperm_after_manual_seed():
+    torch.manual_seed(0)
+    perm = torch.randperm(40_504).numpy()
+    train, test = authors_split(40_504, 0)
+    assert (len(train), len(test)) == (32_403, 8_101)  # the paper's COCO split
+    assert np.array_equal(train, perm[:32_403]) and np.array_equal(test, perm[32_403:])
+    # it leaves the global generator alone
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    authors_split(100, 0)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_authors_known_classes_are_the_first_half_of_a_class_permutation():
+    torch.manual_seed(0)
+    expected = np.sort(torch.randperm(100)[:50].numpy())
+    assert np.array_equal(authors_known_classes(np.arange(100), 0), expected)
+    with pytest.raises(ValueError, match="at least two classes"):
+        authors_known_classes(np.array([3]), 0)
+
+
+def _profile(tmp_path, **transforms):
+    raw = copy.deepcopy(TINY_PROFILE)
+    raw["transforms"].update(transforms)
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return load_profile(str(path))
+
+
+def test_fidelity_profile_keys_parse(tmp_path):
+    p = _profile(tmp_path, k={"whitening": [2, 4], "pca": [3]}, whitening={"fit_on": ["joint", "image"]},
+                 pca={"variants": ["truncated_svd"]}, linear_probe=["whitening_4"],
+                 protocols={"in_domain": ["shapes"], "authors_split": ["shapes"], "split_seed": 3,
+                            "class_disjoint": {"datasets": ["digits"], "method": "authors"}})
+    t = p.transforms
+    assert (t.ks("whitening"), t.ks("pca")) == ((2, 4), (3,))
+    assert t.whitening_fit_on == ("joint", "image") and t.pca_variants == ("truncated_svd",)
+    assert t.authors_split == ("shapes",) and t.split_seed == 3 and t.class_disjoint_method == "authors"
+    from conescope.protocols import variants
+
+    assert [v.name for v in variants(t, "whitening")] == ["whitening_2", "whitening_4", "whitening_2_image",
+                                                         "whitening_4_image"]
+    assert [v.name for v in variants(t, "pca")] == ["pca_3_tsvd"]
+
+
+@pytest.mark.parametrize(("transforms", "message"), [
+    ({"k": {"whitening": [2]}}, "transforms.k.pca: missing"),
+    ({"whitening": {"fit_on": ["images"]}}, "transforms.whitening.fit_on[0]"),
+    ({"pca": {"variants": ["svd"]}}, "transforms.pca.variants[0]"),
+    ({"protocols": {"authors_split": ["coco"]}}, "transforms.protocols.authors_split[0]"),
+])
+def test_fidelity_profile_key_errors_name_the_key(tmp_path, transforms, message):
+    with pytest.raises(ProfileError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        _profile(tmp_path, **transforms)
+
+
+def test_metric_switches_parse_and_are_checked(tmp_path):
+    raw = copy.deepcopy(TINY_PROFILE)
+    raw["metrics"] = {"clip_loss_mean": "batches", "amumo_loss": True, "distance_ratio_raw": True}
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump(raw))
+    m = load_profile(str(tmp_path / "m.yaml")).metrics
+    assert (m.clip_loss_mean, m.amumo_loss, m.distance_ratio_raw) == ("batches", True, True)
+    raw["metrics"] = {"clip_loss_mean": "batch"}
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(ProfileError, match="metrics.clip_loss_mean"):
+        load_profile(str(tmp_path / "m.yaml"))
+
+
+def test_paper_profile_has_the_papers_grid():
+    p = load_profile("paper")
+    t = p.transforms
+    assert t.ks("whitening") == tuple(2 ** i for i in range(10)) and t.ks("pca") == (425,)
+    assert {"procrustes", "lstsq", "centering_per_modality"} <= set(t.kinds)
+    assert t.in_domain == ("coco", "cifar100") and t.cross_dataset == (("coco", "cifar100"),)
+    assert t.class_disjoint == ("cifar100",) and t.class_disjoint_method == "authors"
+    assert t.authors_split == ("coco",) and "image" in t.whitening_fit_on and "truncated_svd" in t.pca_variants
+    assert t.linear_probe == ("whitening_128",)
+    assert p.datasets["cifar100"].class_names == "raw"
+    assert (p.metrics.clip_batch_size, p.metrics.logit_scale, p.metrics.clip_loss_mean) == (64, 100.0, "batches")
+
+
+def _pairs(seed=0, n=300, d=12):
+    rng = np.random.default_rng(seed)
+    image = rng.normal(size=(n, d)) + 2.0
+    text = image + rng.normal(size=(n, d)) - 1.0
+    return image, text
+
+
+def test_per_modality_centering_subtracts_each_modalitys_own_mean():
+    image, text = _pairs()
+    t = tf.PerModalityCentering().fit(image, text)
+    assert np.allclose(t.transform(image, "image").mean(axis=0), 0.0, atol=1e-12)
+    assert np.allclose(t.transform(text, "text").mean(axis=0), 0.0, atol=1e-12)
+    joint = tf.Centering().fit(image, text)
+    assert not np.allclose(joint.transform(image, "image").mean(axis=0), 0.0, atol=1e-3)  # the gap stays
+
+
+def test_whitening_fitted_on_one_modality_whitens_that_modality():
+    image, text = _pairs()
+    for fit_on, rows in (("image", image), ("text", text)):
+        t = tf.Whitening(12, fit_on=fit_on).fit(image, text)
+        assert t.name == f"whitening_12_{fit_on}"
+        out = t.transform(rows, fit_on)
+        assert np.allclose(np.cov(out.T, bias=True), np.eye(12), atol=1e-9)
+        # the authors' Whitener: torch.cov (n - 1) and SVD; the same map up to sign and the factor sqrt(n / (n - 1))
+        x = torch.from_numpy(rows)
+        u, s, _ = torch.linalg.svd(torch.cov(x.T))
+        ref = ((x - x.mean(dim=0)) @ (u / torch.sqrt(s))).numpy()
+        scale = np.sqrt((len(rows) - 1) / len(rows))
+        assert np.allclose(np.abs(out), np.abs(ref) / scale, atol=1e-8)
+
+
+def test_pca_truncated_svd_is_uncentred_and_scored_by_dot_product():
+    image, text = _pairs()
+    t = tf.PCA(4, variant="truncated_svd").fit(image, text)
+    assert t.name == "pca_4_tsvd" and t.scoring == "dot" and tf.PCA(4).scoring is None
+    svd = TruncatedSVD(4, algorithm="arpack", random_state=0).fit(np.vstack([image, text]))
+    ours = t.transform(image, "image") @ t.transform(text, "text").T
+    ref = svd.transform(image) @ svd.transform(text).T
+    assert np.allclose(ours, ref, rtol=1e-9, atol=1e-9)
+
+
+def test_new_variants_round_trip_and_old_files_load_with_defaults():
+    image, text = _pairs()
+    for t in (tf.PerModalityCentering(), tf.Whitening(3, fit_on="image"), tf.PCA(3, variant="truncated_svd")):
+        t.fit(image, text)
+        back = tf.transform_from_dict({k: np.asarray(v) if not isinstance(v, str) else v
+                                       for k, v in t.to_dict().items()})
+        assert back.name == t.name
+        assert np.array_equal(back.transform(image, "image"), t.transform(image, "image"))
+    old = tf.PCA(3).fit(image, text).to_dict()
+    del old["variant"]  # a file written before the variant key existed
+    assert tf.transform_from_dict(old).name == "pca_3"
