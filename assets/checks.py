@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 
 from assets import keys
 from conescope import checks
+from conescope.metric_tables import TRANSFORM_WRITTEN_TABLES
 from conescope.profile import ModelSpec, Profile
 from pipelines.partitions import LANG, MODEL
 from pipelines.resources import ConescopeHome
@@ -57,7 +58,6 @@ _METRIC_ROWS: dict[dg.AssetKey, tuple[str, str]] = {
     keys.CLUSTERS: ("clusters", "modality = 'text'"),
     keys.LAYERS: ("layers", "true"),
 }
-TRANSFORM_TABLES = ("isotropy", "modality_gap", "clip_loss", "zero_shot", "retrieval")
 _ROW_COLUMNS = "dataset, model, lang, modality, transform, fit_set, eval_set, metric, value, ci_low, ci_high, n"
 
 
@@ -90,7 +90,7 @@ def _rows_of(directory: Path) -> int:
 
 
 def _warehouse_rows(home: ConescopeHome, sql: str, params: list) -> list[dict]:
-    if not home.root.warehouse.exists():
+    if not home.paths.warehouse.exists():
         return []
     with home.warehouse.connect(read_only=True) as con:
         cursor = con.execute(sql, params)
@@ -132,7 +132,7 @@ def _model_dims(root: DataRoot, model: str) -> dict[str, int]:
 
 def embedding_findings(home: ConescopeHome, profile: Profile, ds: str, modality: str, model: str,
                        lang: str | None) -> dict[str, checks.Finding]:
-    root = home.root
+    root = home.paths
     if modality == "text" and lang not in profile.dataset_languages(ds):
         done = checks.Finding(True, f"{ds} declares no {lang} texts: the partition is empty by design")
         return dict.fromkeys(EMBEDDING_CHECKS, done)
@@ -178,14 +178,14 @@ def _embedding_counts(root: DataRoot, profile: Profile, model: str) -> dict[tupl
 def metric_findings(home: ConescopeHome, profile: Profile, key: dg.AssetKey, model: str,
                     lang: str | None) -> dict[str, checks.Finding]:
     if key == keys.TRANSFORM_METRICS:
-        families, extra = TRANSFORM_TABLES, "transform <> 'none'"
+        families, extra = TRANSFORM_WRITTEN_TABLES, "transform <> 'none'"
     else:
         family, condition = _METRIC_ROWS[key]
         families, extra = (family,), f"transform = 'none' AND {condition}"
     partition = "model = ? AND lang = ?" if lang is not None else \
         ("model = ?" if key == keys.MULTILINGUAL else "model = ? AND lang IS NULL")
     params = [model, lang] if lang is not None else [model]
-    counts = _embedding_counts(home.root, profile, model)
+    counts = _embedding_counts(home.paths, profile, model)
     found: dict[str, list[checks.Finding]] = {name: [] for name in METRIC_CHECKS}
     for family in families:
         layer = ", layer" if family == "layers" else ""
@@ -219,7 +219,7 @@ def _merge(findings: list[checks.Finding], families: Iterable[str]) -> checks.Fi
 # --- transforms, datasets, reports ---------------------------------------------------------------
 
 def transform_findings(home: ConescopeHome, kind: str, model: str, lang: str) -> dict[str, checks.Finding]:
-    stored = read_transforms(home.root.transforms_dir(kind, model, lang))
+    stored = read_transforms(home.paths.transforms_dir(kind, model, lang))
     bad = []
     for name, d in stored.items():
         prov = json.loads(d.get("provenance") or "{}")
@@ -234,7 +234,7 @@ def transform_findings(home: ConescopeHome, kind: str, model: str, lang: str) ->
 
 def dataset_findings(home: ConescopeHome, profile: Profile, ds: str) -> dict[str, checks.Finding]:
     spec = profile.datasets[ds]
-    directory = home.root.dataset_dir(ds)
+    directory = home.paths.dataset_dir(ds)
     try:
         samples = pq.ParquetFile(directory / "samples.parquet").metadata.num_rows
         # Text-only sources have no samples: their items are the STS pairs, or the texts.
@@ -261,7 +261,7 @@ def report_path(root: DataRoot, key: dg.AssetKey, model: str | None, lang: str |
 
 def report_findings(home: ConescopeHome, key: dg.AssetKey, model: str | None,
                     lang: str | None) -> dict[str, checks.Finding]:
-    path = report_path(home.root, key, model, lang)
+    path = report_path(home.paths, key, model, lang)
     if not path.is_file():
         return {"self_contained": checks.report_file(None, [], REPORT_MIN_BYTES, REPORT_MAX_BYTES)}
     urls = checks.external_urls(path.read_text(encoding="utf-8"))

@@ -24,7 +24,8 @@ MAX_LISTED = 20  # offending items listed in a finding; the count says how many 
 # rows, STS on STS datasets).
 CONTRACT: dict[str, dict[str, tuple[frozenset[str], frozenset[str]]]] = {
     "isotropy": dict.fromkeys(("image", "text", "joint"), (frozenset(
-        {"i1", "i2", "isoscore", "isoscore_null", "mean_cosine", "mean_vector_norm", "effective_rank"}), frozenset())),
+        {"i1", "i2", "isoscore", "isoscore_null", "mean_cosine", "mean_vector_norm", "effective_rank"}),
+        frozenset({"i1_compat", "i2_compat"}))),
     "modality_gap": {"joint": (frozenset({"gap_norm"}), frozenset({"separability_logreg", "separability_svm"})),
                      "pair": (frozenset({"pos_cosine_mean", "rand_cosine_mean", "similarity_gap"}), frozenset())},
     "clip_loss": {"pair": (frozenset({"loss", "loss_i2t", "loss_t2i"}), frozenset())},
@@ -32,12 +33,14 @@ CONTRACT: dict[str, dict[str, tuple[frozenset[str], frozenset[str]]]] = {
     "linear_probe": {"image": (frozenset({"accuracy"}), frozenset())},
     "retrieval": {"pair": (frozenset({"i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10"}), frozenset())},
     "clusters": dict.fromkeys(("image", "text"), (frozenset({"silhouette"}), frozenset())),
-    "layers": {"text": (frozenset({"self_similarity"}), frozenset({"sts_spearman"}))},
+    # per-layer rows need the stored layer states; without them only the output's sts_spearman is written
+    "layers": {"text": (frozenset(), frozenset({"self_similarity", "sts_spearman"}))},
 }
 # Raw rows (transform 'none') of the modality gap always carry the separability too.
 RAW_REQUIRED = {("modality_gap", "joint"): frozenset({"gap_norm", "separability_logreg", "separability_svm"})}
 # Multilingual rows: per compared language, and over all languages (lang null).
 MULTILINGUAL_PAIRED = frozenset({"distance_ratio_sq", "distance_ratio", "distance_ratio_cos", "xling_r1", "xling_r5"})
+MULTILINGUAL_OPTIONAL = frozenset({"distance_ratio_sq_raw"})  # with metrics.distance_ratio_raw
 MULTILINGUAL_ALL = frozenset({"lang_separability"})
 # Monte Carlo statistics: n counts the random pairs drawn (with replacement), not stored rows.
 SAMPLED = frozenset({"rand_cosine_mean"})
@@ -124,7 +127,7 @@ def expected_metrics(family: str, rows: list[dict], datasets: Iterable[str] = ()
     for (ds, modality, transform, fit_set, eval_set, lang), metrics in sorted(groups.items(), key=str):
         if family == "multilingual":
             required = MULTILINGUAL_PAIRED if lang is not None else MULTILINGUAL_ALL
-            allowed = required
+            allowed = required | (MULTILINGUAL_OPTIONAL if lang is not None else frozenset())
         elif modality not in CONTRACT.get(family, {}):
             offending.append(f"{ds}/{modality}: modality not in the contract of {family}")
             continue
