@@ -42,6 +42,8 @@ RAW_REQUIRED = {("modality_gap", "joint"): frozenset({"gap_norm", "separability_
 MULTILINGUAL_PAIRED = frozenset({"distance_ratio_sq", "distance_ratio", "distance_ratio_cos", "xling_r1", "xling_r5"})
 MULTILINGUAL_OPTIONAL = frozenset({"distance_ratio_sq_raw"})  # with metrics.distance_ratio_raw
 MULTILINGUAL_ALL = frozenset({"lang_separability"})
+# Families measured on the rows that qualify (the silhouette: labelled rows, or a sample of them).
+PARTIAL = frozenset({"clusters"})
 # Monte Carlo statistics: n counts the random pairs drawn (with replacement), not stored rows.
 SAMPLED = frozenset({"rand_cosine_mean"})
 
@@ -173,8 +175,8 @@ def n_matches_rows(family: str, rows: list[dict], counts: dict[tuple[str, str, s
     stored embedding rows (modality image: lang None). Raw rows over all rows (eval set ``all``)
     must equal it exactly (image, text, image + text for joint; every language for the language
     separability; the paired rows for a compared language); subsets (a test split, pairs, a
-    transform's eval set) must be between 1 and what the rows allow. Sampled statistics (``SAMPLED``)
-    only need n >= 1."""
+    transform's eval set, the labelled rows of a silhouette) must be between 1 and what the rows
+    allow. Sampled statistics (``SAMPLED``) only need n >= 1."""
     bad = []
     for r in rows:
         ds, modality, lang, n = r["dataset"], r["modality"], r["lang"], r["n"]
@@ -189,7 +191,8 @@ def n_matches_rows(family: str, rows: list[dict], counts: dict[tuple[str, str, s
                 exact = sum(langs.values())
             else:
                 bound = langs.get(lang, 0)  # pairs of this language with the reference
-        elif r["transform"] == "none" and r["eval_set"] == "all" and modality in ("image", "text", "joint"):
+        elif r["transform"] == "none" and r["eval_set"] == "all" and modality in ("image", "text", "joint") \
+                and family not in PARTIAL:
             exact = {"image": img, "text": txt, "joint": img + txt}[modality]
         else:
             bound = max(img * txt, img + txt)  # random pairs are drawn from image x text

@@ -87,6 +87,10 @@ def test_n_matches_rows():
     bad = checks.n_matches_rows("isotropy", [_row("i1", modality="joint", n=12), _row("top1", eval_set="test",
                                                                                       n=500)], counts)
     assert not bad.passed and len(bad.offending) == 2 and "expected = 22" in bad.offending[0]
+    # a silhouette counts the labelled rows only: at most the stored rows
+    assert checks.n_matches_rows("clusters", [_row("silhouette", modality="image", lang=None, n=7)], counts).passed
+    assert not checks.n_matches_rows("clusters", [_row("silhouette", modality="image", lang=None, n=13)],
+                                     counts).passed
     multi = [_row("lang_separability", lang=None, modality="text", n=20), _row("xling_r1", modality="text", n=10)]
     assert checks.n_matches_rows("multilingual", multi, counts).passed
     assert not checks.n_matches_rows("multilingual", [{**multi[0], "n": 10}], counts).passed
