@@ -86,7 +86,9 @@ def _dev(args: argparse.Namespace) -> int:
     cmd = [str(local) if local.exists() else "dagster", "dev", "-w", str(REPO / "workspace.yaml"),
            "-p", str(args.port), "-h", args.host]
     os.chdir(REPO)
-    os.execvp(cmd[0], cmd)
+    from pipelines.supervise import run_supervised
+
+    return run_supervised(cmd)  # stops the webserver, daemon and code servers with it (SIGTERM, Ctrl-C)
 
 
 def _one_line(exc: BaseException) -> str:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from assets.checks import build_asset_checks
 from assets.datasets import dataset_assets
 from assets.embeddings import embedding_assets
 from assets.metrics import SUMMARY_LAYER, metric_assets
@@ -102,6 +103,7 @@ def build_definitions(profile: Profile, home: str | None = None,
     root = DataRoot.from_env() if home is None else DataRoot(Path(home).resolve())
     return dg.Definitions(
         assets=all_assets,
+        asset_checks=build_asset_checks(profile, all_assets),
         jobs=list(jobs.values()),
         schedules=[schedule],
         sensors=sensors,

@@ -33,7 +33,7 @@ def to_svg(fig) -> str:
     return text[text.index("<svg"):].replace("<svg ", '<svg class="cs-fig" ', 1)
 
 
-def to_png_data_uri(fig, dpi: int = 60) -> str:
+def to_png_data_uri(fig, dpi: int = 80) -> str:
     plt = _plt()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
@@ -125,15 +125,25 @@ def grouped_bars(groups: list[str], series: dict[str, list[float | None]], title
     return fig
 
 
-def tiny_scatter(image_xy: np.ndarray, text_xy: np.ndarray, title: str):
-    """The preview figure of the Dagster UI: the 2-D SVD projection, small."""
+def tiny_scatter(image_xy: np.ndarray, text_xy: np.ndarray, title: str, labels: tuple[str, str] = ("image", "text")):
+    """The preview figure of the Dagster UI: a 2-D map of two sets of points (the SVD projection of
+    images and texts; in the multilingual report, t-SNE of the reference language and the others),
+    small but legible. Left: both clouds on axes fitted to them (at initialisation or with a wide
+    modality gap each cloud is a dot and the gap is what shows); right: each cloud around its own
+    centre, on axes fitted to the centred points, so the spread inside a cloud is visible however
+    far apart the clouds sit."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(3, 3))
-    ax.scatter(image_xy[:, 0], image_xy[:, 1], s=4, color=PALETTE[0], label="image")
-    ax.scatter(text_xy[:, 0], text_xy[:, 1], s=4, color=PALETTE[1], label="text")
-    ax.set_title(title, fontsize=8)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    ax.legend(fontsize=6)
+    fig, (both, spread) = plt.subplots(1, 2, figsize=(6.0, 2.9))
+    gap = float(np.linalg.norm(image_xy.mean(axis=0) - text_xy.mean(axis=0)))
+    for ax, (a, b) in ((both, (image_xy, text_xy)),
+                       (spread, (image_xy - image_xy.mean(axis=0), text_xy - text_xy.mean(axis=0)))):
+        ax.scatter(a[:, 0], a[:, 1], s=9, color=PALETTE[0], label=labels[0], linewidths=0)
+        ax.scatter(b[:, 0], b[:, 1], s=9, color=PALETTE[1], label=labels[1], marker="s", linewidths=0)
+        ax.margins(0.04)  # axes fitted to the points
+        ax.tick_params(labelsize=7)
+    both.set_title(f"together (centres {gap:.2f} apart)", fontsize=8)
+    spread.set_title("each cloud around its centre", fontsize=8)
+    both.legend(fontsize=7, markerscale=1.5)
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig

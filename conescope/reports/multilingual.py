@@ -81,7 +81,8 @@ def render_multilingual_report(model: str, dataset_texts: dict[str, dict[str, Te
                                f"for the caption and its image."))
             if preview is None:
                 fig = figures.tiny_scatter(xy[reference], np.vstack([xy[lang] for lang in langs if lang != reference])
-                                           if len(langs) > 1 else xy[reference], f"{model}: {ds}")
+                                           if len(langs) > 1 else xy[reference], f"{model}: {ds}",
+                                           labels=(reference, "other languages"))
                 preview = figures.to_png_data_uri(fig)
         mine = [r for r in rows if r["dataset"] == ds]
         others = sorted({r["lang"] for r in mine if r["lang"] is not None})

@@ -1,0 +1,275 @@
+"""Quality checks of stored outputs, as pure functions over arrays and rows (no Dagster, no storage).
+
+Each function returns a :class:`Finding`: whether the output passes, how serious a failure is, a
+sentence that names what is wrong, and the offending items (sample ids, metric rows, URLs), so a
+failing check in the UI says which rows to look at. ``assets/checks.py`` reads the stored files and
+warehouse rows and turns findings into Dagster asset check results.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+
+import numpy as np
+
+MAX_LISTED = 20  # offending items listed in a finding; the count says how many there are in all
+
+# The storage contract (README, "Warehouse"): metric names per family and modality. ``required`` must
+# all be present in every group of rows (dataset, modality, transform, fit set, eval set, lang) of a
+# partition; ``optional`` may be (computed only where they apply: the separability of transformed
+# rows, STS on STS datasets).
+CONTRACT: dict[str, dict[str, tuple[frozenset[str], frozenset[str]]]] = {
+    "isotropy": dict.fromkeys(("image", "text", "joint"), (frozenset(
+        {"i1", "i2", "isoscore", "isoscore_null", "mean_cosine", "mean_vector_norm", "effective_rank"}),
+        frozenset({"i1_compat", "i2_compat"}))),
+    "modality_gap": {"joint": (frozenset({"gap_norm"}), frozenset({"separability_logreg", "separability_svm"})),
+                     "pair": (frozenset({"pos_cosine_mean", "rand_cosine_mean", "similarity_gap"}), frozenset())},
+    "clip_loss": {"pair": (frozenset({"loss", "loss_i2t", "loss_t2i"}), frozenset())},
+    "zero_shot": {"pair": (frozenset({"top1", "top5", "mean_per_class_recall"}), frozenset())},
+    "linear_probe": {"image": (frozenset({"accuracy"}), frozenset())},
+    "retrieval": {"pair": (frozenset({"i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10"}), frozenset())},
+    "clusters": dict.fromkeys(("image", "text"), (frozenset({"silhouette"}), frozenset())),
+    # per-layer rows need the stored layer states; without them only the output's sts_spearman is written
+    "layers": {"text": (frozenset(), frozenset({"self_similarity", "sts_spearman"}))},
+}
+# Raw rows (transform 'none') of the modality gap always carry the separability too.
+RAW_REQUIRED = {("modality_gap", "joint"): frozenset({"gap_norm", "separability_logreg", "separability_svm"})}
+# Multilingual rows: per compared language, and over all languages (lang null).
+MULTILINGUAL_PAIRED = frozenset({"distance_ratio_sq", "distance_ratio", "distance_ratio_cos", "xling_r1", "xling_r5"})
+MULTILINGUAL_OPTIONAL = frozenset({"distance_ratio_sq_raw"})  # with metrics.distance_ratio_raw
+MULTILINGUAL_ALL = frozenset({"lang_separability"})
+# Families measured on the rows that qualify (the silhouette: labelled rows, or a sample of them).
+PARTIAL = frozenset({"clusters"})
+# Monte Carlo statistics: n counts the random pairs drawn (with replacement), not stored rows.
+SAMPLED = frozenset({"rand_cosine_mean"})
+
+
+@dataclass
+class Finding:
+    passed: bool
+    description: str
+    offending: list[str] = field(default_factory=list)
+    count: int = 0  # offending items in all (``offending`` lists at most MAX_LISTED)
+    warn: bool = False  # a failure that is a warning, not an error
+    metadata: dict = field(default_factory=dict)
+
+
+def finding_of(offending: list[str], ok: str, bad: str, warn: bool = False, **metadata) -> Finding:
+    if not offending:
+        return Finding(True, ok, metadata=metadata)
+    shown = offending[:MAX_LISTED]
+    more = f" (and {len(offending) - len(shown)} more)" if len(offending) > len(shown) else ""
+    return Finding(False, f"{bad}: {', '.join(shown)}{more}", shown, len(offending), warn, metadata)
+
+
+# --- embeddings ----------------------------------------------------------------------------------
+
+def embedding_row_count(embedded: Sequence[str], expected: Sequence[str], rejected: Iterable[str]) -> Finding:
+    """Every expected item (manifest samples, or the manifest's texts in the language) is embedded
+    exactly once or recorded as rejected; nothing else is embedded."""
+    rejected = set(rejected)
+    embedded_set, expected_set = set(embedded), set(expected)
+    seen: set[str] = set()
+    duplicates = sorted({e for e in embedded if e in seen or seen.add(e)})
+    missing = [e for e in expected if e not in embedded_set and e not in rejected]
+    unknown = sorted(embedded_set - expected_set)
+    both = sorted(embedded_set & rejected)
+    offending = [f"{e} (missing)" for e in missing] + [f"{e} (duplicate)" for e in duplicates] + \
+                [f"{e} (not in the manifest)" for e in unknown] + [f"{e} (embedded and rejected)" for e in both]
+    want = len(expected_set - rejected)
+    return finding_of(offending, f"{len(embedded)} rows = {len(expected_set)} in the manifest - "
+                                 f"{len(rejected)} rejected",
+                    f"{len(embedded)} rows where the manifest minus rejects has {want}",
+                    rows=len(embedded), manifest=len(expected_set), rejected=len(rejected))
+
+
+def embedding_finite(ids: Sequence[str], emb: np.ndarray) -> Finding:
+    bad = np.flatnonzero(~np.isfinite(emb).all(axis=1))
+    return finding_of([str(ids[i]) for i in bad], f"all {len(ids)} rows finite", f"{len(bad)} rows with NaN or inf")
+
+
+def embedding_nonzero(ids: Sequence[str], emb: np.ndarray) -> Finding:
+    """A zero row has no direction: cosine and every normalized metric are undefined for it."""
+    with np.errstate(invalid="ignore"):
+        bad = np.flatnonzero(~(np.abs(emb) > 0).any(axis=1) & np.isfinite(emb).all(axis=1))
+    return finding_of([str(ids[i]) for i in bad], f"no zero row among {len(ids)}", f"{len(bad)} all-zero rows")
+
+
+def embedding_dimension(dims: dict[str, int], expected: int | None, source: str) -> Finding:
+    """``dims``: the dimension of each stored file or partition of the model; all must equal the
+    model's (``expected``, from ``source``; when unknown, the files must at least agree)."""
+    want = expected if expected is not None else (max(set(dims.values()), key=list(dims.values()).count)
+                                                   if dims else None)
+    offending = [f"{name} (d = {d})" for name, d in sorted(dims.items()) if d != want]
+    return finding_of(offending, f"d = {want} ({source})", f"dimension differs from the model's {want} ({source})",
+                    dimension=want if want is not None else -1)
+
+
+# --- metric rows ---------------------------------------------------------------------------------
+
+def describe_row(r: dict) -> str:
+    parts = [r.get("dataset"), r.get("lang") or "-", r.get("modality"), r.get("transform"), r.get("fit_set"),
+             r.get("eval_set"), r.get("metric")]
+    layer = f" layer {r['layer']}" if r.get("layer") is not None else ""
+    return "/".join(str(p) for p in parts) + layer
+
+
+def expected_metrics(family: str, rows: list[dict], datasets: Iterable[str] = ()) -> Finding:
+    """Every group of rows holds every metric the contract requires for its family and modality, no
+    metric outside the contract, and each of ``datasets`` (those measured for sure) has rows."""
+    groups: dict[tuple, set[str]] = {}
+    offending = []
+    for r in rows:
+        key = (r["dataset"], r["modality"], r["transform"], r["fit_set"], r["eval_set"], r["lang"])
+        groups.setdefault(key, set()).add(r["metric"])
+    for (ds, modality, transform, fit_set, eval_set, lang), metrics in sorted(groups.items(), key=str):
+        if family == "multilingual":
+            required = MULTILINGUAL_PAIRED if lang is not None else MULTILINGUAL_ALL
+            allowed = required | (MULTILINGUAL_OPTIONAL if lang is not None else frozenset())
+        elif modality not in CONTRACT.get(family, {}):
+            offending.append(f"{ds}/{modality}: modality not in the contract of {family}")
+            continue
+        else:
+            required, optional = CONTRACT[family][modality]
+            if transform == "none":
+                required = RAW_REQUIRED.get((family, modality), required)
+            allowed = required | optional
+        where = f"{ds}/{lang or '-'}/{modality}/{transform}/{fit_set}/{eval_set}"
+        offending += [f"{where}: {m} missing" for m in sorted(required - metrics)]
+        offending += [f"{where}: {m} not in the contract" for m in sorted(metrics - allowed)]
+    present = {r["dataset"] for r in rows}
+    offending += [f"{ds}: no rows" for ds in sorted(set(datasets) - present)]
+    return finding_of(offending, f"{len(rows)} rows in {len(groups)} complete groups", "missing or unknown metrics",
+                    rows=len(rows), groups=len(groups))
+
+
+def _finite(x) -> bool:
+    return x is not None and math.isfinite(float(x))
+
+
+def finite_values(rows: list[dict]) -> Finding:
+    """value finite; ci_low and ci_high both null or both finite."""
+    bad = [describe_row(r) for r in rows
+           if not _finite(r["value"]) or (r["ci_low"] is None) != (r["ci_high"] is None)
+           or (r["ci_low"] is not None and not (_finite(r["ci_low"]) and _finite(r["ci_high"])))]
+    return finding_of(bad, f"all {len(rows)} values finite", "rows with a NaN, inf or half-null CI")
+
+
+def value_in_ci(rows: list[dict], tol: float = 1e-9) -> Finding:
+    """ci_low <= value <= ci_high wherever a CI is stored. A percentile bootstrap interval of a mean
+    contains the mean except for degenerate resamples, so a value outside its interval points at a
+    CI computed on other rows (or another statistic) than the value."""
+    bad = [f"{describe_row(r)} ({r['value']:.6g} not in [{r['ci_low']:.6g}, {r['ci_high']:.6g}])" for r in rows
+           if r["ci_low"] is not None and r["ci_high"] is not None and _finite(r["value"])
+           and not (r["ci_low"] - tol <= r["value"] <= r["ci_high"] + tol)]
+    with_ci = sum(r["ci_low"] is not None for r in rows)
+    return finding_of(bad, f"{with_ci} values inside their CI", "values outside their CI", rows_with_ci=with_ci)
+
+
+def n_matches_rows(family: str, rows: list[dict], counts: dict[tuple[str, str, str | None], int]) -> Finding:
+    """``n`` is the number of rows a metric was measured on. ``counts[(dataset, modality, lang)]``:
+    stored embedding rows (modality image: lang None). Raw rows over all rows (eval set ``all``)
+    must equal it exactly (image, text, image + text for joint; every language for the language
+    separability; the paired rows for a compared language); subsets (a test split, pairs, a
+    transform's eval set, the labelled rows of a silhouette) must be between 1 and what the rows
+    allow. Sampled statistics (``SAMPLED``) only need n >= 1."""
+    bad = []
+    for r in rows:
+        ds, modality, lang, n = r["dataset"], r["modality"], r["lang"], r["n"]
+        img = counts.get((ds, "image", None), 0)
+        txt = counts.get((ds, "text", lang), 0)
+        exact, bound = None, None
+        if r["metric"] in SAMPLED:
+            bound = n if n is not None else 0
+        elif family == "multilingual":
+            langs = {k[2]: v for k, v in counts.items() if k[0] == ds and k[1] == "text"}
+            if lang is None:
+                exact = sum(langs.values())
+            else:
+                bound = langs.get(lang, 0)  # pairs of this language with the reference
+        elif r["transform"] == "none" and r["eval_set"] == "all" and modality in ("image", "text", "joint") \
+                and family not in PARTIAL:
+            exact = {"image": img, "text": txt, "joint": img + txt}[modality]
+        else:
+            bound = max(img * txt, img + txt)  # random pairs are drawn from image x text
+        if n is None or n < 1 or (exact is not None and n != exact) or (exact is None and n > bound):
+            want = f"= {exact}" if exact is not None else f"in [1, {bound}]"
+            bad.append(f"{describe_row(r)} (n = {n}, expected {want})")
+    return finding_of(bad, f"n matches the stored rows for all {len(rows)} rows", "n differs from the rows measured")
+
+
+# --- datasets ------------------------------------------------------------------------------------
+
+def reject_fraction(samples: int, rejects: list[tuple[str, str]], max_fraction: float,
+                    warn_fraction: float) -> Finding:
+    """Share of rejected samples among all read (samples kept + rejected): an error above
+    ``max_fraction`` (the profile's ``max_reject_fraction``), a warning above ``warn_fraction``."""
+    total = samples + len(rejects)
+    frac = len(rejects) / total if total else 0.0
+    listed = [f"{sid} ({reason})" for sid, reason in rejects]
+    meta = {"rejected": len(rejects), "samples": samples, "reject_fraction": round(frac, 6),
+            "max_reject_fraction": max_fraction, "warn_reject_fraction": warn_fraction}
+    if total == 0:
+        return Finding(False, "the manifest holds no sample and nothing was rejected", [], 0, False, meta)
+    if frac > max_fraction:
+        return finding_of(listed, "", f"{frac:.2%} of samples rejected, above max_reject_fraction "
+                                    f"{max_fraction:.2%}", **meta)
+    if frac > warn_fraction:
+        return finding_of(listed, "", f"{frac:.2%} of samples rejected, above the warning level {warn_fraction:.2%}",
+                        warn=True, **meta)
+    return Finding(True, f"{len(rejects)} of {total} samples rejected ({frac:.2%})", metadata=meta)
+
+
+# --- reports -------------------------------------------------------------------------------------
+
+# Attributes that name a namespace or an RDF resource: identifiers a browser never fetches.
+_IDENTIFIER_ATTRS = re.compile(r"^(xmlns(:.*)?|rdf:resource|rdf:about)$")
+_URL = re.compile(r"""(?:https?:)?//[^\s"'()<>]+""")
+_CSS_URL = re.compile(r"""(?:url\(\s*['"]?|@import\s+['"]?)((?:https?:)?//[^\s"')]+)""", re.I)
+
+
+class _UrlScanner(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.urls: list[str] = []
+        self._tag: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self._tag = tag
+        for name, value in attrs:
+            if value is None or _IDENTIFIER_ATTRS.match(name):
+                continue
+            if name == "style":
+                self.urls += _CSS_URL.findall(value)
+            elif re.match(r"^\s*(?:https?:)?//", value):
+                self.urls.append(f"<{tag} {name}> {value.strip()[:120]}")
+
+    def handle_data(self, data: str) -> None:
+        if self._tag == "style":
+            self.urls += [f"<style> {u}" for u in _CSS_URL.findall(data)]
+        elif self._tag == "script":
+            self.urls += [f"<script> {u}" for u in _URL.findall(data) if not u.startswith("//")]
+
+
+def external_urls(html: str) -> list[str]:
+    """URLs a page would fetch or link outside itself: http(s) or protocol-relative values of any
+    attribute (src, href, srcset, poster, xlink:href, ...), CSS ``url()`` / ``@import``, URLs in
+    scripts. XML namespace and RDF identifiers (inline SVG from matplotlib) are not fetched."""
+    scanner = _UrlScanner()
+    scanner.feed(html)
+    scanner.close()
+    return scanner.urls
+
+
+def report_file(size: int | None, urls: list[str], min_bytes: int, max_bytes: int) -> Finding:
+    if size is None:
+        return Finding(False, "the report file does not exist", ["index.html"], 1)
+    meta = {"size_kib": round(size / 1024, 1)}
+    if not min_bytes <= size <= max_bytes:
+        return Finding(False, f"size {size} bytes outside [{min_bytes}, {max_bytes}]", ["index.html"], 1,
+                       metadata=meta)
+    return finding_of(urls, f"self-contained, {size / 1024:.0f} KiB", "external URLs", **meta)

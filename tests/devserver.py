@@ -1,0 +1,109 @@
+"""``conescope dev`` as a test fixture: started on a free port with its own data root, and the
+process tree it spawned, read from /proc (no psutil needed)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _stat(pid: int) -> tuple[int, str] | None:
+    """(parent pid, state) of a live process, None when it is gone or a zombie."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    state, ppid = text.rsplit(")", 1)[1].split()[:2]
+    return (int(ppid), state) if state not in ("Z", "X") else None
+
+
+def descendants(pid: int) -> dict[int, str]:
+    """Every live process below ``pid``, with its command line."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and (st := _stat(int(entry))) is not None:
+            children.setdefault(st[0], []).append(int(entry))
+    out, todo = {}, [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            try:
+                out[child] = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:200]
+            except FileNotFoundError:
+                continue
+            todo.append(child)
+    return out
+
+
+def alive(pids) -> list[int]:
+    return [p for p in pids if _stat(p) is not None]
+
+
+class DevServer:
+    def __init__(self, home: Path, profile: str, log: Path):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, "CONESCOPE_HOME": str(home), "CONESCOPE_PROFILE": profile}
+        env.pop("DAGSTER_HOME", None)
+        self.log = log
+        self.proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "dev", "--port", str(self.port)],
+                                     cwd=REPO, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+
+    def wait_ready(self, timeout_s: float = 240.0) -> None:
+        """Until the webserver answers and the code location is loaded (the daemon and code server
+        are up by then)."""
+        deadline = time.monotonic() + timeout_s
+        query = b'{"query": "{ workspaceOrError { ... on Workspace { locationEntries { loadStatus } } } }"}'
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"conescope dev exited: {self.log.read_text()[-3000:]}")
+            try:
+                req = urllib.request.Request(f"{self.url}/graphql", data=query,
+                                             headers={"Content-Type": "application/json"})
+                body = urllib.request.urlopen(req, timeout=5).read().decode()
+                if '"LOADED"' in body:
+                    return
+            except OSError:
+                pass
+            time.sleep(1)
+        raise TimeoutError(f"conescope dev not ready after {timeout_s} s: {self.log.read_text()[-3000:]}")
+
+    def graphql(self, query: str, variables: dict | None = None) -> dict:
+        import json
+
+        req = urllib.request.Request(f"{self.url}/graphql", data=json.dumps({"query": query, "variables": variables
+                                                                              or {}}).encode(),
+                                     headers={"Content-Type": "application/json"})
+        return json.loads(urllib.request.urlopen(req, timeout=30).read())
+
+    def stop(self, signum: int = signal.SIGTERM, timeout_s: float = 30.0) -> tuple[float, dict[int, str]]:
+        """Send ``signum``; (seconds until conescope dev exited, processes of its tree still alive)."""
+        tree = descendants(self.proc.pid)
+        t0 = time.monotonic()
+        self.proc.send_signal(signum)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=timeout_s)
+        took = time.monotonic() - t0
+        left = {p: tree[p] for p in alive(tree)}
+        return took, left
+
+    def kill(self) -> None:
+        """Last resort for a failed test: kill what is left of the tree."""
+        tree = descendants(self.proc.pid)
+        for pid in [self.proc.pid, *tree]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
