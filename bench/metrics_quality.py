@@ -29,9 +29,10 @@ from sklearn.metrics.pairwise import cosine_similarity
 from sklearn.preprocessing import StandardScaler
 
 from conescope.metrics.clip_loss import clip_loss
-from conescope.metrics.linear_probe import LinearProbe, bf16_is_fast, fit_linear_probe
+from conescope.metrics.linear_probe import LinearProbe, fit_linear_probe
 from conescope.metrics.retrieval import retrieval_recall
 from conescope.metrics.zero_shot import zero_shot
+from conescope.models import native_bf16
 
 FULL_MATRIX_ROWS = 10_000  # n x n baselines: a 10k x 10k float64 matrix is 800 MB, its argsort as much again
 PROBE_CLASSES, PROBE_TRAIN, PROBE_TEST = 100, 50_000, 10_000
@@ -191,7 +192,7 @@ def bench_linear_probe(d: int, seed: int) -> list[dict]:
         return float(np.linalg.norm(coef - converged.coef) / np.linalg.norm(converged.coef))
 
     setting = (f"{PROBE_TRAIN} x {d}, {PROBE_CLASSES} classes, {torch.get_num_threads()} threads, bfloat16 native: "
-               f"{bf16_is_fast('cpu')}; sklearn (tol 1e-4): {int(model.n_iter_[0])} it, test accuracy "
+               f"{native_bf16('cpu')}; sklearn (tol 1e-4): {int(model.n_iter_[0])} it, test accuracy "
                f"{base_accuracy:.4f}, coef distance {distance(model.coef_):.3f}")
 
     def describe(probe: LinearProbe) -> str:

@@ -20,10 +20,11 @@ from sklearn.preprocessing import StandardScaler
 
 import conescope.metrics.clip_loss as clip_loss_module
 from conescope.metrics.clip_loss import clip_loss, clip_loss_per_sample
-from conescope.metrics.linear_probe import bf16_is_fast, fit_linear_probe, linear_probe_accuracy, linear_probe_hits
+from conescope.metrics.linear_probe import fit_linear_probe, linear_probe_accuracy, linear_probe_hits
 from conescope.metrics.logits import GEOMETRIES, logits
 from conescope.metrics.retrieval import retrieval_hits, retrieval_ranks, retrieval_recall
 from conescope.metrics.zero_shot import class_embeddings, zero_shot, zero_shot_hits
+from conescope.models import native_bf16
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -435,7 +436,7 @@ def test_probe_precision_is_validated_and_auto_follows_the_hardware(probe_proble
     with pytest.raises(ValueError, match="precision must be one of"):
         fit_linear_probe(x_train, y_train, precision="float16")
     auto = fit_linear_probe(x_train[:500], y_train[:500], l2=1e-2)
-    assert auto.precision == ("mixed" if bf16_is_fast("cpu") else "float32")
+    assert auto.precision == ("mixed" if native_bf16("cpu") else "float32")
 
 
 def test_zero_shot_geometry_scores_the_raw_prompts():
