@@ -7,7 +7,6 @@ version untouched. Provenance goes into the Parquet file metadata under ``conesc
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import re
@@ -20,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from conescope.file_lock import try_lock
 
 PROVENANCE_KEY = b"conescope.provenance"
 # Rows per row group of manifest tables: a decoding worker holds one row group of encoded images.
@@ -37,18 +38,6 @@ def _slug(target: Path, scratch: Path) -> str:
     return re.sub(r"[^A-Za-z0-9=._-]+", "__", str(rel)).strip("_")
 
 
-def _flock(path: Path) -> int | None:
-    """An exclusive, non-blocking lock on ``path``, held until closed (the OS drops it when the process
-    dies, so a lock that can be taken marks staging whose writer is gone)."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        return None
-    return fd
-
-
 def remove_stale_staging(target: Path, scratch: Path) -> list[Path]:
     """Remove the staging and retired directories of ``target`` left by writers that died (killed
     while writing, or between the swap and the clean-up); a live writer's staging is kept (it holds
@@ -60,7 +49,8 @@ def remove_stale_staging(target: Path, scratch: Path) -> list[Path]:
         if not path.is_dir() or match is None or match["slug"] != slug:
             continue
         lock = path.with_name(path.name + ".lock")
-        fd = _flock(lock) if path.name.startswith("new-") else None
+        # the OS drops a writer's lock when it dies: a lock that can be taken marks a dead writer
+        fd = try_lock(lock) if path.name.startswith("new-") else None
         if path.name.startswith("new-") and fd is None:
             continue  # its writer is alive
         shutil.rmtree(path, ignore_errors=True)
@@ -81,7 +71,7 @@ def atomic_directory(target: Path, scratch: Path) -> Iterator[Path]:
     uid = uuid.uuid4().hex
     staging = scratch / f"new-{slug}-{uid}"
     lock = scratch / f"new-{slug}-{uid}.lock"
-    fd = _flock(lock)
+    fd = try_lock(lock)
     staging.mkdir()
     try:
         try:

@@ -4,9 +4,7 @@ profile, the t-SNE cache, and each page opened in headless Chromium."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 from pathlib import Path
 
 import dagster as dg
@@ -30,6 +28,7 @@ from conescope.reports.published import PUBLISHED, Published
 from conescope.reports.report_data import DatasetData
 from conescope.reports.svg import Series, heatmap, scatter
 from storage.embedding_sets import load_image_set, load_text_set
+from tests.browser import chromium_browser
 
 TEST_OUTPUT = Path(__file__).resolve().parent.parent / "test-output"
 
@@ -240,32 +239,9 @@ def test_second_render_of_an_unchanged_partition_recomputes_nothing(materialized
 
 # --- in a browser ----------------------------------------------------------------------------------
 
-BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-component-update", "--no-first-run"]
-
-
-def _chromium() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
 @pytest.fixture(scope="module")
 def browser():
-    required = os.environ.get("CONESCOPE_REQUIRE_BROWSER") == "1"
-    executable = _chromium()
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        sync_playwright = None
-    if executable is None or sync_playwright is None:
-        reason = ("headless Chromium is not installed (Debian: apt-get install -y chromium)" if executable is None
-                  else "the playwright package is not installed (pip install -e '.[dev]')")
-        if required:
-            pytest.fail(f"CONESCOPE_REQUIRE_BROWSER=1 but {reason}")
-        pytest.skip(f"browser test skipped: {reason}; set CONESCOPE_REQUIRE_BROWSER=1 to make this a failure")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=executable, args=BROWSER_ARGS)
-        yield b
-        b.close()
+    yield from chromium_browser("browser test")
 
 
 @pytest.mark.parametrize("kind", list(REPORT_KINDS))

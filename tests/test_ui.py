@@ -6,7 +6,6 @@ go to ``test-output/``.
 Chromium from the system (Debian: ``apt-get install -y chromium``) driven by playwright; without it
 the test is skipped with the reason, or fails with ``CONESCOPE_REQUIRE_BROWSER=1``."""
 
-import os
 import shutil
 import signal
 import time
@@ -15,12 +14,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.browser import chromium_browser
 from tests.conftest import TINY_PROFILE
 from tests.devserver import DevServer
 
 TEST_OUTPUT = Path(__file__).resolve().parent.parent / "test-output"
-BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--no-first-run"]
 ASSET = "metrics/image_isotropy"
 PARTITION = "tiny.random"
 RUNS = """{ runsOrError(limit: 10) { ... on Runs { results { runId status tags { key value } } } } }"""
@@ -28,21 +26,7 @@ RUNS = """{ runsOrError(limit: 10) { ... on Runs { results { runId status tags {
 
 @pytest.fixture(scope="module")
 def chromium():
-    executable = shutil.which("chromium") or shutil.which("chromium-browser")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        sync_playwright = None
-    if executable is None or sync_playwright is None:
-        reason = ("headless Chromium is not installed (Debian: apt-get install -y chromium)" if executable is None
-                  else "the playwright package is not installed (pip install -e '.[dev]')")
-        if os.environ.get("CONESCOPE_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"CONESCOPE_REQUIRE_BROWSER=1 but {reason}")
-        pytest.skip(f"UI test skipped: {reason}; set CONESCOPE_REQUIRE_BROWSER=1 to make this a failure")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=executable, args=BROWSER_ARGS)
-        yield browser
-        browser.close()
+    yield from chromium_browser("UI test")
 
 
 def _dismiss_welcome(page) -> None:
