@@ -88,3 +88,15 @@ def materialized(tmp_path_factory):
     instance = dg.DagsterInstance.ephemeral()
     assert execute_plan(defs, full_plan(profile, "test"), instance, log=lambda _: None)
     return profile, DataRoot(data_root), defs, instance
+
+
+def crash_after(real, batches: int):
+    """``real`` (a generator function of batches) that raises after yielding ``batches`` batches, as a
+    lost worker or a killed step would."""
+    def crashing(*args, **kwargs):
+        for n, batch in enumerate(real(*args, **kwargs)):
+            if n == batches:
+                raise RuntimeError("worker lost")
+            yield batch
+
+    return crashing

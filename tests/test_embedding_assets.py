@@ -18,7 +18,7 @@ from pipelines.refresh import DATASETS_JOB, IMAGE_JOB, MODEL_LANG_JOB
 from storage.embedding_sets import load_text_set
 from storage.parquet_store import read_embeddings
 from storage.paths import DataRoot
-from tests.conftest import TINY_PROFILE
+from tests.conftest import TINY_PROFILE, crash_after
 
 MODEL = "tiny.random"
 EN = str(dg.MultiPartitionKey({"model": MODEL, "lang": "en"}))
@@ -55,13 +55,7 @@ def test_a_failed_image_step_resumes_and_ends_as_an_uninterrupted_one(tmp_path, 
     defs, instance, root = _defs(tmp_path, "crashed")
     real = embedding_assets.engine.embed_images
 
-    def crashing(*args, **kwargs):
-        for n, batch in enumerate(real(*args, **kwargs)):
-            if n == 2:
-                raise RuntimeError("worker lost")
-            yield batch
-
-    monkeypatch.setattr(embedding_assets.engine, "embed_images", crashing)
+    monkeypatch.setattr(embedding_assets.engine, "embed_images", crash_after(real, 2))
     assert not _run(defs, instance, IMAGE_JOB, MODEL, "embeddings/shapes_image").success
     monkeypatch.setattr(embedding_assets.engine, "embed_images", real)
     result = _run(defs, instance, IMAGE_JOB, MODEL, "embeddings/shapes_image")

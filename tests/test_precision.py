@@ -19,7 +19,7 @@ from pipelines.definitions import build_definitions
 from pipelines.refresh import DATASETS_JOB, IMAGE_JOB
 from storage.parquet_store import read_embeddings, read_provenance
 from storage.paths import DataRoot
-from tests.conftest import TINY_PROFILE
+from tests.conftest import TINY_PROFILE, crash_after
 
 MODEL = "tiny.random"
 
@@ -113,13 +113,7 @@ def test_precision_reaches_the_provenance_the_metadata_and_the_resume_fingerprin
     run, root = _image_step(tmp_path, "bf16", "bf16")
     real = embedding_assets.engine.embed_images
 
-    def crashing(*args, **kwargs):
-        for n, batch in enumerate(real(*args, **kwargs)):
-            if n == 2:
-                raise RuntimeError("worker lost")
-            yield batch
-
-    monkeypatch.setattr(embedding_assets.engine, "embed_images", crashing)
+    monkeypatch.setattr(embedding_assets.engine, "embed_images", crash_after(real, 2))
     assert not run().success  # two parts of 5 rows committed at bf16
     monkeypatch.setattr(embedding_assets.engine, "embed_images", real)
 
