@@ -44,8 +44,6 @@ MULTILINGUAL_OPTIONAL = frozenset({"distance_ratio_sq_raw"})  # with metrics.dis
 MULTILINGUAL_ALL = frozenset({"lang_separability"})
 # Families measured on the rows that qualify (the silhouette: labelled rows, or a sample of them).
 PARTIAL = frozenset({"clusters"})
-# Monte Carlo statistics: n counts the random pairs drawn (with replacement), not stored rows.
-SAMPLED = frozenset({"rand_cosine_mean"})
 
 
 @dataclass
@@ -176,16 +174,14 @@ def n_matches_rows(family: str, rows: list[dict], counts: dict[tuple[str, str, s
     must equal it exactly (image, text, image + text for joint; every language for the language
     separability; the paired rows for a compared language); subsets (a test split, pairs, a
     transform's eval set, the labelled rows of a silhouette) must be between 1 and what the rows
-    allow. Sampled statistics (``SAMPLED``) only need n >= 1."""
+    allow."""
     bad = []
     for r in rows:
         ds, modality, lang, n = r["dataset"], r["modality"], r["lang"], r["n"]
         img = counts.get((ds, "image", None), 0)
         txt = counts.get((ds, "text", lang), 0)
         exact, bound = None, None
-        if r["metric"] in SAMPLED:
-            bound = n if n is not None else 0
-        elif family == "multilingual":
+        if family == "multilingual":
             langs = {k[2]: v for k, v in counts.items() if k[0] == ds and k[1] == "text"}
             if lang is None:
                 exact = sum(langs.values())
@@ -195,7 +191,7 @@ def n_matches_rows(family: str, rows: list[dict], counts: dict[tuple[str, str, s
                 and family not in PARTIAL:
             exact = {"image": img, "text": txt, "joint": img + txt}[modality]
         else:
-            bound = max(img * txt, img + txt)  # random pairs are drawn from image x text
+            bound = max(img * txt, img + txt)  # pairs of an image and a text: at most image x text
         if n is None or n < 1 or (exact is not None and n != exact) or (exact is None and n > bound):
             want = f"= {exact}" if exact is not None else f"in [1, {bound}]"
             bad.append(f"{describe_row(r)} (n = {n}, expected {want})")

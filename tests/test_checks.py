@@ -82,8 +82,10 @@ def test_n_matches_rows():
     counts = {("shapes", "image", None): 12, ("shapes", "text", "en"): 10, ("shapes", "text", "fr"): 10}
     rows = [_row("i1", modality="image", lang=None, n=12), _row("i1", modality="text", n=10),
             _row("i1", modality="joint", n=22), _row("top1", eval_set="test", n=3),
-            _row("rand_cosine_mean", n=1000)]  # random pairs drawn with replacement
+            _row("rand_cosine_mean", modality="pair", n=12)]  # one image-text pair per image
     assert checks.n_matches_rows("isotropy", rows, counts).passed
+    # more pairs than images x texts cannot have been measured
+    assert not checks.n_matches_rows("modality_gap", [_row("rand_cosine_mean", modality="pair", n=1000)], counts).passed
     bad = checks.n_matches_rows("isotropy", [_row("i1", modality="joint", n=12), _row("top1", eval_set="test",
                                                                                       n=500)], counts)
     assert not bad.passed and len(bad.offending) == 2 and "expected = 22" in bad.offending[0]
