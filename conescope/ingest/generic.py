@@ -40,7 +40,6 @@ from conescope.ingest.common import (
 )
 from conescope.profile_schema import Flag, Lang, Text, non_empty
 
-FORMATS = ("csv", "jsonl", "parquet")
 COLUMNS = ("sample_id", "image", "text", "lang", "label", "label_name", "split")
 _TEXT_COLUMNS = ("sample_id", "text", "lang", "label_name", "split")
 

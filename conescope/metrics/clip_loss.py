@@ -130,28 +130,6 @@ def clip_loss(image: np.ndarray, text: np.ndarray, logit_scale: float, logit_bia
     return {"loss": (loss_i2t + loss_t2i) / 2, "loss_i2t": loss_i2t, "loss_t2i": loss_t2i}
 
 
-REDUCTIONS = ("samples", "batches")
-
-
-def batch_means(per_sample: np.ndarray, batch_size: int | None) -> np.ndarray:
-    """Mean of the per-sample terms of each consecutive batch (the last one may be shorter)."""
-    v = np.asarray(per_sample, dtype=np.float64)
-    size = len(v) if batch_size is None else min(int(batch_size), len(v))
-    starts = np.arange(0, len(v), size)
-    return np.add.reduceat(v, starts) / np.diff(np.append(starts, len(v)))
-
-
-def reduce_loss(per_sample: np.ndarray, batch_size: int | None, reduction: str = "samples") -> float:
-    """The loss from per-sample terms: ``samples`` = mean over samples (a short last batch weighs by its
-    size); ``batches`` = mean of the batch means, a short last batch weighted as a whole batch, as
-    Tyshchuk et al.'s code averages the loss of each batch of 64 (its Table 2)."""
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"unknown loss reduction {reduction!r}; expected one of {REDUCTIONS}")
-    if reduction == "samples":
-        return float(np.mean(per_sample))
-    return float(batch_means(per_sample, batch_size).mean())
-
-
 def amumo_loss_per_sample(image: np.ndarray, text: np.ndarray, logit_scale: float, batch_size: int = 50,
                           geometry: str = "cosine") -> np.ndarray:
     """Per-pair image -> text InfoNCE terms as the Amumo article computes its loss table (Humer et al.,
