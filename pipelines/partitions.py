@@ -32,6 +32,10 @@ IMAGE_MODEL, MODEL, MODEL_LANG, UNPARTITIONED = "image_model", "model", "model_l
 
 @dataclass(frozen=True)
 class ProfilePartitions:
+    """The partitionings of one profile and the mappings between them. The mappings are Dagster's own
+    ``StaticPartitionMapping``: the only builtin mapping that relates two partitionings with different
+    model sets and reaches the UI and the daemon (the constraints are in the module docstring)."""
+
     image_model: dg.StaticPartitionsDefinition | None
     model: dg.StaticPartitionsDefinition
     model_lang: dg.StaticPartitionsDefinition
