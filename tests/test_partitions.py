@@ -29,6 +29,10 @@ def tiny_with_minilm() -> Profile:
     return parse_profile(raw, "tiny-minilm.yaml")
 
 
+def text_only_profile() -> Profile:
+    return parse_profile({**copy.deepcopy(TINY_PROFILE), "models": {"minilm": TEXT_ONLY_MODEL}}, "text.yaml")
+
+
 @pytest.fixture(params=["demo", "tiny+minilm"])
 def profile(request) -> Profile:
     return load_profile("demo") if request.param == "demo" else tiny_with_minilm()
@@ -58,8 +62,7 @@ def test_image_assets_have_partitions_of_image_models_only(profile, tmp_path):
 
 
 def test_a_profile_of_text_only_models_builds_no_image_asset(tmp_path):
-    raw = {**copy.deepcopy(TINY_PROFILE), "models": {"minilm": TEXT_ONLY_MODEL}}
-    defs = build_definitions(parse_profile(raw, "text.yaml"), str(tmp_path / "data"))
+    defs = build_definitions(text_only_profile(), str(tmp_path / "data"))
     dg.Definitions.validate_loadable(defs)
     graph = defs.resolve_asset_graph()
     names = {k.to_user_string() for k in graph.get_all_asset_keys()}
@@ -106,11 +109,13 @@ def test_partition_mappings_in_the_asset_graph(where, tmp_path):
         "en|tiny.random", "fr|tiny.random"}
 
 
-def test_every_partition_materializes_and_every_check_passes(tmp_path):
-    """The whole graph of the tiny profile plus a text-only model, every partition of every asset, in
-    process as ``conescope materialize`` runs it: no failed step, and every asset check of every
-    partition evaluated (the jobs run the checks of their assets) and passed."""
-    profile = tiny_with_minilm()
+@pytest.mark.parametrize("make_profile", [tiny_with_minilm, text_only_profile], ids=["tiny+minilm", "text-only"])
+def test_every_partition_materializes_and_every_check_passes(make_profile, tmp_path):
+    """The whole graph of the tiny profile plus a text-only model (and of a profile with the text-only
+    model alone), every partition of every asset, in process as ``conescope materialize`` runs it: no
+    failed step, and every asset check of every partition evaluated (the jobs run the checks of their
+    assets) and passed."""
+    profile = make_profile()
     defs = build_definitions(profile, str(tmp_path / "data"))
     instance = dg.DagsterInstance.ephemeral()
     assert execute_plan(defs, full_plan(profile, "all"), instance, log=lambda _: None)
