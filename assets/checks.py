@@ -8,7 +8,7 @@ and the offending rows.
 
 - ``datasets/<ds>``: ``reject_fraction`` (blocking: an error above ``max_reject_fraction``, a
   warning above half of it).
-- ``embeddings/<ds>_image`` [model], ``embeddings/<ds>_text`` [model x lang]: ``row_count`` (the
+- ``embeddings/<ds>_image`` [image_model], ``embeddings/<ds>_text`` [model x lang]: ``row_count`` (the
   manifest minus rejects), ``finite_values``, ``no_zero_rows``, ``dimension`` (the model's).
 - ``metrics/*``: ``expected_metrics``, ``finite_values``, ``value_in_ci``, ``n_matches_rows``.
 - ``transforms/<kind>``: ``finite_parameters``.
@@ -30,7 +30,7 @@ from assets import keys
 from conescope import checks
 from conescope.metric_tables import TRANSFORM_WRITTEN_TABLES
 from conescope.profile import ModelSpec, Profile
-from pipelines.partitions import LANG, MODEL
+from pipelines.partitions import ProfilePartitions, model_and_lang
 from pipelines.resources import ConescopeHome
 from storage.parquet_store import read_embeddings, read_manifest_table
 from storage.paths import DataRoot
@@ -76,12 +76,11 @@ def _missing(exc: FileNotFoundError, names: Iterable[str]) -> dict[str, checks.F
 
 
 def _split(partition: str | None) -> tuple[str | None, str | None]:
-    """(model, lang) of a partition key: ``lang|model`` or ``model``."""
+    """(model, lang) of a partition key: ``lang|model`` (model x lang) or ``model``."""
     if partition is None:
         return None, None
     if "|" in partition:
-        lang, model = partition.split("|")  # dimensions ordered by name
-        return model, lang
+        return model_and_lang(partition)
     return partition, None
 
 
@@ -136,9 +135,6 @@ def embedding_findings(home: ConescopeHome, profile: Profile, ds: str, modality:
     if modality == "text" and lang not in profile.dataset_languages(ds):
         done = checks.Finding(True, f"{ds} declares no {lang} texts: the partition is empty by design")
         return dict.fromkeys(EMBEDDING_CHECKS, done)
-    if modality == "image" and profile.models[model].text_only:
-        return dict.fromkeys(EMBEDDING_CHECKS, checks.Finding(
-            False, f"model {model!r} is text-only: it has no image embeddings (this partition cannot materialize)"))
     try:
         if modality == "image":
             directory, id_col = root.image_embeddings(ds, model), "sample_id"
@@ -280,17 +276,10 @@ def _family(key: dg.AssetKey) -> str | None:
     return head if head in ("datasets", "metrics", "transforms", "reports") else None
 
 
-def _partitioning(partitions_def) -> str:
-    if partitions_def is None:
-        return "unpartitioned"
-    if isinstance(partitions_def, dg.MultiPartitionsDefinition):
-        return f"{MODEL}_{LANG}"
-    return MODEL
-
-
-def build_asset_checks(profile: Profile, assets: Iterable[dg.AssetsDefinition]) -> list[dg.AssetChecksDefinition]:
+def build_asset_checks(profile: Profile, parts: ProfilePartitions,
+                       assets: Iterable[dg.AssetsDefinition]) -> list[dg.AssetChecksDefinition]:
     """The checks of every asset of ``assets`` whose family has checks, one multi-check per family
-    and partitioning."""
+    and partitioning (each partitioned like the assets it checks)."""
     def evaluate(family: str) -> Evaluate:
         def run(home: ConescopeHome, key: dg.AssetKey, model: str | None, lang: str | None):
             name = key.path[-1]
@@ -314,8 +303,8 @@ def build_asset_checks(profile: Profile, assets: Iterable[dg.AssetsDefinition]) 
         for key in a.keys:
             family = _family(key)
             if family is not None and (family != "metrics" or key in _METRIC_ROWS or key == keys.TRANSFORM_METRICS):
-                parts = a.specs_by_key[key].partitions_def
-                groups.setdefault((family, _partitioning(parts)), []).append((key, parts))
+                partitions_def = a.specs_by_key[key].partitions_def
+                groups.setdefault((family, parts.name_of(partitions_def)), []).append((key, partitions_def))
     return [_multi_check(family, partitioning, members, names[family], evaluate(family))
             for (family, partitioning), members in sorted(groups.items())]
 

@@ -1,4 +1,4 @@
-"""embeddings/<ds>_image [model] and embeddings/<ds>_text [model x lang]: tower outputs to Parquet.
+"""embeddings/<ds>_image [image_model] and embeddings/<ds>_text [model x lang]: tower outputs to Parquet.
 
 The engine (conescope/engine.py) decodes in worker processes and runs the tower on the profile's
 device; rows stream into a resumable partition (storage/resumable.py), so an interrupted step
@@ -49,14 +49,6 @@ def cached_model(spec: ModelSpec, device: str, precision: str = "fp32") -> Loade
     return load_model(spec.arch, spec.pretrained, spec.seed, spec.zero_bias, device, precision)
 
 
-def require_image_tower(spec: ModelSpec) -> None:
-    """Image-layer partitions exist for every model (Dagster maps model x lang to model only along a
-    shared dimension), but a text-only model's are never planned; materialized by hand they fail here."""
-    if spec.text_only:
-        raise ValueError(f"model {spec.name!r} is text-only ({spec.kind}): it has no image partitions; "
-                         f"materialize its model x lang partitions (model_lang_job) instead")
-
-
 def engine_settings(spec: EmbeddingSpec) -> engine.EngineSettings:
     return engine.EngineSettings(batch_size=None if spec.batch_auto else spec.batch_size, workers=spec.workers)
 
@@ -103,13 +95,12 @@ def _embed_images(context, ds: str, spec: ModelSpec, cfg: EmbeddingSpec, paths, 
 
 
 def _image_asset(ds: str, profile: Profile, parts: ProfilePartitions) -> dg.AssetsDefinition:
-    @dg.asset(key=keys.image_embeddings(ds), deps=[keys.dataset(ds)], partitions_def=parts.model,
+    @dg.asset(key=keys.image_embeddings(ds), deps=[keys.dataset(ds)], partitions_def=parts.image_model,
               group_name="embeddings", pool=keys.GPU_POOL, op_tags=keys.GPU_STEP_TAGS,
               kinds={"pytorch", "parquet"},
               description=f"Image-tower embeddings of {ds} (raw, float32) per model")
     def _asset(context: dg.AssetExecutionContext, conescope: ConescopeHome) -> dg.MaterializeResult:
         spec, cfg = profile.models[context.partition_key], profile.embedding
-        require_image_tower(spec)
         paths = conescope.paths
         ids = read_manifest_table(paths.dataset_dir(ds), "samples", ["sample_id"]).column("sample_id").to_pylist()
         manifest = paths.dataset_dir(ds) / "samples.parquet"
@@ -190,7 +181,7 @@ def _text_asset(ds: str, profile: Profile, parts: ProfilePartitions) -> dg.Asset
 def embedding_assets(profile: Profile, parts: ProfilePartitions) -> list[dg.AssetsDefinition]:
     out = []
     for ds, spec in profile.datasets.items():
-        if spec.has_images and profile.image_models:
+        if spec.has_images and parts.image_model is not None:
             out.append(_image_asset(ds, profile, parts))
         if profile.dataset_languages(ds):
             out.append(_text_asset(ds, profile, parts))

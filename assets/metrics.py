@@ -3,16 +3,16 @@
 Which rows each asset computes is decided in ``conescope.partition_metrics`` (one ``MetricFamily``
 per asset); an asset hands it the stored embeddings of its model and writes what comes back.
 
-[model] (image only, ``lang`` null; never planned for text-only models): image_isotropy, image_clusters,
-linear_probe. [model x lang]: isotropy (text, joint), modality_gap, clip_loss, zero_shot, retrieval,
-clusters (text), layers (text tower, per stored hidden layer). [model], after every language:
-multilingual (``lang`` holds the compared language).
+[image_model] (image only, ``lang`` null; no partition for a text-only model, and not built when
+the profile has no image model): image_isotropy, image_clusters, linear_probe. [model x lang]:
+isotropy (text, joint), modality_gap, clip_loss, zero_shot, retrieval, clusters (text), layers (text
+tower, per stored hidden layer). [model], after every language: multilingual (``lang`` holds the
+compared language).
 """
 
 import dagster as dg
 
 from assets import keys
-from assets.embeddings import require_image_tower
 from assets.writes import write_metric_rows
 from conescope.partition_metrics import (
     FAMILIES,
@@ -40,22 +40,24 @@ def _deps(family: MetricFamily, profile: Profile, parts: ProfilePartitions) -> l
     if family.scope == MODEL:
         return [keys.image_embeddings(ds) for ds in images]
     if family.scope == MODEL_LANG:
-        return [*(dg.AssetDep(keys.image_embeddings(ds), partition_mapping=parts.same_model)
+        return [*(dg.AssetDep(keys.image_embeddings(ds), partition_mapping=parts.image_to_model_lang)
                   for ds in images), *(keys.text_embeddings(ds) for ds in texts)]
-    return [dg.AssetDep(keys.text_embeddings(ds), partition_mapping=parts.same_model) for ds in texts]
+    return [dg.AssetDep(keys.text_embeddings(ds), partition_mapping=parts.model_lang_to_model) for ds in texts]
+
+
+def _partitions_def(family: MetricFamily, parts: ProfilePartitions) -> dg.StaticPartitionsDefinition | None:
+    return {MODEL: parts.image_model, MODEL_LANG: parts.model_lang, SUMMARY: parts.model}[family.scope]
 
 
 def _metric_asset(family: MetricFamily, profile: Profile, parts: ProfilePartitions) -> dg.AssetsDefinition:
     @dg.asset(key=keys.metric(family.name), deps=_deps(family, profile, parts),
-              partitions_def=parts.model_lang if family.scope == MODEL_LANG else parts.model,
+              partitions_def=_partitions_def(family, parts),
               group_name="metrics", pool=keys.DUCKDB_POOL, kinds={"duckdb"}, description=family.description)
     def _asset(context: dg.AssetExecutionContext, conescope: ConescopeHome) -> dg.MaterializeResult:
         if family.scope == MODEL_LANG:
             model, lang = split_key(context)
         else:
             model, lang = context.partition_key, None
-        if family.scope == MODEL:
-            require_image_tower(profile.models[model])
         records = family.rows(profile, model, StoredEmbeddings(conescope.paths, model), lang)
         where = {"model": model, **({"lang": lang} if lang else {}), **family.owns}
         return write_metric_rows(conescope, family.table, records, where, context.log)
@@ -64,4 +66,6 @@ def _metric_asset(family: MetricFamily, profile: Profile, parts: ProfilePartitio
 
 
 def metric_assets(profile: Profile, parts: ProfilePartitions) -> list[dg.AssetsDefinition]:
-    return [_metric_asset(family, profile, parts) for family in FAMILIES]
+    """One asset per family; the image families only when some model has an image tower."""
+    return [_metric_asset(family, profile, parts) for family in FAMILIES
+            if _partitions_def(family, parts) is not None]

@@ -15,7 +15,7 @@ import dagster as dg
 
 from assets import keys
 from assets.metrics import MODEL_LANG_LAYER, MODEL_LAYER, SUMMARY_LAYER
-from conescope import protocols
+from assets.transforms import has_transforms
 from conescope.partition_metrics import text_datasets
 from conescope.profile import Profile, ReportSettings
 from conescope.provenance import code_version
@@ -101,12 +101,13 @@ def report_metadata(index, preview_png: str | None, headline: dict[str, float], 
 
 def _partition_report(profile: Profile, parts: ProfilePartitions) -> dg.AssetsDefinition:
     datasets, image_datasets = text_datasets(profile), set(profile.image_datasets())
-    fitted = protocols.protocol_datasets(profile.transforms)
-    transform_deps = [keys.TRANSFORM_METRICS] if profile.transforms.kinds and fitted else []  # the gap-shift sweep
+    transform_deps = [keys.TRANSFORM_METRICS] if has_transforms(profile, parts) else []  # the gap-shift sweep
+    # the image metric rows of its model (none for a text-only model: the mapping gives it no image parent)
+    image_deps = [] if parts.image_model is None else \
+        [dg.AssetDep(k, partition_mapping=parts.image_to_model_lang) for k in MODEL_LAYER]
 
     @dg.asset(key=keys.PARTITION_REPORT, partitions_def=parts.model_lang, group_name="reports",
-              deps=[*MODEL_LANG_LAYER, *transform_deps,
-                    *(dg.AssetDep(k, partition_mapping=parts.same_model) for k in MODEL_LAYER)],
+              deps=[*MODEL_LANG_LAYER, *transform_deps, *image_deps],
               pool=keys.DUCKDB_POOL, kinds={"html"},
               description="HTML report: SVD projections raw/centered/whitened, spectrum, pair-cosine histograms per "
                           "transform, similarity heatmaps, t-SNE maps, gap-shift landscape, layers, metric tables")
@@ -142,7 +143,7 @@ def _multilingual_report(profile: Profile, parts: ProfilePartitions) -> dg.Asset
     datasets, image_datasets = text_datasets(profile), set(profile.image_datasets())
 
     @dg.asset(key=MULTILINGUAL_REPORT, partitions_def=parts.model, group_name="reports",
-              deps=[*SUMMARY_LAYER, *(dg.AssetDep(keys.text_embeddings(ds), partition_mapping=parts.same_model)
+              deps=[*SUMMARY_LAYER, *(dg.AssetDep(keys.text_embeddings(ds), partition_mapping=parts.model_lang_to_model)
                                       for ds in datasets)],
               pool=keys.DUCKDB_POOL, kinds={"html"},
               description="HTML report per model: parallel captions of every language in one t-SNE map, distance "

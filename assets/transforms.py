@@ -102,10 +102,17 @@ def _metrics_asset(profile: Profile, parts: ProfilePartitions, deps: list) -> dg
     return transform_metrics
 
 
+def has_transforms(profile: Profile, parts: ProfilePartitions) -> bool:
+    """Whether the graph fits transforms: some kind, some protocol dataset with images, and some model
+    with an image tower (transforms pair image embeddings with texts)."""
+    return bool(profile.transforms.kinds and _datasets(profile) and parts.image_model is not None)
+
+
 def transform_assets(profile: Profile, parts: ProfilePartitions) -> list[dg.AssetsDefinition]:
-    datasets = _datasets(profile)
-    if not profile.transforms.kinds or not datasets:
+    if not has_transforms(profile, parts):
         return []
-    deps = [*(dg.AssetDep(keys.image_embeddings(ds), partition_mapping=parts.same_model) for ds in datasets),
+    datasets = _datasets(profile)
+    deps = [*(dg.AssetDep(keys.image_embeddings(ds), partition_mapping=parts.image_to_model_lang)
+              for ds in datasets),
             *(keys.text_embeddings(ds) for ds in datasets)]
     return [_fit_asset(profile, parts, deps), _metrics_asset(profile, parts, deps)]

@@ -6,7 +6,7 @@ formulas are in ``conescope.metrics`` and the records in ``conescope.families``;
 nothing themselves but hand over an :class:`EmbeddingSource` (the stored embeddings of one model,
 ``storage.embedding_sets.StoredEmbeddings``) and write what comes back.
 
-Scopes: ``model`` (image embeddings only, ``lang`` null; never planned for text-only models),
+Scopes: ``model`` (image embeddings only, ``lang`` null; partitioned by the image models only),
 ``model_lang`` (text and joint rows of one language; a text-only model gets only its text rows, and a
 dataset without texts in the language none), ``summary`` (per model, after every language: the
 multilingual rows, ``lang`` holding the compared language).

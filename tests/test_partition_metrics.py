@@ -154,7 +154,7 @@ def test_protocol_datasets_are_every_named_one(profile):
 
 def test_model_lang_keys_round_trip():
     key = model_lang_key("vit-b-32.random", "en")
-    assert key == "en|vit-b-32.random"  # Dagster orders dimensions by name
+    assert key == "en|vit-b-32.random"  # the key strings of the former lang x model multi-partition
     assert model_and_lang(key) == ("vit-b-32.random", "en")
 
 

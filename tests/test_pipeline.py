@@ -9,6 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conescope.metrics.isotropy import isotropy_summary
+from pipelines.partitions import model_lang_key
 from pipelines.refresh import MODEL_LANG_JOB, PlannedRun, execute_plan
 from storage.parquet_store import read_embeddings, read_provenance
 from storage.paths import DataRoot
@@ -173,7 +174,7 @@ def test_rematerializing_a_partition_replaces_only_its_rows(materialized):
            "eval_set FROM metrics.all ORDER BY family, model, lang, dataset, modality, metric, layer, transform, "
            "fit_set, eval_set")
     snapshot = _query(root, sql)
-    key = str(dg.MultiPartitionKey({"model": "tiny.random", "lang": "fr"}))
+    key = model_lang_key("tiny.random", "fr")
     assert execute_plan(defs, [PlannedRun(MODEL_LANG_JOB, key)], instance, log=lambda _: None)
     after = _query(root, sql)
     assert len(after) == len(snapshot), "re-materialization must not duplicate rows"

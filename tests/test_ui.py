@@ -4,7 +4,8 @@ partition materialized by clicking, then the server stopped with every child pro
 go to ``test-output/``.
 
 Chromium from the system (Debian: ``apt-get install -y chromium``) driven by playwright; without it
-the test is skipped with the reason, or fails with ``CONESCOPE_REQUIRE_BROWSER=1``."""
+the test is skipped with the reason, or fails with ``CONESCOPE_REQUIRE_BROWSER=1``. The served
+profile adds a text-only model (not materialized): an image asset shows no partition of it."""
 
 import shutil
 import signal
@@ -15,12 +16,14 @@ import pytest
 import yaml
 
 from tests.browser import chromium_browser
-from tests.conftest import TINY_PROFILE
+from tests.conftest import TEXT_ONLY_MODEL, TINY_PROFILE
 from tests.devserver import DevServer
 
 TEST_OUTPUT = Path(__file__).resolve().parent.parent / "test-output"
 ASSET = "metrics/image_isotropy"
 PARTITION = "tiny.random"
+TEXT_ASSET = "metrics/isotropy"  # model x lang: a flat list of lang|model keys
+TEXT_ONLY = "minilm"  # in the served profile, not materialized: no image partition, text partitions only
 RUNS = """{ runsOrError(limit: 10) { ... on Runs { results { runId status tags { key value } } } } }"""
 
 
@@ -65,7 +68,8 @@ def test_ui_graph_partitions_checks_and_one_materialization(chromium, materializ
     data = tmp_path / "data"
     shutil.copytree(root.root, data, ignore=shutil.ignore_patterns("dagster_home", "tmp"))
     profile = tmp_path / "tiny.yaml"
-    profile.write_text(yaml.safe_dump(TINY_PROFILE))
+    profile.write_text(yaml.safe_dump({**TINY_PROFILE, "models": {**TINY_PROFILE["models"],
+                                                                  TEXT_ONLY: TEXT_ONLY_MODEL}}))
     TEST_OUTPUT.mkdir(exist_ok=True)
     server = DevServer(data, str(profile), tmp_path / "dev.log")
     t0 = time.monotonic()
@@ -83,7 +87,11 @@ def test_ui_graph_partitions_checks_and_one_materialization(chromium, materializ
 
         _open(page, f"{server.url}/assets/{ASSET}?view=partitions", "tiny.random-nobias")
         assert page.get_by_text(PARTITION, exact=True).count() >= 1
+        assert page.get_by_text(TEXT_ONLY).count() == 0  # an image asset has no text-only model partition
         page.screenshot(path=str(TEST_OUTPUT / "ui-partitions.png"))
+        _open(page, f"{server.url}/assets/{TEXT_ASSET}?view=partitions", f"en|{TEXT_ONLY}")
+        assert page.get_by_text(f"fr|{PARTITION}", exact=True).count() >= 1
+        page.screenshot(path=str(TEST_OUTPUT / "ui-partitions-model-lang.png"))
 
         _open(page, f"{server.url}/assets/{ASSET}?view=checks", "expected_metrics")
         for check in ("finite_values", "value_in_ci", "n_matches_rows"):

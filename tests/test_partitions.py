@@ -1,0 +1,146 @@
+"""Every partition the graph declares can materialize: image assets are partitioned by the image
+models only, and the mappings between partitionings hold in the asset graph the UI and the daemon
+use (the repository snapshot, serialized and read back as a code server sends it)."""
+
+from __future__ import annotations
+
+import copy
+
+import dagster as dg
+import pytest
+from dagster._core.remote_representation.external import RemoteRepository
+from dagster._core.remote_representation.external_data import RepositorySnap
+from dagster._core.remote_representation.handle import RepositoryHandle
+from dagster._serdes import deserialize_value, serialize_value
+
+from conescope.profile import Profile, load_profile, parse_profile
+from pipelines.definitions import build_definitions
+from pipelines.partitions import model_and_lang, model_lang_key
+from pipelines.refresh import IMAGE_JOB, MODEL_LANG_JOB, SUMMARY_JOB, execute_plan, full_plan
+from tests.conftest import TEXT_ONLY_MODEL, TINY_PROFILE
+
+IMAGE_ONLY = {"embeddings/shapes_image", "embeddings/digits_image", "metrics/image_isotropy",
+              "metrics/image_clusters", "metrics/linear_probe"}
+
+
+def tiny_with_minilm() -> Profile:
+    raw = copy.deepcopy(TINY_PROFILE)
+    raw["models"]["minilm"] = TEXT_ONLY_MODEL
+    return parse_profile(raw, "tiny-minilm.yaml")
+
+
+def text_only_profile() -> Profile:
+    return parse_profile({**copy.deepcopy(TINY_PROFILE), "models": {"minilm": TEXT_ONLY_MODEL}}, "text.yaml")
+
+
+@pytest.fixture(params=["demo", "tiny+minilm"])
+def profile(request) -> Profile:
+    return load_profile("demo") if request.param == "demo" else tiny_with_minilm()
+
+
+def _models_of(keys: list[str]) -> set[str]:
+    return {model_and_lang(k)[0] if "|" in k else k for k in keys}
+
+
+def test_image_assets_have_partitions_of_image_models_only(profile, tmp_path):
+    text_only = {m for m, spec in profile.models.items() if spec.text_only}
+    assert text_only == {"minilm"} and profile.image_models
+    graph = build_definitions(profile, str(tmp_path / "data")).resolve_asset_graph()
+    without_text_only = set()
+    for key in graph.get_all_asset_keys():
+        partitions_def = graph.get(key).partitions_def
+        if partitions_def is None:
+            continue
+        keys = partitions_def.get_partition_keys()
+        if not text_only & _models_of(keys):
+            without_text_only.add(key.to_user_string())
+            assert keys == profile.image_models, key
+        else:  # an asset that exists for every model has every model's partitions (or model x lang ones)
+            assert keys == list(profile.models) or set(keys) == {
+                model_lang_key(m, lang) for m in profile.models for lang in profile.languages}, key
+    assert without_text_only == IMAGE_ONLY
+
+
+def test_a_profile_of_text_only_models_builds_no_image_asset(tmp_path):
+    defs = build_definitions(text_only_profile(), str(tmp_path / "data"))
+    dg.Definitions.validate_loadable(defs)
+    graph = defs.resolve_asset_graph()
+    names = {k.to_user_string() for k in graph.get_all_asset_keys()}
+    assert not names & IMAGE_ONLY and not any(n.startswith("transforms/") for n in names)
+    assert "metrics/isotropy" in names and "metrics/multilingual" in names
+    # no dependency on an asset that is not built (it would show as an external asset)
+    assert all(graph.has(parent) for key in graph.get_all_asset_keys() for parent in graph.get(key).parent_keys)
+    assert {j.name for j in defs.resolve_all_job_defs()} >= {MODEL_LANG_JOB, SUMMARY_JOB}
+    assert IMAGE_JOB not in {j.name for j in defs.resolve_all_job_defs()}
+
+
+def _remote_graph(defs: dg.Definitions):
+    """The asset graph as the webserver and the daemon see it: the repository snapshot serialized by
+    the code server and read back (custom partition mappings do not survive this)."""
+    snap = deserialize_value(serialize_value(RepositorySnap.from_def(defs.get_repository_def())), RepositorySnap)
+    return RemoteRepository(snap, RepositoryHandle.for_test(repository_name=snap.name),
+                            auto_materialize_use_sensors=True).asset_graph
+
+
+@pytest.mark.parametrize("where", ["definitions", "remote"])
+def test_partition_mappings_in_the_asset_graph(where, tmp_path):
+    profile = tiny_with_minilm()
+    defs = build_definitions(profile, str(tmp_path / "data"))
+    graph = defs.resolve_asset_graph() if where == "definitions" else _remote_graph(defs)
+    image, text = dg.AssetKey(["embeddings", "shapes_image"]), dg.AssetKey(["embeddings", "shapes_text"])
+    iso, multilingual = dg.AssetKey(["metrics", "isotropy"]), dg.AssetKey(["metrics", "multilingual"])
+    report, image_iso = dg.AssetKey(["reports", "partition_report"]), dg.AssetKey(["metrics", "image_isotropy"])
+
+    def parents(child: dg.AssetKey, partition: str, parent: dg.AssetKey) -> set[str]:
+        result = graph.get_parent_partition_keys_for_child(partition, parent, child)
+        assert not result.required_but_nonexistent_partition_keys
+        return set(result.partitions_subset.get_partition_keys())
+
+    for lang in profile.languages:
+        # a text-only model's model x lang partition has no image parent; an image model's has its own
+        assert parents(iso, f"{lang}|minilm", image) == set()
+        assert parents(report, f"{lang}|minilm", image_iso) == set()
+        for model in profile.image_models:
+            assert parents(iso, model_lang_key(model, lang), image) == {model}
+            assert parents(report, model_lang_key(model, lang), image_iso) == {model}
+    for model in profile.models:  # a per-model partition reads every language of its model
+        assert parents(multilingual, model, text) == {model_lang_key(model, lang) for lang in profile.languages}
+    assert set(graph.get_child_partition_keys_of_parent("tiny.random", image, iso)) == {
+        "en|tiny.random", "fr|tiny.random"}
+
+
+@pytest.mark.parametrize("make_profile", [tiny_with_minilm, text_only_profile], ids=["tiny+minilm", "text-only"])
+def test_every_partition_materializes_and_every_check_passes(make_profile, tmp_path):
+    """The whole graph of the tiny profile plus a text-only model (and of a profile with the text-only
+    model alone), every partition of every asset, in process as ``conescope materialize`` runs it: no
+    failed step, and every asset check of every partition evaluated (the jobs run the checks of their
+    assets) and passed."""
+    profile = make_profile()
+    defs = build_definitions(profile, str(tmp_path / "data"))
+    instance = dg.DagsterInstance.ephemeral()
+    assert execute_plan(defs, full_plan(profile, "all"), instance, log=lambda _: None)
+
+    graph = defs.resolve_asset_graph()
+    expected = {(key, p) for key in graph.materializable_asset_keys
+                for p in (graph.get(key).partitions_def.get_partition_keys() if graph.get(key).partitions_def
+                          else [None])}
+    materialized, evaluations, failed_steps = set(), {}, []
+    for run in instance.get_runs():
+        for entry in instance.all_logs(run.run_id):
+            event = entry.dagster_event
+            if event is None:
+                continue
+            if event.is_step_failure:
+                failed_steps.append(event.step_key)
+            elif event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION:
+                materialized.add((event.asset_key, event.partition))
+            elif event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
+                data = event.asset_check_evaluation_data
+                evaluations[(data.asset_check_key, data.partition)] = data
+    assert not failed_steps
+    assert materialized == expected
+    checks = {(check, p) for check in graph.asset_check_keys for key, p in expected if key == check.asset_key}
+    assert set(evaluations) == checks
+    failed = {f"{k.asset_key.to_user_string()} {k.name} [{p}]": e.description
+              for (k, p), e in evaluations.items() if not e.passed}
+    assert not failed
