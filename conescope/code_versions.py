@@ -5,10 +5,10 @@ with its last materialization, so the version must change exactly when the asset
 
 - **Code**: the asset's root modules and every project module they import, transitively (imports
   are read with ``ast``, anywhere in a file, function bodies included; only this project's packages
-  are followed: conescope, storage, assets, pipelines). A module counts by its syntax tree without
-  docstrings (``ast.dump``): comments, docstrings and formatting never change a result, so they never
-  recompute anything. Changing a shared helper changes the versions of exactly the assets whose
-  closure holds it.
+  are followed: conescope, storage, assets, pipelines). A module counts by its code compiled without
+  docstrings (bytecode, names, constants; not line numbers): comments, docstrings, formatting and
+  moved lines never change a result, so they never recompute anything. Changing a shared helper
+  changes the versions of exactly the assets whose closure holds it.
 - **Config**: the profile values the asset reads that change what it stores, as canonical JSON.
 
 The versions are deterministic across processes (sorted module names, sorted JSON keys, no paths,
@@ -91,26 +91,57 @@ def is_module(name: str) -> bool:
     return name.split(".")[0] in PACKAGES and module_path(name).is_file()
 
 
-def _strip_docstrings(tree: ast.AST) -> ast.AST:
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef) and node.body:
-            first = node.body[0]
-            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) \
-                    and isinstance(first.value.value, str):
-                node.body = node.body[1:] or [ast.Pass()]
-    return tree
+_BLOCKS = ("body", "orelse", "finalbody", "handlers", "cases")
+
+
+def _statements(node: ast.AST):
+    """Every statement under ``node``, nested blocks included (imports are statements, so expressions,
+    most of the tree, are never visited)."""
+    for block in _BLOCKS:
+        for child in getattr(node, block, ()):
+            yield child
+            yield from _statements(child)
 
 
 @cache
-def _parsed(module: str) -> ast.Module:
-    return ast.parse(read_source(module))
+def _parsed(module: str) -> tuple[ast.Module, tuple[ast.stmt, ...]]:
+    """The module's tree without docstrings, and its import statements (anywhere in the file)."""
+    tree = ast.parse(read_source(module))
+    imports = []
+    for node in [tree, *_statements(tree)]:
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            imports.append(node)
+        elif isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) \
+                    and isinstance(first.value.value, str):
+                node.body = node.body[1:] or [ast.copy_location(ast.Pass(), first)]
+    return tree, tuple(imports)
+
+
+def _code_digest(code, digest) -> None:
+    """What a code object does, without where: its bytecode, names and constants (nested functions and
+    classes recursively); not its file name or line numbers, so moving code changes nothing."""
+    digest.update(code.co_code)
+    digest.update(code.co_exceptiontable)
+    digest.update(repr((code.co_name, code.co_names, code.co_varnames, code.co_freevars, code.co_cellvars,
+                        code.co_argcount, code.co_posonlyargcount, code.co_kwonlyargcount, code.co_flags)).encode())
+    for const in code.co_consts:
+        if hasattr(const, "co_code"):
+            _code_digest(const, digest)
+        elif isinstance(const, frozenset):  # iteration order follows the hash seed: sort it
+            digest.update(repr(sorted(map(repr, const))).encode())
+        else:
+            digest.update(f"{type(const).__name__}:{const!r};".encode())
 
 
 @cache
 def module_digest(module: str) -> str:
-    """SHA-256 of the module's syntax tree without docstrings (positions left out)."""
-    tree = _strip_docstrings(ast.parse(read_source(module)))
-    return hashlib.sha256(ast.dump(tree, include_attributes=False).encode()).hexdigest()
+    """SHA-256 of the module's code compiled without docstrings: comments, docstrings, formatting and
+    line positions change nothing, any change to what runs changes it (same Python version)."""
+    digest = hashlib.sha256()
+    _code_digest(compile(_parsed(module)[0], module, "exec", dont_inherit=True), digest)
+    return digest.hexdigest()
 
 
 @cache
@@ -119,10 +150,10 @@ def imports_of(module: str) -> frozenset[str]:
     as ``pkg.sub`` when ``sub`` is a module, as ``pkg`` otherwise)."""
     package = module if module_path(module).name == "__init__.py" else module.rpartition(".")[0]
     found: set[str] = set()
-    for node in ast.walk(_parsed(module)):
+    for node in _parsed(module)[1]:
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom):
+        else:
             base = node.module or ""
             if node.level:  # relative: from the package, up level - 1
                 parts = package.split(".")

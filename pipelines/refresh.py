@@ -116,11 +116,11 @@ def failure_message(error) -> str:
 
 
 def stale_or_missing(defs: dg.Definitions, instance: dg.DagsterInstance, job: str,
-                     partition_key: str | None) -> tuple[list[dg.AssetKey], list[dg.AssetKey]]:
-    """(the assets of ``job`` that are stale or missing for ``partition_key``, those that are fresh),
-    by Dagster's own rule, as the UI shows them: an asset partition is stale when its code version
-    differs from the one its last materialization recorded or when a dependency's data version changed
-    since; missing when never materialized. A non-subsettable multi-asset comes whole."""
+                     partition_key: str | None) -> dict[dg.AssetKey, str]:
+    """The assets of ``job`` that are not fresh for ``partition_key``, with their status (``STALE``
+    or ``MISSING``), by Dagster's own rule, as the UI shows them: an asset partition is stale when its
+    code version differs from the one its last materialization recorded or when a dependency's data
+    version changed since; missing when never materialized."""
     from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView
     from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
     from dagster._core.definitions.temporal_context import TemporalContext
@@ -130,13 +130,33 @@ def stale_or_missing(defs: dg.Definitions, instance: dg.DagsterInstance, job: st
     view = AssetGraphView(temporal_context=TemporalContext(effective_dt=get_current_datetime(), last_event_id=None),
                           instance=instance, asset_graph=graph)
     resolver = CachingStaleStatusResolver(instance, graph, view)
-    keys = sorted(defs.resolve_job_def(job).asset_layer.selected_asset_keys)
-    todo = {k for k in keys if resolver.get_status(k, partition_key) != StaleStatus.FRESH}
-    for key in list(todo):
+    keys = defs.resolve_job_def(job).asset_layer.selected_asset_keys
+    statuses = {k: resolver.get_status(k, partition_key) for k in keys}
+    return {k: status.name for k, status in statuses.items() if status != StaleStatus.FRESH}
+
+
+def next_selection(defs: dg.Definitions, job: str, not_fresh: dict[dg.AssetKey, str]) -> list[dg.AssetKey]:
+    """What to run now of what is not fresh: every missing asset, and every stale one none of whose
+    ancestors in the job is stale or missing (those run first: the asset may have to run after them
+    anyway, and must not run twice). A multi-asset that cannot be subset comes whole."""
+    graph = defs.resolve_asset_graph()
+    in_job = defs.resolve_job_def(job).asset_layer.selected_asset_keys
+
+    def ancestors(key: dg.AssetKey) -> set[dg.AssetKey]:
+        out, todo = set(), [key]
+        while todo:
+            for parent in graph.get(todo.pop()).parent_keys:
+                if parent in in_job and parent not in out:
+                    out.add(parent)
+                    todo.append(parent)
+        return out
+
+    selected = {k for k, status in not_fresh.items() if status == "MISSING" or not ancestors(k) & set(not_fresh)}
+    for key in list(selected):
         assets_def = graph.get(key).assets_def
         if not assets_def.can_subset:
-            todo |= set(assets_def.keys) & set(keys)
-    return [k for k in keys if k in todo], [k for k in keys if k not in todo]
+            selected |= set(assets_def.keys) & in_job
+    return sorted(selected)
 
 
 def _names(keys) -> str:
@@ -146,10 +166,11 @@ def _names(keys) -> str:
 def execute_plan(defs: dg.Definitions, plan: list[PlannedRun], instance: dg.DagsterInstance,
                  log=print, debug: bool = False, force: bool = False) -> bool:
     """Run the plan in this process, stopping at the first failure, recomputing only what is stale or
-    missing (``stale_or_missing``): for each planned run, the stale assets of its job and partition
-    run in one Dagster run, then staleness is evaluated again (an asset whose dependency changed
-    within the run is stale now; one whose dependency was rewritten with the same data version is
-    not), until every asset of the job is fresh; each asset runs at most once per planned run. The
+    missing (``stale_or_missing``): for each planned run, what is not fresh in its job and partition
+    runs in one Dagster run (``next_selection``: a stale asset waits while an ancestor in the job is
+    stale), then staleness is evaluated again (an asset whose dependency changed within the run is
+    stale now; one whose dependency was rewritten with the same data version is not), until every
+    asset of the job is fresh; each asset runs at most once per planned run. The
     datasets run always rebuilds every dataset: it is cheap (CPU only) and the only way to notice
     changed source files; an unchanged manifest keeps its data version, so nothing below reruns.
     ``force``: every asset of every planned run, in one run each, tagged ``conescope/force=true``
@@ -176,8 +197,9 @@ def execute_plan(defs: dg.Definitions, plan: list[PlannedRun], instance: dg.Dags
             if force or planned.job == DATASETS_JOB:
                 selection = every
             else:
-                selection, _ = stale_or_missing(defs, instance, planned.job, planned.partition_key)
-                selection = [k for k in selection if k not in ran]  # once per planned run: always progress
+                selection = next_selection(defs, planned.job,
+                                           stale_or_missing(defs, instance, planned.job, planned.partition_key))
+                selection = [k for k in selection if k not in ran]  # at most once per planned run
             if not selection:
                 break
             result = job.execute_in_process(

@@ -41,6 +41,7 @@ class Root:
         self.defs = build_definitions(self.profile, str(base / "data"))
         self.instance = dg.DagsterInstance.local_temp(str(base / "dagster"))
         self.lines: list[str] = []
+        self.runs: dict[tuple[str, str | None], int] = {}  # materializations per asset and partition
 
     def materialize(self, force: bool = False) -> dict[str, dict[str | None, dict]]:
         """Run the whole plan; what it materialized: asset -> partition -> metadata values."""
@@ -52,15 +53,16 @@ class Root:
             records = self.instance.fetch_materializations(
                 dg.AssetRecordsFilter(asset_key=key, after_storage_id=cursor), limit=1000).records
             for record in records:
-                mat = record.asset_materialization
-                done.setdefault(key.to_user_string(), {})[mat.partition] = {k: v.value for k, v in mat.metadata.items()}
+                mat, name = record.asset_materialization, key.to_user_string()
+                self.runs[name, mat.partition] = self.runs.get((name, mat.partition), 0) + 1
+                done.setdefault(name, {})[mat.partition] = {k: v.value for k, v in mat.metadata.items()}
         return done
 
     def not_fresh(self) -> set[str]:
         """Every asset partition that Dagster calls stale or missing, as ``asset[partition]``."""
         return {f"{key.to_user_string()}[{run.partition_key or ''}]"
                 for run in full_plan(self.profile, "check")
-                for key in stale_or_missing(self.defs, self.instance, run.job, run.partition_key)[0]}
+                for key in stale_or_missing(self.defs, self.instance, run.job, run.partition_key)}
 
 
 @pytest.fixture(scope="module")
@@ -116,10 +118,14 @@ def test_b_editing_one_metric_module_recomputes_that_family_only(root, monkeypat
     assert r.not_fresh() == set()
 
 
-def test_c_changing_one_dataset_recomputes_it_and_what_is_downstream_only(root):
+def test_c_changing_one_dataset_recomputes_it_and_what_is_downstream_only(root, monkeypatch):
     profile = {**PROFILE, "datasets": {**PROFILE["datasets"], "shapes": {**PROFILE["datasets"]["shapes"], "n": 14}}}
+    # the report's code changed too: stale now, it must still wait for its new inputs and run once, last
+    monkeypatch.setattr(code_versions, "read_source", _edited("conescope.reports.partition", "\nEDITED = 1\n"))
+    code_versions.clear_cache()
     r = root(profile)
     done = r.materialize()
+    assert r.runs["reports/partition_report", "en|tiny.random"] == 1
     assert EMBEDDINGS & set(done) == {"embeddings/shapes_image", "embeddings/shapes_text"}
     assert set(done["embeddings/shapes_text"]) == {"en|tiny.random", "fr|tiny.random"}
     assert all(meta["embedded_rows"] > 0 for meta in done["embeddings/shapes_text"].values())
