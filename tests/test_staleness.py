@@ -163,6 +163,11 @@ def test_a_forgotten_dagster_home_reruns_every_step_but_keeps_the_embeddings(roo
 
 # --- the code versions themselves ------------------------------------------------------------------------
 
+def test_every_asset_declares_a_code_version(tiny_profile):
+    graph = build_definitions(tiny_profile, "unused").resolve_asset_graph()
+    assert all(graph.get(key).code_version for key in graph.materializable_asset_keys)
+
+
 # The metric modules of some families (partition_metrics.FAMILIES declares them; importing it loads torch)
 FAMILY_MODULES = {name: (f"conescope.metrics.{name}",) for name in
                   ("isotropy", "clip_loss", "retrieval", "zero_shot", "clusters", "layers", "multilingual")}
