@@ -28,8 +28,9 @@ Left out of every closure (neither hashed nor followed), each for a reason:
 - ``conescope.file_lock``: the GPU claim and staging locks decide who writes, never what;
 - ``pipelines.*``, ``assets.keys``, the ``assets`` and ``storage`` packages: partition key strings,
   resources, asset keys and pools, the shape of the graph rather than what an asset computes;
-- an ``assets.*`` module imported by another asset module (key lists such as ``MODEL_LAYER``,
-  guards such as ``require_image_tower``): what it computes reaches the importer through data versions.
+- an ``assets.*`` module imported by another asset module (key lists such as ``MODEL_LAYER``, tests
+  such as ``has_transforms`` that shape the graph): what it computes reaches the importer through
+  data versions.
 
 Hashed but never followed (``OPAQUE``), because they gather what several assets use separately:
 ``conescope.families`` and ``conescope.partition_metrics`` hold the rows of every metric family and
