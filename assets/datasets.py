@@ -11,21 +11,22 @@ import dagster as dg
 
 from assets import keys
 from assets.writes import write_rejects
+from conescope import code_versions
 from conescope.datasets import build_dataset
 from conescope.profile import DatasetSpec, Profile
-from conescope.provenance import code_version, table_sha256
+from conescope.provenance import git_commit, table_sha256
 from pipelines.resources import ConescopeHome
 from storage.parquet_store import write_manifest
 
 
-def _ingest(spec: DatasetSpec, languages: tuple[str, ...], conescope: ConescopeHome, context) -> tuple:
+def _ingest(spec: DatasetSpec, languages: tuple[str, ...], conescope: ConescopeHome, context, version: str) -> tuple:
     from conescope.download import ensure_sources
     from conescope.ingest import ingest
 
     raw_dir = conescope.paths.raw_dir(spec.name)
     ensure_sources(spec.name, list(spec.download), raw_dir)
     result = ingest(spec, raw_dir, languages)
-    write_rejects(conescope, spec.name, None, "ingest", [(r.sample_id, r.reason) for r in result.rejects])
+    write_rejects(conescope, spec.name, None, "ingest", [(r.sample_id, r.reason) for r in result.rejects], version)
     for r in result.rejects[:20]:
         context.log.warning(f"{spec.name}: rejected {r.sample_id}: {r.reason}")
     result.check_rejects(spec.name, spec.max_reject_fraction)
@@ -36,20 +37,22 @@ def _ingest(spec: DatasetSpec, languages: tuple[str, ...], conescope: ConescopeH
     return result.manifest, result.tables, len(result.rejects), info
 
 
-def _dataset_asset(spec: DatasetSpec, languages: tuple[str, ...], profile_name: str) -> dg.AssetsDefinition:
+def _dataset_asset(spec: DatasetSpec, languages: tuple[str, ...], profile_name: str,
+                   version: str) -> dg.AssetsDefinition:
     @dg.asset(key=keys.dataset(spec.name), group_name="datasets", pool=keys.DUCKDB_POOL, kinds={"parquet"},
+              code_version=version,
               description=f"{spec.kind} dataset {spec.name!r} as a normalized manifest (samples + texts)")
     def _asset(context: dg.AssetExecutionContext, conescope: ConescopeHome) -> dg.MaterializeResult:
         extra_tables, rejected, info = {}, 0, {}
         if spec.is_source:
-            manifest, extra_tables, rejected, info = _ingest(spec, languages, conescope, context)
+            manifest, extra_tables, rejected, info = _ingest(spec, languages, conescope, context, version)
         else:
             manifest = build_dataset(spec.kind, spec.name, spec.n, spec.seed, spec.image_size, languages)
         directory = conescope.paths.dataset_dir(spec.name)
         data_hash = table_sha256(manifest.samples, manifest.texts, *extra_tables.values())[:16]
         provenance = {"data_sha256": data_hash, "dataset": spec.name, "kind": spec.kind, "n": spec.n, "seed": spec.seed,
                       "image_size": spec.image_size, "languages": list(languages), "profile": profile_name,
-                      "code_version": code_version(), "rejected": rejected, **info}
+                      "code_version": version, "git_commit": git_commit(), "rejected": rejected, **info}
         write_manifest(directory, conescope.paths.scratch,
                        {"samples": manifest.samples, "texts": manifest.texts, **extra_tables}, provenance)
         views = conescope.warehouse.refresh_views(conescope.paths.root, [spec.name])
@@ -65,5 +68,5 @@ def _dataset_asset(spec: DatasetSpec, languages: tuple[str, ...], profile_name: 
 
 
 def dataset_assets(profile: Profile) -> list[dg.AssetsDefinition]:
-    return [_dataset_asset(spec, profile.dataset_languages(spec.name), profile.name)
-            for spec in profile.datasets.values()]
+    return [_dataset_asset(spec, profile.dataset_languages(spec.name), profile.name,
+                           code_versions.dataset(profile, spec.name)) for spec in profile.datasets.values()]

@@ -2,7 +2,10 @@
 
 The engine (conescope/engine.py) decodes in worker processes and runs the tower on the profile's
 device; rows stream into a resumable partition (storage/resumable.py), so an interrupted step
-rerun embeds only what is missing. The steps are in the "gpu" pool (one step per GPU); their short
+rerun embeds only what is missing. A complete partition whose stored fingerprint (model, weights, data,
+preprocessing, precision, engine code) matches is kept as it is, unless the run is tagged
+``conescope/force=true``; the fingerprint's hash is the partition's data version.
+The steps are in the "gpu" pool (one step per GPU); their short
 warehouse writes (rejects, views) wait on DuckDB's file lock instead of holding the "duckdb" pool.
 """
 
@@ -15,14 +18,15 @@ import dagster as dg
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from assets import keys
 from assets.writes import write_rejects
-from conescope import engine
+from conescope import code_versions, engine
 from conescope.languages import set_text_language
 from conescope.models import LoadedModel, load_model
 from conescope.profile import EmbeddingSpec, ModelSpec, Profile
-from conescope.provenance import code_version
+from conescope.provenance import git_commit
 from pipelines.partitions import ProfilePartitions, split_key
 from pipelines.resources import ConescopeHome
 from storage.parquet_store import (
@@ -32,7 +36,7 @@ from storage.parquet_store import (
     read_manifest_table,
     read_provenance,
 )
-from storage.resumable import MAIN, ResumablePartition, Stream
+from storage.resumable import MAIN, ResumablePartition, Stream, fingerprint
 
 LAYERS = "layers"
 LAYER_KEY_COLUMNS: list[tuple[str, pa.DataType]] = [("text_id", pa.string()), ("layer", pa.int16())]
@@ -54,14 +58,36 @@ def engine_settings(spec: EmbeddingSpec) -> engine.EngineSettings:
 
 
 def _provenance(loaded: LoadedModel, spec: ModelSpec, dataset: str, data_sha256: str, **extra) -> tuple[dict, dict]:
-    """(provenance stored in the files, the part of it a resumed run must match)."""
+    """(provenance stored in the files, the part of it a resumed run must match). ``code_version`` is
+    the embedding engine's code (conescope/code_versions.py), not the commit: a commit that leaves the
+    engine alone leaves the fingerprint alone. The stored provenance adds the fingerprint's hash, the
+    commit and the time."""
     stable = {**loaded.provenance, "model": spec.name, "dataset": dataset, "data_sha256": data_sha256,
-              "code_version": code_version(), "logit_scale": loaded.logit_scale, "logit_bias": loaded.logit_bias,
-              "precision": loaded.precision,
+              "code_version": code_versions.embedding_code(), "logit_scale": loaded.logit_scale,
+              "logit_bias": loaded.logit_bias, "precision": loaded.precision,
               "preprocessing": repr(getattr(loaded, "preprocess", None)), **extra}
     # A resumed run may get another GPU of the same kind: the fingerprint keeps the device type only.
-    return ({**stable, "created_at": datetime.now(UTC).isoformat()},
-            {**stable, "device": loaded.device.split(":")[0]})
+    resume_key = {**stable, "device": loaded.device.split(":")[0]}
+    return ({**stable, "fingerprint": fingerprint(resume_key), "git_commit": git_commit(),
+             "created_at": datetime.now(UTC).isoformat()}, resume_key)
+
+
+def stored_partition(context, provenance: dict, *targets) -> bool:
+    """Whether every target directory holds a complete partition written with this fingerprint (and
+    the run is not forced): the step then keeps it instead of embedding again."""
+    if context.run.tags.get(keys.FORCE_TAG) == "true":
+        return False
+    firsts = [next(iter(sorted(t.glob("part-*.parquet"))), None) for t in targets]
+    return all(f is not None and read_provenance(f).get("fingerprint") == provenance["fingerprint"] for f in firsts)
+
+
+def _kept(context, target, provenance: dict) -> dg.MaterializeResult:
+    rows = sum(pq.ParquetFile(f).metadata.num_rows for f in target.glob("part-*.parquet"))
+    context.log.info(f"{target}: complete with the same fingerprint ({provenance['fingerprint']}), kept; "
+                     f"tag the run {keys.FORCE_TAG}=true to embed again")
+    return dg.MaterializeResult(metadata={"rows": rows, "resumed_rows": 0, "embedded_rows": 0, "kept": True,
+                                          "path": dg.MetadataValue.path(str(target))},
+                                data_version=dg.DataVersion(provenance["fingerprint"]))
 
 
 def _metadata(run: engine.EngineRun, n: int, resumed: int, unit: str, path) -> dict:
@@ -95,7 +121,10 @@ def _embed_images(context, ds: str, spec: ModelSpec, cfg: EmbeddingSpec, paths, 
 
 
 def _image_asset(ds: str, profile: Profile, parts: ProfilePartitions) -> dg.AssetsDefinition:
+    version = code_versions.embedding(profile, "image")
+
     @dg.asset(key=keys.image_embeddings(ds), deps=[keys.dataset(ds)], partitions_def=parts.image_model,
+              code_version=version,
               group_name="embeddings", pool=keys.GPU_POOL, op_tags=keys.GPU_STEP_TAGS,
               kinds={"pytorch", "parquet"},
               description=f"Image-tower embeddings of {ds} (raw, float32) per model")
@@ -108,13 +137,16 @@ def _image_asset(ds: str, profile: Profile, parts: ProfilePartitions) -> dg.Asse
             loaded = cached_model(spec, device, cfg.precision)
             provenance, stable = _provenance(loaded, spec, ds, read_provenance(manifest).get("data_sha256", ""),
                                              modality="image")
+            if stored_partition(context, provenance, paths.image_embeddings(ds, spec.name)):
+                return _kept(context, paths.image_embeddings(ds, spec.name), provenance)
             n, part, run = _embed_images(context, ds, spec, cfg, paths, ids, manifest, loaded, provenance, stable)
         rejected = write_rejects(conescope, ds, spec.name, "embed_image",
-                                 [(r["key"], r["reason"]) for r in part.previous_rejects])
+                                 [(r["key"], r["reason"]) for r in part.previous_rejects], version)
         conescope.warehouse.refresh_views(paths.root, [ds])
         return dg.MaterializeResult(metadata={**_metadata(run, n, part.resumed_rows, "images",
                                                         paths.image_embeddings(ds, spec.name)),
-                                              "rejected": rejected, "logit_scale": loaded.logit_scale})
+                                              "rejected": rejected, "logit_scale": loaded.logit_scale},
+                                    data_version=dg.DataVersion(provenance["fingerprint"]))
 
     return _asset
 
@@ -131,6 +163,7 @@ def _text_batch(cols: dict[str, list], rows, emb, layers) -> dict:
 
 def _text_asset(ds: str, profile: Profile, parts: ProfilePartitions) -> dg.AssetsDefinition:
     @dg.asset(key=keys.text_embeddings(ds), deps=[keys.dataset(ds)], partitions_def=parts.model_lang,
+              code_version=code_versions.embedding(profile, "text"),
               group_name="embeddings", pool=keys.GPU_POOL, op_tags=keys.GPU_STEP_TAGS,
               kinds={"pytorch", "parquet"},
               description=f"Text-tower embeddings of {ds} (captions or class prompts) per model and language"
@@ -160,6 +193,8 @@ def _text_asset(ds: str, profile: Profile, parts: ProfilePartitions) -> dg.Asset
             provenance, stable = _provenance(loaded, spec, ds, data_sha, modality="text", lang=lang,
                                              text_layers=cfg.text_layers,
                                              **({"text_language_code": code} if code else {}))
+            if stored_partition(context, provenance, *(s.target for s in streams.values())):
+                return _kept(context, target, provenance)
             run = engine.EngineRun()
             with ResumablePartition(streams, paths.scratch, provenance, stable, part_rows=cfg.part_rows) as part:
                 pending = [i for i, tid in enumerate(cols["text_id"]) if tid not in part.done_keys]
@@ -173,7 +208,8 @@ def _text_asset(ds: str, profile: Profile, parts: ProfilePartitions) -> dg.Asset
             shutil.rmtree(layers_dir)  # states of an earlier run would not match these embeddings
         conescope.warehouse.refresh_views(paths.root, [ds])
         return dg.MaterializeResult(metadata={**_metadata(run, n, part.resumed_rows, "texts", target),
-                                              "text_layers": cfg.text_layers})
+                                              "text_layers": cfg.text_layers},
+                                    data_version=dg.DataVersion(provenance["fingerprint"]))
 
     return _asset
 

@@ -9,6 +9,9 @@ DUCKDB_POOL = "duckdb"
 # The embedding assets: one step per GPU (`dagster instance concurrency set gpu <number of GPUs>`).
 # Their only warehouse writes (rejects, view refresh) are short and wait on DuckDB's file lock.
 GPU_POOL = "gpu"
+# A run tagged conescope/force=true recomputes what it selects even where the stored result matches: the
+# embedding steps re-embed a complete partition whose fingerprint matches (the UI launchpad adds run tags).
+FORCE_TAG = "conescope/force"
 # With the Kubernetes executor (dagster-k8s) each embedding step's pod asks for one GPU.
 GPU_STEP_TAGS = {"dagster-k8s/config": {"container_config": {"resources": {"limits": {"nvidia.com/gpu": "1"}}}}}
 

@@ -14,6 +14,7 @@ import dagster as dg
 
 from assets import keys
 from assets.writes import write_metric_rows
+from conescope import code_versions
 from conescope.partition_metrics import (
     FAMILIES,
     MODEL,
@@ -50,7 +51,9 @@ def _partitions_def(family: MetricFamily, parts: ProfilePartitions) -> dg.Static
 
 
 def _metric_asset(family: MetricFamily, profile: Profile, parts: ProfilePartitions) -> dg.AssetsDefinition:
-    @dg.asset(key=keys.metric(family.name), deps=_deps(family, profile, parts),
+    version = code_versions.metric_family(profile, family.modules)
+
+    @dg.asset(key=keys.metric(family.name), deps=_deps(family, profile, parts), code_version=version,
               partitions_def=_partitions_def(family, parts),
               group_name="metrics", pool=keys.DUCKDB_POOL, kinds={"duckdb"}, description=family.description)
     def _asset(context: dg.AssetExecutionContext, conescope: ConescopeHome) -> dg.MaterializeResult:
@@ -60,7 +63,7 @@ def _metric_asset(family: MetricFamily, profile: Profile, parts: ProfilePartitio
             model, lang = context.partition_key, None
         records = family.rows(profile, model, StoredEmbeddings(conescope.paths, model), lang)
         where = {"model": model, **({"lang": lang} if lang else {}), **family.owns}
-        return write_metric_rows(conescope, family.table, records, where, context.log)
+        return write_metric_rows(conescope, family.table, records, where, context.log, version)
 
     return _asset
 

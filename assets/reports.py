@@ -7,6 +7,7 @@
 """
 
 
+import hashlib
 from collections import ChainMap
 from functools import lru_cache
 from pathlib import Path
@@ -16,9 +17,10 @@ import dagster as dg
 from assets import keys
 from assets.metrics import MODEL_LANG_LAYER, MODEL_LAYER, SUMMARY_LAYER
 from assets.transforms import has_transforms
+from conescope import code_versions
 from conescope.partition_metrics import text_datasets
 from conescope.profile import Profile, ReportSettings
-from conescope.provenance import code_version
+from conescope.provenance import git_commit
 from conescope.reports.cache import ArrayCache
 from conescope.reports.comparison import render_comparison_report
 from conescope.reports.multilingual import render_multilingual_report
@@ -99,14 +101,27 @@ def report_metadata(index, preview_png: str | None, headline: dict[str, float], 
     }
 
 
+def report_result(index, report, title: str, **extra) -> dg.MaterializeResult:
+    """Metadata with the preview, and the data version: the hash of the page (rendering is deterministic:
+    seeded samples and layouts, SVG ids salted, no dates), so an unchanged page leaves its readers fresh."""
+    metadata = {**report_metadata(index, report.preview_png, report.headline, title), **extra}
+    return dg.MaterializeResult(metadata=metadata,
+                                data_version=dg.DataVersion(hashlib.sha256(report.html.encode()).hexdigest()[:16]))
+
+
+def _versions(version: str) -> dict[str, str]:
+    return {"code_version": version, "git_commit": git_commit()}
+
+
 def _partition_report(profile: Profile, parts: ProfilePartitions) -> dg.AssetsDefinition:
     datasets, image_datasets = text_datasets(profile), set(profile.image_datasets())
     transform_deps = [keys.TRANSFORM_METRICS] if has_transforms(profile, parts) else []  # the gap-shift sweep
     # the image metric rows of its model (none for a text-only model: the mapping gives it no image parent)
     image_deps = [] if parts.image_model is None else \
         [dg.AssetDep(k, partition_mapping=parts.image_to_model_lang) for k in MODEL_LAYER]
+    version = code_versions.report(profile, "conescope.reports.partition")
 
-    @dg.asset(key=keys.PARTITION_REPORT, partitions_def=parts.model_lang, group_name="reports",
+    @dg.asset(key=keys.PARTITION_REPORT, partitions_def=parts.model_lang, group_name="reports", code_version=version,
               deps=[*MODEL_LANG_LAYER, *transform_deps, *image_deps],
               pool=keys.DUCKDB_POOL, kinds={"html"},
               description="HTML report: SVD projections raw/centered/whitened, spectrum, pair-cosine histograms per "
@@ -126,23 +141,22 @@ def _partition_report(profile: Profile, parts: ProfilePartitions) -> dg.AssetsDe
                                         [r for r in rows if r["dataset"] == ds]))
         emb_prov = read_provenance(next(conescope.paths.text_embeddings(sections[0].name, model, lang).glob(
             "*.parquet"))) if sections else {}
-        provenance = {"model": model, "lang": lang, "profile": profile.name, "code_version": code_version(),
+        provenance = {"model": model, "lang": lang, "profile": profile.name, **_versions(version),
                       **{k: emb_prov[k] for k in ("arch", "pretrained", "seed", "zero_bias") if k in emb_prov}}
         cache = ArrayCache(conescope.paths.report_cache)
         report = render_partition_report(model, lang, sections, provenance, report_settings(profile), cache)
         index = write_page(conescope, conescope.paths.report_dir(model, lang), report.html)
         context.log.info(f"report written: {index} (cache: {cache.hits} hits, {cache.misses} computed)")
-        return dg.MaterializeResult(metadata={
-            **report_metadata(index, report.preview_png, report.headline, f"{model} / {lang}"),
-            "cache_hits": cache.hits, "cache_computed": cache.misses})
+        return report_result(index, report, f"{model} / {lang}", cache_hits=cache.hits, cache_computed=cache.misses)
 
     return partition_report
 
 
 def _multilingual_report(profile: Profile, parts: ProfilePartitions) -> dg.AssetsDefinition:
     datasets, image_datasets = text_datasets(profile), set(profile.image_datasets())
+    version = code_versions.report(profile, "conescope.reports.multilingual")
 
-    @dg.asset(key=MULTILINGUAL_REPORT, partitions_def=parts.model, group_name="reports",
+    @dg.asset(key=MULTILINGUAL_REPORT, partitions_def=parts.model, group_name="reports", code_version=version,
               deps=[*SUMMARY_LAYER, *(dg.AssetDep(keys.text_embeddings(ds), partition_mapping=parts.model_lang_to_model)
                                       for ds in datasets)],
               pool=keys.DUCKDB_POOL, kinds={"html"},
@@ -160,21 +174,22 @@ def _multilingual_report(profile: Profile, parts: ProfilePartitions) -> dg.Asset
                 thumb_sources.append(manifest_view(conescope, ds)[1])
         cache = ArrayCache(conescope.paths.report_cache)
         provenance = {"model": model, "profile": profile.name, "reference_lang": profile.reference_lang,
-                      "languages": ", ".join(profile.languages), "code_version": code_version()}
+                      "languages": ", ".join(profile.languages), **_versions(version)}
         settings = report_settings(profile)
         report = render_multilingual_report(model, texts, profile.reference_lang, rows, ChainMap(*thumb_sources),
                                             provenance,
                                             settings.max_points, settings.seed, cache)
         index = write_page(conescope, conescope.paths.multilingual_report_dir(model), report.html)
-        return dg.MaterializeResult(metadata={
-            **report_metadata(index, report.preview_png, report.headline, f"{model}: languages"),
-            "cache_hits": cache.hits, "cache_computed": cache.misses})
+        return report_result(index, report, f"{model}: languages", cache_hits=cache.hits, cache_computed=cache.misses)
 
     return multilingual_report
 
 
 def _comparison_report(profile: Profile) -> dg.AssetsDefinition:
+    version = code_versions.report(profile, "conescope.reports.comparison", models=True)
+
     @dg.asset(key=COMPARISON_REPORT, group_name="reports", deps=[keys.PARTITION_REPORT, *SUMMARY_LAYER],
+              code_version=version,
               pool=keys.DUCKDB_POOL, kinds={"html"},
               description="HTML report: every model side by side (SVD projections, headline metrics, all raw metrics)")
     def comparison_report(context: dg.AssetExecutionContext, conescope: ConescopeHome) -> dg.MaterializeResult:
@@ -196,19 +211,21 @@ def _comparison_report(profile: Profile) -> dg.AssetsDefinition:
         links = {(m, lang): f"../{m}/{lang}/index.html" for m in models for lang in profile.languages
                  if (conescope.paths.report_dir(m, lang) / "index.html").is_file()}
         provenance = {"profile": profile.name, "models": ", ".join(models), "reference_lang": ref,
-                      "code_version": code_version()}
+                      **_versions(version)}
         settings = report_settings(profile)
         report = render_comparison_report(models, list(profile.languages), ref, rows, embeddings, links, provenance,
                                           settings.max_points, settings.seed)
         index = write_page(conescope, conescope.paths.summary_report_dir("comparison"), report.html)
-        return dg.MaterializeResult(metadata=report_metadata(index, report.preview_png, report.headline,
-                                                             "model comparison"))
+        return report_result(index, report, "model comparison")
 
     return comparison_report
 
 
 def _paper_report(profile: Profile) -> dg.AssetsDefinition:
+    version = code_versions.report(profile, "conescope.reports.paper", models=True)
+
     @dg.asset(key=PAPER_REPORT, group_name="reports", deps=[keys.PARTITION_REPORT, *SUMMARY_LAYER],
+              code_version=version,
               pool=keys.DUCKDB_POOL, kinds={"html"},
               description="HTML report: Tables 1-7 of Tyshchuk et al. 2023 from the warehouse, beside the published "
                           "numbers, with the difference")
@@ -216,11 +233,10 @@ def _paper_report(profile: Profile) -> dg.AssetsDefinition:
         rows = query_rows(conescope, f"SELECT {ROW_COLUMNS} FROM metrics.all ORDER BY ALL", [])
         models = {name: ModelInfo(m.arch, m.pretrained, m.zero_bias) for name, m in profile.models.items()}
         kinds = {name: d.kind for name, d in profile.datasets.items()}
-        provenance = {"profile": profile.name, "code_version": code_version()}
+        provenance = {"profile": profile.name, **_versions(version)}
         report = render_paper_report(rows, models, kinds, profile.reference_lang, provenance)
         index = write_page(conescope, conescope.paths.summary_report_dir("paper"), report.html)
-        return dg.MaterializeResult(metadata=report_metadata(index, report.preview_png, report.headline,
-                                                             "paper reproduction"))
+        return report_result(index, report, "paper reproduction")
 
     return paper_report
 

@@ -12,9 +12,11 @@ each other's rows). Planning is ``conescope.protocols``, fitting and measuring `
 import dagster as dg
 
 from assets import keys
-from conescope import protocol_eval, protocols
+from conescope import code_versions, protocol_eval, protocols
 from conescope.metric_tables import TRANSFORM_WRITTEN_TABLES
+from conescope.partition_metrics import FAMILIES
 from conescope.profile import Profile
+from conescope.provenance import params_sha256, rows_sha256
 from conescope.sets import ImageSet, TextSet
 from conescope.transforms import transform_from_dict
 from pipelines.partitions import ProfilePartitions, split_key
@@ -40,8 +42,8 @@ def _load(profile: Profile, home: ConescopeHome, model: str, lang: str) -> dict[
 
 
 def _fit_asset(profile: Profile, parts: ProfilePartitions, deps: list) -> dg.AssetsDefinition:
-    settings = profile.transforms
-    specs = [dg.AssetSpec(keys.transform(kind), deps=deps, partitions_def=parts.model_lang,
+    settings, version = profile.transforms, code_versions.fit_transforms(profile)
+    specs = [dg.AssetSpec(keys.transform(kind), deps=deps, partitions_def=parts.model_lang, code_version=version,
                           group_name="transforms", kinds={"numpy"},
                           description=f"Fitted {kind} transforms (every variant x fit set), .npz with provenance")
              for kind in settings.kinds]
@@ -60,22 +62,27 @@ def _fit_asset(profile: Profile, parts: ProfilePartitions, deps: list) -> dg.Ass
             for reason in skipped:
                 context.log.warning(f"{kind}: not fitted on {reason}")
             for t in fitted:
-                t.provenance.update(model=model, lang=lang, profile=profile.name)
+                t.provenance.update(model=model, lang=lang, profile=profile.name, code_version=version)
             directory = conescope.paths.transforms_dir(kind, model, lang)
-            files = write_transforms(directory, conescope.paths.scratch,
-                                     {transform_file_name(t.name, t.provenance["fit_set"]): t.to_dict()
-                                      for t in fitted})
+            named = {transform_file_name(t.name, t.provenance["fit_set"]): t.to_dict() for t in fitted}
+            files = write_transforms(directory, conescope.paths.scratch, named)
+            params = params_sha256(named)[:16]  # the data version: what was fitted, not when
             yield dg.MaterializeResult(asset_key=keys.transform(kind), metadata={
-                "path": dg.MetadataValue.path(str(directory)), "files": len(files),
-                "fit_sets": sorted({t.provenance["fit_set"] for t in fitted}), "skipped": skipped})
+                "path": dg.MetadataValue.path(str(directory)), "files": len(files), "params_sha256": params,
+                "fit_sets": sorted({t.provenance["fit_set"] for t in fitted}), "skipped": skipped},
+                data_version=dg.DataVersion(params))
 
     return fit_transforms
 
 
 def _metrics_asset(profile: Profile, parts: ProfilePartitions, deps: list) -> dg.AssetsDefinition:
     settings = profile.transforms
+    # the formulas of every table it writes: a metric module's edit restales these rows too
+    modules = sorted({m for f in FAMILIES if f.table in TRANSFORM_WRITTEN_TABLES for m in f.modules})
+    version = code_versions.transform_metrics(profile, modules)
 
     @dg.asset(key=keys.TRANSFORM_METRICS, deps=[*(keys.transform(k) for k in settings.kinds), *deps],
+              code_version=version,
               partitions_def=parts.model_lang, group_name="metrics", pool=keys.DUCKDB_POOL, kinds={"duckdb"},
               description="Metric rows of every fitted transform x protocol (transform, fit_set, eval_set filled "
                           f"in) in metrics.{', '.join(TRANSFORM_WRITTEN_TABLES)}")
@@ -90,14 +97,15 @@ def _metrics_asset(profile: Profile, parts: ProfilePartitions, deps: list) -> dg
         tables = {}
         for family in TRANSFORM_WRITTEN_TABLES:
             records = [{**rec, "model": model, "lang": lang} for rec in rows.get(family, [])]
-            tables[f"metrics.{family}"] = metric_rows(records, f"metrics.{family}")
+            tables[f"metrics.{family}"] = metric_rows(records, f"metrics.{family}", version)
         replaced = conescope.warehouse.replace_tables(tables, {"model": model, "lang": lang}, {"transform": "none"})
         context.log.info(f"transform rows: {({t: r.num_rows for t, r in tables.items()})}, replaced {replaced}")
+        content = rows_sha256(*(tables[t] for t in sorted(tables)))[:16]  # the data version
         return dg.MaterializeResult(metadata={
-            "rows": sum(r.num_rows for r in tables.values()),
+            "rows": sum(r.num_rows for r in tables.values()), "rows_sha256": content,
             **{f"rows/{t}": r.num_rows for t, r in tables.items()}, "replaced": sum(replaced.values()),
             "transforms": len(stored), "eval_sets": sorted({ev.name for ev in plan.evals}),
-            "skipped": plan.skipped})
+            "skipped": plan.skipped}, data_version=dg.DataVersion(content))
 
     return transform_metrics
 

@@ -181,26 +181,36 @@ class MetricFamily:
     # Columns beyond model (and lang) that delimit the rows this asset owns in its table: two assets
     # share metrics.isotropy and metrics.clusters, image rows [model] and text rows [model x lang].
     owns: dict[str, str] = field(default_factory=dict)
+    # The metric modules whose formulas the rows use: with the shared row code they are the roots of the
+    # asset's code version (conescope/code_versions.py), so editing one formula restales its families only.
+    modules: tuple[str, ...] = ()
 
 
 FAMILIES = (
     MetricFamily("image_isotropy", "isotropy", MODEL, "Isotropy of image embeddings (metrics.isotropy)",
-                 image_isotropy, {"modality": "image"}),
+                 image_isotropy, {"modality": "image"}, modules=("conescope.metrics.isotropy",)),
     MetricFamily("image_clusters", "clusters", MODEL, "Silhouette of image embeddings against labels",
-                 image_clusters, {"modality": "image"}),
+                 image_clusters, {"modality": "image"},
+                 modules=("conescope.metrics.clusters",)),
     MetricFamily("linear_probe", "linear_probe", MODEL,
-                 "Linear-probe accuracy on image embeddings (train -> test split)", linear_probe),
-    MetricFamily("isotropy", "isotropy", MODEL_LANG, "Isotropy of text and joint embeddings", isotropy),
+                 "Linear-probe accuracy on image embeddings (train -> test split)", linear_probe,
+                 modules=("conescope.metrics.linear_probe",)),
+    MetricFamily("isotropy", "isotropy", MODEL_LANG, "Isotropy of text and joint embeddings", isotropy,
+                 modules=("conescope.metrics.isotropy",)),
     MetricFamily("modality_gap", "modality_gap", MODEL_LANG,
-                 "Gap norm, modality separability, positive vs random pair cosines", modality_gap),
-    MetricFamily("clip_loss", "clip_loss", MODEL_LANG, "Symmetric CLIP loss of image-caption pairs", clip_loss),
-    MetricFamily("zero_shot", "zero_shot", MODEL_LANG, "Zero-shot classification with class prompts", zero_shot),
-    MetricFamily("retrieval", "retrieval", MODEL_LANG, "Image-text retrieval recall@k", retrieval),
+                 "Gap norm, modality separability, positive vs random pair cosines", modality_gap,
+                 modules=("conescope.metrics.gap",)),
+    MetricFamily("clip_loss", "clip_loss", MODEL_LANG, "Symmetric CLIP loss of image-caption pairs", clip_loss,
+                 modules=("conescope.metrics.clip_loss",)),
+    MetricFamily("zero_shot", "zero_shot", MODEL_LANG, "Zero-shot classification with class prompts", zero_shot,
+                 modules=("conescope.metrics.zero_shot",)),
+    MetricFamily("retrieval", "retrieval", MODEL_LANG, "Image-text retrieval recall@k", retrieval,
+                 modules=("conescope.metrics.retrieval",)),
     MetricFamily("clusters", "clusters", MODEL_LANG, "Silhouette of text embeddings against labels",
-                 text_clusters),
+                 text_clusters, modules=("conescope.metrics.clusters",)),
     MetricFamily("layers", "layers", MODEL_LANG, "Self-similarity of every hidden layer of the text tower",
-                 layers),
+                 layers, modules=("conescope.metrics.layers",)),
     MetricFamily("multilingual", "multilingual", SUMMARY,
                  "Distance ratios, cross-lingual recall and language separability (reads every language)",
-                 multilingual),
+                 multilingual, modules=("conescope.metrics.multilingual",)),
 )

@@ -27,7 +27,7 @@ import numpy as np
 import scipy.linalg
 from scipy.linalg import blas, lapack
 
-from conescope.provenance import array_digest, code_version
+from conescope.provenance import array_digest, git_commit
 
 MODALITIES = ("image", "text")
 # Least squares through the normal equations squares the condition number of the design matrix;
@@ -108,7 +108,7 @@ class Transform:
         self.provenance = {"kind": self.kind, "name": self.name, "params": self.params(), "fit_set": fit_set,
                            "n_image": int(len(image)), "n_text": int(len(text)),
                            "dim": int(image.shape[1]), "data_sha256": data_sha256(image, text),
-                           "code_version": code_version(), "fitted_at": datetime.now(UTC).isoformat()}
+                           "git_commit": git_commit(), "fitted_at": datetime.now(UTC).isoformat()}
         return self
 
     def _fit(self, image: np.ndarray, text: np.ndarray) -> None:

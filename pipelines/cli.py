@@ -44,7 +44,7 @@ def _materialize(args: argparse.Namespace) -> int:
     with dg.DagsterInstance.get() as instance:
         recover_dead_runs(instance)
         ensure_warehouse_pool(instance, profile.warehouse.kind)
-        if not execute_plan(defs, plan, instance, debug=args.debug):
+        if not execute_plan(defs, plan, instance, debug=args.debug, force=args.force):
             return 1
     print(f"done in {time.perf_counter() - started:.1f} s; try: conescope sql \"SELECT * FROM metrics.isotropy\"")
     return 0
@@ -101,11 +101,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="conescope", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     sub = parser.add_subparsers(dest="command", required=True)
-    mat = sub.add_parser("materialize", help="materialize every asset of a profile, every partition")
+    mat = sub.add_parser("materialize", help="materialize what is stale or missing in every partition of a profile")
     mat.add_argument("--profile", help="profile name under configs/ or a .yaml path (default: CONESCOPE_PROFILE "
                                        "or demo)")
     mat.add_argument("--model", action="append", help="only this model (repeatable)")
     mat.add_argument("--lang", action="append", help="only this language (repeatable)")
+    mat.add_argument("--force", action="store_true",
+                     help="recompute every asset and partition, embeddings included (runs tagged conescope/force=true)")
     mat.set_defaults(fn=_materialize)
     sql = sub.add_parser("sql", help="run a query against the warehouse, read-only")
     sql.add_argument("query")

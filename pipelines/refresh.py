@@ -115,43 +115,124 @@ def failure_message(error) -> str:
     return "\n".join(parts)
 
 
+def stale_or_missing(defs: dg.Definitions, instance: dg.DagsterInstance, job: str,
+                     partition_key: str | None) -> dict[dg.AssetKey, str]:
+    """The assets of ``job`` that are not fresh for ``partition_key``, with their status (``STALE``
+    or ``MISSING``), by Dagster's own rule, as the UI shows them: an asset partition is stale when its
+    code version differs from the one its last materialization recorded or when a dependency's data
+    version changed since; missing when never materialized."""
+    from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView
+    from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
+    from dagster._core.definitions.temporal_context import TemporalContext
+    from dagster._time import get_current_datetime
+
+    graph = defs.resolve_asset_graph()
+    view = AssetGraphView(temporal_context=TemporalContext(effective_dt=get_current_datetime(), last_event_id=None),
+                          instance=instance, asset_graph=graph)
+    resolver = CachingStaleStatusResolver(instance, graph, view)
+    keys = defs.resolve_job_def(job).asset_layer.selected_asset_keys
+    statuses = {k: resolver.get_status(k, partition_key) for k in keys}
+    return {k: status.name for k, status in statuses.items() if status != StaleStatus.FRESH}
+
+
+def next_selection(defs: dg.Definitions, job: str, not_fresh: dict[dg.AssetKey, str]) -> list[dg.AssetKey]:
+    """What to run now of what is not fresh: every missing asset, and every stale one none of whose
+    ancestors in the job is stale or missing (those run first: the asset may have to run after them
+    anyway, and must not run twice). A multi-asset that cannot be subset comes whole."""
+    graph = defs.resolve_asset_graph()
+    in_job = defs.resolve_job_def(job).asset_layer.selected_asset_keys
+
+    def ancestors(key: dg.AssetKey) -> set[dg.AssetKey]:
+        out, todo = set(), [key]
+        while todo:
+            for parent in graph.get(todo.pop()).parent_keys:
+                if parent in in_job and parent not in out:
+                    out.add(parent)
+                    todo.append(parent)
+        return out
+
+    selected = {k for k, status in not_fresh.items() if status == "MISSING" or not ancestors(k) & set(not_fresh)}
+    for key in list(selected):
+        assets_def = graph.get(key).assets_def
+        if not assets_def.can_subset:
+            selected |= set(assets_def.keys) & in_job
+    return sorted(selected)
+
+
+def _names(keys) -> str:
+    return ", ".join(k.to_user_string() for k in keys)
+
+
 def execute_plan(defs: dg.Definitions, plan: list[PlannedRun], instance: dg.DagsterInstance,
-                 log=print, debug: bool = False) -> bool:
-    """Run the plan in this process, one Dagster run per entry, stopping at the first failure.
+                 log=print, debug: bool = False, force: bool = False) -> bool:
+    """Run the plan in this process, stopping at the first failure, recomputing only what is stale or
+    missing (``stale_or_missing``): for each planned run, what is not fresh in its job and partition
+    runs in one Dagster run (``next_selection``: a stale asset waits while an ancestor in the job is
+    stale), then staleness is evaluated again (an asset whose dependency changed within the run is
+    stale now; one whose dependency was rewritten with the same data version is not), until every
+    asset of the job is fresh; each asset runs at most once per planned run. The
+    datasets run always rebuilds every dataset: it is cheap (CPU only) and the only way to notice
+    changed source files; an unchanged manifest keeps its data version, so nothing below reruns.
+    ``force``: every asset of every planned run, in one run each, tagged ``conescope/force=true``
+    (the embedding steps then re-embed even a complete partition whose fingerprint matches).
+
     Runs are recorded in ``instance`` (the UI shows them with their full event logs) and tagged with
     this process (``conescope/owner``), so that a later ``conescope materialize`` can tell a run
-    whose process died (pipelines/instance.py). A failure is reported as its message in one line;
-    ``debug`` adds the traceback."""
-    import sys
+    whose process died (pipelines/instance.py). One line per planned run says what ran and what was
+    fresh; a failure is reported as its message in one line, ``debug`` adds the traceback."""
     import time
 
+    from assets.keys import FORCE_TAG
     from pipelines.instance import OWNER_TAG, owner_tag
 
     # The terminal gets nothing from Dagster's loggers but failures with --debug; the instance keeps
     # the whole event log.
     quiet = {"loggers": {"console": {"config": {"log_level": "ERROR" if debug else "CRITICAL"}}}}
-    owner = {OWNER_TAG: owner_tag()}
+    tags = {OWNER_TAG: owner_tag(), **({FORCE_TAG: "true"} if force else {})}
     for i, planned in enumerate(plan, 1):
-        t0 = time.perf_counter()
-        result = defs.resolve_job_def(planned.job).execute_in_process(
-            instance=instance, partition_key=planned.partition_key, tags={**planned.tags, **owner},
-            raise_on_error=False, run_config=quiet)
-        log(f"[{i}/{len(plan)}] {planned.job} {planned.partition_key or ''} "
-            f"{'ok' if result.success else 'FAILED'} ({time.perf_counter() - t0:.1f} s)")
-        if not result.success:
-            failure = next((e for e in result.all_events if e.is_step_failure), None)
-            if failure is None:
-                print(f"run {result.run_id} failed; see its log in the UI (conescope dev)", file=sys.stderr)
-                return False
-            error = failure.step_failure_data.error
-            if debug:
-                print(f"run {result.run_id} failed: {failure_message(error)}\n"
-                      f"{''.join(error.stack)}", file=sys.stderr)
+        t0, ran = time.perf_counter(), []
+        job = defs.resolve_job_def(planned.job)
+        every = sorted(job.asset_layer.selected_asset_keys)
+        while True:
+            if force or planned.job == DATASETS_JOB:
+                selection = every
             else:
-                print(f"conescope: error: {failure.step_key}: {_root_cause(error)} (run {result.run_id}; "
-                      f"--debug shows the traceback)", file=sys.stderr)
-            return False
+                selection = next_selection(defs, planned.job,
+                                           stale_or_missing(defs, instance, planned.job, planned.partition_key))
+                selection = [k for k in selection if k not in ran]  # at most once per planned run
+            if not selection:
+                break
+            result = job.execute_in_process(
+                instance=instance, partition_key=planned.partition_key, tags={**planned.tags, **tags},
+                asset_selection=selection, raise_on_error=False, run_config=quiet)
+            ran += selection
+            if not result.success:
+                log(f"[{i}/{len(plan)}] {planned.job} {planned.partition_key or ''} FAILED "
+                    f"({time.perf_counter() - t0:.1f} s)")
+                return _report_failure(result, debug)
+            if force or planned.job == DATASETS_JOB:
+                break
+        what = "ran every asset" if len(ran) == len(every) else f"ran {_names(ran)}" if ran else "nothing stale"
+        log(f"[{i}/{len(plan)}] {planned.job} {planned.partition_key or ''} ok ({time.perf_counter() - t0:.1f} s): "
+            f"{what}; fresh, skipped: {len(every) - len(ran)}")
     return True
+
+
+def _report_failure(result, debug: bool) -> bool:
+    import sys
+
+    failure = next((e for e in result.all_events if e.is_step_failure), None)
+    if failure is None:
+        print(f"run {result.run_id} failed; see its log in the UI (conescope dev)", file=sys.stderr)
+        return False
+    error = failure.step_failure_data.error
+    if debug:
+        print(f"run {result.run_id} failed: {failure_message(error)}\n"
+              f"{''.join(error.stack)}", file=sys.stderr)
+    else:
+        print(f"conescope: error: {failure.step_key}: {_root_cause(error)} (run {result.run_id}; "
+              f"--debug shows the traceback)", file=sys.stderr)
+    return False
 
 
 def _root_cause(error) -> str:

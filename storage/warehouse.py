@@ -424,16 +424,17 @@ def check_read_only(con: duckdb.DuckDBPyConnection, query: str) -> None:
                                     f"warehouse is read-only here (queries only: {', '.join(READ_STATEMENTS)})")
 
 
-def metric_rows(records: list[dict], table: str | None = None) -> pa.Table:
+def metric_rows(records: list[dict], table: str | None = None, code_version: str | None = None) -> pa.Table:
     """Complete metric records with the contract's defaults and build an Arrow table of the contract
-    schema of ``table`` (unknown keys are an error: they would be silently dropped otherwise)."""
-    from conescope.provenance import code_version
+    schema of ``table`` (unknown keys are an error: they would be silently dropped otherwise).
+    ``code_version``: the writing asset's (conescope/code_versions.py); the commit when not given."""
+    from conescope.provenance import git_commit
 
     family = (table or "").removeprefix("metrics.")
     schema = arrow_schema(METRIC_COLUMNS + EXTRA_COLUMNS.get(family, []))
     now = datetime.now(UTC)
     defaults = {"transform": "none", "fit_set": None, "eval_set": None, "ci_low": None, "ci_high": None,
-                "computed_at": now, "code_version": code_version(), "params": None}
+                "computed_at": now, "code_version": code_version or git_commit(), "params": None}
     full = []
     for rec in records:
         unknown = set(rec) - set(schema.names)

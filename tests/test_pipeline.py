@@ -175,7 +175,8 @@ def test_rematerializing_a_partition_replaces_only_its_rows(materialized):
            "fit_set, eval_set")
     snapshot = _query(root, sql)
     key = model_lang_key("tiny.random", "fr")
-    assert execute_plan(defs, [PlannedRun(MODEL_LANG_JOB, key)], instance, log=lambda _: None)
+    # forced: the partition is fresh, and a plain plan would run nothing
+    assert execute_plan(defs, [PlannedRun(MODEL_LANG_JOB, key)], instance, log=lambda _: None, force=True)
     after = _query(root, sql)
     assert len(after) == len(snapshot), "re-materialization must not duplicate rows"
 

@@ -163,7 +163,7 @@ def test_serialization_round_trips_exactly(pairs, t, tmp_path):
         for modality, x in (("image", image), ("text", text)):
             assert np.array_equal(back.transform(x, modality), t.transform(x, modality))
     assert t.provenance["data_sha256"] == tf.data_sha256(image, text)
-    assert t.provenance["n_image"] == 400 and t.provenance["code_version"]
+    assert t.provenance["n_image"] == 400 and t.provenance["git_commit"]
     assert t.provenance["name"] == t.name and t.provenance["params"] == t.params()  # k, lambda, solver
 
 
