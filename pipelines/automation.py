@@ -38,9 +38,10 @@ IMAGE_PRIORITY = 1  # Dagster's run queue starts higher priorities first (defaul
 # Off switch for the sensor's default state (the UI's Automation page toggles it too, persistently).
 AUTOMATION_ENV = "CONESCOPE_AUTOMATION"
 # Seconds between two evaluations. Each layer of the graph (datasets, images, model x lang,
-# summaries, final reports) waits for one tick after its parent's run succeeded, so the interval
-# bounds the refresh's added latency per layer; an evaluation of the demo graph takes about a second
-# of one core, so 10 s costs about a tenth of a core while runs wait on CPUs.
+# summaries, final reports) waits for a tick after its parent's run, half the interval on average;
+# a tick costs about a second of one core (evaluating the tiny graph: 1 s on a loaded 2-core
+# machine), taken from the runs. 10 s: about 25 s of latency over the five layers and a tenth of a
+# core; 5 s would halve the latency and double the cost, 30 s (Dagster's default) triple the latency.
 MINIMUM_INTERVAL_S = 10
 
 
