@@ -35,7 +35,7 @@ AC = dg.AutomationCondition
 SENSOR_NAME = "refresh_automation"
 IMAGE_SENSOR_NAME = "refresh_automation_images"
 IMAGE_PRIORITY = 1  # Dagster's run queue starts higher priorities first (default 0)
-# Off switch for the sensor's default state (the UI's Automation page toggles it too, persistently).
+# Off switch for the sensors' default state (the UI's Automation page toggles them too, persistently).
 AUTOMATION_ENV = "CONESCOPE_AUTOMATION"
 # Seconds between two evaluations. Each layer of the graph (datasets, images, model x lang,
 # summaries, final reports) waits for a tick after its parent's run, half the interval on average;
