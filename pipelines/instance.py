@@ -21,6 +21,14 @@ from storage.paths import DataRoot
 # model in memory; a few more than the two pools (gpu + duckdb) keep the CPUs busy while other runs
 # import, load a model or wait. See :func:`max_concurrent_runs`.
 MAX_CONCURRENT_RUNS_CAP = 4
+# Dagster's queue does not start a run whose first steps would all wait on a full pool (it counts
+# each root step of the runs in progress: an embedding run of two datasets holds two). With one slot
+# per pool that serializes the runs of a pool, and each run's start (a new process that loads the
+# code location: seconds) adds to the refresh (measured on the tiny profile: the gpu pool's runs ran
+# strictly one after another, process start included, with a buffer of 1 too). A buffer this large
+# leaves the pools out of the queue's decision: max_concurrent_runs bounds the processes, and a run
+# beyond the free slots starts, loads, and waits on its pool inside its process.
+POOL_RUN_BUFFER = 100
 # The queue daemon's poll interval: Dagster's default (5 s) adds up to 5 s before each of the ~20
 # runs of a refresh starts; a poll of the run table each second costs nothing measurable.
 DEQUEUE_INTERVAL_S = 1
@@ -34,7 +42,8 @@ def max_concurrent_runs(cpus: int | None = None) -> int:
 def instance_config() -> dict:
     return {
         "telemetry": {"enabled": False},
-        "concurrency": {"pools": {"default_limit": 1, "granularity": "op"},
+        "concurrency": {"pools": {"default_limit": 1, "granularity": "op",
+                                  "op_granularity_run_buffer": POOL_RUN_BUFFER},
                         "runs": {"max_concurrent_runs": max_concurrent_runs()}},
         "run_queue": {"dequeue_interval_seconds": DEQUEUE_INTERVAL_S},
         # The daemon (`conescope dev`) fails runs that never start, and runs whose worker died where the

@@ -7,7 +7,7 @@ import dagster as dg
 import pytest
 import yaml
 
-from pipelines.instance import DEQUEUE_INTERVAL_S, ensure_dagster_home, max_concurrent_runs
+from pipelines.instance import DEQUEUE_INTERVAL_S, POOL_RUN_BUFFER, ensure_dagster_home, max_concurrent_runs
 from storage.paths import DataRoot
 
 
@@ -28,6 +28,7 @@ def test_run_queue_and_pools_as_dagster_reads_them(root):
     with dg.DagsterInstance.get() as instance:
         queue = instance.get_concurrency_config().run_queue_config
         assert queue.max_concurrent_runs == max_concurrent_runs()
+        assert queue.op_concurrency_slot_buffer == POOL_RUN_BUFFER
         assert instance.run_coordinator.dequeue_interval_seconds == DEQUEUE_INTERVAL_S
         assert instance.get_concurrency_config().pool_config.default_pool_limit == 1
         assert not instance.telemetry_enabled
