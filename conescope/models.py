@@ -31,11 +31,24 @@ def _register_configs() -> None:
     open_clip.add_model_config(_CONFIG_DIR)
 
 
-def known_architectures() -> set[str]:
-    import open_clip
+@cache
+def known_architectures() -> frozenset[str]:
+    """The architecture names ``open_clip.list_models()`` gives once conescope's configs are added:
+    the stems of the model config files (open_clip's and ``model_configs/``) that hold ``embed_dim``,
+    ``vision_cfg`` and ``text_cfg`` (open_clip.factory._rescan_model_configs). Read from the files,
+    so that validating a profile does not import open_clip (about 3 s: torch, torchvision,
+    transformers), which every process of the code location and every run would pay."""
+    import importlib.util
+    import json
 
-    _register_configs()
-    return set(open_clip.list_models())
+    spec = importlib.util.find_spec("open_clip")
+    folders = [_CONFIG_DIR, *([Path(spec.origin).parent / "model_configs"] if spec and spec.origin else [])]
+    names = set()
+    for folder in folders:
+        for path in folder.glob("*.json"):
+            if all(k in json.loads(path.read_text()) for k in ("embed_dim", "vision_cfg", "text_cfg")):
+                names.add(path.stem)
+    return frozenset(names)
 
 
 @dataclass

@@ -1,5 +1,6 @@
-"""The Dagster code location: assets, jobs, schedule and resources built from the active profile
-(``CONESCOPE_PROFILE``, default ``demo``) and data root (``CONESCOPE_HOME``, default ``./data``)."""
+"""The Dagster code location: assets (with their automation conditions, pipelines/automation.py),
+checks, jobs, the automation sensor and resources built from the active profile (``CONESCOPE_PROFILE``,
+default ``demo``) and data root (``CONESCOPE_HOME``, default ``./data``)."""
 
 
 from pathlib import Path
@@ -13,78 +14,18 @@ from assets.metrics import SUMMARY_LAYER, metric_assets
 from assets.reports import FINAL_LAYER, SUMMARY_REPORTS, report_assets
 from assets.transforms import transform_assets
 from conescope.profile import Profile, load_profile
+from pipelines.automation import automation_sensors, with_automation
 from pipelines.executors import executor_from_env
 from pipelines.partitions import (
     IMAGE_MODEL,
     MODEL_LANG,
     UNPARTITIONED,
     ProfilePartitions,
-    model_and_lang,
     profile_partitions,
 )
-from pipelines.refresh import (
-    DATASETS_JOB,
-    IMAGE_JOB,
-    MODEL_LANG_JOB,
-    REFRESH_TAG,
-    REPORTS_JOB,
-    SUMMARY_JOB,
-    PlannedRun,
-    first_layer,
-    next_layer,
-)
+from pipelines.refresh import DATASETS_JOB, IMAGE_JOB, MODEL_LANG_JOB, REPORTS_JOB, SUMMARY_JOB
 from pipelines.resources import ConescopeHome
 from storage.paths import DataRoot
-
-
-def _refresh_instigators(profile: Profile, jobs: dict) -> tuple[dg.ScheduleDefinition, list[dg.SensorDefinition]]:
-    @dg.schedule(name="nightly_recompute", cron_schedule=profile.schedule.cron,
-                 execution_timezone=profile.schedule.timezone, job=jobs[DATASETS_JOB],
-                 default_status=dg.DefaultScheduleStatus.RUNNING,
-                 description="Recompute every partition of the profile: datasets now, then (through the "
-                             "refresh sensors) every model's images, then every model x lang partition")
-    def nightly(context: dg.ScheduleEvaluationContext):
-        refresh_id = "nightly-" + context.scheduled_execution_time.strftime("%Y%m%dT%H%M")
-        for planned in first_layer(refresh_id):
-            yield dg.RunRequest(run_key=f"{refresh_id}:{planned.job}", partition_key=planned.partition_key,
-                                tags=planned.tags)
-
-    def chain_sensor(upstream: str, *downstream: str) -> dg.SensorDefinition:
-        @dg.run_status_sensor(name=f"refresh_after_{upstream}", run_status=dg.DagsterRunStatus.SUCCESS,
-                              monitored_jobs=[jobs[upstream]], request_jobs=[jobs[d] for d in downstream],
-                              default_status=dg.DefaultSensorStatus.RUNNING,
-                              description=f"Continue a refresh: a successful {upstream} run of the chain "
-                                          f"requests the {' and '.join(downstream)} runs that depend on it")
-        def _sensor(context: dg.RunStatusSensorContext):
-            run = context.dagster_run
-            if REFRESH_TAG not in run.tags:
-                return
-            finished = PlannedRun(upstream, run.tags.get("dagster/partition"), {REFRESH_TAG: run.tags[REFRESH_TAG]})
-            done_langs = None
-            if upstream == MODEL_LANG_JOB:
-                done = context.instance.get_runs(dg.RunsFilter(
-                    job_name=MODEL_LANG_JOB, statuses=[dg.DagsterRunStatus.SUCCESS],
-                    tags={REFRESH_TAG: run.tags[REFRESH_TAG]}))
-                model = model_and_lang(run.tags["dagster/partition"])[0]
-                done_langs = {lang for m, lang in (model_and_lang(r.tags["dagster/partition"]) for r in done)
-                              if m == model}
-            done_models = None
-            if upstream == SUMMARY_JOB:
-                done = context.instance.get_runs(dg.RunsFilter(
-                    job_name=SUMMARY_JOB, statuses=[dg.DagsterRunStatus.SUCCESS],
-                    tags={REFRESH_TAG: run.tags[REFRESH_TAG]}))
-                done_models = {r.tags.get("dagster/partition") for r in done}
-            for planned in next_layer(profile, finished, done_langs=done_langs, done_models=done_models):
-                yield dg.RunRequest(run_key=f"{run.tags[REFRESH_TAG]}:{planned.job}:{planned.partition_key or ''}",
-                                    partition_key=planned.partition_key, tags=planned.tags, job_name=planned.job)
-
-        return _sensor
-
-    # after the datasets: image runs, and the model x lang runs of text-only models (no image layer)
-    chain = [(DATASETS_JOB, IMAGE_JOB, MODEL_LANG_JOB), (IMAGE_JOB, MODEL_LANG_JOB), (MODEL_LANG_JOB, SUMMARY_JOB),
-             (SUMMARY_JOB, REPORTS_JOB)]
-    # a profile without image models has no image job
-    return nightly, [chain_sensor(*(job for job in link if job in jobs)) for link in chain if link[0] in jobs]
 
 
 def _layer_jobs(parts: ProfilePartitions, assets: list[dg.AssetsDefinition]) -> dict[str, tuple]:
@@ -115,17 +56,16 @@ def build_definitions(profile: Profile, home: str | None = None,
     parts = profile_partitions(profile)
     all_assets = [*dataset_assets(profile), *embedding_assets(profile, parts), *metric_assets(profile, parts),
                   *transform_assets(profile, parts), *report_assets(profile, parts)]
+    all_assets = with_automation(all_assets, profile)
     jobs = {name: dg.define_asset_job(name, selection=selected, partitions_def=partitions_def,
                                       description=description)
             for name, (partitions_def, description, selected) in _layer_jobs(parts, all_assets).items()}
-    schedule, sensors = _refresh_instigators(profile, jobs)
     root = DataRoot.from_env() if home is None else DataRoot(Path(home).resolve())
     return dg.Definitions(
         assets=all_assets,
         asset_checks=build_asset_checks(profile, parts, all_assets),
         jobs=list(jobs.values()),
-        schedules=[schedule],
-        sensors=sensors,
+        sensors=automation_sensors(jobs[IMAGE_JOB].selection.resolve(all_assets) if IMAGE_JOB in jobs else []),
         resources={"conescope": ConescopeHome(home=str(root.root), warehouse_kind=profile.warehouse.kind,
                                               warehouse_catalog=profile.warehouse.catalog,
                                               warehouse_data_path=profile.warehouse.data_path)},

@@ -1,9 +1,12 @@
 """How the steps of a run are executed, chosen with ``CONESCOPE_EXECUTOR`` (README, "Scaling out").
 
-- ``default``: Dagster's default (in process for ``conescope materialize``; one process per step,
-  run config ``execution.config.multiprocess.max_concurrent``, for runs launched from the UI).
+- ``in_process`` (unset): every step in the run's process. Runs launched by the automation sensor
+  or the UI then cost one process each, which imports torch and loads each model once, instead of
+  one process per step that each re-import them (seconds per step: ``python -X importtime -c
+  "import pipelines.definitions"``). ``conescope materialize`` always runs in its own process.
 - ``multiprocess``: one process per step on this machine (``execution.config.max_concurrent``).
-- ``in_process``: every step in the run's process.
+- ``default``: Dagster's default (one process per step for launched runs, run config
+  ``execution.config.multiprocess.max_concurrent``).
 - ``k8s``: one Kubernetes job per step (dagster-k8s, the ``k8s`` extra); the embedding steps ask for
   one GPU each through their ``dagster-k8s/config`` tag (assets/embeddings.py).
 """
@@ -14,12 +17,13 @@ import os
 
 import dagster as dg
 
-EXECUTORS = ("default", "multiprocess", "in_process", "k8s")
+EXECUTORS = ("in_process", "multiprocess", "default", "k8s")
+UNSET = "in_process"
 
 
 def executor_from_name(name: str | None) -> dg.ExecutorDefinition | None:
-    """The executor for ``name`` (None or ``default``: Dagster's own choice)."""
-    name = name or "default"
+    """The executor for ``name`` (None: :data:`UNSET`; ``default``: None, Dagster's own choice)."""
+    name = name or UNSET
     if name not in EXECUTORS:
         raise ValueError(f"CONESCOPE_EXECUTOR={name!r}: expected one of {', '.join(EXECUTORS)}")
     if name == "multiprocess":

@@ -15,27 +15,69 @@ from storage.paths import DataRoot
 # One slot per pool by default: the "duckdb" pool must stay at 1 on the embedded DuckDB backend
 # (DuckDB lets a single process write the file); the "gpu" pool is raised to the number of GPUs by
 # ensure_gpu_pool; on DuckLake ensure_warehouse_pool raises the "duckdb" pool too.
-INSTANCE_CONFIG = {
-    "telemetry": {"enabled": False},
-    "concurrency": {"pools": {"default_limit": 1, "granularity": "op"}},
-    # The daemon (`conescope dev`) fails runs that never start, and runs whose worker died where the
-    # run launcher can check its workers (the k8s one; not the local default launcher).
-    "run_monitoring": {"enabled": True, "start_timeout_seconds": 180, "max_resume_run_attempts": 0,
-                       "poll_interval_seconds": 30},
-}
+# Runs launched by the daemon (the automation sensor, the UI) go through Dagster's run queue.
+# With the in-process executor (pipelines/executors.py) a run is one process whose steps wait on
+# the pools in turn, so runs beyond the pools' slots mostly wait, holding a process with torch and a
+# model in memory; a few more than the two pools (gpu + duckdb) keep the CPUs busy while other runs
+# import, load a model or wait. See :func:`max_concurrent_runs`.
+MAX_CONCURRENT_RUNS_CAP = 4
+# Dagster's queue does not start a run whose first steps would all wait on a full pool (it counts
+# each root step of the runs in progress: an embedding run of two datasets holds two). With one slot
+# per pool that serializes the runs of a pool, and each run's start (a new process that loads the
+# code location: seconds) adds to the refresh (measured on the tiny profile: the gpu pool's runs ran
+# strictly one after another, process start included, with a buffer of 1 too). A buffer this large
+# leaves the pools out of the queue's decision: max_concurrent_runs bounds the processes, and a run
+# beyond the free slots starts, loads, and waits on its pool inside its process.
+POOL_RUN_BUFFER = 100
+# The queue daemon's poll interval: Dagster's default (5 s) adds up to 5 s before each of the ~20
+# runs of a refresh starts; a poll of the run table each second costs nothing measurable.
+DEQUEUE_INTERVAL_S = 1
+
+
+def max_concurrent_runs(cpus: int | None = None) -> int:
+    """Runs in progress at once: one per CPU, at least one, at most :data:`MAX_CONCURRENT_RUNS_CAP`."""
+    return max(1, min(cpus if cpus is not None else (os.cpu_count() or 1), MAX_CONCURRENT_RUNS_CAP))
+
+
+def instance_config() -> dict:
+    return {
+        "telemetry": {"enabled": False},
+        "concurrency": {"pools": {"default_limit": 1, "granularity": "op",
+                                  "op_granularity_run_buffer": POOL_RUN_BUFFER},
+                        "runs": {"max_concurrent_runs": max_concurrent_runs()}},
+        "run_queue": {"dequeue_interval_seconds": DEQUEUE_INTERVAL_S},
+        # The daemon (`conescope dev`) fails runs that never start, and runs whose worker died where the
+        # run launcher can check its workers (the k8s one; not the local default launcher).
+        "run_monitoring": {"enabled": True, "start_timeout_seconds": 180, "max_resume_run_attempts": 0,
+                           "poll_interval_seconds": 30},
+    }
+
+
 # Tag of every run `conescope materialize` executes: the process that owns it, "host:pid:start time".
 OWNER_TAG = "conescope/owner"
 LIVE_STATUSES = ("NOT_STARTED", "STARTING", "STARTED", "CANCELING")
 
 
+def _with_missing(defaults: dict, current: dict) -> dict:
+    """``current`` plus the keys of ``defaults`` it lacks, at every level of nesting."""
+    merged = dict(current)
+    for key, value in defaults.items():
+        if key not in merged:
+            merged[key] = value
+        elif isinstance(value, dict) and isinstance(merged[key], dict):
+            merged[key] = _with_missing(value, merged[key])
+    return merged
+
+
 def ensure_dagster_home(root: DataRoot) -> str:
     """Create ``<data root>/dagster_home/dagster.yaml`` if missing (an existing one gains the keys of
-    :data:`INSTANCE_CONFIG` it lacks; its own settings are kept), export DAGSTER_HOME, return it."""
+    :func:`instance_config` it lacks, at any depth; its own settings are kept), export DAGSTER_HOME,
+    return it."""
     home = root.dagster_home
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
     current = (yaml.safe_load(config.read_text()) or {}) if config.exists() else {}
-    merged = {**INSTANCE_CONFIG, **current}
+    merged = _with_missing(instance_config(), current)
     if merged != current:
         tmp = config.with_suffix(".yaml.tmp")
         tmp.write_text(yaml.safe_dump(merged, sort_keys=False))

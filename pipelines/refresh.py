@@ -1,12 +1,11 @@
-"""The refresh chain: which runs recompute every partition of a profile, in dependency order.
+"""The refresh plan of ``conescope materialize``: which runs recompute every partition of a profile,
+in dependency order, in one process and without a daemon.
 
 Layers: the datasets (one run), then each model's image layer (one run per model; text-only models
 have none and go straight on), then each model x lang partition, then each model's summary (metrics
-and the report that read every language), then the reports over every model (one run). The nightly
-schedule starts the first layer; run-status sensors start the next layer when a run of the chain
-succeeds (the summary of a model once all its languages have, the final reports once every model's
-summary has), so a layer never reads an upstream that is still being rewritten. ``conescope
-materialize`` walks the same chain in process.
+and the report that read every language), then the reports over every model (one run), so a layer
+never reads an upstream that is still being rewritten. Under ``conescope dev`` the automation
+sensors request runs instead, from each asset's automation condition (pipelines/automation.py).
 """
 
 from __future__ import annotations

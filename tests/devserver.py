@@ -1,5 +1,7 @@
 """``conescope dev`` as a test fixture: started on a free port with its own data root, and the
-process tree it spawned, read from /proc (no psutil needed)."""
+process tree it spawned, read from /proc (no psutil needed); the GraphQL the UI sends to launch
+"Materialize all", and what the tests (and bench/daemon_refresh.py) read back: runs, failed steps,
+materialized partitions."""
 
 from __future__ import annotations
 
@@ -53,11 +55,38 @@ def alive(pids) -> list[int]:
     return [p for p in pids if _stat(p) is not None]
 
 
+# The mutation the UI sends for "Materialize all" over assets of several partitionings (dagster-webserver
+# 1.13, LaunchAssetChoosePartitionsDialog, a "pureAll" target): every asset, allPartitions.
+LAUNCH_BACKFILL = """mutation LaunchPartitionBackfill($backfillParams: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $backfillParams) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message stack }
+    ... on InvalidSubsetError { message }
+    ... on UnauthorizedError { message }
+  }
+}"""
+BACKFILL = """query Backfill($id: String!) {
+  partitionBackfillOrError(backfillId: $id) {
+    __typename
+    ... on PartitionBackfill { status error { message } }
+    ... on PythonError { message }
+  }
+}"""
+ASSET_NODES = """{ assetNodes { assetKey { path } isMaterializable
+  partitionStats { numMaterialized numPartitions numFailed numMaterializing }
+  assetMaterializations(limit: 1) { runId } } }"""
+RUNS = """{ runsOrError { ... on Runs { results { runId status startTime endTime
+  tags { key value } stepStats { stepKey status } } } } }"""
+BACKFILL_DONE = ("COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED")
+LIVE_RUNS = ("QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING")
+
+
 class DevServer:
-    def __init__(self, home: Path, profile: str, log: Path):
+    def __init__(self, home: Path, profile: str, log: Path, env: dict[str, str] | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "CONESCOPE_HOME": str(home), "CONESCOPE_PROFILE": profile}
+        env = {**os.environ, "CONESCOPE_HOME": str(home), "CONESCOPE_PROFILE": profile, **(env or {})}
         env.pop("DAGSTER_HOME", None)
         self.log = log
         self.proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "dev", "--port", str(self.port)],
@@ -88,7 +117,45 @@ class DevServer:
         req = urllib.request.Request(f"{self.url}/graphql", data=json.dumps({"query": query, "variables": variables
                                                                               or {}}).encode(),
                                      headers={"Content-Type": "application/json"})
-        return json.loads(urllib.request.urlopen(req, timeout=30).read())
+        body = json.loads(urllib.request.urlopen(req, timeout=30).read())
+        if body.get("errors"):
+            raise RuntimeError(f"GraphQL errors: {body['errors']}")
+        return body
+
+    def asset_partitions(self) -> dict[str, tuple[int, int]]:
+        """(materialized, total) partitions of every materializable asset (1 for an unpartitioned one)."""
+        out = {}
+        for node in self.graphql(ASSET_NODES)["data"]["assetNodes"]:
+            if not node["isMaterializable"]:
+                continue
+            key, stats = "/".join(node["assetKey"]["path"]), node["partitionStats"]
+            out[key] = ((stats["numMaterialized"], stats["numPartitions"]) if stats
+                        else (int(bool(node["assetMaterializations"])), 1))
+        return out
+
+    def launch_materialize_all(self) -> str:
+        """Launch "Materialize all" of the whole graph as the UI does; the backfill's id."""
+        keys = [{"path": node["assetKey"]["path"]} for node in self.graphql(ASSET_NODES)["data"]["assetNodes"]
+                if node["isMaterializable"]]
+        result = self.graphql(LAUNCH_BACKFILL, {"backfillParams": {"tags": [], "assetSelection": keys,
+                                                                   "allPartitions": True}})
+        launched = result["data"]["launchPartitionBackfill"]
+        if launched["__typename"] != "LaunchBackfillSuccess":
+            raise RuntimeError(f"backfill not launched: {launched}")
+        return launched["backfillId"]
+
+    def wait_backfill(self, backfill_id: str, timeout_s: float) -> str:
+        """The backfill's final status."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            backfill = self.graphql(BACKFILL, {"id": backfill_id})["data"]["partitionBackfillOrError"]
+            if backfill.get("status") in BACKFILL_DONE:
+                return backfill["status"]
+            time.sleep(2)
+        raise TimeoutError(f"backfill {backfill_id} not done after {timeout_s} s: {backfill}")
+
+    def runs(self) -> list[dict]:
+        return self.graphql(RUNS)["data"]["runsOrError"]["results"]
 
     def stop(self, signum: int = signal.SIGTERM, timeout_s: float = 30.0) -> tuple[float, dict[int, str]]:
         """Send ``signum``; (seconds until conescope dev exited, processes of its tree still alive)."""

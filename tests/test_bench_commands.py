@@ -33,3 +33,20 @@ def test_bench_reports_times_a_generated_partition():
     results = _results(["-m", "bench.reports", "--pairs", "300"])
     assert float(results["render_cold_s"]) > 0 and float(results["render_warm_s"]) > 0
     assert 0 < int(results["thumbnails_decoded"]) <= 300 and float(results["peak_rss_mb"]) > 0
+
+
+@pytest.mark.heavy
+def test_bench_daemon_refresh_times_the_cli_and_the_automation_route(tmp_path):
+    import yaml
+
+    from tests.conftest import TINY_PROFILE
+
+    profile = tmp_path / "tiny.yaml"
+    profile.write_text(yaml.safe_dump(TINY_PROFILE))
+    results = _results(["-m", "bench.daemon_refresh", "--profile", str(profile), "--routes", "cli,automation",
+                        "--settle", "5"])
+    for route in ("cli", "automation"):
+        assert float(results[f"{route}.wall_s"]) > 0 and int(results[f"{route}.runs"]) >= 10
+        assert results[f"{route}.failed_steps"] == "0"
+    assert results["automation.all_materialized"] == "True" and results["automation.late_runs"] == "0"
+    assert float(results["ratio.automation_over_cli"]) > 0

@@ -1,6 +1,5 @@
-"""The code location loads, with the graph, partitions, jobs, schedule and sensors of DESIGN.md."""
-
-import datetime
+"""The code location loads, with the graph, partitions and jobs of DESIGN.md; the plan that
+``conescope materialize`` walks (the automation sensor is tested in test_automation.py)."""
 
 import dagster as dg
 import pytest
@@ -10,7 +9,6 @@ from pipelines.refresh import (
     DATASETS_JOB,
     IMAGE_JOB,
     MODEL_LANG_JOB,
-    REFRESH_TAG,
     REPORTS_JOB,
     SUMMARY_JOB,
     PlannedRun,
@@ -66,53 +64,6 @@ def test_dependencies_and_partition_mappings(tiny_profile, data_root):
     assert isinstance(mapping, dg.StaticPartitionMapping)
 
 
-def _tick(defs, when):
-    schedule = defs.get_schedule_def("nightly_recompute")
-    with dg.build_schedule_context(repository_def=defs.get_repository_def(), scheduled_execution_time=when) as ctx:
-        return schedule, schedule.evaluate_tick(ctx).run_requests
-
-
-def test_nightly_schedule_starts_the_refresh_chain(tiny_profile, data_root):
-    defs = build_definitions(tiny_profile, str(data_root))
-    when = datetime.datetime(2026, 11, 22, 2, 0, tzinfo=datetime.UTC)
-    schedule, requests = _tick(defs, when)
-    assert schedule.cron_schedule == "0 2 * * *"
-    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
-    assert schedule.job_name == DATASETS_JOB
-    assert len(requests) == 1
-    assert requests[0].tags[REFRESH_TAG] == "nightly-20261122T0200"
-    assert requests[0].run_key == "nightly-20261122T0200:datasets_job"
-
-
-def _sensor_requests(defs, sensor_name, job_name, partition_key, tags, instance):
-    result = defs.resolve_job_def(job_name).execute_in_process(
-        instance=instance, partition_key=partition_key, tags=tags)
-    run = result.dagster_run
-    success = next(e for e in result.all_events if e.event_type_value == "PIPELINE_SUCCESS")
-    sensor = defs.get_sensor_def(sensor_name)
-    ctx = dg.build_run_status_sensor_context(sensor_name=sensor_name, dagster_event=success,
-                                             dagster_instance=instance, dagster_run=run)
-    return list(sensor(ctx) or [])
-
-
-def test_refresh_sensors_request_every_downstream_partition(tiny_profile, data_root):
-    defs = build_definitions(tiny_profile, str(data_root))
-    instance = dg.DagsterInstance.ephemeral()
-    tags = {REFRESH_TAG: "nightly-x"}
-    after_datasets = _sensor_requests(defs, "refresh_after_datasets_job", DATASETS_JOB, None, tags, instance)
-    assert sorted(r.partition_key for r in after_datasets) == sorted(tiny_profile.models)
-    assert all(r.tags[REFRESH_TAG] == "nightly-x" for r in after_datasets)
-    after_image = _sensor_requests(defs, "refresh_after_image_job", IMAGE_JOB, "tiny.random", tags, instance)
-    assert sorted(r.partition_key for r in after_image) == ["en|tiny.random", "fr|tiny.random"]
-    # A run outside a refresh (launched by hand) does not start the chain.
-    assert _sensor_requests(defs, "refresh_after_image_job", IMAGE_JOB, "tiny.random", {}, instance) == []
-    # The model's summary (every language) waits for its last language.
-    first = _sensor_requests(defs, "refresh_after_model_lang_job", MODEL_LANG_JOB, "en|tiny.random", tags, instance)
-    assert first == []
-    last = _sensor_requests(defs, "refresh_after_model_lang_job", MODEL_LANG_JOB, "fr|tiny.random", tags, instance)
-    assert [(r.partition_key, r.tags[REFRESH_TAG]) for r in last] == [("tiny.random", "nightly-x")]
-
-
 def test_full_plan_covers_every_partition_in_dependency_order(tiny_profile):
     plan = full_plan(tiny_profile, "x")
     jobs = [p.job for p in plan]
@@ -125,7 +76,7 @@ def test_full_plan_covers_every_partition_in_dependency_order(tiny_profile):
 
 
 def test_final_reports_wait_for_every_models_summary(tiny_profile):
-    tags = {REFRESH_TAG: "r"}
+    tags = {"conescope/refresh": "r"}
     first = PlannedRun(SUMMARY_JOB, "tiny.random", tags)
     assert next_layer(tiny_profile, first, done_models=set()) == []
     last = PlannedRun(SUMMARY_JOB, "tiny.random-nobias", tags)
@@ -134,23 +85,3 @@ def test_final_reports_wait_for_every_models_summary(tiny_profile):
     assert next_layer(tiny_profile, final) == []
     # Materializing one model by hand: its summary alone unlocks the final reports.
     assert next_layer(tiny_profile, first, models=["tiny.random"]) == [PlannedRun(REPORTS_JOB, None)]
-
-
-def test_final_reports_sensor_waits_for_the_last_models_summary(tiny_profile, data_root):
-    defs = build_definitions(tiny_profile, str(data_root))
-    instance = dg.DagsterInstance.ephemeral()
-    job = defs.resolve_job_def(SUMMARY_JOB)
-    sensor = defs.get_sensor_def("refresh_after_model_summary_job")
-
-    def finish(model: str) -> list:
-        run = instance.create_run_for_job(job_def=job, tags={REFRESH_TAG: "r", "dagster/partition": model},
-                                          status=dg.DagsterRunStatus.SUCCESS)
-        event = dg.DagsterEvent(event_type_value="PIPELINE_SUCCESS", job_name=SUMMARY_JOB)
-        ctx = dg.build_run_status_sensor_context(sensor_name=sensor.name, dagster_event=event,
-                                                 dagster_instance=instance, dagster_run=run)
-        return list(sensor(ctx) or [])
-
-    assert finish("tiny.random") == []
-    [request] = finish("tiny.random-nobias")
-    assert request.partition_key is None and request.tags == {REFRESH_TAG: "r"}
-    assert request.run_key == "r:reports_job:"

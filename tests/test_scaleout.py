@@ -12,6 +12,7 @@ from pipelines.refresh import IMAGE_JOB, MODEL_LANG_JOB
 
 
 @pytest.mark.parametrize(("name", "executor_name", "run_config"), [
+    (None, "in_process", {"execution": {"config": {"retries": {"enabled": {}}}}}),
     ("multiprocess", "multiprocess", {"execution": {"config": {"max_concurrent": 4}}}),
     ("k8s", "k8s", {"execution": {"config": {"job_namespace": "conescope", "max_concurrent": 8,
                                              "job_image": "registry.example/conescope:latest",

@@ -71,7 +71,8 @@ def test_ui_graph_partitions_checks_and_one_materialization(chromium, materializ
     profile.write_text(yaml.safe_dump({**TINY_PROFILE, "models": {**TINY_PROFILE["models"],
                                                                   TEXT_ONLY: TEXT_ONLY_MODEL}}))
     TEST_OUTPUT.mkdir(exist_ok=True)
-    server = DevServer(data, str(profile), tmp_path / "dev.log")
+    # automation off: this instance has recorded none of the copied materializations, and would rebuild them
+    server = DevServer(data, str(profile), tmp_path / "dev.log", env={"CONESCOPE_AUTOMATION": "off"})
     t0 = time.monotonic()
     try:
         server.wait_ready()

@@ -1,0 +1,51 @@
+"""The instance config written to the data root: the run queue sized to the machine (runs launched
+by the automation sensors and the UI), Dagster accepts it, and a user's own settings stand."""
+
+import os
+
+import dagster as dg
+import pytest
+import yaml
+
+from pipelines.instance import DEQUEUE_INTERVAL_S, POOL_RUN_BUFFER, ensure_dagster_home, max_concurrent_runs
+from storage.paths import DataRoot
+
+
+@pytest.fixture
+def root(tmp_path, monkeypatch):
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    yield DataRoot(tmp_path / "data")
+    os.environ.pop("DAGSTER_HOME", None)
+
+
+def test_max_concurrent_runs_is_one_per_cpu_between_one_and_four():
+    assert [max_concurrent_runs(n) for n in (1, 2, 3, 16)] == [1, 2, 3, 4]
+    assert max_concurrent_runs(0) == 1
+
+
+def test_run_queue_and_pools_as_dagster_reads_them(root):
+    ensure_dagster_home(root)
+    with dg.DagsterInstance.get() as instance:
+        queue = instance.get_concurrency_config().run_queue_config
+        assert queue.max_concurrent_runs == max_concurrent_runs()
+        assert queue.op_concurrency_slot_buffer == POOL_RUN_BUFFER
+        assert instance.run_coordinator.dequeue_interval_seconds == DEQUEUE_INTERVAL_S
+        assert instance.get_concurrency_config().pool_config.default_pool_limit == 1
+        assert not instance.telemetry_enabled
+
+
+def test_an_existing_config_gains_missing_keys_and_keeps_its_own(root):
+    config = root.dagster_home / "dagster.yaml"
+    config.parent.mkdir(parents=True)
+    config.write_text(yaml.safe_dump({"concurrency": {"pools": {"default_limit": 1, "granularity": "op"}},
+                                      "run_monitoring": {"enabled": False}}))
+    ensure_dagster_home(root)
+    written = yaml.safe_load(config.read_text())
+    assert written["concurrency"]["runs"] == {"max_concurrent_runs": max_concurrent_runs()}  # gained, nested
+    assert written["run_monitoring"]["enabled"] is False  # kept (and the keys it lacked added)
+    # a limit of the user's stands (Dagster reads run limits beside pools only under concurrency > runs)
+    config.write_text(yaml.safe_dump({"concurrency": {"runs": {"max_concurrent_runs": 7}}}))
+    ensure_dagster_home(root)
+    with dg.DagsterInstance.get() as instance:
+        assert instance.get_concurrency_config().run_queue_config.max_concurrent_runs == 7
+        assert instance.get_concurrency_config().pool_config.default_pool_limit == 1

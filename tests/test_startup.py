@@ -1,0 +1,28 @@
+"""Every run launched by the daemon or the UI is a new process that loads the code location first:
+loading it must not import open_clip (about 3 s: torch, torchvision, transformers), which only the
+embedding steps need. The profile's architecture names are checked against open_clip's config files
+instead, with the same result as ``open_clip.list_models()``."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_known_architectures_are_open_clips_own_list():
+    import open_clip
+
+    from conescope.models import _register_configs, known_architectures
+
+    _register_configs()
+    assert known_architectures() == set(open_clip.list_models())
+    assert {"ViT-B-32", "RN101", "conescope-tiny"} <= known_architectures()
+
+
+def test_loading_the_code_location_does_not_import_open_clip():
+    code = ("import sys, pipelines.definitions; "
+            "print(sorted(m for m in ('open_clip', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"
