@@ -72,15 +72,24 @@ def _dev(args: argparse.Namespace) -> int:
     import dagster as dg
 
     from conescope.profile import load_profile
-    from pipelines.instance import ensure_dagster_home, ensure_gpu_pool, ensure_warehouse_pool
+    from pipelines.instance import (
+        configured_max_runs,
+        ensure_dagster_home,
+        ensure_gpu_pool,
+        ensure_warehouse_pool,
+        run_thread_env,
+    )
 
     root = DataRoot.from_env()
     profile = load_profile()
     ensure_dagster_home(root)
+    threads = run_thread_env(configured_max_runs(root))
+    os.environ.update(threads)  # inherited by the code server and every run it launches
     with dg.DagsterInstance.get() as instance:
         print(f"conescope dev: pool 'gpu' (embedding steps) has {ensure_gpu_pool(instance)} slot(s), pool "
               f"'duckdb' (warehouse writers, {profile.warehouse.kind}) "
-              f"{ensure_warehouse_pool(instance, profile.warehouse.kind)}")
+              f"{ensure_warehouse_pool(instance, profile.warehouse.kind)}; runs use "
+              f"{threads['OMP_NUM_THREADS']} thread(s) each (OMP_NUM_THREADS)")
     os.environ["CONESCOPE_HOME"] = str(root.root)  # the code server resolves it from the repository
     local = Path(sys.executable).parent / "dagster"
     cmd = [str(local) if local.exists() else "dagster", "dev", "-w", str(REPO / "workspace.yaml"),

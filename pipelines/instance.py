@@ -39,6 +39,30 @@ def max_concurrent_runs(cpus: int | None = None) -> int:
     return max(1, min(cpus if cpus is not None else (os.cpu_count() or 1), MAX_CONCURRENT_RUNS_CAP))
 
 
+# Thread pools sized by the variables torch (OpenMP), numpy/scipy (BLAS) and scikit-learn read at start.
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def run_thread_env(runs: int, cpus: int | None = None, environ: dict | None = None) -> dict[str, str]:
+    """The thread counts the processes of ``conescope dev`` (and the runs they launch) inherit: the CPUs
+    shared among the ``runs`` that may be in progress at once, at least one each. Unset, every run's
+    torch, BLAS and OpenMP pools size themselves to every CPU, and two runs at once on two cores ran
+    the image layer of the demo three times slower than one after the other (bench/daemon_refresh.py:
+    OpenMP workers spin while they wait for their turn on a core). A variable already set is kept."""
+    environ = os.environ if environ is None else environ
+    cpus = cpus if cpus is not None else (os.cpu_count() or 1)
+    per_run = str(max(1, cpus // max(1, runs)))
+    return {var: environ.get(var, per_run) for var in THREAD_VARS}
+
+
+def configured_max_runs(root: DataRoot) -> int:
+    """``concurrency.runs.max_concurrent_runs`` of the instance config in the data root (as written by
+    :func:`ensure_dagster_home` or set by hand)."""
+    config = yaml.safe_load((root.dagster_home / "dagster.yaml").read_text()) or {}
+    return int(((config.get("concurrency") or {}).get("runs") or {}).get("max_concurrent_runs")
+               or max_concurrent_runs())
+
+
 def instance_config() -> dict:
     return {
         "telemetry": {"enabled": False},

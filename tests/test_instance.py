@@ -49,3 +49,19 @@ def test_an_existing_config_gains_missing_keys_and_keeps_its_own(root):
     with dg.DagsterInstance.get() as instance:
         assert instance.get_concurrency_config().run_queue_config.max_concurrent_runs == 7
         assert instance.get_concurrency_config().pool_config.default_pool_limit == 1
+
+
+def test_runs_share_the_cpus_and_a_users_thread_setting_stands(root):
+    from pipelines.instance import THREAD_VARS, configured_max_runs, run_thread_env
+
+    assert run_thread_env(2, cpus=2, environ={}) == dict.fromkeys(THREAD_VARS, "1")
+    assert run_thread_env(4, cpus=16, environ={}) == dict.fromkeys(THREAD_VARS, "4")
+    assert run_thread_env(4, cpus=2, environ={})["OMP_NUM_THREADS"] == "1"  # never zero
+    assert run_thread_env(2, cpus=2, environ={"OMP_NUM_THREADS": "3"})["OMP_NUM_THREADS"] == "3"
+    ensure_dagster_home(root)
+    assert configured_max_runs(root) == max_concurrent_runs()
+    config = root.dagster_home / "dagster.yaml"
+    data = yaml.safe_load(config.read_text())
+    data["concurrency"]["runs"]["max_concurrent_runs"] = 7
+    config.write_text(yaml.safe_dump(data))
+    assert configured_max_runs(root) == 7
