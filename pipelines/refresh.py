@@ -39,10 +39,6 @@ def _check(profile: Profile, models: list[str], langs: list[str]) -> None:
         raise ValueError(f"not in profile {profile.name!r}: {', '.join(unknown)}")
 
 
-def first_layer(refresh_id: str) -> list[PlannedRun]:
-    return [PlannedRun(DATASETS_JOB, None, {REFRESH_TAG: refresh_id})]
-
-
 def next_layer(profile: Profile, finished: PlannedRun, models: list[str] | None = None,
                langs: list[str] | None = None, done_langs: set[str] | None = None,
                done_models: set[str] | None = None) -> list[PlannedRun]:
@@ -83,7 +79,7 @@ def _model_lang_runs(model: str, langs: list[str], tags: dict[str, str]) -> list
 def full_plan(profile: Profile, refresh_id: str, models: list[str] | None = None,
               langs: list[str] | None = None) -> list[PlannedRun]:
     """Every run of the chain in an order that respects dependencies (breadth first)."""
-    plan, frontier = [], first_layer(refresh_id)
+    plan, frontier = [], [PlannedRun(DATASETS_JOB, None, {REFRESH_TAG: refresh_id})]
     # Kept across layers: a text-only model's runs are a layer ahead of the image models' ones.
     done: dict[str, set[str]] = {}
     done_models: set[str] = set()

@@ -50,3 +50,26 @@ def test_bench_daemon_refresh_times_the_cli_and_the_automation_route(tmp_path):
         assert results[f"{route}.failed_steps"] == "0"
     assert results["automation.all_materialized"] == "True" and results["automation.late_runs"] == "0"
     assert float(results["ratio.automation_over_cli"]) > 0
+
+
+@pytest.mark.heavy
+def test_bench_staleness_measures_the_three_refreshes(tmp_path):
+    import os
+
+    import yaml
+
+    from tests.conftest import TINY_PROFILE
+
+    profile = tmp_path / "tiny.yaml"
+    profile.write_text(yaml.safe_dump(TINY_PROFILE))
+    home = tmp_path / "data"
+    env = {**os.environ, "CONESCOPE_HOME": str(home)}
+    env.pop("DAGSTER_HOME", None)
+    done = subprocess.run([sys.executable, "-m", "pipelines.cli", "materialize", "--profile", str(profile)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr
+    results = _results(["bench/staleness.py", "--home", str(home), "--profile", str(profile)])
+    assert results["nothing_embedded_rows"] == "0" and results["nothing_runs_with_work"] == "1"
+    assert results["module_embedded_rows"] == "0"
+    assert int(results["dataset_embedded_rows"]) > 0
+    assert all(float(results[f"{case}_s"]) > 0 for case in ("nothing", "module", "dataset"))
