@@ -11,6 +11,7 @@ warehouse writes (rejects, views) wait on DuckDB's file lock instead of holding 
 
 
 import shutil
+import sys
 from datetime import UTC, datetime
 from functools import lru_cache
 
@@ -51,6 +52,31 @@ def cached_model(spec: ModelSpec, device: str, precision: str = "fp32") -> Loade
 
         return load_text_model(spec.arch, spec.package, device, precision)
     return load_model(spec.arch, spec.pretrained, spec.seed, spec.zero_bias, device, precision)
+
+
+def warm_models(profile: Profile | None = None) -> list[str]:
+    """Create the profile's models in :func:`cached_model` (as many as it holds), where the embedding
+    steps will run them on the CPU; returns their names. The run launcher's forkserver
+    (pipelines/forkserver.py) calls it once, so that the runs forked from it find their model made:
+    a model created per run costs 1-3 s (the CLI makes each once for all its runs). Nothing on a
+    GPU: CUDA cannot be used in a forked child once the parent has. A model that fails to load is
+    left to the step, which reports why."""
+    from conescope.models import resolve_device
+    from conescope.profile import load_profile
+
+    profile = profile or load_profile()
+    cfg = profile.embedding
+    if resolve_device(cfg.device) != "cpu":
+        return []
+    warmed = []
+    for spec in list(profile.models.values())[:cached_model.cache_info().maxsize]:
+        try:
+            cached_model(spec, "cpu", cfg.precision)
+        except Exception as exc:  # noqa: BLE001 - the step loads it again and fails with the reason
+            print(f"warm_models: {spec.name} not preloaded: {exc}", file=sys.stderr)
+            continue
+        warmed.append(spec.name)
+    return warmed
 
 
 def engine_settings(spec: EmbeddingSpec) -> engine.EngineSettings:

@@ -18,8 +18,7 @@ from storage.paths import DataRoot
 # Runs launched by the daemon (the automation sensor, the UI) go through Dagster's run queue.
 # With the in-process executor (pipelines/executors.py) a run is one process whose steps wait on
 # the pools in turn, so runs beyond the pools' slots mostly wait, holding a process with torch and a
-# model in memory; a few more than the two pools (gpu + duckdb) keep the CPUs busy while other runs
-# import, load a model or wait. See :func:`max_concurrent_runs`.
+# model in memory, and the CPUs they were given idle. See :func:`max_concurrent_runs`.
 MAX_CONCURRENT_RUNS_CAP = 4
 # Dagster's queue does not start a run whose first steps would all wait on a full pool (it counts
 # each root step of the runs in progress: an embedding run of two datasets holds two). With one slot
@@ -35,8 +34,14 @@ DEQUEUE_INTERVAL_S = 1
 
 
 def max_concurrent_runs(cpus: int | None = None) -> int:
-    """Runs in progress at once: one per CPU, at least one, at most :data:`MAX_CONCURRENT_RUNS_CAP`."""
-    return max(1, min(cpus if cpus is not None else (os.cpu_count() or 1), MAX_CONCURRENT_RUNS_CAP))
+    """Runs in progress at once: one per two CPUs, at least one, at most :data:`MAX_CONCURRENT_RUNS_CAP`.
+
+    A run's steps wait on the pools in turn (one embedding, one warehouse writer at a time), and each
+    run gets ``CPUs / runs`` threads (:func:`run_thread_env`): with two runs of one thread each on two
+    cores, a run waiting on a pool leaves its core idle while the other computes on one thread. On
+    the demo (2 cores, bench/daemon_refresh.py) the two image runs then took 117 s side by side
+    against 69 s one after the other with two threads each."""
+    return max(1, min((cpus if cpus is not None else (os.cpu_count() or 1)) // 2, MAX_CONCURRENT_RUNS_CAP))
 
 
 # Thread pools sized by the variables torch (OpenMP), numpy/scipy (BLAS) and scikit-learn read at start.
@@ -70,10 +75,13 @@ def instance_config() -> dict:
                                   "op_granularity_run_buffer": POOL_RUN_BUFFER},
                         "runs": {"max_concurrent_runs": max_concurrent_runs()}},
         "run_queue": {"dequeue_interval_seconds": DEQUEUE_INTERVAL_S},
-        # The daemon (`conescope dev`) fails runs that never start, and runs whose worker died where the
-        # run launcher can check its workers (the k8s one; not the local default launcher).
+        # runs forked from a process that has imported the code location (pipelines/launcher.py)
+        "run_launcher": {"module": "pipelines.launcher", "class": "PreforkRunLauncher"},
+        # The daemon (`conescope dev`) fails runs that never start and runs whose worker died (the
+        # launcher, pipelines/launcher.py, checks its forked workers), and frees the pool slots that
+        # runs which ended still claim (a killed worker never releases its own).
         "run_monitoring": {"enabled": True, "start_timeout_seconds": 180, "max_resume_run_attempts": 0,
-                           "poll_interval_seconds": 30},
+                           "poll_interval_seconds": 30, "free_slots_after_run_end_seconds": 10},
     }
 
 
@@ -149,7 +157,7 @@ def ensure_warehouse_pool(instance, kind: str, slots: int | None = None) -> int:
     return limit
 
 
-def _start_time(pid: int) -> str | None:
+def process_start_time(pid: int) -> str | None:
     """The kernel's start time of process ``pid`` (clock ticks since boot; Linux), None if unknown."""
     try:
         with open(f"/proc/{pid}/stat") as fh:
@@ -161,17 +169,17 @@ def _start_time(pid: int) -> str | None:
 
 def owner_tag() -> str:
     """``host:pid:start time`` of this process, written on every run it executes."""
-    return f"{socket.gethostname()}:{os.getpid()}:{_start_time(os.getpid()) or ''}"
+    return f"{socket.gethostname()}:{os.getpid()}:{process_start_time(os.getpid()) or ''}"
 
 
-def _alive(pid: int, started: str) -> bool:
+def process_alive(pid: int, started: str) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True  # someone else's live process
-    now = _start_time(pid)
+    now = process_start_time(pid)
     # a recycled pid belongs to a process started at another time
     return not (started and now is not None and now != started)
 
@@ -189,7 +197,7 @@ def recover_dead_runs(instance, log: Callable[[str], None] = print) -> list[str]
     for run in instance.get_runs(dg.RunsFilter(statuses=statuses)):
         owner = run.tags.get(OWNER_TAG, "")
         parts = owner.split(":")
-        if len(parts) != 3 or parts[0] != host or not parts[1].isdigit() or _alive(int(parts[1]), parts[2]):
+        if len(parts) != 3 or parts[0] != host or not parts[1].isdigit() or process_alive(int(parts[1]), parts[2]):
             continue
         partition = run.tags.get("dagster/partition", "")
         instance.report_run_failed(run, f"process {parts[1]} on {host} that ran this run is gone "

@@ -100,3 +100,47 @@ def test_slots_of_a_run_ended_from_outside_are_freed():
         assert recover_dead_runs(instance, lines.append) == []
         assert [s.run_id for s in storage.get_concurrency_info("duckdb").claimed_slots] == [live.run_id]
         assert lines == [f"run {ended.run_id} (FAILURE) still held concurrency slots: freed"]
+
+
+def test_a_run_worker_killed_under_conescope_dev_is_failed_and_its_slot_freed(tmp_path):
+    """``kill -9`` of the worker of a run that the daemon launched (the automation sensor, on an
+    empty data root) while its embedding step holds the ``gpu`` pool: the daemon's run monitoring
+    asks the launcher (pipelines/launcher.py), which sees the worker gone, fails the run with that
+    reason, and frees the slot the dead worker never released."""
+    import dagster as dg
+
+    from tests.devserver import DevServer
+
+    root = tmp_path / "data"
+    profile = tmp_path / "crash.yaml"
+    profile.write_text(yaml.safe_dump(PROFILE))
+    home = root / "dagster_home"
+    home.mkdir(parents=True)
+    # a user's setting, kept by conescope dev: the monitoring loop every 2 s instead of 30 s
+    (home / "dagster.yaml").write_text(yaml.safe_dump({"run_monitoring": {"poll_interval_seconds": 2}}))
+    server = DevServer(root, str(profile), tmp_path / "dev.log")
+    try:
+        server.wait_ready()
+        deadline = time.monotonic() + 240
+        holder = None
+        while holder is None:
+            assert time.monotonic() < deadline, "no run took the gpu pool"
+            holder = _holder(root, "gpu")
+            time.sleep(0.02)
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            worker = instance.get_run_by_id(holder).tags["conescope/worker"]
+            pid = int(worker.split(":")[1])
+            os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 120
+            while instance.get_run_by_id(holder).status != dg.DagsterRunStatus.FAILURE:
+                assert time.monotonic() < deadline, "run monitoring did not fail the run of the killed worker"
+                time.sleep(0.5)
+            reasons = [e.message for e in instance.all_logs(holder) if e.message and "is gone" in e.message]
+            assert reasons and f"run worker process {pid} is gone" in reasons[-1]
+            while _holder(root, "gpu") == holder:
+                assert time.monotonic() < deadline, "the dead run's gpu slot was never freed"
+                time.sleep(0.5)
+        took, left = server.stop()
+        assert not left
+    finally:
+        server.kill()

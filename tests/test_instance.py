@@ -18,8 +18,8 @@ def root(tmp_path, monkeypatch):
     os.environ.pop("DAGSTER_HOME", None)
 
 
-def test_max_concurrent_runs_is_one_per_cpu_between_one_and_four():
-    assert [max_concurrent_runs(n) for n in (1, 2, 3, 16)] == [1, 2, 3, 4]
+def test_max_concurrent_runs_is_one_per_two_cpus_between_one_and_four():
+    assert [max_concurrent_runs(n) for n in (1, 2, 3, 4, 6, 8, 16)] == [1, 1, 1, 2, 3, 4, 4]
     assert max_concurrent_runs(0) == 1
 
 
@@ -32,6 +32,7 @@ def test_run_queue_and_pools_as_dagster_reads_them(root):
         assert instance.run_coordinator.dequeue_interval_seconds == DEQUEUE_INTERVAL_S
         assert instance.get_concurrency_config().pool_config.default_pool_limit == 1
         assert not instance.telemetry_enabled
+        assert type(instance.run_launcher).__name__ == "PreforkRunLauncher"
 
 
 def test_an_existing_config_gains_missing_keys_and_keeps_its_own(root):
