@@ -47,6 +47,8 @@ def project_files(working_directory: Path) -> dict[str, list[int]]:
     """Every loaded module's file under ``working_directory``, and the active profile, with its
     modification time and size: what a code change touches."""
     root = working_directory.resolve()
+    # installed packages are not the project's code, even in a virtual environment inside its folder
+    installed = {Path(p).resolve() for p in (sys.prefix, sys.exec_prefix)}
     files = {getattr(m, "__file__", None) for m in list(sys.modules.values())}
     try:
         from conescope.profile import resolve_profile_path
@@ -57,7 +59,8 @@ def project_files(working_directory: Path) -> dict[str, list[int]]:
     stats = {}
     for name in sorted(f for f in files if f):
         path = Path(name).resolve()
-        if path.is_relative_to(root) and path.is_file():
+        if (path.is_relative_to(root) and not any(path.is_relative_to(p) for p in installed)
+                and "site-packages" not in path.parts and path.is_file()):
             st = path.stat()
             stats[str(path)] = [st.st_mtime_ns, st.st_size]
     return stats

@@ -226,3 +226,16 @@ def test_warm_models_fills_the_cache_the_embedding_steps_read(tiny_profile):
     cached_model(spec, "cpu", tiny_profile.embedding.precision)  # what the image step calls on the CPU
     assert cached_model.cache_info().hits == hits + 1
     cached_model.cache_clear()
+
+
+def test_only_the_projects_own_files_are_watched():
+    # the virtual environment may sit inside the project's folder (README: python -m venv .venv):
+    # its thousands of installed modules are not the code a change to which restarts the forkserver
+    repo = Path(__file__).resolve().parent.parent
+    server = ForkServer(sys.executable, str(repo), ["pipelines.forkserver", "yaml"])
+    try:
+        watched = [Path(p) for p in server.files]
+        assert repo / "pipelines" / "forkserver.py" in watched
+        assert not [p for p in watched if "site-packages" in p.parts or p.is_relative_to(Path(sys.prefix).resolve())]
+    finally:
+        server.close()
