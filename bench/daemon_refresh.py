@@ -37,9 +37,9 @@ def _failed_steps(runs: list[dict]) -> int:
     return sum(step["status"] == "FAILURE" for run in runs for step in run["stepStats"])
 
 
-def _summary(runs: list[dict], started: float, ended: float | None = None) -> dict:
+def _summary(runs: list[dict], started: float) -> dict:
     ends = [r["endTime"] for r in runs if r["endTime"]]
-    return {"wall_s": (ended or max(ends, default=started)) - started, "runs": len(runs),
+    return {"wall_s": max(ends, default=started) - started, "runs": len(runs),
             "failed_runs": sum(r["status"] == "FAILURE" for r in runs), "failed_steps": _failed_steps(runs)}
 
 

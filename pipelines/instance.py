@@ -167,9 +167,25 @@ def process_start_time(pid: int) -> str | None:
         return None
 
 
+def process_tag(pid: int, started: str | None = None) -> str:
+    """``host:pid:start time`` of process ``pid`` of this machine: the tag value that names the process
+    running a run (:data:`OWNER_TAG`, the launcher's worker tag)."""
+    started = process_start_time(pid) if started is None else started
+    return f"{socket.gethostname()}:{pid}:{started or ''}"
+
+
+def local_process(tag: str | None) -> tuple[int, str] | None:
+    """(pid, start time) of a :func:`process_tag` value, None when it names another machine's process
+    or is not one."""
+    parts = (tag or "").split(":")
+    if len(parts) != 3 or parts[0] != socket.gethostname() or not parts[1].isdigit():
+        return None
+    return int(parts[1]), parts[2]
+
+
 def owner_tag() -> str:
-    """``host:pid:start time`` of this process, written on every run it executes."""
-    return f"{socket.gethostname()}:{os.getpid()}:{process_start_time(os.getpid()) or ''}"
+    """:func:`process_tag` of this process, written on every run it executes."""
+    return process_tag(os.getpid())
 
 
 def process_alive(pid: int, started: str) -> bool:
@@ -195,16 +211,15 @@ def recover_dead_runs(instance, log: Callable[[str], None] = print) -> list[str]
     statuses = [dg.DagsterRunStatus[s] for s in LIVE_STATUSES]
     failed = []
     for run in instance.get_runs(dg.RunsFilter(statuses=statuses)):
-        owner = run.tags.get(OWNER_TAG, "")
-        parts = owner.split(":")
-        if len(parts) != 3 or parts[0] != host or not parts[1].isdigit() or process_alive(int(parts[1]), parts[2]):
+        owner = local_process(run.tags.get(OWNER_TAG))
+        if owner is None or process_alive(*owner):
             continue
         partition = run.tags.get("dagster/partition", "")
-        instance.report_run_failed(run, f"process {parts[1]} on {host} that ran this run is gone "
+        instance.report_run_failed(run, f"process {owner[0]} on {host} that ran this run is gone "
                                         f"(killed or crashed); marked failed by conescope materialize")
         instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
         log(f"run {run.run_id} ({run.job_name} {partition}) was left {run.status.value} by dead process "
-            f"{parts[1]}: marked failed, its concurrency slots freed")
+            f"{owner[0]}: marked failed, its concurrency slots freed")
         failed.append(run.run_id)
     _free_slots_of_finished_runs(instance, log)
     return failed

@@ -36,7 +36,6 @@ import json
 import os
 import select
 import signal
-import socket
 import subprocess
 import threading
 from collections.abc import Mapping, Sequence
@@ -48,7 +47,7 @@ from dagster._core.launcher.base import CheckRunHealthResult, LaunchRunContext, 
 from dagster._core.storage.dagster_run import DagsterRun
 from dagster._serdes import serialize_value
 
-from pipelines.instance import process_alive
+from pipelines.instance import local_process, process_alive, process_tag
 
 WORKER_TAG = "conescope/worker"
 # Imported in the forkserver besides the code location, when installed: what the runs import lazily
@@ -142,13 +141,6 @@ def _code_location(run: DagsterRun) -> tuple[str, str, str] | None:
     return repo.executable_path, str(Path(working_directory).resolve()), module
 
 
-def parse_worker(tag: str | None) -> tuple[str, int, str] | None:
-    parts = (tag or "").split(":")
-    if len(parts) != 3 or not parts[1].isdigit():
-        return None
-    return parts[0], int(parts[1]), parts[2]
-
-
 class PreforkRunLauncher(DefaultRunLauncher):
     def __init__(self, inst_data=None, preload: Sequence[str] = DEFAULT_PRELOAD, warm_up: str = DEFAULT_WARM_UP):
         super().__init__(inst_data=inst_data)
@@ -209,14 +201,11 @@ class PreforkRunLauncher(DefaultRunLauncher):
             self._instance.report_engine_event(f"{exc}\nLaunching through the code server instead.", run,
                                                cls=self.__class__)
             return super().launch_run(context)
-        self._instance.add_run_tags(run.run_id, {WORKER_TAG: f"{socket.gethostname()}:{pid}:{started}"})
+        self._instance.add_run_tags(run.run_id, {WORKER_TAG: process_tag(pid, started)})
 
     def _worker(self, run: DagsterRun) -> tuple[int, str] | None:
         """(pid, start time) of the run's forked worker, if it ran on this machine."""
-        worker = parse_worker(run.tags.get(WORKER_TAG))
-        if worker is None or worker[0] != socket.gethostname():
-            return None
-        return worker[1], worker[2]
+        return local_process(run.tags.get(WORKER_TAG))
 
     def terminate(self, run_id: str) -> bool:
         run = self._instance.get_run_by_id(run_id) if self.has_instance else None

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import dagster as dg
 
 from conescope.profile import Profile
-from pipelines.partitions import model_and_lang, model_lang_key
+from pipelines.partitions import model_lang_key
 
 DATASETS_JOB = "datasets_job"
 IMAGE_JOB = "image_job"
@@ -39,64 +39,29 @@ def _check(profile: Profile, models: list[str], langs: list[str]) -> None:
         raise ValueError(f"not in profile {profile.name!r}: {', '.join(unknown)}")
 
 
-def next_layer(profile: Profile, finished: PlannedRun, models: list[str] | None = None,
-               langs: list[str] | None = None, done_langs: set[str] | None = None,
-               done_models: set[str] | None = None) -> list[PlannedRun]:
-    """The runs that a successful run of the chain unlocks (none after the last layer). After a
-    model x lang run, ``done_langs`` are the languages of that model already done in this refresh;
-    the model's summary run is unlocked when they cover every language of the profile (so never
-    when ``langs`` is a subset: the multilingual metrics read every language). After a summary run,
-    ``done_models`` are the models whose summary is already done; the final reports run is unlocked
-    when they cover every model."""
-    models = models or list(profile.models)
-    langs = langs or list(profile.languages)
-    _check(profile, models, langs)
-    tags = dict(finished.tags)
-    if finished.job == DATASETS_JOB:
-        # text-only models have no image layer: their model x lang runs follow the datasets directly
-        return [PlannedRun(IMAGE_JOB, m, tags) for m in models if not profile.models[m].text_only] + [
-            run for m in models if profile.models[m].text_only for run in _model_lang_runs(m, langs, tags)]
-    if finished.job == IMAGE_JOB:
-        if finished.partition_key not in models:
-            return []
-        return _model_lang_runs(finished.partition_key, langs, tags)
-    if finished.job == MODEL_LANG_JOB:
-        model, lang = model_and_lang(finished.partition_key)
-        # the summary reads every language of the profile: a --lang subset never unlocks it
-        if model in models and set(profile.languages) <= set(langs) \
-                and set(langs) <= (done_langs or set()) | {lang}:
-            return [PlannedRun(SUMMARY_JOB, model, tags)]
-    if finished.job == SUMMARY_JOB and finished.partition_key in models \
-            and set(models) <= (done_models or set()) | {finished.partition_key}:
-        return [PlannedRun(REPORTS_JOB, None, tags)]
-    return []
-
-
 def _model_lang_runs(model: str, langs: list[str], tags: dict[str, str]) -> list[PlannedRun]:
     return [PlannedRun(MODEL_LANG_JOB, model_lang_key(model, lang), tags) for lang in langs]
 
 
 def full_plan(profile: Profile, refresh_id: str, models: list[str] | None = None,
               langs: list[str] | None = None) -> list[PlannedRun]:
-    """Every run of the chain in an order that respects dependencies (breadth first)."""
-    plan, frontier = [], [PlannedRun(DATASETS_JOB, None, {REFRESH_TAG: refresh_id})]
-    # Kept across layers: a text-only model's runs are a layer ahead of the image models' ones.
-    done: dict[str, set[str]] = {}
-    done_models: set[str] = set()
-    while frontier:
-        plan += frontier
-        following = []
-        for run in frontier:
-            if run.job == MODEL_LANG_JOB:
-                model, lang = model_and_lang(run.partition_key)
-                following += next_layer(profile, run, models, langs, done.setdefault(model, set()))
-                done[model].add(lang)
-            elif run.job == SUMMARY_JOB:
-                following += next_layer(profile, run, models, langs, done_models=done_models)
-                done_models.add(run.partition_key)
-            else:
-                following += next_layer(profile, run, models, langs)
-        frontier = following
+    """Every run of the chain in an order that respects dependencies: the datasets; each image
+    model's image layer; the model x lang partitions (a text-only model's first: they have no image
+    layer to wait for); each model's summary, then the final reports, which read every language of
+    the profile and so are left out when ``langs`` is a subset. ``models`` restricts the per-model
+    runs; the final reports still follow."""
+    models = models or list(profile.models)
+    langs = langs or list(profile.languages)
+    _check(profile, models, langs)
+    tags = {REFRESH_TAG: refresh_id}
+    text_only = [m for m in models if profile.models[m].text_only]
+    with_images = [m for m in models if m not in text_only]
+    plan = [PlannedRun(DATASETS_JOB, None, tags), *(PlannedRun(IMAGE_JOB, m, tags) for m in with_images)]
+    for m in text_only + with_images:
+        plan += _model_lang_runs(m, langs, tags)
+    if set(profile.languages) <= set(langs):
+        plan += [PlannedRun(SUMMARY_JOB, m, tags) for m in text_only + with_images]
+        plan.append(PlannedRun(REPORTS_JOB, None, tags))
     return plan
 
 

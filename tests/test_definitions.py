@@ -13,7 +13,6 @@ from pipelines.refresh import (
     SUMMARY_JOB,
     PlannedRun,
     full_plan,
-    next_layer,
 )
 
 
@@ -76,12 +75,17 @@ def test_full_plan_covers_every_partition_in_dependency_order(tiny_profile):
 
 
 def test_final_reports_wait_for_every_models_summary(tiny_profile):
-    tags = {"conescope/refresh": "r"}
-    first = PlannedRun(SUMMARY_JOB, "tiny.random", tags)
-    assert next_layer(tiny_profile, first, done_models=set()) == []
-    last = PlannedRun(SUMMARY_JOB, "tiny.random-nobias", tags)
-    [final] = next_layer(tiny_profile, last, done_models={"tiny.random"})
-    assert final == PlannedRun(REPORTS_JOB, None) and final.tags == tags
-    assert next_layer(tiny_profile, final) == []
-    # Materializing one model by hand: its summary alone unlocks the final reports.
-    assert next_layer(tiny_profile, first, models=["tiny.random"]) == [PlannedRun(REPORTS_JOB, None)]
+    plan = full_plan(tiny_profile, "r")
+    summaries = [i for i, p in enumerate(plan) if p.job == SUMMARY_JOB]
+    assert [plan[i].partition_key for i in summaries] == ["tiny.random", "tiny.random-nobias"]
+    [final] = [i for i, p in enumerate(plan) if p.job == REPORTS_JOB]
+    assert final == len(plan) - 1 and final > max(summaries)
+    assert plan[final] == PlannedRun(REPORTS_JOB, None) and plan[final].tags == {"conescope/refresh": "r"}
+    # every summary after all the model x lang runs of its model
+    for i in summaries:
+        model = plan[i].partition_key
+        assert max(j for j, p in enumerate(plan) if p.job == MODEL_LANG_JOB and p.partition_key.endswith(
+            f"|{model}")) < i
+    # Materializing one model by hand: its summary alone, then the final reports.
+    assert full_plan(tiny_profile, "r", models=["tiny.random"])[-2:] == [
+        PlannedRun(SUMMARY_JOB, "tiny.random"), PlannedRun(REPORTS_JOB, None)]

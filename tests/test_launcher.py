@@ -18,8 +18,8 @@ import yaml
 from dagster._core.definitions.reconstruct import ReconstructableRepository
 from dagster._core.launcher.base import WorkerStatus
 
-from pipelines.instance import instance_config, process_alive
-from pipelines.launcher import WORKER_TAG, ForkServer, ForkServerError, PreforkRunLauncher, parse_worker
+from pipelines.instance import instance_config, local_process, process_alive
+from pipelines.launcher import WORKER_TAG, ForkServer, ForkServerError, PreforkRunLauncher
 
 NAPS = """
 import time
@@ -113,11 +113,11 @@ def test_runs_are_forked_from_one_forkserver_and_succeed(location):
     for run in (first, second):
         done = location.finished(run)
         assert done.status == dg.DagsterRunStatus.SUCCESS, location.logs(run)
-        host, pid, started = parse_worker(done.tags[WORKER_TAG])
+        pid, started = local_process(done.tags[WORKER_TAG])
         assert f"VERSION 1 in pid {pid}" in location.logs(run)  # the recorded worker ran the step
         assert started
     (server,) = location.instance.run_launcher._servers.values()
-    workers = {parse_worker(location.instance.get_run_by_id(r.run_id).tags[WORKER_TAG])[1] for r in (first, second)}
+    workers = {local_process(location.instance.get_run_by_id(r.run_id).tags[WORKER_TAG])[0] for r in (first, second)}
     assert len(workers) == 2 and server.proc.pid not in workers
     for pid in workers:  # children of the forkserver, not of this process
         stat = Path(f"/proc/{pid}/stat")
@@ -153,7 +153,7 @@ def test_a_killed_worker_is_reported_dead_to_run_monitoring(location):
     assert launcher.supports_check_run_worker_health
     started = location.instance.get_run_by_id(run.run_id)
     assert launcher.check_run_worker_health(started).status == WorkerStatus.RUNNING
-    _, pid, start_time = parse_worker(started.tags[WORKER_TAG])
+    pid, start_time = local_process(started.tags[WORKER_TAG])
     os.kill(pid, signal.SIGKILL)
     _wait(lambda: not process_alive(pid, start_time), 10)
     health = launcher.check_run_worker_health(started)

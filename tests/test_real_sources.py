@@ -213,9 +213,6 @@ def test_automation_sends_text_only_models_straight_to_their_text_partitions(tmp
                      "sbert": {"kind": "sentence_transformers", "model": "a/local/folder"}}
     profile = parse_profile(raw, "x.yaml")
     ticks = Ticks(build_definitions(profile, str(tmp_path / "data")))
-    image = dg.AssetKey(["embeddings", "shapes_image"])
-    if "sbert" in ticks.graph.get(image).partitions_def.get_partition_keys():
-        pytest.skip("text-only models still own image partitions (the image_model partitioning is branch p16's)")
     assert set(ticks.tick()) == {"datasets/shapes", "datasets/digits"}
     ticks.materialize([dg.AssetKey(["datasets", "shapes"]), dg.AssetKey(["datasets", "digits"])])
     requested = ticks.tick()

@@ -1,6 +1,8 @@
-"""Every run launched by the daemon or the UI is a new process that loads the code location first:
-loading it must not import open_clip (about 3 s: torch, torchvision, transformers), which only the
-embedding steps need. The profile's architecture names are checked against open_clip's config files
+"""Every process of ``conescope dev`` that loads the code location (the code server, the run
+launcher's forkserver, a run launched through the code server when the forkserver cannot serve)
+loads it before anything else: loading it must not import open_clip (about 3 s: torch, torchvision,
+transformers), which only the embedding steps need (the forkserver imports it on purpose, once).
+The profile's architecture names are checked against open_clip's config files
 instead, with the same result as ``open_clip.list_models()``."""
 
 import subprocess
