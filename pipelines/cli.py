@@ -91,8 +91,8 @@ def _dev(args: argparse.Namespace) -> int:
               f"{ensure_warehouse_pool(instance, profile.warehouse.kind)}; runs use "
               f"{threads['OMP_NUM_THREADS']} thread(s) each (OMP_NUM_THREADS)")
     os.environ["CONESCOPE_HOME"] = str(root.root)  # the code server resolves it from the repository
-    local = Path(sys.executable).parent / "dagster"
-    cmd = [str(local) if local.exists() else "dagster", "dev", "-w", str(REPO / "workspace.yaml"),
+    # Dagster's `dagster dev`, its daemon's backfill loop acting when a backfill's run ends (pipelines/daemon.py)
+    cmd = [sys.executable, "-m", "pipelines.daemon", "dev", "-w", str(REPO / "workspace.yaml"),
            "-p", str(args.port), "-h", args.host]
     os.chdir(REPO)
     from pipelines.supervise import run_supervised

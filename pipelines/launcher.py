@@ -44,6 +44,7 @@ from typing import Any
 
 from dagster import DefaultRunLauncher, Field
 from dagster._core.launcher.base import CheckRunHealthResult, LaunchRunContext, WorkerStatus
+from dagster._core.origin import RepositoryPythonOrigin
 from dagster._core.storage.dagster_run import DagsterRun
 from dagster._serdes import serialize_value
 
@@ -126,13 +127,12 @@ class ForkServer:
             self.proc.wait()
 
 
-def _code_location(run: DagsterRun) -> tuple[str, str, str] | None:
-    """(interpreter, working directory, module) of a run's code location, None unless it is a
-    Python module or package."""
-    origin = run.job_code_origin
+def _code_location(origin: RepositoryPythonOrigin | None) -> tuple[str, str, str] | None:
+    """(interpreter, working directory, module) of a repository's code location (a run's
+    ``job_code_origin.repository_origin``), None unless it is a Python module or package."""
     if origin is None:
         return None
-    repo = origin.repository_origin
+    repo = origin
     pointer = repo.code_pointer
     module = getattr(pointer, "module", None)
     working_directory = getattr(pointer, "working_directory", None) or os.getcwd()
@@ -173,16 +173,35 @@ class PreforkRunLauncher(DefaultRunLauncher):
                 self._instance.report_engine_event(
                     f"Code changed since the forkserver imported it ({shown}{', ...' if len(changed) > 5 else ''}):"
                     " restarting it", run, cls=self.__class__)
-        executable, working_directory, module = location
-        server = ForkServer(executable, working_directory, [module, *self._preload], self._warm_up)
-        self._servers[location] = server
+        server = self._servers[location] = self._start(location)
         return server
+
+    def _start(self, location: tuple[str, str, str]) -> ForkServer:
+        executable, working_directory, module = location
+        return ForkServer(executable, working_directory, [module, *self._preload], self._warm_up)
+
+    def prestart(self, origin: RepositoryPythonOrigin) -> bool:
+        """Start the forkserver of a code location ahead of its first run (``conescope dev``'s daemon
+        calls it once the workspace is loaded: the first run then starts in 0.5 s instead of after
+        the forkserver's own start, 8 s on the demo). False when the location is not a Python module
+        or its forkserver cannot serve; its first run then reports why, as without a prestart."""
+        location = _code_location(origin)
+        if location is None:
+            return False
+        with self._lock:
+            if location in self._servers:
+                return True
+            try:
+                self._servers[location] = self._start(location)
+            except ForkServerError:
+                return False
+        return True
 
     def launch_run(self, context: LaunchRunContext) -> None:
         from dagster._grpc.types import ExecuteRunArgs
 
         run = context.dagster_run
-        location = _code_location(run)
+        location = _code_location(run.job_code_origin.repository_origin if run.job_code_origin else None)
         if location is None:
             self._instance.report_engine_event(
                 "The code location is not a Python module: launching through the code server", run,

@@ -1,5 +1,6 @@
-"""Run a command as a supervised process group: ``conescope dev`` starts ``dagster dev`` this way so
-that SIGTERM or Ctrl-C stops the webserver, the daemon and the code servers with it, within 30 s.
+"""Run a command as a supervised process group: ``conescope dev`` starts ``dagster dev`` (through
+``python -m pipelines.daemon dev``, pipelines/daemon.py) this way so that SIGTERM or Ctrl-C stops the
+webserver, the daemon and the code servers with it, within 30 s.
 
 The child gets a session (and process group) of its own, so a terminal's Ctrl-C reaches only this
 process. The signal is passed to the child alone first: ``dagster dev`` then shuts its webserver,

@@ -1,7 +1,9 @@
-"""``conescope dev`` stops with every child process (webserver, daemon, code server) on SIGTERM
-and on Ctrl-C (SIGINT) within 30 s, leaving no orphan."""
+"""``conescope dev`` runs Dagster's webserver, code server and daemon (its backfill daemon
+pipelines.daemon's), every daemon healthy, and stops with every child process on SIGTERM and on Ctrl-C
+(SIGINT) within 30 s, leaving no orphan."""
 
 import signal
+import time
 
 import pytest
 import yaml
@@ -19,8 +21,12 @@ def test_dev_stops_with_every_child(tmp_path, signum):
         server.wait_ready()
         tree = descendants(server.proc.pid)
         kinds = " ".join(tree.values())
-        for part in ("dagster_webserver", "dagster._daemon", "code-server"):  # the processes dagster dev starts
+        # the processes dagster dev starts, the daemon pipelines.daemon's (its backfill daemon acts on a run's end)
+        for part in ("dagster_webserver", "-m pipelines.daemon run", "code-server"):
             assert part in kinds, tree
+        assert "dagster._daemon" not in kinds, tree
+        statuses = _daemon_statuses(server)
+        assert statuses.get("BACKFILL") is True and all(statuses.values()), statuses
         took, left = server.stop(signum)
         print(f"conescope dev stopped in {took:.1f} s after {signal.Signals(signum).name} "
               f"({len(tree)} processes in its tree; loaded machine)")
@@ -29,3 +35,17 @@ def test_dev_stops_with_every_child(tmp_path, signum):
         assert not left, f"orphans: {left}"
     finally:
         server.kill()
+
+
+DAEMONS = "{ instance { daemonHealth { allDaemonStatuses { daemonType required healthy } } } }"
+
+
+def _daemon_statuses(server: DevServer, timeout_s: float = 60) -> dict[str, bool]:
+    """The UI's daemon health (Deployment > Daemons), once every required daemon has sent a heartbeat."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        rows = server.graphql(DAEMONS)["data"]["instance"]["daemonHealth"]["allDaemonStatuses"]
+        statuses = {row["daemonType"]: row["healthy"] for row in rows if row["required"]}
+        if all(statuses.values()) or time.monotonic() > deadline:
+            return statuses
+        time.sleep(2)

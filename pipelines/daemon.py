@@ -1,0 +1,201 @@
+"""The daemon of ``conescope dev``: Dagster's own daemons, with one change: the backfill daemon acts
+on a backfill as soon as one of its runs ends, instead of once every 30 s.
+
+Dagster's backfill daemon evaluates the backfills in progress once per 30 s
+(``execute_backfill_iteration_loop`` in ``dagster/_daemon/backfill.py``; the period is
+``DEFAULT_DAEMON_INTERVAL_SECONDS``, not configurable in Dagster 1.13). A backfill requests a layer
+of the graph only once the layer above is materialized, and "Materialize all" of the demo is five
+layers deep (datasets, embeddings, model x lang, per-model summaries, final reports), so each layer
+waited up to 30 s on an idle machine: 70-80 s of the demo's backfill (README, "The daemon route
+against conescope materialize": 362 s with Dagster's daemon, 256 s with this one, against 208 s for
+``conescope materialize``). Dagster's maintainers describe the same problem and proposed a 2 s period
+while backfills are in progress (dagster-io/dagster#11649, #11860; both open).
+
+:class:`PromptBackfillDaemon` runs Dagster's own iteration (``execute_backfill_iteration``: the same
+planning, run submission, cancellation and logs) whenever what it acts on changed: a backfill was
+requested, canceled or changed status, or a run of a backfill in progress ended; and at the latest
+every 30 s, as Dagster does. What changed is polled each second with two indexed queries (the
+backfills in progress, and how many of their runs have finished). Everything else is Dagster's
+``dagster-daemon run`` as it is (:func:`daemons`), and ``python -m pipelines.daemon dev`` is
+Dagster's ``dagster dev`` with this daemon in place of its own (:func:`dev`); ``conescope dev``
+runs that. The daemon also starts the run launcher's forkserver once the code location is loaded
+(:func:`prestart_launcher`), so the first run does not wait for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import ExitStack
+from typing import Any
+
+import click
+from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
+from dagster._core.execution.backfill import BulkActionsFilter, BulkActionStatus
+from dagster._core.storage.tags import BACKFILL_ID_TAG
+from dagster._daemon.backfill import execute_backfill_iteration
+from dagster._daemon.controller import create_daemon_of_type
+from dagster._daemon.daemon import BackfillDaemon, DagsterDaemon, SpanMarker
+from dagster._daemon.utils import DaemonErrorCapture
+
+# Dagster's own period: what has not changed by then is evaluated anyway (a backfill waiting on
+# something this daemon does not watch, such as a run launched outside it).
+FALLBACK_PERIOD_S = 30.0
+POLL_S = 1.0
+ACTIVE_STATUSES = (BulkActionStatus.REQUESTED, BulkActionStatus.CANCELING, BulkActionStatus.FAILING)
+FINISHED_RUNS = (DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED)
+
+
+def backfill_state(instance: DagsterInstance) -> tuple[tuple[tuple[str, str], ...], int]:
+    """What a backfill iteration acts on: the backfills in progress (id, status) and how many of
+    their runs have ended. An iteration is due when it changed."""
+    backfills = instance.get_backfills(filters=BulkActionsFilter(statuses=list(ACTIVE_STATUSES)))
+    ids = sorted(b.backfill_id for b in backfills)
+    ended = instance.get_runs_count(RunsFilter(tags={BACKFILL_ID_TAG: ids}, statuses=list(FINISHED_RUNS))) \
+        if ids else 0
+    return tuple(sorted((b.backfill_id, b.status.value) for b in backfills)), ended
+
+
+class PromptBackfillDaemon(BackfillDaemon):
+    """Dagster's backfill daemon, iterating when a backfill or one of its runs changed (see the module
+    docstring). Its type and heartbeats are Dagster's ``BACKFILL``, so the UI shows it as the
+    backfill daemon. Backfills are evaluated one after another in this thread (Dagster's
+    ``backfills.use_threads`` pool is not used: an iteration submitted to a busy pool would be skipped
+    and its trigger lost); ``backfills.num_submit_workers`` is honoured."""
+
+    def __init__(self, settings: Mapping[str, Any], poll_s: float = POLL_S,
+                 fallback_period_s: float = FALLBACK_PERIOD_S) -> None:
+        super().__init__(settings={**settings, "num_workers": 0})
+        self.poll_s = poll_s
+        self.fallback_period_s = fallback_period_s
+        self.iterations = 0
+
+    def core_loop(self, workspace_process_context, shutdown_event: threading.Event) -> Iterator:
+        instance = workspace_process_context.instance
+        seen: object = None
+        last = float("-inf")
+        while not shutdown_event.is_set():
+            try:
+                state = backfill_state(instance)
+            except Exception:  # the storage is unreachable for a moment: Dagster's period still holds
+                yield DaemonErrorCapture.process_exception(
+                    exc_info=sys.exc_info(), logger=self._logger, log_message="could not read the backfills")
+                state = seen
+            if state != seen or time.monotonic() - last >= self.fallback_period_s:
+                seen, last = state, time.monotonic()
+                self.iterations += 1
+                yield SpanMarker.START_SPAN
+                try:
+                    yield from execute_backfill_iteration(
+                        workspace_process_context, self._logger,
+                        submit_threadpool_executor=self._submit_threadpool_executor)
+                except Exception:
+                    yield DaemonErrorCapture.process_exception(
+                        exc_info=sys.exc_info(), logger=self._logger, log_message="BackfillDaemon caught an error")
+                yield SpanMarker.END_SPAN
+            shutdown_event.wait(self.poll_s)
+            yield None
+
+
+def daemons(instance: DagsterInstance) -> Sequence[DagsterDaemon]:
+    """The daemons ``dagster-daemon run`` creates for this instance, with the backfill daemon replaced."""
+    return [PromptBackfillDaemon(instance.get_backfill_settings())
+            if daemon_type == BackfillDaemon.daemon_type() else create_daemon_of_type(daemon_type, instance)
+            for daemon_type in instance.get_required_daemon_types()]
+
+
+def prestart_launcher(instance: DagsterInstance, launcher: object, load_target: object) -> int:
+    """Start the run launcher's forkserver for every code location of the workspace, so that the
+    first run after ``conescope dev`` starts does not wait for it (``PreforkRunLauncher.prestart``);
+    the number started. Another launcher: nothing. A failure is logged and left to the first run,
+    which reports it in its own log."""
+    prestart = getattr(launcher, "prestart", None)
+    if prestart is None:
+        return 0
+    from dagster._core.workspace.context import WorkspaceProcessContext
+
+    started = 0
+    try:
+        with WorkspaceProcessContext(instance, load_target) as context:
+            for location in context.create_request_context().code_locations:
+                for repo in location.get_repositories().values():
+                    started += bool(prestart(repo.get_python_origin()))
+    except Exception as exc:
+        logging.getLogger("dagster.daemon").warning("conescope: could not start the run launcher's forkserver "
+                                                    "ahead of the first run: %s", exc)
+    return started
+
+
+def _run(code_server_log_level: str, log_level: str, log_format: str, instance_ref: str | None,
+         shutdown_pipe: int | None, **workspace_options: object) -> None:
+    """Dagster's ``dagster-daemon run`` (same options, same shutdown), its daemons from :func:`daemons`."""
+    from dagster._cli.utils import assert_no_remaining_opts, get_instance_for_cli
+    from dagster._cli.workspace.cli_target import WorkspaceOpts, workspace_opts_to_load_target
+    from dagster._core.instance import InstanceRef
+    from dagster._daemon.cli import _get_heartbeat_tolerance
+    from dagster._daemon.controller import daemon_controller_from_instance
+    from dagster._serdes import deserialize_value
+    from dagster._utils.interrupts import capture_interrupts, setup_interrupt_handlers
+    from dagster_shared.ipc import interrupt_on_ipc_shutdown_message
+
+    workspace_opts = WorkspaceOpts.extract_from_cli_options(workspace_options)
+    assert_no_remaining_opts(workspace_options)
+    setup_interrupt_handlers()
+    try:
+        with ExitStack() as stack:
+            if shutdown_pipe:
+                stack.enter_context(interrupt_on_ipc_shutdown_message(shutdown_pipe))
+            stack.enter_context(capture_interrupts())
+            ref = deserialize_value(instance_ref, InstanceRef) if instance_ref else None
+            instance = stack.enter_context(get_instance_for_cli(instance_ref=ref))
+            load_target = workspace_opts_to_load_target(workspace_opts)
+            threading.Thread(target=prestart_launcher, args=(instance, instance.run_launcher, load_target),
+                             name="conescope-prestart", daemon=True).start()
+            with daemon_controller_from_instance(
+                    instance, workspace_load_target=load_target, gen_daemons=daemons,
+                    heartbeat_tolerance_seconds=_get_heartbeat_tolerance(), log_level=log_level,
+                    code_server_log_level=code_server_log_level, log_format=log_format) as controller:
+                controller.check_daemon_loop()
+    except KeyboardInterrupt:
+        return
+
+
+def _run_command() -> click.Command:
+    from dagster._daemon.cli import run_command
+
+    return click.Command("run", params=list(run_command.params), callback=_run,
+                         help="Dagster's dagster-daemon run, with the backfill daemon of pipelines.daemon.")
+
+
+def dev(argv: Sequence[str]) -> None:
+    """Dagster's ``dagster dev`` (``argv``: its options): the webserver, the code server and the
+    daemon, the daemon started as ``python -m pipelines.daemon run`` with the same arguments."""
+    from dagster._cli import dev as dagster_dev
+
+    spawn = dagster_dev.open_ipc_subprocess
+
+    def open_ipc_subprocess(parts: Sequence[str], **kwargs: Any):
+        parts = list(parts)
+        if parts[1:3] == ["-m", "dagster._daemon"]:
+            parts[1:3] = ["-m", "pipelines.daemon"]
+        return spawn(parts, **kwargs)
+
+    dagster_dev.open_ipc_subprocess = open_ipc_subprocess
+    dagster_dev.dev_command.main(args=list(argv), prog_name="dagster dev")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["dev"]:
+        dev(argv[1:])
+    elif argv[:1] == ["run"]:
+        _run_command().main(args=argv[1:], prog_name="pipelines.daemon run")
+    else:
+        sys.exit("usage: python -m pipelines.daemon dev|run [Dagster's options]")
+
+
+if __name__ == "__main__":
+    main()
