@@ -33,8 +33,9 @@ from contextlib import ExitStack
 from typing import Any
 
 import click
-from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
+from dagster import DagsterInstance, RunsFilter
 from dagster._core.execution.backfill import BulkActionsFilter, BulkActionStatus
+from dagster._core.storage.dagster_run import FINISHED_STATUSES
 from dagster._core.storage.tags import BACKFILL_ID_TAG
 from dagster._daemon.backfill import execute_backfill_iteration
 from dagster._daemon.controller import create_daemon_of_type
@@ -45,8 +46,8 @@ from dagster._daemon.utils import DaemonErrorCapture
 # something this daemon does not watch, such as a run launched outside it).
 FALLBACK_PERIOD_S = 30.0
 POLL_S = 1.0
+# the statuses Dagster's execute_backfill_iteration acts on
 ACTIVE_STATUSES = (BulkActionStatus.REQUESTED, BulkActionStatus.CANCELING, BulkActionStatus.FAILING)
-FINISHED_RUNS = (DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED)
 
 
 def backfill_state(instance: DagsterInstance) -> tuple[tuple[tuple[str, str], ...], int]:
@@ -54,7 +55,7 @@ def backfill_state(instance: DagsterInstance) -> tuple[tuple[tuple[str, str], ..
     their runs have ended. An iteration is due when it changed."""
     backfills = instance.get_backfills(filters=BulkActionsFilter(statuses=list(ACTIVE_STATUSES)))
     ids = sorted(b.backfill_id for b in backfills)
-    ended = instance.get_runs_count(RunsFilter(tags={BACKFILL_ID_TAG: ids}, statuses=list(FINISHED_RUNS))) \
+    ended = instance.get_runs_count(RunsFilter(tags={BACKFILL_ID_TAG: ids}, statuses=FINISHED_STATUSES)) \
         if ids else 0
     return tuple(sorted((b.backfill_id, b.status.value) for b in backfills)), ended
 
@@ -71,7 +72,6 @@ class PromptBackfillDaemon(BackfillDaemon):
         super().__init__(settings={**settings, "num_workers": 0})
         self.poll_s = poll_s
         self.fallback_period_s = fallback_period_s
-        self.iterations = 0
 
     def core_loop(self, workspace_process_context, shutdown_event: threading.Event) -> Iterator:
         instance = workspace_process_context.instance
@@ -86,7 +86,6 @@ class PromptBackfillDaemon(BackfillDaemon):
                 state = seen
             if state != seen or time.monotonic() - last >= self.fallback_period_s:
                 seen, last = state, time.monotonic()
-                self.iterations += 1
                 yield SpanMarker.START_SPAN
                 try:
                     yield from execute_backfill_iteration(
@@ -152,6 +151,7 @@ def _run(code_server_log_level: str, log_level: str, log_format: str, instance_r
             ref = deserialize_value(instance_ref, InstanceRef) if instance_ref else None
             instance = stack.enter_context(get_instance_for_cli(instance_ref=ref))
             load_target = workspace_opts_to_load_target(workspace_opts)
+            # the launcher is made here, before the daemon threads: the instance makes it lazily, unlocked
             threading.Thread(target=prestart_launcher, args=(instance, instance.run_launcher, load_target),
                              name="conescope-prestart", daemon=True).start()
             with daemon_controller_from_instance(

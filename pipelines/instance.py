@@ -157,14 +157,22 @@ def ensure_warehouse_pool(instance, kind: str, slots: int | None = None) -> int:
     return limit
 
 
-def process_start_time(pid: int) -> str | None:
-    """The kernel's start time of process ``pid`` (clock ticks since boot; Linux), None if unknown."""
+def proc_stat(pid: int) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name (Linux): ``[0]`` the state, ``[1]``
+    the parent pid, ``[2]`` the process group, ``[19]`` the start time; None when unreadable."""
     try:
         with open(f"/proc/{pid}/stat") as fh:
-            # the command name (field 2) may hold spaces; the fields after it are space-separated
-            return fh.read().rsplit(")", 1)[1].split()[19]
+            # the command name (field 2) may hold spaces and parentheses; the fields after its last ")"
+            # are space-separated
+            return fh.read().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return None
+
+
+def process_start_time(pid: int) -> str | None:
+    """The kernel's start time of process ``pid`` (clock ticks since boot; Linux), None if unknown."""
+    fields = proc_stat(pid)
+    return fields[19] if fields and len(fields) > 19 else None
 
 
 def process_tag(pid: int, started: str | None = None) -> str:

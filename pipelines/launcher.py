@@ -132,13 +132,12 @@ def _code_location(origin: RepositoryPythonOrigin | None) -> tuple[str, str, str
     ``job_code_origin.repository_origin``), None unless it is a Python module or package."""
     if origin is None:
         return None
-    repo = origin
-    pointer = repo.code_pointer
+    pointer = origin.code_pointer
     module = getattr(pointer, "module", None)
     working_directory = getattr(pointer, "working_directory", None) or os.getcwd()
     if not module:
         return None
-    return repo.executable_path, str(Path(working_directory).resolve()), module
+    return origin.executable_path, str(Path(working_directory).resolve()), module
 
 
 class PreforkRunLauncher(DefaultRunLauncher):

@@ -17,6 +17,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from pipelines.instance import proc_stat
+
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
@@ -33,11 +35,8 @@ def group_members(pgid: int) -> list[int]:
     for entry in proc.iterdir():
         if not entry.name.isdigit():
             continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[0] not in ("Z", "X") and int(fields[2]) == pgid:
+        fields = proc_stat(int(entry.name))
+        if fields and fields[0] not in ("Z", "X") and int(fields[2]) == pgid:
             members.append(int(entry.name))
     return members
 

@@ -15,6 +15,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from pipelines.instance import proc_stat
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -26,12 +28,10 @@ def free_port() -> int:
 
 def _stat(pid: int) -> tuple[int, str] | None:
     """(parent pid, state) of a live process, None when it is gone or a zombie."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
+    fields = proc_stat(pid)
+    if not fields or fields[0] in ("Z", "X"):
         return None
-    state, ppid = text.rsplit(")", 1)[1].split()[:2]
-    return (int(ppid), state) if state not in ("Z", "X") else None
+    return int(fields[1]), fields[0]
 
 
 def descendants(pid: int) -> dict[int, str]:

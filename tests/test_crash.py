@@ -109,6 +109,7 @@ def test_a_run_worker_killed_under_conescope_dev_is_failed_and_its_slot_freed(tm
     reason, and frees the slot the dead worker never released."""
     import dagster as dg
 
+    from pipelines.instance import local_process
     from tests.devserver import DevServer
 
     root = tmp_path / "data"
@@ -129,7 +130,7 @@ def test_a_run_worker_killed_under_conescope_dev_is_failed_and_its_slot_freed(tm
             time.sleep(0.02)
         with dg.DagsterInstance.from_config(str(home)) as instance:
             worker = instance.get_run_by_id(holder).tags["conescope/worker"]
-            pid = int(worker.split(":")[1])
+            pid, _ = local_process(worker)
             os.kill(pid, signal.SIGKILL)
             deadline = time.monotonic() + 120
             while instance.get_run_by_id(holder).status != dg.DagsterRunStatus.FAILURE:

@@ -140,7 +140,7 @@ def test_the_instance_daemons_are_dagster_s_with_the_backfill_daemon_replaced():
 
 
 @pytest.mark.parametrize("argv", [[], ["serve"]])
-def test_the_module_names_its_commands(argv, capsys):
+def test_the_module_names_its_commands(argv):
     with pytest.raises(SystemExit) as exc:
         daemon_module.main(argv)
     assert "dev|run" in str(exc.value.code)

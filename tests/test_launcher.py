@@ -18,7 +18,7 @@ import yaml
 from dagster._core.definitions.reconstruct import ReconstructableRepository
 from dagster._core.launcher.base import WorkerStatus
 
-from pipelines.instance import instance_config, local_process, process_alive
+from pipelines.instance import instance_config, local_process, proc_stat, process_alive
 from pipelines.launcher import WORKER_TAG, ForkServer, ForkServerError, PreforkRunLauncher
 
 NAPS = """
@@ -120,9 +120,9 @@ def test_runs_are_forked_from_one_forkserver_and_succeed(location):
     workers = {local_process(location.instance.get_run_by_id(r.run_id).tags[WORKER_TAG])[0] for r in (first, second)}
     assert len(workers) == 2 and server.proc.pid not in workers
     for pid in workers:  # children of the forkserver, not of this process
-        stat = Path(f"/proc/{pid}/stat")
-        if stat.exists():
-            assert int(stat.read_text().rsplit(")", 1)[1].split()[1]) == server.proc.pid
+        fields = proc_stat(pid)
+        if fields:
+            assert int(fields[1]) == server.proc.pid
 
 
 def test_a_prestarted_forkserver_serves_the_first_run(location):
