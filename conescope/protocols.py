@@ -108,7 +108,7 @@ def plan(settings: TransformSettings, sets: dict[str, tuple[ImageSet, TextSet]])
     skipped: list[str] = []
 
     def split(ds: str, name: str) -> np.ndarray:
-        if ds in settings.authors_split:  # README "Fidelity": the rows the paper's code drew
+        if ds in settings.authors_split:  # docs/fidelity.md: the rows the paper's code drew
             mask = np.zeros(len(sets[ds][0].splits), dtype=bool)
             mask[authors_split(len(mask), settings.split_seed)[0 if name == "train" else 1]] = True
             return mask

@@ -4,7 +4,8 @@ Ethayarajh 2019), the norm of the mean vector, the per-coordinate spread, the si
 and the effective rank (Roy & Vetterli 2007).
 
 All functions take raw rows and L2-normalize them first (every metric is defined on L2-normalized
-rows unless stated, docs/storage.md). Everything is computed in float64 from d x d matrices and O(n d) passes, never n x n.
+rows unless stated, docs/storage.md). Everything is computed in float64 from d x d matrices and O(n d)
+passes, never n x n.
 """
 
 from __future__ import annotations
