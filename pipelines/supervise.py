@@ -24,12 +24,11 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 def group_members(pgid: int) -> list[int]:
     """Live processes (zombies excluded: they are dead, only not yet reaped) of a process group."""
     members = []
-    for process in psutil.process_iter(["status"]):
-        if process.info["status"] in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD):
-            continue
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            if os.getpgid(process.pid) == pgid:
-                members.append(process.pid)
+    for pid in psutil.pids():
+        with contextlib.suppress(ProcessLookupError, PermissionError, psutil.NoSuchProcess):
+            if os.getpgid(pid) == pgid and psutil.Process(pid).status() not in (psutil.STATUS_ZOMBIE,
+                                                                                 psutil.STATUS_DEAD):
+                members.append(pid)
     return members
 
 
