@@ -13,7 +13,7 @@ and ``RESULT <route>.<name> <value>`` lines; then the ratios to the CLI. Figures
 asserted; time them on a quiet machine, all routes in one sitting:
 
     .venv/bin/python -m bench.daemon_refresh                       # the demo profile
-    .venv/bin/python -m bench.daemon_refresh --profile <tiny.yaml> --routes cli,automation
+    .venv/bin/python -m bench.daemon_refresh --profile tiny --routes cli,automation   # configs/tiny.yaml
 """
 
 from __future__ import annotations
@@ -98,7 +98,8 @@ def run_daemon(route: str, profile: str, root: Path, timeout_s: float, settle_s:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--profile", default="demo", help="profile name or .yaml path (default: demo)")
+    parser.add_argument("--profile", default="demo",
+                        help="profile name under configs/ (demo, tiny, ...) or .yaml path (default: demo)")
     parser.add_argument("--routes", default=",".join(ROUTES), help=f"comma-separated, of {', '.join(ROUTES)}")
     parser.add_argument("--workdir", help="where the fresh data roots go (default: a temporary folder, removed)")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per daemon route")
@@ -107,6 +108,13 @@ def main(argv: list[str] | None = None) -> int:
     routes = args.routes.split(",")
     if unknown := set(routes) - set(ROUTES):
         parser.error(f"unknown routes: {', '.join(sorted(unknown))}")
+    from conescope.profile import load_profile
+
+    try:  # a profile that does not load fails here, in one line, before any route starts
+        load_profile(args.profile)
+    except (OSError, ValueError) as exc:
+        print(f"bench.daemon_refresh: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
     profile = str(Path(args.profile).resolve()) if args.profile.endswith((".yaml", ".yml")) else args.profile
     work = Path(args.workdir or tempfile.mkdtemp(prefix="conescope-bench-"))
     results = {}

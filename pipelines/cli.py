@@ -1,14 +1,17 @@
-"""The ``conescope`` command: materialize a profile, serve the UI, query the warehouse."""
+"""The conescope command: materialize a profile, serve the UI, query the warehouse. Its help texts
+(``conescope --help``, ``conescope <command> --help``) are the command line's manual."""
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
+import textwrap
 import time
 from pathlib import Path
 
-from storage.paths import DataRoot
+from storage.paths import DEFAULT_HOME, DataRoot
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -55,16 +58,23 @@ def _sql(args: argparse.Namespace) -> int:
 
     # sandboxed: no file outside the views' folders is reachable, no statement but a query runs
     with _warehouse(args.profile).connect(sandbox=True) as con:
-        check_read_only(con, args.query)
-        rel = con.sql(args.query)
-        if rel is None:
-            return 0
-        if args.format == "csv":
-            import pyarrow.csv as pacsv
+        statements = check_read_only(con, args.query)
+        for n, statement in enumerate(statements):
+            rel = con.sql(statement)
+            if rel is None:
+                continue
+            if n:
+                print()  # a blank line between two results
+            if args.format == "csv":
+                import pyarrow.csv as pacsv
 
-            pacsv.write_csv(rel.to_arrow_table(), sys.stdout.buffer)
-        else:
-            rel.show(max_rows=args.max_rows, max_width=args.max_width)
+                sys.stdout.flush()  # the text written so far goes first
+                pacsv.write_csv(rel.to_arrow_table(), sys.stdout.buffer)
+                sys.stdout.buffer.flush()
+            else:
+                if len(statements) > 1:  # which statement each table answers
+                    print(" ".join(statement.query.split())[:args.max_width])
+                rel.show(max_rows=args.max_rows, max_width=args.max_width)
     return 0
 
 
@@ -106,33 +116,112 @@ def _one_line(exc: BaseException) -> str:
         f"{type(exc).__name__}: {text}"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="conescope", description=__doc__)
+# The environment variables the commands read, each with what it sets and its default: the help's epilog.
+ENVIRONMENT = {
+    "CONESCOPE_HOME": f"the data root: datasets, embeddings, warehouse, reports, Dagster's home "
+                      f"(default: ./{DEFAULT_HOME})",
+    "CONESCOPE_PROFILE": "the profile: a name under configs/ or a .yaml path (default: demo)",
+    "CONESCOPE_OFFLINE": "1: download nothing (HF_HUB_OFFLINE=1 too); a dataset whose files are missing fails "
+                         "(default: unset)",
+    "CONESCOPE_AUTOMATION": "on or off: the automation sensors' state when conescope dev starts (default: on)",
+    "CONESCOPE_EXECUTOR": "how the steps of a run launched by conescope dev execute: in_process (the default), "
+                          "multiprocess, default (Dagster's) or k8s",
+}
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Fills a one-line paragraph to the terminal's width, as argparse does; keeps each line of a list
+    (the environment variables, the examples), a long one wrapped under its text."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        paragraphs = []
+        for para in text.split("\n\n"):
+            lines = para.splitlines()
+            if len(lines) == 1:
+                paragraphs.append(textwrap.fill(para, width, initial_indent=indent, subsequent_indent=indent))
+            else:
+                paragraphs.append("\n".join(self._list_line(line, width, indent) for line in lines))
+        return "\n\n".join(paragraphs)
+
+    @staticmethod
+    def _list_line(line: str, width: int, indent: str) -> str:
+        entry = re.match(r"\s*\S+\s{2,}", line)  # "  NAME  text": continue under "text"
+        hang = len(entry.group(0)) if entry else len(line) - len(line.lstrip())
+        return textwrap.fill(line, width, initial_indent=indent, subsequent_indent=indent + " " * hang)
+
+
+def _environment(*names: str) -> str:
+    width = max(len(n) for n in names)
+    return "environment:\n" + "\n".join(f"  {n:<{width}}  {ENVIRONMENT[n]}" for n in names)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from storage.warehouse import read_statement_forms
+
+    fmt = _HelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="conescope", formatter_class=fmt,
+        description="Measure the geometry of CLIP-like embeddings: materialize a profile's datasets, "
+                    "embeddings, metrics, transforms and reports (stored in the data root), serve the "
+                    "Dagster UI, query the warehouse.",
+        epilog=_environment(*ENVIRONMENT) + "\n\nexamples:\n"
+               "  conescope materialize\n"
+               "  conescope materialize --model vit-b-32.random --lang en\n"
+               "  conescope sql \"SELECT * FROM metrics.isotropy\"\n"
+               "  conescope dev --port 3000")
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
-    sub = parser.add_subparsers(dest="command", required=True)
-    mat = sub.add_parser("materialize", help="materialize what is stale or missing in every partition of a profile")
+    sub = parser.add_subparsers(title="commands", dest="command", required=True, metavar="command",
+                                help="conescope <command> --help describes each")
+    mat = sub.add_parser(
+        "materialize", formatter_class=fmt,
+        help="materialize what is stale or missing in every partition of a profile",
+        description="Materialize what is stale or missing in every partition of a profile, in this "
+                    "process (no daemon needed). One line per run says what ran.",
+        epilog=_environment("CONESCOPE_HOME", "CONESCOPE_PROFILE", "CONESCOPE_OFFLINE"))
     mat.add_argument("--profile", help="profile name under configs/ or a .yaml path (default: CONESCOPE_PROFILE "
                                        "or demo)")
-    mat.add_argument("--model", action="append", help="only this model (repeatable)")
-    mat.add_argument("--lang", action="append", help="only this language (repeatable)")
+    mat.add_argument("--model", action="append", help="only this model of the profile (repeatable)")
+    mat.add_argument("--lang", action="append", help="only this language of the profile (repeatable)")
     mat.add_argument("--force", action="store_true",
                      help="recompute every asset and partition, embeddings included (runs tagged conescope/force=true)")
     mat.set_defaults(fn=_materialize)
-    sql = sub.add_parser("sql", help="run a query against the warehouse, read-only")
-    sql.add_argument("query")
+    forms = ", ".join(read_statement_forms())
+    sql = sub.add_parser(
+        "sql", formatter_class=fmt, help="run queries against the warehouse, read-only",
+        description=f"Run queries against the warehouse, read-only: {forms}; any other statement is refused "
+                    f"and nothing is written anywhere. Several statements separated by ';' print their "
+                    f"results in order (a table each, headed by its statement; in CSV, separated by a blank "
+                    f"line).",
+        epilog=_environment("CONESCOPE_HOME", "CONESCOPE_PROFILE"))
+    sql.add_argument("query", help="one or more SQL statements separated by ';', e.g. "
+                                   "\"SELECT * FROM metrics.isotropy\" or \"SHOW ALL TABLES\"")
     sql.add_argument("--profile", help="the profile whose warehouse section says where the warehouse is "
                                        "(default: CONESCOPE_PROFILE or demo)")
-    sql.add_argument("--format", choices=("table", "csv"), default="table")
-    sql.add_argument("--max-rows", type=int, default=200)
-    sql.add_argument("--max-width", type=int, default=200)
+    sql.add_argument("--format", choices=("table", "csv"), default="table",
+                     help="a table for reading, or CSV on standard output (default: %(default)s)")
+    sql.add_argument("--max-rows", type=int, default=200, help="rows shown per table (default: %(default)s)")
+    sql.add_argument("--max-width", type=int, default=200,
+                     help="characters per line of a table (default: %(default)s)")
     sql.set_defaults(fn=_sql)
-    dev = sub.add_parser("dev", help="serve the Dagster UI (and its daemon) with DAGSTER_HOME in the data root")
-    dev.add_argument("--port", type=int, default=3000)
-    dev.add_argument("--host", default="127.0.0.1")
+    dev = sub.add_parser(
+        "dev", formatter_class=fmt, help="serve the Dagster UI and its daemon, Dagster's home in the data root",
+        description="Serve the Dagster UI, with its daemon (run queue, automation sensors, backfills, run "
+                    "monitoring), for the profile of CONESCOPE_PROFILE; Dagster's home is "
+                    "<data root>/dagster_home. Ctrl-C or SIGTERM stops it with every process it started.",
+        epilog=_environment("CONESCOPE_HOME", "CONESCOPE_PROFILE", "CONESCOPE_AUTOMATION", "CONESCOPE_EXECUTOR",
+                            "CONESCOPE_OFFLINE"))
+    dev.add_argument("--port", type=int, default=3000, help="port of the UI (default: %(default)s)")
+    dev.add_argument("--host", default="127.0.0.1",
+                     help="address the UI listens on (default: %(default)s, this machine only; 0.0.0.0: every "
+                          "interface)")
     dev.set_defaults(fn=_dev)
     for p in (mat, sql, dev):  # accepted after the command too
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
     except KeyboardInterrupt:

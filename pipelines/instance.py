@@ -8,6 +8,7 @@ import os
 import socket
 from collections.abc import Callable
 
+import psutil
 import yaml
 
 from storage.paths import DataRoot
@@ -157,22 +158,19 @@ def ensure_warehouse_pool(instance, kind: str, slots: int | None = None) -> int:
     return limit
 
 
-def proc_stat(pid: int) -> list[str] | None:
-    """The fields of ``/proc/<pid>/stat`` after the command name (Linux): ``[0]`` the state, ``[1]``
-    the parent pid, ``[2]`` the process group, ``[19]`` the start time; None when unreadable."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            # the command name (field 2) may hold spaces and parentheses; the fields after its last ")"
-            # are space-separated
-            return fh.read().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
+def _ticks_since_boot(process: psutil.Process) -> str:
+    # psutil's create_time is the boot time plus the start time since boot; taken from the boot time,
+    # it stays the same when the system clock is set or slewed, where the epoch time moves
+    return str(round((process.create_time() - psutil.boot_time()) * os.sysconf("SC_CLK_TCK")))
 
 
 def process_start_time(pid: int) -> str | None:
-    """The kernel's start time of process ``pid`` (clock ticks since boot; Linux), None if unknown."""
-    fields = proc_stat(pid)
-    return fields[19] if fields and len(fields) > 19 else None
+    """When process ``pid`` started, in clock ticks since boot (the unit of the start time in
+    ``/proc/<pid>/stat``: run tags written before psutil hold that), None if it is gone."""
+    try:
+        return _ticks_since_boot(psutil.Process(pid))
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
 
 
 def process_tag(pid: int, started: str | None = None) -> str:
@@ -197,15 +195,15 @@ def owner_tag() -> str:
 
 
 def process_alive(pid: int, started: str) -> bool:
+    """Whether process ``pid`` of this machine, started at ``started`` (:func:`process_start_time`; empty
+    when not known), still runs: a recycled pid belongs to a process started at another time."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        process = psutil.Process(pid)
+        return not started or _ticks_since_boot(process) == started
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
+    except psutil.AccessDenied:
         return True  # someone else's live process
-    now = process_start_time(pid)
-    # a recycled pid belongs to a process started at another time
-    return not (started and now is not None and now != started)
 
 
 def recover_dead_runs(instance, log: Callable[[str], None] = print) -> list[str]:

@@ -33,10 +33,13 @@ class PlannedRun:
 
 
 def _check(profile: Profile, models: list[str], langs: list[str]) -> None:
-    unknown = [m for m in models if m not in profile.models]
-    unknown += [lang for lang in langs if lang not in profile.languages]
-    if unknown:
-        raise ValueError(f"not in profile {profile.name!r}: {', '.join(unknown)}")
+    unknown_models = [m for m in models if m not in profile.models]
+    unknown_langs = [lang for lang in langs if lang not in profile.languages]
+    valid = ([f"its models: {', '.join(profile.models)}"] if unknown_models else []) + \
+        ([f"its languages: {', '.join(profile.languages)}"] if unknown_langs else [])
+    if valid:
+        raise ValueError(f"not in profile {profile.name!r}: {', '.join(unknown_models + unknown_langs)} "
+                         f"({'; '.join(valid)})")
 
 
 def _model_lang_runs(model: str, langs: list[str], tags: dict[str, str]) -> list[PlannedRun]:
@@ -123,6 +126,17 @@ def _names(keys) -> str:
     return ", ".join(k.to_user_string() for k in keys)
 
 
+def run_summary(ran: list[dg.AssetKey], every: list[dg.AssetKey]) -> str:
+    """What one planned run did, for its line of ``conescope materialize``: every asset of its job, some
+    of them (the others were fresh), or none."""
+    fresh = len(every) - len(ran)
+    if not ran:
+        return f"nothing stale ({fresh} asset{'s' * (fresh != 1)} fresh)"
+    if not fresh:
+        return f"ran all {len(ran)} asset{'s' * (len(ran) != 1)}"
+    return f"ran {_names(ran)}; {fresh} fresh asset{'s' * (fresh != 1)} skipped"
+
+
 def execute_plan(defs: dg.Definitions, plan: list[PlannedRun], instance: dg.DagsterInstance,
                  log=print, debug: bool = False, force: bool = False) -> bool:
     """Run the plan in this process, stopping at the first failure, recomputing only what is stale or
@@ -172,9 +186,8 @@ def execute_plan(defs: dg.Definitions, plan: list[PlannedRun], instance: dg.Dags
                 return _report_failure(result, debug)
             if force or planned.job == DATASETS_JOB:
                 break
-        what = "ran every asset" if len(ran) == len(every) else f"ran {_names(ran)}" if ran else "nothing stale"
         log(f"[{i}/{len(plan)}] {planned.job} {planned.partition_key or ''} ok ({time.perf_counter() - t0:.1f} s): "
-            f"{what}; fresh, skipped: {len(every) - len(ran)}")
+            f"{run_summary(ran, every)}")
     return True
 
 

@@ -15,29 +15,20 @@ import os
 import signal
 import subprocess
 import time
-from pathlib import Path
 
-from pipelines.instance import proc_stat
+import psutil
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 def group_members(pgid: int) -> list[int]:
     """Live processes (zombies excluded: they are dead, only not yet reaped) of a process group."""
-    proc = Path("/proc")
-    if not proc.is_dir():  # not Linux: ask the kernel whether the group has any member
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return []
-        return [pgid]
     members = []
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        fields = proc_stat(int(entry.name))
-        if fields and fields[0] not in ("Z", "X") and int(fields[2]) == pgid:
-            members.append(int(entry.name))
+    for pid in psutil.pids():
+        with contextlib.suppress(ProcessLookupError, PermissionError, psutil.NoSuchProcess):
+            if os.getpgid(pid) == pgid and psutil.Process(pid).status() not in (psutil.STATUS_ZOMBIE,
+                                                                                 psutil.STATUS_DEAD):
+                members.append(pid)
     return members
 
 

@@ -56,8 +56,11 @@ _ARROW_TYPES = {"VARCHAR": pa.string(), "DOUBLE": pa.float64(), "BIGINT": pa.int
                 "TIMESTAMPTZ": pa.timestamp("us", tz="UTC"), "INTEGER": pa.int32()}
 # Folders of the data root that the views read; the read-only sandbox of `conescope sql` allows these.
 VIEW_FOLDERS = ("datasets", "embeddings")
-# Statements `conescope sql` runs: queries only (SHOW, DESCRIBE and SUMMARIZE are SELECTs to DuckDB).
-READ_STATEMENTS = ("SELECT", "EXPLAIN")
+# Statements `conescope sql` runs: queries only. Keys: DuckDB's statement types (what the check
+# compares); values: the statements a user writes that DuckDB parses as that type (FROM-first queries,
+# VALUES, SHOW, DESCRIBE and SUMMARIZE are SELECTs to DuckDB), which the refusal and the help list.
+READ_STATEMENTS = {"SELECT": ("SELECT", "WITH", "FROM", "VALUES", "SHOW", "DESCRIBE", "SUMMARIZE"),
+                   "EXPLAIN": ("EXPLAIN",)}
 BACKENDS = ("duckdb", "ducklake")
 LAKE_ALIAS = "conescope_lake"
 _LAKE_EXTENSIONS = {"ducklake": "duckdb_extension_ducklake", "sqlite_scanner": "duckdb_extension_sqlite_scanner",
@@ -415,13 +418,21 @@ def open_warehouse(root: Path, kind: str = "duckdb", catalog: str | None = None,
     return Warehouse(Path(root) / "warehouse.duckdb", lake)
 
 
-def check_read_only(con: duckdb.DuckDBPyConnection, query: str) -> None:
-    """Refuse any statement of ``query`` that is not a query (COPY, ATTACH, SET, INSERT, ...)."""
-    for statement in con.extract_statements(query):
+def read_statement_forms() -> list[str]:
+    """The statements ``conescope sql`` runs, as a user writes them (:data:`READ_STATEMENTS`)."""
+    return [form for forms in READ_STATEMENTS.values() for form in forms]
+
+
+def check_read_only(con: duckdb.DuckDBPyConnection, query: str) -> list[duckdb.Statement]:
+    """The statements of ``query``; refuse any that is not a query (COPY, ATTACH, SET, INSERT, ...)."""
+    statements = con.extract_statements(query)
+    for statement in statements:
         kind = statement.type.name
         if kind not in READ_STATEMENTS:
             raise ReadOnlyViolation(f"{statement.query.strip()[:60]!r}: {kind} statement refused; the "
-                                    f"warehouse is read-only here (queries only: {', '.join(READ_STATEMENTS)})")
+                                    f"warehouse is read-only here (queries only: "
+                                    f"{', '.join(read_statement_forms())})")
+    return statements
 
 
 def metric_rows(records: list[dict], table: str | None = None, code_version: str | None = None) -> pa.Table:

@@ -1,5 +1,5 @@
 """``conescope dev`` as a test fixture: started on a free port with its own data root, and the
-process tree it spawned, read from /proc (no psutil needed); the GraphQL the UI sends to launch
+process tree it spawned (psutil); the GraphQL the UI sends to launch
 "Materialize all", and what the tests (and bench/daemon_refresh.py) read back: runs, failed steps,
 materialized partitions."""
 
@@ -15,7 +15,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from pipelines.instance import proc_stat
+import psutil
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -26,33 +26,35 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _stat(pid: int) -> tuple[int, str] | None:
-    """(parent pid, state) of a live process, None when it is gone or a zombie."""
-    fields = proc_stat(pid)
-    if not fields or fields[0] in ("Z", "X"):
-        return None
-    return int(fields[1]), fields[0]
+def _live(process: psutil.Process) -> bool:
+    """Whether ``process`` still runs (a zombie is dead, only not yet reaped)."""
+    try:
+        return process.status() not in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
+    except psutil.NoSuchProcess:
+        return False
 
 
 def descendants(pid: int) -> dict[int, str]:
     """Every live process below ``pid``, with its command line."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and (st := _stat(int(entry))) is not None:
-            children.setdefault(st[0], []).append(int(entry))
-    out, todo = {}, [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            try:
-                out[child] = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:200]
-            except FileNotFoundError:
-                continue
-            todo.append(child)
+    try:
+        children = psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return {}
+    out = {}
+    for child in children:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if _live(child):
+                out[child.pid] = " ".join(child.cmdline())[:200]
     return out
 
 
 def alive(pids) -> list[int]:
-    return [p for p in pids if _stat(p) is not None]
+    live = []
+    for pid in pids:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if _live(psutil.Process(pid)):
+                live.append(pid)
+    return live
 
 
 # The mutation the UI sends for "Materialize all" over assets of several partitionings (dagster-webserver

@@ -1,10 +1,15 @@
-"""``conescope sql``: read-only queries printed as a table, errors as one line."""
+"""The ``conescope`` command line as a user meets it: help texts, ``conescope sql`` (read-only queries
+printed as tables, errors as one line), the unknown-name errors and the per-run lines of ``materialize``."""
+
+from pathlib import Path
 
 import duckdb
 import pytest
 
 from pipelines.cli import main
 from storage.warehouse import Warehouse, metric_rows
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def _warehouse(root):
@@ -109,6 +114,7 @@ def test_errors_are_one_line_and_debug_shows_the_traceback(data_root, tmp_path, 
     assert main(["materialize", "--profile", str(good), "--model", "vit-h-14"]) == 2
     err = capsys.readouterr().err
     assert "not in profile 'tiny': vit-h-14" in err and len(err.strip().splitlines()) == 1
+    assert "(its models: tiny.random, tiny.random-nobias)" in err  # what the user may name instead
     assert not (data_root / "dagster_home").exists(), "nothing is started for a bad command line"
 
     with pytest.raises(ValueError, match="image_sise"):
@@ -181,3 +187,129 @@ def test_readme_warehouse_bench_runs(tmp_path):
     lines = [line.split() for line in done.stdout.splitlines()[2:]]
     assert {(row[0], row[1]) for row in lines if len(row) == 9} >= {("duckdb", "1"), ("ducklake-sqlite", "2")}
     assert all(row[4] == "30" and row[6] == "0" for row in lines if len(row) == 9), done.stdout  # stored, failed
+
+
+def _help(capsys, *command: str) -> str:
+    with pytest.raises(SystemExit) as done:
+        main([*command, "--help"])
+    assert done.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_help_names_the_environment_and_every_option_without_markup(capsys, monkeypatch):
+    import argparse
+
+    from pipelines.cli import ENVIRONMENT, build_parser
+
+    monkeypatch.setenv("COLUMNS", "100")
+    top = _help(capsys)
+    for name in ("CONESCOPE_HOME", "CONESCOPE_PROFILE", "CONESCOPE_AUTOMATION", "CONESCOPE_EXECUTOR",
+                 "CONESCOPE_OFFLINE"):
+        assert name in top, top
+    assert "(default: ./data)" in top and "(default: demo)" in top and "(default: on)" in top
+    commands = {"materialize": ("CONESCOPE_HOME", "CONESCOPE_PROFILE"), "sql": ("CONESCOPE_HOME", "CONESCOPE_PROFILE"),
+                "dev": ("CONESCOPE_HOME", "CONESCOPE_PROFILE", "CONESCOPE_AUTOMATION")}
+    for command, names in commands.items():
+        text = _help(capsys, command)
+        assert all(name in text for name in names), text
+        assert "``" not in text and ":class:" not in text, text
+    assert "``" not in top and ":class:" not in top, top
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, sub in [("conescope", parser), *subparsers.choices.items()]:
+        for action in sub._actions:
+            assert action.help, f"{name} {action.dest}: no help"
+    assert set(subparsers.choices) == set(commands)
+    assert len(ENVIRONMENT) == 5
+
+
+def test_the_help_states_the_defaults_the_code_uses(monkeypatch):
+    from conescope.profile import DEFAULT_PROFILE
+    from pipelines.automation import AUTOMATION_ENV, automation_enabled
+    from pipelines.cli import ENVIRONMENT
+    from pipelines.executors import EXECUTORS, UNSET
+    from storage.paths import DEFAULT_HOME
+
+    assert ENVIRONMENT["CONESCOPE_HOME"].endswith(f"(default: ./{DEFAULT_HOME})")
+    assert ENVIRONMENT["CONESCOPE_PROFILE"].endswith(f"(default: {DEFAULT_PROFILE})")
+    monkeypatch.delenv(AUTOMATION_ENV, raising=False)
+    assert AUTOMATION_ENV in ENVIRONMENT and automation_enabled() and ENVIRONMENT[AUTOMATION_ENV].endswith(
+        "(default: on)")
+    executor = ENVIRONMENT["CONESCOPE_EXECUTOR"]
+    assert all(name in executor for name in EXECUTORS) and f"{UNSET} (the default)" in executor
+
+
+def test_an_unknown_model_or_language_names_the_profiles_own(tiny_profile):
+    from pipelines.refresh import full_plan
+
+    with pytest.raises(ValueError) as err:
+        full_plan(tiny_profile, "t", ["nope"])
+    assert str(err.value) == "not in profile 'tiny': nope (its models: tiny.random, tiny.random-nobias)"
+    with pytest.raises(ValueError) as err:
+        full_plan(tiny_profile, "t", ["nope"], ["de", "en"])
+    assert str(err.value) == ("not in profile 'tiny': nope, de (its models: tiny.random, tiny.random-nobias; "
+                              "its languages: en, fr)")
+    with pytest.raises(ValueError, match=r"^not in profile 'tiny': de \(its languages: en, fr\)$"):
+        full_plan(tiny_profile, "t", None, ["de"])
+
+
+def test_several_statements_print_each_result_in_order(data_root, capsys):
+    _warehouse(data_root)
+    query = "SELECT 'first' AS a; SELECT metric, value FROM metrics.isotropy; SELECT 'third' AS c"
+    assert main(["sql", query]) == 0
+    out = capsys.readouterr().out
+    positions = [out.find(text) for text in ("SELECT 'first' AS a", "first", "SELECT metric, value FROM",
+                                             "i1", "SELECT 'third' AS c", "third")]
+    assert -1 not in positions and positions == sorted(positions), out
+    assert main(["sql", query, "--format", "csv"]) == 0
+    assert capsys.readouterr().out.splitlines() == ['"a"', '"first"', "", '"metric","value"', '"i1",0.25', "",
+                                                    '"c"', '"third"']
+    assert main(["sql", "SELECT 1 AS one"]) == 0  # one statement: its table alone, as before
+    assert "SELECT" not in capsys.readouterr().out
+
+
+def test_the_refusal_lists_the_statements_that_run_and_each_of_them_runs(data_root, capsys):
+    from storage.warehouse import read_statement_forms
+
+    _warehouse(data_root)
+    examples = {"SELECT": "SELECT 1", "WITH": "WITH x AS (SELECT 1 AS a) SELECT a FROM x",
+                "FROM": "FROM metrics.isotropy", "VALUES": "VALUES (1)", "SHOW": "SHOW ALL TABLES",
+                "DESCRIBE": "DESCRIBE metrics.isotropy", "SUMMARIZE": "SUMMARIZE metrics.isotropy",
+                "EXPLAIN": "EXPLAIN SELECT 1"}
+    assert sorted(read_statement_forms()) == sorted(examples)
+    for form, query in examples.items():
+        assert main(["sql", query]) == 0, (form, capsys.readouterr().err)
+    capsys.readouterr()
+    assert main(["sql", "INSERT INTO metrics.isotropy SELECT * FROM metrics.isotropy"]) == 2
+    err = capsys.readouterr().err
+    assert f"INSERT statement refused; the warehouse is read-only here (queries only: " \
+           f"{', '.join(read_statement_forms())})" in err, err
+    assert "queries only: SELECT, WITH, FROM, VALUES, SHOW, DESCRIBE, SUMMARIZE, EXPLAIN)" in err
+
+
+def test_each_run_line_says_what_ran_with_real_counts():
+    import dagster as dg
+
+    from pipelines.refresh import run_summary
+
+    every = [dg.AssetKey(["metrics", name]) for name in ("isotropy", "clusters", "layers")]
+    assert run_summary(every, every) == "ran all 3 assets"
+    assert run_summary(every[:1], every) == "ran metrics/isotropy; 2 fresh assets skipped"
+    assert run_summary(every[:2], every) == "ran metrics/isotropy, metrics/clusters; 1 fresh asset skipped"
+    assert run_summary([], every) == "nothing stale (3 assets fresh)"
+    assert run_summary(every[:1], every[:1]) == "ran all 1 asset"
+
+
+def test_the_shipped_tiny_profile_is_the_tests_and_a_missing_profile_is_one_line(capsys, tmp_path):
+    import yaml
+
+    from bench.daemon_refresh import main as bench_main
+    from conescope.profile import load_profile
+    from tests.conftest import TINY_PROFILE
+
+    assert yaml.safe_load((REPO / "configs" / "tiny.yaml").read_text()) == TINY_PROFILE
+    assert load_profile("tiny").name == "tiny"
+    assert bench_main(["--profile", str(tmp_path / "missing.yaml"), "--routes", "cli"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("bench.daemon_refresh: error: profile ") and "missing.yaml" in err, err
+    assert len(err.strip().splitlines()) == 1, err

@@ -5,6 +5,7 @@ pipelines.daemon's), every daemon healthy, and stops with every child process on
 import signal
 import time
 
+import psutil
 import pytest
 import yaml
 
@@ -49,3 +50,30 @@ def _daemon_statuses(server: DevServer, timeout_s: float = 60) -> dict[str, bool
         if all(statuses.values()) or time.monotonic() > deadline:
             return statuses
         time.sleep(2)
+
+
+def test_a_process_group_s_members_are_its_live_processes():
+    """What conescope dev's supervisor waits on (pipelines/supervise.py): every live process of the
+    group, a zombie (dead, not yet reaped by its parent) left out."""
+    import os
+    import subprocess
+    import sys
+
+    from pipelines.supervise import group_members
+
+    leader = subprocess.Popen([sys.executable, "-c", "import subprocess, time\n"
+                               "print(subprocess.Popen(['sleep', '60']).pid, flush=True)\ntime.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        child = int(leader.stdout.readline())
+        assert sorted(group_members(leader.pid)) == sorted([leader.pid, child])
+        os.kill(child, signal.SIGKILL)  # its parent sleeps: a zombie until the group ends
+        deadline = time.monotonic() + 10
+        while group_members(leader.pid) != [leader.pid] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert group_members(leader.pid) == [leader.pid]
+        assert psutil.pid_exists(child), "the zombie is still there"
+    finally:
+        os.killpg(leader.pid, signal.SIGKILL)
+        leader.wait()
+    assert group_members(leader.pid) == []

@@ -66,3 +66,35 @@ def test_runs_share_the_cpus_and_a_users_thread_setting_stands(root):
     data["concurrency"]["runs"]["max_concurrent_runs"] = 7
     config.write_text(yaml.safe_dump(data))
     assert configured_max_runs(root) == 7
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="the kernel's own record is Linux's /proc")
+def test_a_process_tag_holds_the_start_time_in_the_unit_of_earlier_tags():
+    """Run tags written before psutil hold the start time field of /proc/<pid>/stat (clock ticks since
+    boot); the tag of a process started since must read the same for the same process."""
+    import socket
+
+    from pipelines.instance import local_process, owner_tag
+
+    with open("/proc/self/stat") as fh:
+        kernel = fh.read().rsplit(")", 1)[1].split()[19]
+    assert owner_tag() == f"{socket.gethostname()}:{os.getpid()}:{kernel}"
+    assert local_process(owner_tag()) == (os.getpid(), kernel)
+
+
+def test_a_process_is_alive_until_it_exits_and_a_recycled_pid_is_not_it():
+    import subprocess
+    import sys
+
+    from pipelines.instance import process_alive, process_start_time
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        started = process_start_time(child.pid)
+        assert started and started.isdigit()
+        assert process_alive(child.pid, started) and process_alive(child.pid, "")
+        assert not process_alive(child.pid, str(int(started) - 1))  # same pid, another start: recycled
+    finally:
+        child.kill()
+        child.wait()
+    assert not process_alive(child.pid, started)
