@@ -27,14 +27,15 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from assets import keys
-from conescope import checks
-from conescope.metric_tables import TRANSFORM_WRITTEN_TABLES
+from conescope import checks, metric_families
+from conescope.metric_families import TRANSFORM_WRITTEN_TABLES
 from conescope.profile import ModelSpec, Profile
 from pipelines.partitions import ProfilePartitions, model_and_lang
 from pipelines.resources import ConescopeHome
+from storage import metric_rows
 from storage.parquet_store import read_embeddings, read_manifest_table
 from storage.paths import DataRoot
-from storage.transform_store import read_transforms
+from storage.transform_store import read_transforms, stored_provenance
 
 EMBEDDING_CHECKS = ("row_count", "finite_values", "no_zero_rows", "dimension")
 METRIC_CHECKS = ("expected_metrics", "finite_values", "value_in_ci", "n_matches_rows")
@@ -43,22 +44,7 @@ REPORT_CHECKS = ("self_contained",)
 DATASET_CHECKS = ("reject_fraction",)
 WARN_SHARE_OF_MAX = 0.5  # reject fraction warning level, as a share of max_reject_fraction
 REPORT_MIN_BYTES, REPORT_MAX_BYTES = 1024, 64 * 1024 * 1024
-
-# metric asset -> (family table, extra condition on its rows, raw rows or the transforms' rows)
-_METRIC_ROWS: dict[dg.AssetKey, tuple[str, str]] = {
-    keys.IMAGE_ISOTROPY: ("isotropy", "modality = 'image'"),
-    keys.IMAGE_CLUSTERS: ("clusters", "modality = 'image'"),
-    keys.LINEAR_PROBE: ("linear_probe", "true"),
-    keys.MULTILINGUAL: ("multilingual", "true"),
-    keys.ISOTROPY: ("isotropy", "modality <> 'image'"),
-    keys.MODALITY_GAP: ("modality_gap", "true"),
-    keys.CLIP_LOSS: ("clip_loss", "true"),
-    keys.ZERO_SHOT: ("zero_shot", "true"),
-    keys.RETRIEVAL: ("retrieval", "true"),
-    keys.CLUSTERS: ("clusters", "modality = 'text'"),
-    keys.LAYERS: ("layers", "true"),
-}
-_ROW_COLUMNS = "dataset, model, lang, modality, transform, fit_set, eval_set, metric, value, ci_low, ci_high, n"
+_METRIC_ASSETS = {keys.metric(asset.name): (family, asset) for family, asset in metric_families.assets()}
 
 
 def _result(check: dg.AssetCheckKey, finding: checks.Finding, partition: str | None) -> dg.AssetCheckResult:
@@ -86,15 +72,6 @@ def _split(partition: str | None) -> tuple[str | None, str | None]:
 
 def _rows_of(directory: Path) -> int:
     return sum(pq.ParquetFile(f).metadata.num_rows for f in sorted(directory.glob("part-*.parquet")))
-
-
-def _warehouse_rows(home: ConescopeHome, sql: str, params: list) -> list[dict]:
-    if not home.paths.warehouse.exists():
-        return []
-    with home.warehouse.connect(read_only=True) as con:
-        cursor = con.execute(sql, params)
-        names = [c[0] for c in cursor.description]
-        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
 # --- embeddings ----------------------------------------------------------------------------------
@@ -139,9 +116,7 @@ def embedding_findings(home: ConescopeHome, profile: Profile, ds: str, modality:
         if modality == "image":
             directory, id_col = root.image_embeddings(ds, model), "sample_id"
             expected = read_manifest_table(root.dataset_dir(ds), "samples", ["sample_id"]).column("sample_id")
-            rejected = [r["sample_id"] for r in _warehouse_rows(
-                home, "SELECT sample_id FROM datasets.rejects WHERE dataset = ? AND model = ? "
-                      "AND stage = 'embed_image'", [ds, model])]
+            rejected = [sample_id for sample_id, _ in metric_rows.rejects(home.warehouse, ds, "embed_image", model)]
         else:
             directory, id_col = root.text_embeddings(ds, model, lang), "text_id"
             texts = read_manifest_table(root.dataset_dir(ds), "texts", ["text_id", "lang"])
@@ -173,23 +148,22 @@ def _embedding_counts(root: DataRoot, profile: Profile, model: str) -> dict[tupl
 
 def metric_findings(home: ConescopeHome, profile: Profile, key: dg.AssetKey, model: str,
                     lang: str | None) -> dict[str, checks.Finding]:
+    """The rows the asset owns in each table it writes (its declaration's, or those of the fitted
+    transforms for metrics/transforms), checked against the contract and the stored embeddings."""
     if key == keys.TRANSFORM_METRICS:
-        families, extra = TRANSFORM_WRITTEN_TABLES, "transform <> 'none'"
+        owned = [(table, metric_families.transform_rows(model, lang)) for table in TRANSFORM_WRITTEN_TABLES]
     else:
-        family, condition = _METRIC_ROWS[key]
-        families, extra = (family,), f"transform = 'none' AND {condition}"
-    partition = "model = ? AND lang = ?" if lang is not None else \
-        ("model = ?" if key == keys.MULTILINGUAL else "model = ? AND lang IS NULL")
-    params = [model, lang] if lang is not None else [model]
+        family, asset = _METRIC_ASSETS[key]
+        owned = [(family.table, asset.owned_rows(model, lang))]
+    every_set = key != keys.TRANSFORM_METRICS and _METRIC_ASSETS[key][0].every_set
+    families = [table for table, _ in owned]
     counts = _embedding_counts(home.paths, profile, model)
     found: dict[str, list[checks.Finding]] = {name: [] for name in METRIC_CHECKS}
-    for family in families:
-        layer = ", layer" if family == "layers" else ""
-        rows = _warehouse_rows(home, f"SELECT {_ROW_COLUMNS}{layer} FROM metrics.{family} WHERE {partition} "
-                                     f"AND {extra} ORDER BY ALL", params)
-        # Isotropy is measured on every stored set: each dataset with rows must have its rows.
+    for family, where in owned:
+        rows = metric_rows.family_rows(home.warehouse, family, where)
+        # A family measured on every stored set: each dataset with rows must have its rows.
         measured = []
-        if family == "isotropy" and key != keys.TRANSFORM_METRICS:
+        if every_set:
             measured = [ds for (ds, modality, lg), n in counts.items() if n > 0 and
                         ((modality == "image" and lang is None) or (modality == "text" and lg == lang))]
         found["expected_metrics"].append(checks.expected_metrics(family, rows, measured))
@@ -218,7 +192,7 @@ def transform_findings(home: ConescopeHome, kind: str, model: str, lang: str) ->
     stored = read_transforms(home.paths.transforms_dir(kind, model, lang))
     bad = []
     for name, d in stored.items():
-        prov = json.loads(d.get("provenance") or "{}")
+        prov = stored_provenance(d)
         arrays = [k for k, v in d.items() if isinstance(v, np.ndarray) and v.dtype.kind == "f" and
                   not np.isfinite(v).all()]
         bad += [f"{name}: {k} not finite" for k in arrays]
@@ -239,9 +213,7 @@ def dataset_findings(home: ConescopeHome, profile: Profile, ds: str) -> dict[str
                 samples = pq.ParquetFile(directory / f"{table}.parquet").metadata.num_rows
     except FileNotFoundError as exc:
         return _missing(exc, DATASET_CHECKS)
-    rejects = [(r["sample_id"], r["reason"]) for r in _warehouse_rows(
-        home, "SELECT sample_id, reason FROM datasets.rejects WHERE dataset = ? AND stage = 'ingest' ORDER BY ALL",
-        [ds])]
+    rejects = metric_rows.rejects(home.warehouse, ds, "ingest")
     limit = spec.max_reject_fraction
     return {"reject_fraction": checks.reject_fraction(samples, rejects, limit, limit * WARN_SHARE_OF_MAX)}
 
@@ -302,7 +274,7 @@ def build_asset_checks(profile: Profile, parts: ProfilePartitions,
     for a in assets:
         for key in a.keys:
             family = _family(key)
-            if family is not None and (family != "metrics" or key in _METRIC_ROWS or key == keys.TRANSFORM_METRICS):
+            if family is not None and (family != "metrics" or key in _METRIC_ASSETS or key == keys.TRANSFORM_METRICS):
                 partitions_def = a.specs_by_key[key].partitions_def
                 groups.setdefault((family, parts.name_of(partitions_def)), []).append((key, partitions_def))
     return [_multi_check(family, partitioning, members, names[family], evaluate(family))

@@ -29,21 +29,10 @@ def text_embeddings(ds: str) -> dg.AssetKey:
 
 
 def metric(name: str) -> dg.AssetKey:
-    """metrics/<name>: the assets of ``conescope.partition_metrics.FAMILIES`` and metrics/transforms."""
+    """metrics/<name>: the assets declared in ``conescope.metric_families`` and metrics/transforms."""
     return dg.AssetKey(["metrics", name])
 
 
-IMAGE_ISOTROPY = metric("image_isotropy")
-ISOTROPY = metric("isotropy")
-MODALITY_GAP = metric("modality_gap")
-IMAGE_CLUSTERS = metric("image_clusters")
-LINEAR_PROBE = metric("linear_probe")
-CLIP_LOSS = metric("clip_loss")
-ZERO_SHOT = metric("zero_shot")
-RETRIEVAL = metric("retrieval")
-CLUSTERS = metric("clusters")
-LAYERS = metric("layers")
-MULTILINGUAL = metric("multilingual")
 PARTITION_REPORT = dg.AssetKey(["reports", "partition_report"])
 TRANSFORM_METRICS = metric("transforms")
 

@@ -1,7 +1,8 @@
 """metrics/<family>: metric rows in the warehouse tables of the storage contract, replaced per partition.
 
-Which rows each asset computes is decided in ``conescope.partition_metrics`` (one ``MetricFamily``
-per asset); an asset hands it the stored embeddings of its model and writes what comes back.
+Each asset is declared in ``conescope.metric_families`` (its table, partitioning and the rows it owns)
+and computed by ``conescope.partition_metrics`` (one ``MetricFamily`` per asset); an asset hands it the
+stored embeddings of its model and replaces the rows it owns with what comes back.
 
 [image_model] (image only, ``lang`` null; no partition for a text-only model, and not built when
 the profile has no image model): image_isotropy, image_clusters, linear_probe. [model x lang]:
@@ -15,15 +16,8 @@ import dagster as dg
 from assets import keys
 from assets.writes import write_metric_rows
 from conescope import code_versions
-from conescope.partition_metrics import (
-    FAMILIES,
-    MODEL,
-    MODEL_LANG,
-    SUMMARY,
-    MetricFamily,
-    image_datasets,
-    text_datasets,
-)
+from conescope.metric_families import MODEL, MODEL_LANG, SUMMARY
+from conescope.partition_metrics import FAMILIES, MetricFamily, image_datasets, text_datasets
 from conescope.profile import Profile
 from pipelines.partitions import ProfilePartitions, split_key
 from pipelines.resources import ConescopeHome
@@ -62,8 +56,8 @@ def _metric_asset(family: MetricFamily, profile: Profile, parts: ProfilePartitio
         else:
             model, lang = context.partition_key, None
         records = family.rows(profile, model, StoredEmbeddings(conescope.paths, model), lang)
-        where = {"model": model, **({"lang": lang} if lang else {}), **family.owns}
-        return write_metric_rows(conescope, family.table, records, where, context.log, version)
+        return write_metric_rows(conescope, family.table, records, family.asset.owned_rows(model, lang), context.log,
+                                 version)
 
     return _asset
 

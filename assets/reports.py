@@ -30,29 +30,15 @@ from conescope.reports.report_data import DatasetData
 from conescope.reports.thumbs import thumbnails
 from pipelines.partitions import ProfilePartitions, split_key
 from pipelines.resources import ConescopeHome
+from storage import metric_rows
 from storage.embedding_sets import load_image_set, load_text_set
 from storage.parquet_store import atomic_directory, read_manifest_table, read_provenance
-
-ROW_COLUMNS = "family, dataset, model, lang, modality, transform, fit_set, eval_set, metric, layer, value, ci_low, " \
-              "ci_high, n, params"
-_PARTITION_SQL = f"""
-SELECT {ROW_COLUMNS} FROM metrics.all
-WHERE model = ? AND (lang = ? OR (lang IS NULL AND family <> 'multilingual'))
-ORDER BY dataset, family, transform, fit_set, eval_set, modality, metric, layer
-"""
 
 MULTILINGUAL_REPORT = dg.AssetKey(["reports", "multilingual_report"])
 COMPARISON_REPORT = dg.AssetKey(["reports", "comparison_report"])
 PAPER_REPORT = dg.AssetKey(["reports", "paper_report"])
 FINAL_LAYER = [COMPARISON_REPORT, PAPER_REPORT]  # unpartitioned, after every model's summary
 SUMMARY_REPORTS = [MULTILINGUAL_REPORT]  # [model], after every language
-
-
-def query_rows(home: ConescopeHome, sql: str, params: list) -> list[dict]:
-    with home.warehouse.connect(read_only=True) as con:
-        cursor = con.execute(sql, params)
-        names = [col[0] for col in cursor.description]
-        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
 def manifest_view(home: ConescopeHome, dataset: str) -> tuple[dict[str, str], dict[str, str]]:
@@ -128,7 +114,7 @@ def _partition_report(profile: Profile, parts: ProfilePartitions) -> dg.AssetsDe
                           "transform, similarity heatmaps, t-SNE maps, gap-shift landscape, layers, metric tables")
     def partition_report(context: dg.AssetExecutionContext, conescope: ConescopeHome) -> dg.MaterializeResult:
         model, lang = split_key(context)
-        rows = query_rows(conescope, _PARTITION_SQL, [model, lang])
+        rows = metric_rows.partition_rows(conescope.warehouse, model, lang)
         sections = []
         # a text-only model, or a dataset without images, gets the text-only figures of its section
         with_images = not profile.models[model].text_only
@@ -164,8 +150,7 @@ def _multilingual_report(profile: Profile, parts: ProfilePartitions) -> dg.Asset
                           "ratios and cross-lingual recall (metrics.multilingual)")
     def multilingual_report(context: dg.AssetExecutionContext, conescope: ConescopeHome) -> dg.MaterializeResult:
         model = context.partition_key
-        rows = query_rows(conescope, f"SELECT {ROW_COLUMNS} FROM metrics.all WHERE family = 'multilingual' "
-                                     "AND model = ? ORDER BY dataset, lang NULLS LAST, metric", [model])
+        rows = metric_rows.summary_rows(conescope.warehouse, model)
         texts, thumb_sources = {}, []
         for ds in datasets:
             texts[ds] = {lang: load_text_set(conescope.paths, ds, model, lang)
@@ -194,8 +179,7 @@ def _comparison_report(profile: Profile) -> dg.AssetsDefinition:
               description="HTML report: every model side by side (SVD projections, headline metrics, all raw metrics)")
     def comparison_report(context: dg.AssetExecutionContext, conescope: ConescopeHome) -> dg.MaterializeResult:
         models, ref = list(profile.models), profile.reference_lang
-        rows = query_rows(conescope, f"SELECT {ROW_COLUMNS} FROM metrics.all WHERE transform = 'none' "
-                                     "AND family <> 'multilingual' ORDER BY ALL", [])
+        rows = metric_rows.raw_rows(conescope.warehouse)
         embeddings = {}
         for ds in sorted(set(profile.image_datasets()) & set(text_datasets(profile))):
             if ref not in profile.dataset_languages(ds):
@@ -230,7 +214,7 @@ def _paper_report(profile: Profile) -> dg.AssetsDefinition:
               description="HTML report: Tables 1-7 of Tyshchuk et al. 2023 from the warehouse, beside the published "
                           "numbers, with the difference")
     def paper_report(context: dg.AssetExecutionContext, conescope: ConescopeHome) -> dg.MaterializeResult:
-        rows = query_rows(conescope, f"SELECT {ROW_COLUMNS} FROM metrics.all ORDER BY ALL", [])
+        rows = metric_rows.all_rows(conescope.warehouse)
         models = {name: ModelInfo(m.arch, m.pretrained, m.zero_bias) for name, m in profile.models.items()}
         kinds = {name: d.kind for name, d in profile.datasets.items()}
         provenance = {"profile": profile.name, **_versions(version)}

@@ -13,8 +13,7 @@ import dagster as dg
 
 from assets import keys
 from conescope import code_versions, protocol_eval, protocols
-from conescope.metric_tables import TRANSFORM_WRITTEN_TABLES
-from conescope.partition_metrics import FAMILIES
+from conescope.metric_families import FAMILIES, TRANSFORM_WRITTEN_TABLES
 from conescope.profile import Profile
 from conescope.provenance import params_sha256, rows_sha256
 from conescope.sets import ImageSet, TextSet

@@ -5,24 +5,27 @@ from datetime import UTC, datetime
 import dagster as dg
 import pyarrow as pa
 
+from conescope.metric_families import RowFilter
 from conescope.provenance import rows_sha256
 from pipelines.resources import ConescopeHome
 from storage.warehouse import REJECT_COLUMNS, arrow_schema, metric_rows
 
 
-def write_metric_rows(home: ConescopeHome, table: str, records: list[dict], where: dict,
+def write_metric_rows(home: ConescopeHome, table: str, records: list[dict], owned: RowFilter,
                       log, code_version: str) -> dg.MaterializeResult:
-    """Replace the raw rows (``transform = 'none'``) of ``metrics.<table>`` matching ``where`` with
-    ``records`` (completed with the model and lang of ``where``, and the writing asset's
-    ``code_version``); metadata: counts and headline values; data version: the hash of the rows' content.
-    The rows of fitted transforms in the same table belong to metrics/transforms."""
+    """Replace the rows of ``metrics.<table>`` that ``owned`` selects (the raw rows of one asset's
+    partition, ``MetricAsset.owned_rows``) with ``records`` (completed with the model and lang it
+    fixes, and the writing asset's ``code_version``); metadata: counts and headline values; data
+    version: the hash of the rows' content. The rows of fitted transforms in the same table belong
+    to metrics/transforms."""
     qualified = f"metrics.{table}"
     for rec in records:
-        rec.update({k: v for k, v in where.items() if k in ("model", "lang")})
+        rec.update({k: v for k, v in owned.equal.items() if k in ("model", "lang")})
     rows = metric_rows(records, qualified, code_version)
-    replaced = home.warehouse.replace_rows(qualified, rows, {**where, "transform": "none"})
+    replaced = home.warehouse.replace_rows(qualified, rows, owned.equal, owned.not_equal, owned.null)
+    spans_langs = "lang" not in owned.equal and "lang" not in owned.null  # rows of several languages
     headline = {f"{r['dataset']}/{r['modality']}/{r['metric']}" + (f"/{r['layer']}" if "layer" in r else "")
-                + (f"/{r['lang']}" if table == "multilingual" else ""): round(r["value"], 4)
+                + (f"/{r['lang']}" if spans_langs else ""): round(r["value"], 4)
                 for r in records}
     log.info(f"{qualified}: {len(records)} rows written, {replaced} replaced")
     data_version = rows_sha256(rows)[:16]

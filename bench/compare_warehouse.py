@@ -19,7 +19,7 @@ from pathlib import Path
 
 import duckdb
 
-from conescope.metric_tables import METRIC_TABLES
+from conescope.metric_families import METRIC_TABLES
 
 KEY = ["dataset", "model", "lang", "modality", "transform", "fit_set", "eval_set", "metric"]
 CLOSE = ["value", "ci_low", "ci_high"]

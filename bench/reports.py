@@ -79,10 +79,11 @@ def synthetic_partition(pairs: int, dim: int = 512, seed: int = 0, name: str = "
 
 
 def _materialized(args) -> tuple[str, str, list[DatasetData], ReportSettings]:
-    from assets.reports import _PARTITION_SQL, manifest_view, query_rows, report_settings
+    from assets.reports import manifest_view, report_settings
     from conescope.profile import load_profile
     from pipelines.resources import ConescopeHome
     from storage.embedding_sets import load_image_set, load_text_set
+    from storage.metric_rows import partition_rows
     from storage.paths import DataRoot
 
     profile = load_profile(args.profile)
@@ -90,7 +91,7 @@ def _materialized(args) -> tuple[str, str, list[DatasetData], ReportSettings]:
     model = args.model or next(iter(profile.models))
     lang = args.lang or profile.reference_lang
     home = ConescopeHome(home=str(root.root))
-    rows = query_rows(home, _PARTITION_SQL, [model, lang])
+    rows = partition_rows(home.warehouse, model, lang)
     sections = []
     for ds in profile.datasets:
         names, thumbs = manifest_view(home, ds)

@@ -16,34 +16,9 @@ from html.parser import HTMLParser
 
 import numpy as np
 
-MAX_LISTED = 20  # offending items listed in a finding; the count says how many there are in all
+from conescope.metric_families import family as declared_family
 
-# The storage contract (README, "Warehouse"): metric names per family and modality. ``required`` must
-# all be present in every group of rows (dataset, modality, transform, fit set, eval set, lang) of a
-# partition; ``optional`` may be (computed only where they apply: the separability of transformed
-# rows, STS on STS datasets).
-CONTRACT: dict[str, dict[str, tuple[frozenset[str], frozenset[str]]]] = {
-    "isotropy": dict.fromkeys(("image", "text", "joint"), (frozenset(
-        {"i1", "i2", "isoscore", "isoscore_null", "mean_cosine", "mean_vector_norm", "effective_rank"}),
-        frozenset({"i1_compat", "i2_compat"}))),
-    "modality_gap": {"joint": (frozenset({"gap_norm"}), frozenset({"separability_logreg", "separability_svm"})),
-                     "pair": (frozenset({"pos_cosine_mean", "rand_cosine_mean", "similarity_gap"}), frozenset())},
-    "clip_loss": {"pair": (frozenset({"loss", "loss_i2t", "loss_t2i"}), frozenset())},
-    "zero_shot": {"pair": (frozenset({"top1", "top5", "mean_per_class_recall"}), frozenset())},
-    "linear_probe": {"image": (frozenset({"accuracy"}), frozenset())},
-    "retrieval": {"pair": (frozenset({"i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10"}), frozenset())},
-    "clusters": dict.fromkeys(("image", "text"), (frozenset({"silhouette"}), frozenset())),
-    # per-layer rows need the stored layer states; without them only the output's sts_spearman is written
-    "layers": {"text": (frozenset(), frozenset({"self_similarity", "sts_spearman"}))},
-}
-# Raw rows (transform 'none') of the modality gap always carry the separability too.
-RAW_REQUIRED = {("modality_gap", "joint"): frozenset({"gap_norm", "separability_logreg", "separability_svm"})}
-# Multilingual rows: per compared language, and over all languages (lang null).
-MULTILINGUAL_PAIRED = frozenset({"distance_ratio_sq", "distance_ratio", "distance_ratio_cos", "xling_r1", "xling_r5"})
-MULTILINGUAL_OPTIONAL = frozenset({"distance_ratio_sq_raw"})  # with metrics.distance_ratio_raw
-MULTILINGUAL_ALL = frozenset({"lang_separability"})
-# Families measured on the rows that qualify (the silhouette: labelled rows, or a sample of them).
-PARTIAL = frozenset({"clusters"})
+MAX_LISTED = 20  # offending items listed in a finding; the count says how many there are in all
 
 
 @dataclass
@@ -117,28 +92,24 @@ def describe_row(r: dict) -> str:
 
 
 def expected_metrics(family: str, rows: list[dict], datasets: Iterable[str] = ()) -> Finding:
-    """Every group of rows holds every metric the contract requires for its family and modality, no
-    metric outside the contract, and each of ``datasets`` (those measured for sure) has rows."""
+    """Every group of rows holds every metric the contract (``conescope.metric_families``) requires for
+    its family and modality, no metric outside the contract, and each of ``datasets`` (those measured
+    for sure) has rows."""
+    declared = declared_family(family)
     groups: dict[tuple, set[str]] = {}
     offending = []
     for r in rows:
         key = (r["dataset"], r["modality"], r["transform"], r["fit_set"], r["eval_set"], r["lang"])
         groups.setdefault(key, set()).add(r["metric"])
     for (ds, modality, transform, fit_set, eval_set, lang), metrics in sorted(groups.items(), key=str):
-        if family == "multilingual":
-            required = MULTILINGUAL_PAIRED if lang is not None else MULTILINGUAL_ALL
-            allowed = required | (MULTILINGUAL_OPTIONAL if lang is not None else frozenset())
-        elif modality not in CONTRACT.get(family, {}):
+        contract = declared.metrics_of(modality, lang)
+        if contract is None:
             offending.append(f"{ds}/{modality}: modality not in the contract of {family}")
             continue
-        else:
-            required, optional = CONTRACT[family][modality]
-            if transform == "none":
-                required = RAW_REQUIRED.get((family, modality), required)
-            allowed = required | optional
+        required = contract.required_of(raw=transform == "none")
         where = f"{ds}/{lang or '-'}/{modality}/{transform}/{fit_set}/{eval_set}"
         offending += [f"{where}: {m} missing" for m in sorted(required - metrics)]
-        offending += [f"{where}: {m} not in the contract" for m in sorted(metrics - allowed)]
+        offending += [f"{where}: {m} not in the contract" for m in sorted(metrics - contract.allowed)]
     present = {r["dataset"] for r in rows}
     offending += [f"{ds}: no rows" for ds in sorted(set(datasets) - present)]
     return finding_of(offending, f"{len(rows)} rows in {len(groups)} complete groups", "missing or unknown metrics",
@@ -175,20 +146,21 @@ def n_matches_rows(family: str, rows: list[dict], counts: dict[tuple[str, str, s
     separability; the paired rows for a compared language); subsets (a test split, pairs, a
     transform's eval set, the labelled rows of a silhouette) must be between 1 and what the rows
     allow."""
+    declared = declared_family(family)
     bad = []
     for r in rows:
         ds, modality, lang, n = r["dataset"], r["modality"], r["lang"], r["n"]
         img = counts.get((ds, "image", None), 0)
         txt = counts.get((ds, "text", lang), 0)
         exact, bound = None, None
-        if family == "multilingual":
+        if declared.over_languages is not None:
             langs = {k[2]: v for k, v in counts.items() if k[0] == ds and k[1] == "text"}
             if lang is None:
                 exact = sum(langs.values())
             else:
                 bound = langs.get(lang, 0)  # pairs of this language with the reference
         elif r["transform"] == "none" and r["eval_set"] == "all" and modality in ("image", "text", "joint") \
-                and family not in PARTIAL:
+                and not declared.partial:
             exact = {"image": img, "text": txt, "joint": img + txt}[modality]
         else:
             bound = max(img * txt, img + txt)  # pairs of an image and a text: at most image x text

@@ -26,6 +26,11 @@ Left out of every closure (neither hashed nor followed), each for a reason:
   the config values hashed with it (and the profile imports every source kind and model loader, so
   following it would make every asset depend on every reader);
 - ``conescope.file_lock``: the GPU claim and staging locks decide who writes, never what;
+- ``conescope.metric_families``: the declaration of the metric families (tables, partitioning, the rows
+  each asset owns, the checks' metric names), the shape of the graph and of the warehouse like
+  ``assets.keys``; what a metric asset computes is its rows function and its metric modules (the
+  family's ``modules``, roots of its version), so adding a metric name to the contract restales
+  nothing, and the warehouse code every dataset asset imports does not follow the declaration;
 - ``pipelines.*``, ``assets.keys``, the ``assets`` and ``storage`` packages: partition key strings,
   resources, asset keys and pools, the shape of the graph rather than what an asset computes;
 - an ``assets.*`` module imported by another asset module (key lists such as ``MODEL_LAYER``, tests
@@ -35,7 +40,8 @@ Left out of every closure (neither hashed nor followed), each for a reason:
 Hashed but never followed (``OPAQUE``), because they gather what several assets use separately:
 ``conescope.families`` and ``conescope.partition_metrics`` hold the rows of every metric family and
 import every metric module (following them would make each family depend on every other family's
-formulas: an asset that measures metrics names its metric modules as roots, ``MetricFamily.modules``);
+formulas: an asset that measures metrics names its metric modules as roots, ``MetricFamily.modules``,
+declared on its family in ``conescope.metric_families``);
 ``assets.reports`` holds the four report assets and imports every renderer (each report names its
 renderer as a root). Their own imports that the assets do use are roots of their own.
 """
@@ -58,7 +64,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("conescope", "storage", "assets", "pipelines")
 EXCLUDED = frozenset({
     "conescope", "conescope.provenance", "conescope.code_versions", "conescope.profile", "conescope.profile_schema",
-    "conescope.dataset_specs", "conescope.model_specs", "conescope.file_lock", "assets", "assets.keys", "storage",
+    "conescope.dataset_specs", "conescope.model_specs", "conescope.file_lock", "conescope.metric_families", "assets",
+    "assets.keys", "storage",
 })
 EXCLUDED_PACKAGES = ("pipelines",)
 OPAQUE = frozenset({"conescope.families", "conescope.partition_metrics", "assets.reports"})
@@ -75,7 +82,7 @@ FIT_TRANSFORMS = ("assets.transforms", "conescope.transforms", "conescope.protoc
                   "storage.transform_store", "storage.embedding_sets")
 TRANSFORM_METRICS = (*FIT_TRANSFORMS, "conescope.families", "conescope.metrics.bootstrap", "storage.warehouse")
 REPORT_SHARED = ("assets.reports", "conescope.reports.cache", "conescope.reports.report_data",
-                 "conescope.reports.thumbs", "storage.embedding_sets", "storage.parquet_store")
+                 "conescope.reports.thumbs", "storage.embedding_sets", "storage.metric_rows", "storage.parquet_store")
 
 
 def read_source(module: str) -> str:

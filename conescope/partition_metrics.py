@@ -1,7 +1,8 @@
 """Which metric rows each metric asset computes for one partition, and from which embedding sets.
 
-One :class:`MetricFamily` per ``metrics/<name>`` asset: its warehouse table, its partitioning
-(``scope``) and the function that decides which datasets, modalities and rows it measures. The
+One :class:`MetricFamily` per ``metrics/<name>`` asset: its declaration (``conescope.metric_families``:
+warehouse table, partitioning, the rows it owns, the contract's metric names) and the function of this
+module named like the asset, which decides which datasets, modalities and rows it measures. The
 formulas are in ``conescope.metrics`` and the records in ``conescope.families``; the assets load
 nothing themselves but hand over an :class:`EmbeddingSource` (the stored embeddings of one model,
 ``storage.embedding_sets.StoredEmbeddings``) and write what comes back.
@@ -15,16 +16,14 @@ multilingual rows, ``lang`` holding the compared language).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
-from conescope import families
+from conescope import families, metric_families
 from conescope.profile import Profile
 from conescope.sets import ImageSet, TextSet, text_labels
-
-MODEL, MODEL_LANG, SUMMARY = "model", "model_lang", "summary"
 
 
 class EmbeddingSource(Protocol):
@@ -125,7 +124,7 @@ def retrieval(profile: Profile, model: str, source: EmbeddingSource, lang: str) 
             for row in families.retrieval_rows(image, text, profile.metrics)]
 
 
-def text_clusters(profile: Profile, model: str, source: EmbeddingSource, lang: str) -> list[dict]:
+def clusters(profile: Profile, model: str, source: EmbeddingSource, lang: str) -> list[dict]:
     """Silhouette of the texts against the label of each (its image's, or its class's): for an image
     model over the images that have an embedding, for a text-only model from the manifest."""
     if profile.models[model].text_only:
@@ -173,44 +172,35 @@ Rows = Callable[[Profile, str, EmbeddingSource, str | None], list[dict]]
 
 @dataclass(frozen=True)
 class MetricFamily:
-    name: str  # the asset is metrics/<name>
-    table: str  # the warehouse table it writes (metrics.<family>)
-    scope: str  # MODEL, MODEL_LANG or SUMMARY
-    description: str
+    """One ``metrics/<name>`` asset as its declaration (``conescope.metric_families``) gives it, with the
+    function of this module that computes its rows (named like the asset)."""
+
+    family: metric_families.Family
+    asset: metric_families.MetricAsset
     rows: Rows
-    # Columns beyond model (and lang) that delimit the rows this asset owns in its table: two assets
-    # share metrics.isotropy and metrics.clusters, image rows [model] and text rows [model x lang].
-    owns: dict[str, str] = field(default_factory=dict)
-    # The metric modules whose formulas the rows use: with the shared row code they are the roots of the
-    # asset's code version (conescope/code_versions.py), so editing one formula restales its families only.
-    modules: tuple[str, ...] = ()
+
+    @property
+    def name(self) -> str:  # the asset is metrics/<name>
+        return self.asset.name
+
+    @property
+    def table(self) -> str:  # the warehouse table it writes (metrics.<table>)
+        return self.family.table
+
+    @property
+    def scope(self) -> str:  # MODEL, MODEL_LANG or SUMMARY
+        return self.asset.scope
+
+    @property
+    def description(self) -> str:
+        return self.asset.description
+
+    @property
+    def modules(self) -> tuple[str, ...]:
+        """The metric modules whose formulas the rows use: with the shared row code they are the roots of
+        the asset's code version (conescope/code_versions.py), so editing one formula restales its
+        families only."""
+        return self.family.modules
 
 
-FAMILIES = (
-    MetricFamily("image_isotropy", "isotropy", MODEL, "Isotropy of image embeddings (metrics.isotropy)",
-                 image_isotropy, {"modality": "image"}, modules=("conescope.metrics.isotropy",)),
-    MetricFamily("image_clusters", "clusters", MODEL, "Silhouette of image embeddings against labels",
-                 image_clusters, {"modality": "image"},
-                 modules=("conescope.metrics.clusters",)),
-    MetricFamily("linear_probe", "linear_probe", MODEL,
-                 "Linear-probe accuracy on image embeddings (train -> test split)", linear_probe,
-                 modules=("conescope.metrics.linear_probe",)),
-    MetricFamily("isotropy", "isotropy", MODEL_LANG, "Isotropy of text and joint embeddings", isotropy,
-                 modules=("conescope.metrics.isotropy",)),
-    MetricFamily("modality_gap", "modality_gap", MODEL_LANG,
-                 "Gap norm, modality separability, positive vs random pair cosines", modality_gap,
-                 modules=("conescope.metrics.gap",)),
-    MetricFamily("clip_loss", "clip_loss", MODEL_LANG, "Symmetric CLIP loss of image-caption pairs", clip_loss,
-                 modules=("conescope.metrics.clip_loss",)),
-    MetricFamily("zero_shot", "zero_shot", MODEL_LANG, "Zero-shot classification with class prompts", zero_shot,
-                 modules=("conescope.metrics.zero_shot",)),
-    MetricFamily("retrieval", "retrieval", MODEL_LANG, "Image-text retrieval recall@k", retrieval,
-                 modules=("conescope.metrics.retrieval",)),
-    MetricFamily("clusters", "clusters", MODEL_LANG, "Silhouette of text embeddings against labels",
-                 text_clusters, modules=("conescope.metrics.clusters",)),
-    MetricFamily("layers", "layers", MODEL_LANG, "Self-similarity of every hidden layer of the text tower",
-                 layers, modules=("conescope.metrics.layers",)),
-    MetricFamily("multilingual", "multilingual", SUMMARY,
-                 "Distance ratios, cross-lingual recall and language separability (reads every language)",
-                 multilingual, modules=("conescope.metrics.multilingual",)),
-)
+FAMILIES = tuple(MetricFamily(family, asset, globals()[asset.name]) for family, asset in metric_families.assets())

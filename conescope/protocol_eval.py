@@ -19,7 +19,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from conescope import families
-from conescope.metric_tables import TRANSFORM_TABLES
+from conescope.metric_families import TRANSFORM_TABLES
 from conescope.metrics.isotropy import l2_normalize
 from conescope.profile import MetricSettings, TransformSettings
 from conescope.protocols import CLASS_DISJOINT, IN_DOMAIN, EvalSet, Plan, evals_for, fit_arrays, fit_sets_for, variants

@@ -8,6 +8,7 @@ whole under the scratch folder and renamed into place, like the embedding files.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -40,6 +41,11 @@ def read_transform_file(path: Path) -> dict:
             value = npz[key]
             out[key] = value.item() if value.ndim == 0 else value
     return out
+
+
+def stored_provenance(d: dict) -> dict:
+    """The provenance of a transform as read back (``read_transform_file``): stored as a JSON string."""
+    return json.loads(d.get("provenance") or "{}")
 
 
 def write_transforms(directory: Path, scratch: Path, fitted: dict[str, dict]) -> list[Path]:

@@ -27,7 +27,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -37,9 +37,9 @@ from typing import TypeVar
 import duckdb
 import pyarrow as pa
 
-from conescope.metric_tables import METRIC_TABLES
+from conescope.metric_families import METRIC_TABLES
 
-# The storage contract: users query these columns; keep them stable (README, "Warehouse").
+# The storage contract: users query these columns; keep them stable (docs/storage.md, "Warehouse").
 METRIC_COLUMNS: list[tuple[str, str]] = [
     ("dataset", "VARCHAR"), ("model", "VARCHAR"), ("lang", "VARCHAR"), ("modality", "VARCHAR"),
     ("transform", "VARCHAR"), ("fit_set", "VARCHAR"), ("eval_set", "VARCHAR"), ("metric", "VARCHAR"),
@@ -332,15 +332,15 @@ class Warehouse:
         self._schema_ready = True
 
     def replace_rows(self, table: str, rows: pa.Table, where: Mapping[str, str],
-                     exclude: Mapping[str, str] | None = None) -> int:
-        """Delete the rows of ``table`` matching ``where`` (column = value, all of them) and not
-        ``exclude`` (column <> value) and insert ``rows`` by column name, in one transaction. Every row
-        must itself match the filter, so a partition can never write into another's rows. Returns the
-        number of rows deleted."""
-        return self.replace_tables({table: rows}, where, exclude)[table]
+                     exclude: Mapping[str, str] | None = None, null: Sequence[str] = ()) -> int:
+        """Delete the rows of ``table`` matching ``where`` (column = value, all of them), ``null``
+        (column IS NULL) and not ``exclude`` (column <> value) and insert ``rows`` by column name, in
+        one transaction. Every row must itself match the filter, so a partition can never write into
+        another's rows. Returns the number of rows deleted."""
+        return self.replace_tables({table: rows}, where, exclude, null)[table]
 
     def replace_tables(self, tables: Mapping[str, pa.Table], where: Mapping[str, str],
-                       exclude: Mapping[str, str] | None = None) -> dict[str, int]:
+                       exclude: Mapping[str, str] | None = None, null: Sequence[str] = ()) -> dict[str, int]:
         """:meth:`replace_rows` for several tables in one transaction: all are replaced or none.
         ``exclude`` lets two assets share a partition of a table (raw rows have ``transform = 'none'``,
         fitted-transform rows filter on ``transform <> 'none'``)."""
@@ -348,7 +348,7 @@ class Warehouse:
         if not where:
             raise ValueError(f"{', '.join(tables)}: refusing to replace rows without a partition filter")
         for table, rows in tables.items():
-            for column, value in where.items():
+            for column, value in [*where.items(), *((c, None) for c in null)]:
                 if column not in rows.column_names:
                     raise ValueError(f"{table}: rows have no column {column!r} to match the partition filter")
                 if rows.num_rows and set(rows.column(column).to_pylist()) != {value}:
@@ -358,7 +358,8 @@ class Warehouse:
                     raise ValueError(f"{table}: rows have no column {column!r} to match the partition filter")
                 if value in rows.column(column).to_pylist():
                     raise ValueError(f"{table}: rows with {column} = {value!r} are outside this writer's filter")
-        clause = " AND ".join([f"{column} = ?" for column in where] + [f"{column} <> ?" for column in exclude])
+        clause = " AND ".join([f"{column} = ?" for column in where] + [f"{column} IS NULL" for column in null]
+                              + [f"{column} <> ?" for column in exclude])
         with self.connect() as con:
             self.ensure_schema(con)
 

@@ -240,3 +240,60 @@ def test_the_code_cites_only_pages_of_the_repository():
             if name not in (paths if "/" in name else names):
                 offending.append(f"{rel}: {name}")
     assert offending == []
+
+
+SQL_START = re.compile(r"^\s*(SELECT|WITH|INSERT|DELETE|CREATE|UPDATE|DROP|ALTER|ATTACH|COPY)\s")
+SQL_CALLS = ("execute", "executemany", "sql", "query")
+
+
+def _sql_in(source: str) -> list[str]:
+    """SQL in a module: a call of a connection's ``execute``/``sql``/``query``, or a string (an f-string by
+    its first literal part) that starts with a statement's keyword; docstrings left out."""
+    tree = ast.parse(source)
+    skip = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef) and node.body \
+                and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant):
+            skip.add(id(node.body[0].value))  # a docstring
+        if isinstance(node, ast.JoinedStr):
+            skip |= {id(v) for v in node.values}
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in SQL_CALLS:
+            found.append(f"line {node.lineno}: .{node.func.attr}(")
+        text = node.values[0] if isinstance(node, ast.JoinedStr) and node.values else node
+        if id(node) not in skip and isinstance(text, ast.Constant) and isinstance(text.value, str) \
+                and SQL_START.match(text.value):
+            found.append(f"line {node.lineno}: {text.value.strip()[:30]!r}")
+    return found
+
+
+def test_the_sql_finder_finds_sql():
+    source = 'con.execute(q, [1])\nx = f"SELECT {c} FROM t"\ny = "WITH a AS (SELECT 1) SELECT * FROM a"\n'
+    assert _sql_in(source) == ["line 1: .execute(", "line 2: 'SELECT'", "line 3: 'WITH a AS (SELECT 1) SELECT * '"]
+    assert _sql_in('"""Create the tables."""\nx = "selected rows"\nlog.info("with care")\n') == []
+
+
+def test_assets_hold_no_sql():
+    """SQL lives in storage/ behind named functions (storage/metric_rows.py, storage/warehouse.py)."""
+    found = [f"{path.relative_to(REPO)} {hit}" for path in sorted((REPO / "assets").rglob("*.py"))
+             for hit in _sql_in(path.read_text(encoding="utf-8"))]
+    assert found == []
+
+
+def _imported(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            names.add((node.module or "").split(".")[0])
+    return names
+
+
+@pytest.mark.xfail(strict=True, reason="assets/checks.py model_dimension still reads open_clip configs as JSON; "
+                                       "it leaves assets/ with the model-kinds rework: then remove this mark")
+def test_assets_parse_no_file_format():
+    """Reading a model's config or a stored file's format is storage/'s or conescope/'s: assets/ parses no
+    JSON (metadata values are Dagster's ``MetadataValue.json``, not the json module)."""
+    assert [str(p.relative_to(REPO)) for p in sorted((REPO / "assets").rglob("*.py")) if "json" in _imported(p)] == []

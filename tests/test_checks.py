@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conescope import checks
+from conescope.metric_families import family as metric_family
 from storage.transform_store import read_transform_file, write_transform_file
 
 warnings.filterwarnings("ignore", category=dg.PreviewWarning)
@@ -53,12 +54,17 @@ def test_dimension_against_the_model_config():
 
 
 def test_expected_metrics_per_group():
-    full = [_row(m) for m in ("loss", "loss_i2t", "loss_t2i")]
+    contract = metric_family("clip_loss").metrics["pair"]
+    required = sorted(contract.required)
+    full = [_row(m) for m in required]
     assert checks.expected_metrics("clip_loss", full).passed
-    missing = checks.expected_metrics("clip_loss", full[:2])
-    assert not missing.passed and missing.offending == ["shapes/en/pair/none/None/all: loss_t2i missing"]
+    missing = checks.expected_metrics("clip_loss", full[:-1])
+    assert not missing.passed and missing.offending == [f"shapes/en/pair/none/None/all: {required[-1]} missing"]
     unknown = checks.expected_metrics("clip_loss", [*full, _row("loss_typo")])
     assert unknown.offending == ["shapes/en/pair/none/None/all: loss_typo not in the contract"]
+    # an optional metric (the Amumo loss, with metrics.amumo_loss) is in the contract
+    assert checks.expected_metrics("clip_loss", [*full, *(_row(m) for m in contract.optional)]).passed
+    assert not checks.expected_metrics("clip_loss", [_row("i1", modality="joint")]).passed  # not its modality
     # raw gap rows carry the separability, transformed rows may not
     gap = [_row("gap_norm", modality="joint")]
     assert not checks.expected_metrics("modality_gap", gap).passed

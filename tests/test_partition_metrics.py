@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 import yaml
 
+from conescope import checks
 from conescope import partition_metrics as pm
 from conescope.file_lock import try_lock
-from conescope.metric_tables import METRIC_TABLES, TRANSFORM_TABLES
+from conescope.metric_families import METRIC_TABLES, MODEL_LANG, TRANSFORM_TABLES
 from conescope.metrics.layers import layer_self_similarity
 from conescope.profile import load_profile
 from conescope.protocols import protocol_datasets
@@ -88,10 +89,28 @@ def _by(family: str):
     return next(f for f in pm.FAMILIES if f.name == family)
 
 
-def test_every_family_writes_a_table_of_the_contract():
-    assert {f.table for f in pm.FAMILIES} == set(METRIC_TABLES)
-    assert set(TRANSFORM_TABLES) < set(METRIC_TABLES)
+def test_every_declared_asset_computes_rows_its_declaration_allows(profile):
+    """The rows function of each declared asset gives, on an image model, the rows it owns (its
+    declaration's filter) holding exactly the metrics the contract allows, every required one included."""
     assert len({f.name for f in pm.FAMILIES}) == len(pm.FAMILIES)
+    assert set(TRANSFORM_TABLES) < set(METRIC_TABLES)
+    source = FakeSource()
+    rng = np.random.default_rng(3)
+    for lang in ("en", "fr"):  # a prompt per class for five classes: top5 is measured
+        source.texts[("digits", lang)] = TextSet(
+            "digits", lang, np.asarray([f"p{c}" for c in range(5)], dtype=object), np.asarray([None] * 5, dtype=object),
+            np.arange(5), [f"a {c}" for c in range(5)], rng.normal(size=(5, D)).astype(np.float32))
+    source.images["digits"].labels[:] = np.arange(12) % 5
+    for f in pm.FAMILIES:
+        lang = "en" if f.scope == MODEL_LANG else None
+        rows = f.rows(profile, "tiny.random", source, lang)
+        assert rows, f.name
+        owned = f.asset.owned_rows("tiny.random", lang)
+        full = [{"fit_set": None, "lang": lang, **r, "model": "tiny.random", "transform": "none"} for r in rows]
+        assert all(r[k] == v for r in full for k, v in owned.equal.items()), f.name
+        assert all(r[k] is None for r in full for k in owned.null), f.name
+        finding = checks.expected_metrics(f.table, full)
+        assert finding.passed, (f.name, finding.description)
 
 
 def test_a_text_only_model_gets_text_rows_only(profile):

@@ -8,6 +8,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from conescope.metric_families import METRIC_TABLES, TRANSFORM_TABLES
+from conescope.metric_families import family as metric_family
 from conescope.metrics.isotropy import isotropy_summary
 from pipelines.partitions import model_lang_key
 from pipelines.refresh import MODEL_LANG_JOB, PlannedRun, execute_plan
@@ -58,30 +60,30 @@ def test_zero_bias_variant_differs_from_the_biased_model(materialized):
     assert not np.allclose(with_bias, no_bias)
 
 
-ISOTROPY = {"i1", "i2", "i1_compat", "i2_compat", "isoscore", "isoscore_null", "mean_cosine", "mean_vector_norm",
-            "effective_rank"}
-GAP = {"gap_norm", "separability_logreg", "separability_svm", "pos_cosine_mean", "rand_cosine_mean",
-       "similarity_gap"}
-# (family, dataset, modality) -> metrics every model x lang partition must hold
-PER_PARTITION = {
-    ("isotropy", "shapes", "text"): ISOTROPY, ("isotropy", "shapes", "joint"): ISOTROPY,
-    ("isotropy", "digits", "text"): ISOTROPY, ("isotropy", "digits", "joint"): ISOTROPY,
-    ("modality_gap", "shapes", "joint"): GAP - {"pos_cosine_mean", "rand_cosine_mean", "similarity_gap"},
-    ("modality_gap", "shapes", "pair"): {"pos_cosine_mean", "rand_cosine_mean", "similarity_gap"},
-    ("modality_gap", "digits", "joint"): GAP - {"pos_cosine_mean", "rand_cosine_mean", "similarity_gap"},
-    ("modality_gap", "digits", "pair"): {"pos_cosine_mean", "rand_cosine_mean", "similarity_gap"},
-    ("clip_loss", "shapes", "pair"): {"loss", "loss_i2t", "loss_t2i"},
-    ("zero_shot", "digits", "pair"): {"top1", "top5", "mean_per_class_recall"},
-    ("retrieval", "shapes", "pair"): {"i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10"},
-    ("clusters", "shapes", "text"): {"silhouette"},
-    ("layers", "shapes", "text"): {"self_similarity"},
-    ("layers", "digits", "text"): {"self_similarity"},
-}
-PER_MODEL = {
-    ("isotropy", "shapes", "image"): ISOTROPY, ("isotropy", "digits", "image"): ISOTROPY,
-    ("clusters", "shapes", "image"): {"silhouette"}, ("clusters", "digits", "image"): {"silhouette"},
-    ("linear_probe", "shapes", "image"): {"accuracy"}, ("linear_probe", "digits", "image"): {"accuracy"},
-}
+def _switch_on(profile, condition: str) -> bool:
+    """Whether ``profile`` sets what writes an optional metric (``Metrics.written_with``): a dataset kind
+    (``kind: sts``) or a profile switch (``metrics.amumo_loss``)."""
+    if condition.startswith("kind:"):
+        return any(d.kind == condition.partition(":")[2].strip() for d in profile.datasets.values())
+    section, key = condition.split(".")
+    return bool(getattr(getattr(profile, section), key))
+
+
+def _written(profile, table: str, modality: str, lang: str | None = "en") -> set[str]:
+    """The metrics a group of raw rows holds under ``profile``, from the declaration: the required ones and
+    the optional ones whose switch the profile sets (or that need none)."""
+    declared = metric_family(table).metrics_of(modality, lang)
+    return set(declared.required_of(raw=True)) | {m for m in declared.optional if m not in declared.written_with
+                                                   or _switch_on(profile, declared.written_with[m])}
+
+
+# (family, dataset, modality) that every model x lang partition, and every model (image rows), must hold
+PER_PARTITION = [("isotropy", ds, m) for ds in ("shapes", "digits") for m in ("text", "joint")] + \
+    [("modality_gap", ds, m) for ds in ("shapes", "digits") for m in ("joint", "pair")] + \
+    [("clip_loss", "shapes", "pair"), ("zero_shot", "digits", "pair"), ("retrieval", "shapes", "pair"),
+     ("clusters", "shapes", "text"), ("layers", "shapes", "text"), ("layers", "digits", "text")]
+PER_MODEL = [(family, ds, "image") for family in ("isotropy", "clusters", "linear_probe")
+             for ds in ("shapes", "digits")]
 
 
 def _grouped(rows) -> dict:
@@ -93,8 +95,7 @@ def _grouped(rows) -> dict:
 
 def test_warehouse_rows_for_every_partition(materialized):
     profile, root, _, _ = materialized
-    for table in ("isotropy", "modality_gap", "clip_loss", "zero_shot", "linear_probe", "retrieval", "clusters",
-                  "multilingual", "layers"):
+    for table in METRIC_TABLES:
         cols = [r[0] for r in _query(root, "SELECT column_name FROM information_schema.columns WHERE "
                                            "table_schema='metrics' AND table_name=? ORDER BY ordinal_position",
                                      [table])]
@@ -104,12 +105,12 @@ def test_warehouse_rows_for_every_partition(materialized):
             got = _grouped(_query(root, "SELECT family, dataset, modality, metric FROM metrics.all "
                                         "WHERE model=? AND lang=? AND family <> 'multilingual' AND transform = 'none'",
                                   [model, lang]))
-            assert got == PER_PARTITION, (model, lang)
+            assert got == {k: _written(profile, k[0], k[2], lang) for k in PER_PARTITION}, (model, lang)
         got = _grouped(_query(root, "SELECT family, dataset, modality, metric FROM metrics.all "
                                     "WHERE model=? AND lang IS NULL AND family <> 'multilingual' "
                                     "AND transform = 'none'",
                               [model]))
-        assert got == PER_MODEL, model
+        assert got == {k: _written(profile, k[0], k[2], None) for k in PER_MODEL}, model
     # No duplicate rows anywhere.
     assert _query(root, "SELECT count(*) FROM (SELECT family, dataset, model, lang, modality, transform, fit_set, "
                         "eval_set, metric, layer, count(*) c FROM metrics.all GROUP BY ALL HAVING c > 1)")[0][0] == 0
@@ -124,9 +125,11 @@ def test_multilingual_rows_compare_each_language_to_the_reference(materialized):
     rows = _query(root, "SELECT model, lang, dataset, metric FROM metrics.multilingual")
     for model in profile.models:
         mine = {(lang, ds, metric) for m, lang, ds, metric in rows if m == model}
-        assert {m for lang, ds, m in mine if lang == "fr" and ds == "shapes"} == {
-            "distance_ratio_sq", "distance_ratio", "distance_ratio_cos", "xling_r1", "xling_r5"}
-        assert (None, "shapes", "lang_separability") in mine and (None, "digits", "lang_separability") in mine
+        assert {m for lang, ds, m in mine if lang == "fr" and ds == "shapes"} == _written(profile, "multilingual",
+                                                                                             "text", "fr")
+        for ds in ("shapes", "digits"):  # over every language: lang null
+            assert {m for lang, d, m in mine if lang is None and d == ds} == _written(profile, "multilingual", "text",
+                                                                                      None)
         assert not any(lang == "en" for lang, _, _ in mine), "the reference is not compared with itself"
 
 
@@ -232,7 +235,7 @@ def test_transform_rows_and_files(materialized):
                              ("shapes:train", "digits:test"), ("digits:train:known", "digits:test:known"),
                              ("digits:train:known", "digits:test:new")}
             families = {fam for fam, t, _, _ in got if t == "lstsq"}
-            assert families == {"isotropy", "modality_gap", "clip_loss", "zero_shot", "retrieval"}
+            assert families == set(TRANSFORM_TABLES)  # in-domain: every family measured after a transform
     # Whitening is measured after renormalization: isotropy rows exist for the k-dimensional output.
     n = _query(root, "SELECT count(*) FROM metrics.isotropy WHERE transform='whitening_4' AND metric='i1'")[0][0]
     assert n > 0

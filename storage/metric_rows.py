@@ -1,0 +1,88 @@
+"""Reading the warehouse for the assets and their checks: the SQL behind named functions.
+
+The metric rows an asset owns come from its declaration (``conescope.metric_families``, a
+:class:`RowFilter`), turned into a ``WHERE`` clause here; the report queries read ``metrics.all``.
+Every function returns plain dicts (column -> value) and opens a short read-only connection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from conescope.metric_families import SUMMARY_TABLES, RowFilter
+from storage.warehouse import EXTRA_COLUMNS, Warehouse
+
+# The columns the metric checks read (the contract's, less when and by what each row was written).
+CHECK_COLUMNS = ("dataset", "model", "lang", "modality", "transform", "fit_set", "eval_set", "metric", "value",
+                 "ci_low", "ci_high", "n")
+# The columns the reports read, from ``metrics.all``.
+REPORT_COLUMNS = ("family", "dataset", "model", "lang", "modality", "transform", "fit_set", "eval_set", "metric",
+                  "layer", "value", "ci_low", "ci_high", "n", "params")
+
+
+def query_rows(warehouse: Warehouse, sql: str, params: Sequence = ()) -> list[dict]:
+    """The rows of a read-only query, as dicts."""
+    with warehouse.connect(read_only=True) as con:
+        cursor = con.execute(sql, list(params))
+        names = [col[0] for col in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+def where_clause(rows: RowFilter) -> tuple[str, list]:
+    """(SQL condition, parameters) selecting the rows of ``rows``."""
+    clauses = [f"{column} = ?" for column in rows.equal] + [f"{column} IS NULL" for column in rows.null]
+    clauses += [f"{column} <> ?" for column in rows.not_equal]
+    return " AND ".join(clauses) or "true", [*rows.equal.values(), *rows.not_equal.values()]
+
+
+def family_rows(warehouse: Warehouse, table: str, rows: RowFilter) -> list[dict]:
+    """The rows of ``metrics.<table>`` that ``rows`` selects (the check columns, and ``layer`` where the
+    table has it), in a stable order; none before the warehouse exists."""
+    if not warehouse.exists():
+        return []
+    columns = ", ".join([*CHECK_COLUMNS, *(name for name, _ in EXTRA_COLUMNS.get(table, []))])
+    condition, params = where_clause(rows)
+    return query_rows(warehouse, f"SELECT {columns} FROM metrics.{table} WHERE {condition} ORDER BY ALL", params)
+
+
+def rejects(warehouse: Warehouse, dataset: str, stage: str, model: str | None = None) -> list[tuple[str, str]]:
+    """(sample id, reason) of the samples of ``dataset`` rejected at ``stage`` (for ``model`` when given),
+    sorted; none before the warehouse exists."""
+    if not warehouse.exists():
+        return []
+    by_model = model is not None
+    found = query_rows(warehouse, "SELECT sample_id, reason FROM datasets.rejects WHERE dataset = ? AND stage = ?"
+                                  f"{' AND model = ?' if by_model else ''} ORDER BY ALL",
+                       [dataset, stage, *([model] if by_model else [])])
+    return [(r["sample_id"], r["reason"]) for r in found]
+
+
+def _summary_clause() -> str:
+    return ", ".join(f"'{t}'" for t in SUMMARY_TABLES) or "''"
+
+
+def partition_rows(warehouse: Warehouse, model: str, lang: str) -> list[dict]:
+    """Every row of a model x lang partition (raw and transformed, the compared language's rows of the
+    families over languages) and its model's image rows (``lang`` null), in the partition report's order."""
+    return query_rows(warehouse, f"SELECT {', '.join(REPORT_COLUMNS)} FROM metrics.all WHERE model = ? AND "
+                                 f"(lang = ? OR (lang IS NULL AND family NOT IN ({_summary_clause()}))) "
+                                 "ORDER BY dataset, family, transform, fit_set, eval_set, modality, metric, layer",
+                      [model, lang])
+
+
+def summary_rows(warehouse: Warehouse, model: str) -> list[dict]:
+    """The rows of the families over languages of ``model`` (every compared language, then ``lang`` null)."""
+    return query_rows(warehouse, f"SELECT {', '.join(REPORT_COLUMNS)} FROM metrics.all WHERE family IN "
+                                 f"({_summary_clause()}) AND model = ? ORDER BY dataset, lang NULLS LAST, metric",
+                      [model])
+
+
+def raw_rows(warehouse: Warehouse) -> list[dict]:
+    """The raw rows (``transform = 'none'``) of every model, families over languages left out."""
+    return query_rows(warehouse, f"SELECT {', '.join(REPORT_COLUMNS)} FROM metrics.all WHERE transform = 'none' "
+                                 f"AND family NOT IN ({_summary_clause()}) ORDER BY ALL")
+
+
+def all_rows(warehouse: Warehouse) -> list[dict]:
+    """Every metric row of the warehouse."""
+    return query_rows(warehouse, f"SELECT {', '.join(REPORT_COLUMNS)} FROM metrics.all ORDER BY ALL")
