@@ -69,7 +69,7 @@ def test_the_profile_validates_the_kinds_keys(kind):
                                                     "width)"),
         ({"kind": "random_projection", "dim": 1}, "p.yaml: models.proj.dim: must be >= 2, got 1"),
         ({"kind": "projection"}, "p.yaml: models.proj.kind: 'projection' is not one of open_clip, "
-                                 "random_projection, sentence_transformers"),
+                                 "sentence_transformers, random_projection"),
     ]:
         raw = copy.deepcopy(PROFILE)
         raw["models"]["proj"] = entry
