@@ -258,7 +258,7 @@ def embed_images(loaded: EmbeddingModel, images: Sequence, settings: EngineSetti
     """Embed ``images[i]`` (encoded bytes or file paths) for ``i`` in ``positions`` (default: all), in
     that order. Without ``on_reject`` a corrupt image is an error naming its position."""
     if loaded.preprocess is None:
-        raise ValueError(f"{loaded.provenance.get('model') or type(loaded).__name__} has no image tower")
+        raise ValueError(f"{type(loaded).__name__}: the model has no image tower (no preprocess)")
     positions = range(len(images)) if positions is None else positions
     info, sizer = _start(run, loaded, settings, len(positions), settings.resolved_workers(loaded.device))
     loader = DataLoader(_ImageDataset(images, positions, loaded.preprocess), batch_size=info.batch_size,

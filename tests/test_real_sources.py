@@ -148,7 +148,7 @@ def test_text_only_model_embeddings_match_sentence_transformers(real):
 
     profile, root, _ = real
     keys, emb = read_embeddings(root.text_embeddings("coco", "tiny.sbert", "en"))
-    reference = SentenceTransformer(profile.models["tiny.sbert"].arch, device="cpu").encode(
+    reference = SentenceTransformer(profile.models["tiny.sbert"].model, device="cpu").encode(
         keys.column("text").to_pylist()[:5])
     np.testing.assert_allclose(emb[:5] / np.linalg.norm(emb[:5], axis=1, keepdims=True), reference, atol=1e-5)
 
