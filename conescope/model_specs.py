@@ -7,7 +7,7 @@ says what it can do (``capabilities``), and ``load(device, precision)`` returns 
 the capabilities and the record's methods below (the output dimension its config declares, what the
 reports print about it), never a kind's own fields. Adding a kind touches its module and its tests
 only; ``conescope.model_kinds.model_kinds`` finds every module, and the profile picks the record by
-``kind`` among the kinds registered when it is read.
+``kind`` among the kinds registered when it is read (:func:`model_entry`).
 """
 
 from __future__ import annotations
@@ -42,7 +42,8 @@ class EmbeddingModel(Protocol):
     device: str  # where it runs: "cpu", "cuda", "cuda:1"
     precision: str  # the weights' dtype: fp32 | bf16 | fp16 (``conescope.models``)
     provenance: dict[str, str]  # what was loaded (name, weights, library versions): stored with every row
-    # image -> float tensor, run in the decoding workers; None without an image tower
+    # image -> float tensor, run in the decoding workers; None without an image tower. Its repr is part
+    # of the embeddings' provenance and resume fingerprint: it must name settings, not memory addresses
     preprocess: Callable[[Any], torch.Tensor] | None
     # list of texts -> a batch, run in the loader (worker processes on CUDA); None: the text encoder
     # takes the strings themselves (the model tokenizes inside) and texts are batched in process
