@@ -15,8 +15,6 @@ and the offending rows.
 - ``reports/*``: ``self_contained`` (the file exists, its size is sane, no external URL).
 """
 
-import importlib.util
-import json
 import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -29,7 +27,7 @@ import pyarrow.parquet as pq
 from assets import keys
 from conescope import checks, metric_families
 from conescope.metric_families import TRANSFORM_WRITTEN_TABLES
-from conescope.profile import ModelSpec, Profile
+from conescope.profile import Profile
 from pipelines.partitions import ProfilePartitions, model_and_lang
 from pipelines.resources import ConescopeHome
 from storage import metric_rows
@@ -76,26 +74,6 @@ def _rows_of(directory: Path) -> int:
 
 # --- embeddings ----------------------------------------------------------------------------------
 
-def model_dimension(spec: ModelSpec) -> tuple[int | None, str]:
-    """The output dimension a model's config declares (``embed_dim`` of its open_clip config, read
-    as JSON so that no torch import is needed), or None when only loading the model would say."""
-    candidates = []
-    if spec.kind == "open_clip" and spec.arch.startswith("local-dir:"):
-        path = Path(spec.arch.removeprefix("local-dir:")) / "open_clip_config.json"
-        if path.is_file():
-            return int(json.loads(path.read_text())["model_cfg"]["embed_dim"]), f"{path.name} of the model folder"
-    elif spec.kind == "open_clip" and ":" not in spec.arch:
-        candidates.append(Path(__file__).resolve().parent.parent / "conescope" / "model_configs")
-        found = importlib.util.find_spec("open_clip")
-        if found is not None and found.submodule_search_locations:
-            candidates += [Path(p) / "model_configs" for p in found.submodule_search_locations]
-    for directory in candidates:
-        path = directory / f"{spec.arch}.json"
-        if path.is_file():
-            return int(json.loads(path.read_text())["embed_dim"]), f"open_clip config {spec.arch}"
-    return None, "the model's other embedding files"
-
-
 def _model_dims(root: DataRoot, model: str) -> dict[str, int]:
     """Dimension of every embedding file of ``model`` (every dataset, both modalities, every language)."""
     dims = {}
@@ -125,7 +103,7 @@ def embedding_findings(home: ConescopeHome, profile: Profile, ds: str, modality:
     except FileNotFoundError as exc:
         return _missing(exc, EMBEDDING_CHECKS)
     ids = [str(i) for i in table.column(id_col).to_pylist()]
-    dim, source = model_dimension(profile.models[model])
+    dim, source = profile.models[model].declared_dimension()
     return {
         "row_count": checks.embedding_row_count(ids, [str(i) for i in expected.to_pylist()],
                                                 [str(r) for r in rejected]),

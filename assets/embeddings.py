@@ -24,8 +24,7 @@ import pyarrow.parquet as pq
 from assets import keys
 from assets.writes import write_rejects
 from conescope import code_versions, engine
-from conescope.languages import set_text_language
-from conescope.models import LoadedModel, load_model
+from conescope.model_specs import EmbeddingModel
 from conescope.profile import EmbeddingSpec, ModelSpec, Profile
 from conescope.provenance import git_commit
 from pipelines.partitions import ProfilePartitions, split_key
@@ -44,14 +43,10 @@ LAYER_KEY_COLUMNS: list[tuple[str, pa.DataType]] = [("text_id", pa.string()), ("
 
 
 @lru_cache(maxsize=3)
-def cached_model(spec: ModelSpec, device: str, precision: str = "fp32") -> LoadedModel:
+def cached_model(spec: ModelSpec, device: str, precision: str = "fp32") -> EmbeddingModel:
     # Runs executed in one process (the CLI, tests) reuse the model across steps and partitions; three,
     # so that the demo's models (images of two, then the text partitions of all three) load once each.
-    if spec.text_only:
-        from conescope.text_models import load_text_model
-
-        return load_text_model(spec.arch, spec.package, device, precision)
-    return load_model(spec.arch, spec.pretrained, spec.seed, spec.zero_bias, device, precision)
+    return spec.load(device, precision)
 
 
 def warm_models(profile: Profile | None = None) -> list[str]:
@@ -83,15 +78,16 @@ def engine_settings(spec: EmbeddingSpec) -> engine.EngineSettings:
     return engine.EngineSettings(batch_size=None if spec.batch_auto else spec.batch_size, workers=spec.workers)
 
 
-def _provenance(loaded: LoadedModel, spec: ModelSpec, dataset: str, data_sha256: str, **extra) -> tuple[dict, dict]:
+def _provenance(loaded: EmbeddingModel, spec: ModelSpec, dataset: str, data_sha256: str,
+                **extra) -> tuple[dict, dict]:
     """(provenance stored in the files, the part of it a resumed run must match). ``code_version`` is
-    the embedding engine's code (conescope/code_versions.py), not the commit: a commit that leaves the
-    engine alone leaves the fingerprint alone. The stored provenance adds the fingerprint's hash, the
-    commit and the time."""
+    the code of the embedding engine and of the model's kind (conescope/code_versions.py), not the
+    commit: a commit that leaves them alone leaves the fingerprint alone. The stored provenance adds
+    the fingerprint's hash, the commit and the time."""
     stable = {**loaded.provenance, "model": spec.name, "dataset": dataset, "data_sha256": data_sha256,
-              "code_version": code_versions.embedding_code(), "logit_scale": loaded.logit_scale,
+              "code_version": code_versions.embedding_code(spec), "logit_scale": loaded.logit_scale,
               "logit_bias": loaded.logit_bias, "precision": loaded.precision,
-              "preprocessing": repr(getattr(loaded, "preprocess", None)), **extra}
+              "preprocessing": repr(loaded.preprocess), **extra}
     # A resumed run may get another GPU of the same kind: the fingerprint keeps the device type only.
     resume_key = {**stable, "device": loaded.device.split(":")[0]}
     return ({**stable, "fingerprint": fingerprint(resume_key), "git_commit": git_commit(),
@@ -124,7 +120,7 @@ def _metadata(run: engine.EngineRun, n: int, resumed: int, unit: str, path) -> d
 
 
 def _embed_images(context, ds: str, spec: ModelSpec, cfg: EmbeddingSpec, paths, ids: list, manifest,
-                  loaded: LoadedModel, provenance: dict, stable: dict):
+                  loaded: EmbeddingModel, provenance: dict, stable: dict):
     target = paths.image_embeddings(ds, spec.name)
     run = engine.EngineRun()
     with ResumablePartition({MAIN: Stream(target, IMAGE_KEY_COLUMNS)}, paths.scratch, provenance, stable,
@@ -211,13 +207,14 @@ def _text_asset(ds: str, profile: Profile, parts: ProfilePartitions) -> dg.Asset
         data_sha = read_provenance(paths.dataset_dir(ds) / "texts.parquet").get("data_sha256", "")
         target, layers_dir = paths.text_embeddings(ds, model, lang), paths.text_layers(ds, model, lang)
         streams = {MAIN: Stream(target, TEXT_KEY_COLUMNS)}
-        if cfg.text_layers:
+        with_layers = cfg.text_layers and spec.has_text_layers
+        if with_layers:
             streams[LAYERS] = Stream(layers_dir, LAYER_KEY_COLUMNS, vector="state")
         with engine.claimed_device(cfg.device, paths.scratch / "gpus") as device:
             loaded = cached_model(spec, device, cfg.precision)
-            code = set_text_language(loaded, lang)  # NLLB-CLIP: the tokenizer's source-language token
+            code = loaded.set_language(lang)  # e.g. NLLB-CLIP: the tokenizer's source-language token
             provenance, stable = _provenance(loaded, spec, ds, data_sha, modality="text", lang=lang,
-                                             text_layers=cfg.text_layers,
+                                             text_layers=with_layers,
                                              **({"text_language_code": code} if code else {}))
             if stored_partition(context, provenance, *(s.target for s in streams.values())):
                 return _kept(context, target, provenance)
@@ -227,14 +224,14 @@ def _text_asset(ds: str, profile: Profile, parts: ProfilePartitions) -> dg.Asset
                 progress = engine.Progress(f"{ds} texts ({lang}), {model}", len(cols["text_id"]), context.log.info,
                                            cfg.progress_every_s, done_before=len(cols["text_id"]) - len(pending))
                 for rows, emb, layers in engine.embed_texts(loaded, cols["text"], engine_settings(cfg), pending,
-                                                            cfg.text_layers, progress, run):
+                                                            with_layers, progress, run):
                     part.write(rows, _text_batch(cols, rows, emb, layers))
                 n = part.finalize()
-        if not cfg.text_layers and layers_dir.exists():
+        if not with_layers and layers_dir.exists():
             shutil.rmtree(layers_dir)  # states of an earlier run would not match these embeddings
         conescope.warehouse.refresh_views(paths.root, [ds])
         return dg.MaterializeResult(metadata={**_metadata(run, n, part.resumed_rows, "texts", target),
-                                              "text_layers": cfg.text_layers},
+                                              "text_layers": with_layers},
                                     data_version=dg.DataVersion(provenance["fingerprint"]))
 
     return _asset

@@ -24,7 +24,7 @@ from conescope.provenance import git_commit
 from conescope.reports.cache import ArrayCache
 from conescope.reports.comparison import render_comparison_report
 from conescope.reports.multilingual import render_multilingual_report
-from conescope.reports.paper import ModelInfo, render_paper_report
+from conescope.reports.paper import render_paper_report
 from conescope.reports.partition import render_partition_report
 from conescope.reports.report_data import DatasetData
 from conescope.reports.thumbs import thumbnails
@@ -117,7 +117,7 @@ def _partition_report(profile: Profile, parts: ProfilePartitions) -> dg.AssetsDe
         rows = metric_rows.partition_rows(conescope.warehouse, model, lang)
         sections = []
         # a text-only model, or a dataset without images, gets the text-only figures of its section
-        with_images = not profile.models[model].text_only
+        with_images = profile.models[model].has_image_tower
         for ds in datasets:
             if lang not in profile.dataset_languages(ds):
                 continue
@@ -128,7 +128,7 @@ def _partition_report(profile: Profile, parts: ProfilePartitions) -> dg.AssetsDe
         emb_prov = read_provenance(next(conescope.paths.text_embeddings(sections[0].name, model, lang).glob(
             "*.parquet"))) if sections else {}
         provenance = {"model": model, "lang": lang, "profile": profile.name, **_versions(version),
-                      **{k: emb_prov[k] for k in ("arch", "pretrained", "seed", "zero_bias") if k in emb_prov}}
+                      **profile.models[model].describe(emb_prov)}
         cache = ArrayCache(conescope.paths.report_cache)
         report = render_partition_report(model, lang, sections, provenance, report_settings(profile), cache)
         index = write_page(conescope, conescope.paths.report_dir(model, lang), report.html)
@@ -215,7 +215,7 @@ def _paper_report(profile: Profile) -> dg.AssetsDefinition:
                           "numbers, with the difference")
     def paper_report(context: dg.AssetExecutionContext, conescope: ConescopeHome) -> dg.MaterializeResult:
         rows = metric_rows.all_rows(conescope.warehouse)
-        models = {name: ModelInfo(m.arch, m.pretrained, m.zero_bias) for name, m in profile.models.items()}
+        models = {name: m.paper_info() for name, m in profile.models.items()}
         kinds = {name: d.kind for name, d in profile.datasets.items()}
         provenance = {"profile": profile.name, **_versions(version)}
         report = render_paper_report(rows, models, kinds, profile.reference_lang, provenance)

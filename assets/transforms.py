@@ -34,7 +34,7 @@ def _datasets(profile: Profile) -> list[str]:
 def _load(profile: Profile, home: ConescopeHome, model: str, lang: str) -> dict[str, tuple[ImageSet, TextSet]]:
     """(image set, text set) per protocol dataset with texts in ``lang``; none for a text-only model,
     whose partitions then store no transforms and write no rows (protocols.plan skips what is missing)."""
-    if profile.models[model].text_only:
+    if not profile.models[model].has_image_tower:
         return {}
     return {ds: (load_image_set(home.paths, ds, model), load_text_set(home.paths, ds, model, lang))
             for ds in _datasets(profile) if lang in profile.dataset_languages(ds)}
@@ -52,9 +52,10 @@ def _fit_asset(profile: Profile, parts: ProfilePartitions, deps: list) -> dg.Ass
         model, lang = split_key(context)
         sets = _load(profile, conescope, model, lang)
         plan = protocols.plan(settings, sets)
-        if profile.models[model].text_only:
+        with_images = profile.models[model].has_image_tower
+        if not with_images:
             context.log.info(f"{model} is text-only: transforms pair images with texts, none are fitted")
-        for reason in [] if profile.models[model].text_only else plan.skipped:
+        for reason in plan.skipped if with_images else []:
             context.log.warning(f"not evaluated: {reason}")
         for kind in settings.kinds:
             fitted, skipped = protocol_eval.fit_all(settings, kind, plan, sets)

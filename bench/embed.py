@@ -81,7 +81,7 @@ class Side:
         import torch
 
         from conescope import engine
-        from conescope.models import load_model
+        from conescope.model_kinds.open_clip import load_model
 
         self.name, self.batch_size = name, batch_size
         precision = "auto" if name == "engine_auto" else "fp32"

@@ -22,9 +22,11 @@ Left out of every closure (neither hashed nor followed), each for a reason:
 - ``conescope.provenance``, ``conescope.code_versions``: they compute versions and content hashes,
   which reach an asset only through the versions they compute;
 - ``conescope.profile``, ``conescope.profile_schema``, ``conescope.dataset_specs``,
-  ``conescope.model_specs``: the profile's schema and registries; what they hold reaches an asset as
-  the config values hashed with it (and the profile imports every source kind and model loader, so
-  following it would make every asset depend on every reader);
+  ``conescope.model_specs``, ``conescope.model_kinds`` (the package ``__init__``): the profile's schema,
+  its registries and the protocol a loaded model offers; what they hold reaches an asset as the config
+  values hashed with it (and the profile imports every source kind and model kind, so following it
+  would make every asset depend on every reader and loader). An asset that runs a kind names the
+  kind's module as a root (``type(spec).__module__``), as a dataset names its reader;
 - ``conescope.file_lock``: the GPU claim and staging locks decide who writes, never what;
 - ``conescope.metric_families``: the declaration of the metric families (tables, partitioning, the rows
   each asset owns, the checks' metric names), the shape of the graph and of the warehouse like
@@ -58,13 +60,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from conescope.model_specs import ModelSpec
     from conescope.profile import Profile
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("conescope", "storage", "assets", "pipelines")
 EXCLUDED = frozenset({
     "conescope", "conescope.provenance", "conescope.code_versions", "conescope.profile", "conescope.profile_schema",
-    "conescope.dataset_specs", "conescope.model_specs", "conescope.file_lock", "conescope.metric_families", "assets",
+    "conescope.dataset_specs", "conescope.model_specs", "conescope.model_kinds", "conescope.file_lock",
+    "conescope.metric_families", "assets",
     "assets.keys", "storage",
 })
 EXCLUDED_PACKAGES = ("pipelines",)
@@ -74,8 +78,9 @@ OPAQUE = frozenset({"conescope.families", "conescope.partition_metrics", "assets
 DATASET = ("assets.datasets", "assets.writes", "storage.parquet_store")
 GENERATED_DATASET = ("conescope.datasets",)
 SOURCE_DATASET = ("conescope.ingest", "conescope.download")
-EMBEDDING = ("assets.embeddings", "assets.writes", "conescope.engine", "conescope.models", "conescope.text_models",
-             "conescope.languages", "storage.resumable", "storage.parquet_store")
+# + the module of each model kind embedded (``model_kind``)
+EMBEDDING = ("assets.embeddings", "assets.writes", "conescope.engine", "conescope.models", "storage.resumable",
+             "storage.parquet_store")
 METRIC_SHARED = ("assets.metrics", "assets.writes", "conescope.partition_metrics", "conescope.families",
                  "conescope.sets", "conescope.metrics.bootstrap", "storage.embedding_sets", "storage.warehouse")
 FIT_TRANSFORMS = ("assets.transforms", "conescope.transforms", "conescope.protocols", "conescope.protocol_eval",
@@ -179,9 +184,11 @@ def _excluded(module: str) -> bool:
 def closure(roots: tuple[str, ...]) -> tuple[str, ...]:
     """The modules whose code an asset with these roots runs, sorted: the roots, then what they
     import transitively, less the excluded modules; opaque modules are included but never followed
-    (roots or not), and an asset module reached from another module is left out (module docstring)."""
+    (roots or not), and an asset module reached from another module is left out (module docstring).
+    A root may be any module of the repository (a model kind that a test registers lives in tests/);
+    imports are followed into the project's packages only."""
     for root in roots:
-        if not is_module(root):
+        if not module_path(root).is_file():
             raise ValueError(f"code version root {root!r} is not a module of this project")
     seen, todo = set(roots), list(roots)
     while todo:
@@ -226,14 +233,21 @@ def dataset(profile: Profile, name: str) -> str:
     return version(roots, {"spec": _dump(spec), "languages": list(profile.dataset_languages(name))})
 
 
-def embedding_code() -> str:
-    """The embedding engine's code alone: what the stored provenance and the resume fingerprint of an
-    embedding partition record (the model, weights, data and settings are recorded beside it)."""
-    return version(EMBEDDING)
+def model_kind(spec: ModelSpec) -> str:
+    """The module that defines the kind of ``spec`` (its loader and loaded model)."""
+    return type(spec).__module__
+
+
+def embedding_code(spec: ModelSpec) -> str:
+    """The code that embeds with ``spec``: the engine and the model's kind alone, what the stored
+    provenance and the resume fingerprint of an embedding partition record (the model, weights, data
+    and settings are recorded beside it). Another kind's module is not part of it, so adding or
+    editing a kind leaves the other kinds' stored partitions valid."""
+    return version((*EMBEDDING, model_kind(spec)))
 
 
 def embedding(profile: Profile, modality: str) -> str:
-    """embeddings/<ds>_<modality>: the engine and model loading, and every model's spec with the
+    """embeddings/<ds>_<modality>: the engine and the kinds of its models, and every model's spec with the
     settings that change the stored values: ``precision``, ``device`` (kernels differ between CPU and
     GPU), ``text_layers`` (text only). Not ``workers``, ``part_rows``, ``progress_every_s`` (decoding
     processes, commit size, logging: the rows are the same), nor ``batch_size``: it changes the rows
@@ -242,12 +256,13 @@ def embedding(profile: Profile, modality: str) -> str:
     already does within one partition; hashing it would make a tuning change re-embed everything.
     Adding or editing one model changes the version for every model's partitions; their steps then keep
     each stored partition whose fingerprint (its own model only) still matches (assets/embeddings.py)."""
-    models = {name: _dump(spec) for name, spec in profile.models.items()
-              if modality == "text" or not spec.text_only}
+    specs = {name: spec for name, spec in profile.models.items() if modality == "text" or spec.has_image_tower}
+    models = {name: _dump(spec) for name, spec in specs.items()}
     settings = {"precision": profile.embedding.precision, "device": profile.embedding.device}
     if modality == "text":
         settings["text_layers"] = profile.embedding.text_layers
-    return version(EMBEDDING, {"models": models, "embedding": settings})
+    kinds = {model_kind(spec) for spec in specs.values()}
+    return version((*EMBEDDING, *kinds), {"models": models, "embedding": settings})
 
 
 def metric_family(profile: Profile, modules: Iterable[str]) -> str:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
-from conescope.models import LoadedModel
+from conescope.model_specs import EmbeddingModel
 
 
 def _settings(batch_size: int):
@@ -22,26 +22,26 @@ def _settings(batch_size: int):
     return EngineSettings(batch_size=batch_size, workers=0)
 
 
-def embed_images(loaded: LoadedModel, images: Sequence[bytes | str], batch_size: int,
+def embed_images(loaded: EmbeddingModel, images: Sequence[bytes | str], batch_size: int,
                  on_reject: Callable[[int, str], None] | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     from conescope import engine
 
     yield from engine.embed_images(loaded, images, _settings(batch_size), on_reject=on_reject)
 
 
-def embed_texts(loaded: LoadedModel, texts: Sequence[str], batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def embed_texts(loaded: EmbeddingModel, texts: Sequence[str],
+                batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     from conescope import engine
 
     for rows, emb, _ in engine.embed_texts(loaded, texts, _settings(batch_size)):
         yield rows, emb
 
 
-def text_layer_states(loaded: LoadedModel, texts: Sequence[str], batch_size: int) -> list[np.ndarray]:
+def text_layer_states(loaded: EmbeddingModel, texts: Sequence[str], batch_size: int) -> list[np.ndarray]:
     """Pooled hidden states of every layer of the text tower (Wolfe & Caliskan 2022, section 3):
     index 0 is the input to the first block (token + position embeddings), index l the output of
-    block l, each pooled at the token the tower itself pools (EOS for CLIP), before ``ln_final`` and
-    the projection (a text-only model: every hidden layer, pooled as the model pools). Returns one
-    (n, width) float32 array per layer."""
+    block l, each pooled as the tower pools its output (the kind's ``text_encoder``: for CLIP at the
+    EOS token, before ``ln_final`` and the projection). Returns one (n, width) float32 array per layer."""
     from conescope import engine
 
     stacks = [layers for _, _, layers in engine.embed_texts(loaded, texts, _settings(batch_size), with_layers=True)]

@@ -42,7 +42,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from conescope.file_lock import try_lock
-from conescope.models import LoadedModel
+from conescope.model_specs import EmbeddingModel
+from conescope.models import torch_dtype
 
 MAX_DEFAULT_WORKERS = 16
 TEXT_CACHE_LIMIT = 65536  # repeated texts whose outputs are held for a later row (memory bound)
@@ -87,11 +88,11 @@ class EngineSettings:
         return default_workers(device) if self.workers is None else self.workers
 
 
-def _to_device(x: torch.Tensor, loaded: LoadedModel) -> torch.Tensor:
+def _to_device(x: torch.Tensor, loaded: EmbeddingModel) -> torch.Tensor:
     """A float batch on the model's device in the weights' dtype: copied first (from pinned memory,
     asynchronously, on CUDA) and cast there, so the host does no conversion pass."""
     x = x.to(loaded.device, non_blocking=True)
-    return x if not x.is_floating_point() else x.to(getattr(loaded, "dtype", None) or x.dtype)
+    return x if not x.is_floating_point() else x.to(torch_dtype(loaded.precision))
 
 
 def loader_options(device: str, workers: int, prefetch: int) -> dict[str, Any]:
@@ -233,12 +234,12 @@ class EngineRun:
         return self.rows / self.seconds if self.seconds > 0 else 0.0
 
 
-def _start(run: EngineRun | None, loaded: LoadedModel, settings: EngineSettings, n: int,
+def _start(run: EngineRun | None, loaded: EmbeddingModel, settings: EngineSettings, n: int,
            workers: int) -> tuple[EngineRun, BatchSizer]:
     """The run record to fill (the caller's, when given) and the batch sizer. Workers are capped at
     the number of batches after the first: starting a process costs more than it can overlap."""
     run = run or EngineRun()
-    run.device, run.precision = loaded.device, getattr(loaded, "precision", "fp32")
+    run.device, run.precision = loaded.device, loaded.precision
     run.batch_size = settings.resolved_batch_size(loaded.device)
     run.workers = min(workers, max(0, -(-n // run.batch_size) - 1))
     return run, BatchSizer(run.batch_size)
@@ -250,12 +251,14 @@ def _finish(info: EngineRun, start: float, progress: Progress | None) -> None:
         progress.finish()
 
 
-def embed_images(loaded: LoadedModel, images: Sequence, settings: EngineSettings = EngineSettings(),
+def embed_images(loaded: EmbeddingModel, images: Sequence, settings: EngineSettings = EngineSettings(),
                  positions: Sequence[int] | None = None, on_reject: Callable[[int, str], None] | None = None,
                  progress: Progress | None = None, run: EngineRun | None = None
                  ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Embed ``images[i]`` (encoded bytes or file paths) for ``i`` in ``positions`` (default: all), in
     that order. Without ``on_reject`` a corrupt image is an error naming its position."""
+    if loaded.preprocess is None:
+        raise ValueError(f"{type(loaded).__name__}: the model has no image tower (no preprocess)")
     positions = range(len(images)) if positions is None else positions
     info, sizer = _start(run, loaded, settings, len(positions), settings.resolved_workers(loaded.device))
     loader = DataLoader(_ImageDataset(images, positions, loaded.preprocess), batch_size=info.batch_size,
@@ -266,8 +269,7 @@ def embed_images(loaded: LoadedModel, images: Sequence, settings: EngineSettings
     # between batches must not run in inference mode, nor an abandoned iterator leave state behind.
     def encode(x: torch.Tensor) -> np.ndarray:
         with torch.inference_mode():
-            out = loaded.model.encode_image(_to_device(x, loaded), normalize=False)
-        return out.float().cpu().numpy()
+            return loaded.encode_images(_to_device(x, loaded))
 
     start = time.perf_counter()
     for rows, batch, rejects in loader:
@@ -388,46 +390,33 @@ class _TextCache:
         return np.asarray(group.rows, dtype=np.int64), out_emb, out_layers
 
 
-@contextlib.contextmanager
-def capture_text_layers(model: Any) -> Iterator[list[torch.Tensor]]:
-    """Record the input of an open_clip text transformer and the output of each of its blocks during
-    the forward passes made inside the block (the list is appended to; clear it between passes)."""
-    blocks = getattr(getattr(model, "transformer", None), "resblocks", None)
-    if blocks is None:
-        raise ValueError(f"{type(model).__name__}: layer-wise states need an open_clip text transformer "
-                         f"with resblocks (CLIP-style towers); this model's text tower is not one")
-    captured: list[torch.Tensor] = []
-    hooks = [model.transformer.register_forward_pre_hook(lambda _m, args, _kw=None: captured.append(args[0]))]
-    hooks += [b.register_forward_hook(lambda _m, _in, out: captured.append(out)) for b in blocks]
-    try:
-        yield captured
-    finally:
-        for hook in hooks:
-            hook.remove()
-
-
-def embed_texts(loaded: LoadedModel, texts: Sequence[str], settings: EngineSettings = EngineSettings(),
+def embed_texts(loaded: EmbeddingModel, texts: Sequence[str], settings: EngineSettings = EngineSettings(),
                 positions: Sequence[int] | None = None, with_layers: bool = False,
                 progress: Progress | None = None, run: EngineRun | None = None
                 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
     """Embed ``texts[i]`` for ``i`` in ``positions``; yields ``(rows, embeddings, layers)`` where
     ``layers`` (with ``with_layers``) is the ``(n, n_layers + 1, width)`` float32 stack of pooled hidden
     states (Wolfe & Caliskan 2022, section 3): index 0 is the input to the first block (token +
-    position embeddings), index l the output of block l, each pooled at the token the tower itself
-    pools (EOS for CLIP), before ``ln_final`` and the projection. A text-only sentence-transformers
-    model (``conescope.text_models``) is run through its own encoder, in the same groups. A repeated
-    text is embedded once (module docstring)."""
+    position embeddings), index l the output of block l, each pooled as the tower pools its output
+    (``EmbeddingModel.text_encoder``). A model without a tokenizer of its own (it tokenizes inside
+    its encoder) gets the strings, batched in process. A repeated text is embedded once (module
+    docstring)."""
     positions = range(len(texts)) if positions is None else positions
-    text_only = getattr(loaded, "text_only", False)
+    tokenizer = loaded.tokenizer
     workers = settings.text_workers
     if workers is None:
         workers = settings.resolved_workers(loaded.device) if loaded.device.startswith("cuda") else 0
-    info, sizer = _start(run, loaded, settings, len(positions), 0 if text_only else workers)
+    info, sizer = _start(run, loaded, settings, len(positions), 0 if tokenizer is None else workers)
     groups = plan_text_groups(texts, positions, info.batch_size)
-    # sentence-transformers tokenizes inside its own encoder: the loader then hands over the strings
-    loader = DataLoader(_TextGroups(texts, groups, None if text_only else loaded.tokenizer), batch_size=None,
+    loader = DataLoader(_TextGroups(texts, groups, tokenizer), batch_size=None,
                         shuffle=False, **loader_options(loaded.device, info.workers, settings.prefetch))
-    encode = _st_encoder(loaded, with_layers) if text_only else _clip_text_encoder(loaded, with_layers)
+    text_encode = loaded.text_encoder(with_layers)
+
+    # Grad mode is set around each forward pass, never across a yield.
+    def encode(batch: Any) -> tuple[np.ndarray, np.ndarray | None]:
+        with torch.inference_mode():
+            return text_encode(_to_device(batch, loaded) if isinstance(batch, torch.Tensor) else batch)
+
     cache = _TextCache(texts, with_layers)
     start = time.perf_counter()
     for g, batch in loader:
@@ -446,44 +435,6 @@ def embed_texts(loaded: LoadedModel, texts: Sequence[str], settings: EngineSetti
         if progress is not None:
             progress.update(len(rows))
     _finish(info, start, progress)
-
-
-def _clip_text_encoder(loaded: LoadedModel, with_layers: bool) -> Callable:
-    """tokens -> (embeddings, pooled states of every layer or None) of an open_clip text tower."""
-    model = loaded.model
-    if with_layers:
-        with capture_text_layers(model):  # fail before any work if the tower has no layers to read
-            pass
-    pool_type = getattr(model, "text_pool_type", "argmax")
-    eos_id = getattr(model, "text_eos_id", None)
-
-    # Grad mode and hooks are set around each forward pass, never across a yield.
-    def encode(tokens: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
-        tokens = _to_device(tokens, loaded)
-        layer_ctx = capture_text_layers(model) if with_layers else contextlib.nullcontext([])
-        with torch.inference_mode(), layer_ctx as captured:
-            out = model.encode_text(tokens, normalize=False)
-            if not with_layers:
-                return out.float().cpu().numpy(), None
-            from open_clip.transformer import text_global_pool
-
-            pooled = [text_global_pool(s, tokens, pool_type, eos_token_id=eos_id).float() for s in captured]
-            return out.float().cpu().numpy(), torch.stack(pooled, dim=1).cpu().numpy()
-
-    return encode
-
-
-def _st_encoder(loaded, with_layers: bool) -> Callable:
-    """strings -> (embeddings, pooled states of every layer or None) of a sentence-transformers model,
-    which tokenizes and batches itself; the states are pooled as the model pools."""
-    from conescope.text_models import embed_texts_st, text_layer_states_st
-
-    def encode(batch: list[str]) -> tuple[np.ndarray, np.ndarray | None]:
-        emb = np.concatenate([e for _, e in embed_texts_st(loaded, batch, len(batch))])
-        layers = np.stack(text_layer_states_st(loaded, batch, len(batch)), axis=1) if with_layers else None
-        return emb, layers
-
-    return encode
 
 
 # --- progress ------------------------------------------------------------------------------------

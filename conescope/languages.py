@@ -1,6 +1,7 @@
 """Language codes: the profile speaks ISO 639 (``en``, ``fr``, ``fil``, ``quz``); some text towers want
 their own codes. NLLB-CLIP (Visheratin 2023) tokenizes with the NLLB-200 source-language token
-(``fra_Latn``), so each text partition sets its tokenizer's language before embedding.
+(``fra_Latn``), so each text partition sets its tokenizer's language before embedding (the open_clip
+kind's ``set_language``, ``conescope/model_kinds/open_clip.py``).
 
 The table covers the 36 languages of Crossmodal-3600 plus the Multi30k and WikiCaps ones. Where NLLB-200
 has no exact match the nearest variety is used and named here: ``fa`` -> Western Persian (pes_Arab),
@@ -31,15 +32,3 @@ def nllb_code(lang: str) -> str:
         raise ValueError(f"language {lang!r} has no NLLB-200 code in conescope.languages.NLLB_CODES "
                          f"(known: {', '.join(sorted(NLLB_CODES))})") from None
 
-
-def set_text_language(loaded, lang: str) -> str | None:
-    """Point the tokenizer of ``loaded`` at ``lang`` when its tower needs it; returns the code used."""
-    arch = loaded.provenance.get("arch", "")
-    if not uses_nllb_codes(arch):
-        return None
-    code = nllb_code(lang)
-    setter = getattr(loaded.tokenizer, "set_language", None)
-    if setter is None:
-        raise ValueError(f"{arch}: its tokenizer cannot be switched to {code}")
-    setter(code)
-    return code

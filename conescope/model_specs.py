@@ -1,68 +1,157 @@
-"""Profile entries of models, one record per model kind, picked by ``kind``.
+"""Profile entries of models, the registry of model kinds, and the one interface a loaded model offers.
 
-- ``open_clip``: an architecture (an open_clip name, ``hf-hub:<repo>`` or ``local-dir:<folder>``) with
-  a pretrained tag, or random initialisation with a fixed seed (optionally every bias zeroed);
-- ``sentence_transformers``: a text-only model (a hub id or a folder), optionally bundled by a pip package.
-
-Adding a model kind: a record here (in :data:`MODEL_KINDS`) and its loader in ``conescope/models.py``.
+A model kind is one record class, defined and registered (:func:`register_model_kind`) in its own module
+under ``conescope/model_kinds/``: its fields are its YAML keys (``kind: Literal["<name>"]`` first), it
+says what it can do (``capabilities``), and ``load(device, precision)`` returns an
+:class:`EmbeddingModel`. The engine, the assets, the checks and the reports use only that protocol,
+the capabilities and the record's methods below (the output dimension its config declares, what the
+reports print about it), never a kind's own fields. Adding a kind touches its module and its tests
+only; ``conescope.model_kinds.model_kinds`` finds every module, and the profile picks the record by
+``kind`` among the kinds registered when it is read (:func:`model_entry`).
 """
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from functools import cache
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Protocol
 
-from pydantic import model_validator
+from pydantic import PlainValidator, TypeAdapter
 
-from conescope.profile_schema import Flag, Section, Text, at_least, problem, record, tagged_union
+from conescope.dataset_specs import kind_of
+from conescope.profile_schema import Section, at_least, record, tagged_union
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+
+class Capability(StrEnum):
+    """What a model kind can do beyond embedding texts (every model has a text tower: the model x lang
+    partitions are every model's)."""
+
+    IMAGE_TOWER = "image_tower"  # embeds images: the model gets image partitions and the image-text metrics
+    TEXT_LAYERS = "text_layers"  # gives the pooled state of every text layer (``embedding.text_layers``)
+
+
+class EmbeddingModel(Protocol):
+    """A loaded model, as the embedding engine (``conescope.engine``) and the embedding assets run it."""
+
+    device: str  # where it runs: "cpu", "cuda", "cuda:1"
+    precision: str  # the weights' dtype: fp32 | bf16 | fp16 (``conescope.models``)
+    provenance: dict[str, str]  # what was loaded (name, weights, library versions): stored with every row
+    # image -> float tensor, run in the decoding workers; None without an image tower. Its repr is part
+    # of the embeddings' provenance and resume fingerprint: it must name settings, not memory addresses
+    preprocess: Callable[[Any], torch.Tensor] | None
+    # list of texts -> a batch, run in the loader (worker processes on CUDA); None: the text encoder
+    # takes the strings themselves (the model tokenizes inside) and texts are batched in process
+    tokenizer: Callable[[list[str]], Any] | None
+
+    @property
+    def logit_scale(self) -> float | None:
+        """The contrastive temperature's inverse (float32, as trained); None without an image-text head."""
+
+    @property
+    def logit_bias(self) -> float | None:
+        """SigLIP's logit bias; None for a softmax (CLIP) loss or no head."""
+
+    def encode_images(self, pixels: torch.Tensor) -> np.ndarray:
+        """Raw image-tower outputs, float32 ``(n, d)``, of preprocessed images already on ``device`` in
+        the weights' dtype. Called under ``torch.inference_mode``, and only when ``preprocess`` is set."""
+
+    def text_encoder(self, with_layers: bool) -> Callable[[Any], tuple[np.ndarray, np.ndarray | None]]:
+        """A function from a text batch (the tokenizer's output, a tensor moved to ``device``; or the
+        strings when ``tokenizer`` is None) to the raw text-tower outputs, float32 ``(n, d)``, and with
+        ``with_layers`` the ``(n, n_layers + 1, width)`` pooled state of every layer (index 0: the input
+        to the first block). Called under ``torch.inference_mode``; fails at once when the tower cannot
+        give layer states."""
+
+    def set_language(self, lang: str) -> str | None:
+        """Point the tokenizer at ``lang`` (ISO 639) when the tower needs it; returns the code used."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the paper report matches published numbers on (Tyshchuk et al. measure open_clip towers)."""
+
+    arch: str
+    pretrained: str | None
+    zero_bias: bool
 
 
 @record
 class ModelSpec(Section):
-    """What every model entry has: its name (the profile key) and the seed of a random initialisation."""
+    """What every model entry has: its name (the profile key) and the seed of a random initialisation;
+    base of the kinds (registered with :func:`register_model_kind`)."""
 
     HIDDEN: ClassVar[frozenset[str]] = frozenset({"name"})
     name: str = ""
     seed: at_least(0) = 0
-    text_only: ClassVar[bool] = False
-
-
-@record
-class OpenClipModel(ModelSpec):
-    kind: Literal["open_clip"]
-    arch: Text
-    pretrained: Text | None = None
-    zero_bias: Flag = False
-
-    @model_validator(mode="after")
-    def _consistent(self) -> OpenClipModel:
-        hub = self.arch.startswith("hf-hub:")
-        if not hub and not self.arch.startswith("local-dir:"):
-            from conescope.models import known_architectures  # open_clip import is slow: only when needed
-
-            if self.arch not in known_architectures():
-                raise problem(f"unknown open_clip architecture {self.arch!r}", "arch")
-        if hub and self.pretrained is not None:
-            raise problem("an hf-hub: model brings its own weights; leave pretrained out", "pretrained")
-        if self.zero_bias and (self.pretrained is not None or hub):
-            raise problem("zeroing biases applies to random initialisation only", "zero_bias")
-        return self
-
-
-@record
-class SentenceTransformersModel(ModelSpec):
-    kind: Literal["sentence_transformers"]
-    model: Text  # a hub id or a folder
-    package: Text | None = None  # a pip package that bundles the weights
-    text_only: ClassVar[bool] = True
-    pretrained: ClassVar[None] = None
-    zero_bias: ClassVar[bool] = False
+    capabilities: ClassVar[frozenset[Capability]] = frozenset()
+    # the provenance keys a report prints to say which model it shows (``describe``)
+    DESCRIBED_BY: ClassVar[tuple[str, ...]] = ("seed",)
 
     @property
-    def arch(self) -> str:
-        """What the loader is given (the same attribute as an open_clip architecture)."""
-        return self.model
+    def has_image_tower(self) -> bool:
+        return Capability.IMAGE_TOWER in self.capabilities
+
+    @property
+    def has_text_layers(self) -> bool:
+        return Capability.TEXT_LAYERS in self.capabilities
+
+    def load(self, device: str, precision: str) -> EmbeddingModel:
+        """The model on ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:<i>``) with its weights at
+        ``precision`` (``conescope.models.resolve_precision``), in eval mode."""
+        raise NotImplementedError(f"model kind {type(self).__name__} defines no loader")
+
+    def declared_dimension(self) -> tuple[int | None, str]:
+        """(the output dimension the model's configuration declares, where that was read), read without
+        loading the model; None when only loading it would say (the dimension check then compares the
+        model's embedding files with each other)."""
+        return None, "the model's other embedding files"
+
+    def describe(self, provenance: Mapping[str, Any]) -> dict[str, Any]:
+        """What a report prints to say which model it shows, from the provenance its embeddings were
+        stored with."""
+        return {k: provenance[k] for k in self.DESCRIBED_BY if k in provenance}
+
+    def paper_info(self) -> ModelInfo | None:
+        """The model as the published numbers name theirs; None when no published setting can match."""
+        return None
 
 
-MODEL_KINDS: dict[str, type[ModelSpec]] = {"open_clip": OpenClipModel,
-                                           "sentence_transformers": SentenceTransformersModel}
-ModelEntry = tagged_union(MODEL_KINDS, lambda m: m.get("kind"))
+_KINDS: dict[str, type[ModelSpec]] = {}
+
+
+def register_model_kind(cls: type[ModelSpec]) -> type[ModelSpec]:
+    """Class decorator: ``cls`` (a :class:`ModelSpec` with a ``kind`` literal), made a profile record,
+    is a model kind."""
+    cls = record(cls)
+    kind = kind_of(cls)
+    if _KINDS.get(kind, cls) is not cls:
+        raise ValueError(f"model kind {kind!r} registered twice ({_KINDS[kind].__module__}, {cls.__module__})")
+    _KINDS[kind] = cls
+    return cls
+
+
+def registered_model_kinds() -> dict[str, type[ModelSpec]]:
+    """The model kinds registered so far (``conescope.model_kinds.model_kinds`` registers them all)."""
+    return dict(_KINDS)
+
+
+@cache
+def _adapter(kinds: tuple[tuple[str, type[ModelSpec]], ...]) -> TypeAdapter:
+    return TypeAdapter(tagged_union(dict(kinds), lambda m: m.get("kind")))
+
+
+def model_entry(kinds: Callable[[], dict[str, type[ModelSpec]]]) -> Any:
+    """The type of a profile's model entry: the record of its ``kind`` among ``kinds()`` when the entry
+    is validated, so that a kind registered after the profile module was imported counts (pydantic
+    reports the errors of the nested validation at the entry's location)."""
+
+    def validate(value: Any) -> ModelSpec:
+        return _adapter(tuple(kinds().items())).validate_python(value)
+
+    return Annotated[ModelSpec, PlainValidator(validate)]

@@ -60,7 +60,7 @@ def text_datasets(profile: Profile) -> list[str]:
 def _pairs(profile: Profile, model: str, source: EmbeddingSource, lang: str) -> Iterator[tuple[ImageSet, TextSet]]:
     """(image set, text set) of every dataset with images and texts in ``lang``; none for a text-only
     model (the families that need images are skipped for it)."""
-    if profile.models[model].text_only:
+    if not profile.models[model].has_image_tower:
         return
     for ds in image_datasets(profile):
         if lang in profile.dataset_languages(ds):
@@ -127,7 +127,7 @@ def retrieval(profile: Profile, model: str, source: EmbeddingSource, lang: str) 
 def clusters(profile: Profile, model: str, source: EmbeddingSource, lang: str) -> list[dict]:
     """Silhouette of the texts against the label of each (its image's, or its class's): for an image
     model over the images that have an embedding, for a text-only model from the manifest."""
-    if profile.models[model].text_only:
+    if not profile.models[model].has_image_tower:
         labelled = [(text, source.sample_labels(text.dataset)) for text in _texts(profile, source, lang)]
     else:
         labelled = [(text, dict(zip(image.sample_ids, image.labels, strict=True)))

@@ -3,8 +3,8 @@
 A profile is validated completely when it is loaded, by the typed records below (pydantic); every
 error names the file and the offending key path (e.g. ``configs/demo.yaml: models.vit-b-32.random.seed:
 expected an integer, got 'x'``). Each record holds its defaults; dataset entries are the kinds of
-``conescope.dataset_specs`` (and the source kinds the ingest modules register), model entries those
-of ``conescope.model_specs``.
+``conescope.dataset_specs`` (and the source kinds the ingest modules register), model entries the kinds
+the modules of ``conescope.model_kinds`` register (``conescope.model_specs``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from pydantic import AliasPath, BeforeValidator, Field, TypeAdapter, ValidationE
 
 from conescope.dataset_specs import DatasetSpec, dataset_entry
 from conescope.ingest import source_kinds
-from conescope.model_specs import ModelEntry, ModelSpec
+from conescope.model_kinds import model_kinds
+from conescope.model_specs import ModelSpec, model_entry
 from conescope.models import PRECISIONS
 from conescope.profile_schema import (
     NAME_PATTERN,
@@ -243,6 +244,7 @@ class WarehouseSpec(Section):
 
 
 DatasetEntry = dataset_entry(source_kinds())
+ModelEntry = model_entry(model_kinds)
 
 
 @record
@@ -295,7 +297,7 @@ class Profile(Section):
                 raise problem(f"{lang!r} is in no dataset's languages (datasets declare: "
                               f"{', '.join(sorted(declared))})", "languages")
         if not any(spec.has_images for spec in self.datasets.values()) and \
-                not all(spec.text_only for spec in self.models.values()):
+                any(spec.has_image_tower for spec in self.models.values()):
             raise problem("no dataset has images, but the profile has image-capable models", "datasets")
         ref = self.metrics.reference_lang
         if ref is not None and ref not in self.languages:
@@ -309,7 +311,7 @@ class Profile(Section):
     @property
     def image_models(self) -> list[str]:
         """Models with an image tower: the image assets are partitioned over these only."""
-        return [m for m, spec in self.models.items() if not spec.text_only]
+        return [m for m, spec in self.models.items() if spec.has_image_tower]
 
     def dataset_languages(self, dataset: str) -> tuple[str, ...]:
         """The profile's languages that ``dataset`` has texts in (its text partitions hold rows)."""

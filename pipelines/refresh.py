@@ -57,8 +57,8 @@ def full_plan(profile: Profile, refresh_id: str, models: list[str] | None = None
     langs = langs or list(profile.languages)
     _check(profile, models, langs)
     tags = {REFRESH_TAG: refresh_id}
-    text_only = [m for m in models if profile.models[m].text_only]
-    with_images = [m for m in models if m not in text_only]
+    with_images = [m for m in models if profile.models[m].has_image_tower]
+    text_only = [m for m in models if m not in with_images]
     plan = [PlannedRun(DATASETS_JOB, None, tags), *(PlannedRun(IMAGE_JOB, m, tags) for m in with_images)]
     for m in text_only + with_images:
         plan += _model_lang_runs(m, langs, tags)

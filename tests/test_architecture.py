@@ -291,8 +291,6 @@ def _imported(path: Path) -> set[str]:
     return names
 
 
-@pytest.mark.xfail(strict=True, reason="assets/checks.py model_dimension still reads open_clip configs as JSON; "
-                                       "it leaves assets/ with the model-kinds rework: then remove this mark")
 def test_assets_parse_no_file_format():
     """Reading a model's config or a stored file's format is storage/'s or conescope/'s: assets/ parses no
     JSON (metadata values are Dagster's ``MetadataValue.json``, not the json module)."""

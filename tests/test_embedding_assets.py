@@ -10,8 +10,9 @@ import pytest
 import yaml
 
 import assets.embeddings as embedding_assets
-from conescope import embedding, models
+from conescope import embedding
 from conescope.metrics.layers import layer_self_similarity
+from conescope.model_kinds import open_clip
 from conescope.profile import load_profile
 from pipelines.definitions import build_definitions
 from pipelines.partitions import model_lang_key
@@ -83,14 +84,15 @@ def test_metrics_layers_reads_the_stored_states_and_loads_no_model(tmp_path, mon
     def no_model(*_a, **_k):
         raise AssertionError("only the embedding step loads a model")
 
-    for module, name in ((embedding_assets, "cached_model"), (models, "load_model"), (embedding, "text_layer_states")):
+    for module, name in ((embedding_assets, "cached_model"), (open_clip, "load_model"),
+                         (embedding, "text_layer_states")):
         monkeypatch.setattr(module, name, no_model)
     stored = _run(defs, instance, MODEL_LANG_JOB, EN, "metrics/layers")
     assert stored.success
     monkeypatch.undo()
     values = {k: v for k, v in _metadata(stored, "metrics/layers").items() if "self_similarity" in k}
     # oracle: the states recomputed from the model, the self-similarity of each
-    tiny = models.load_model("conescope-tiny", None, seed=0, zero_bias=False, device="cpu")
+    tiny = open_clip.load_model("conescope-tiny", None, seed=0, zero_bias=False, device="cpu")
     expected = {}
     for ds in ("shapes", "digits"):
         texts = load_text_set(root, ds, MODEL, "en").texts

@@ -12,7 +12,8 @@ from PIL import Image
 
 from conescope import engine
 from conescope.embedding import text_layer_states
-from conescope.models import LoadedModel, load_model, resolve_device, resolve_precision
+from conescope.model_kinds.open_clip import LoadedModel, load_model
+from conescope.models import resolve_device, resolve_precision
 from storage.parquet_store import ParquetColumn
 
 TEXTS = ["a red circle", "a blue square in the centre", "ein grüner Stern", "une étoile", "digit seven", "x", "y"]

@@ -21,7 +21,7 @@ _CONFIG = Path(__file__).resolve().parent.parent / "conescope" / "model_configs"
 def _repo_files() -> dict[str, bytes]:
     import open_clip
 
-    from conescope.models import _register_configs
+    from conescope.model_kinds.open_clip import _register_configs
 
     _register_configs()
     torch.manual_seed(123)  # weights unlike any seed-0 random initialisation
@@ -91,7 +91,7 @@ def hub(tmp_path, monkeypatch):
 def test_hf_hub_model_loads_its_own_weights_and_then_works_offline(hub, monkeypatch):
     import huggingface_hub.constants as c
 
-    from conescope.models import load_model
+    from conescope.model_kinds.open_clip import load_model
 
     server, files = hub
     expected = torch.load(io.BytesIO(files["open_clip_pytorch_model.bin"]), weights_only=True)
@@ -113,7 +113,7 @@ def test_hf_hub_model_loads_its_own_weights_and_then_works_offline(hub, monkeypa
 
 
 def test_hf_hub_repository_without_weights_is_an_error(hub):
-    from conescope.models import load_model
+    from conescope.model_kinds.open_clip import load_model
 
     with pytest.raises(RuntimeError, match=r"could not load weights hf-hub:org/no-weights"):
         load_model("hf-hub:org/no-weights", None, 0, False, "cpu")

@@ -7,7 +7,7 @@ from scipy.stats import spearmanr
 from conescope.embedding import embed_texts, text_layer_states
 from conescope.metrics.isotropy import mean_cosine
 from conescope.metrics.layers import layer_self_similarity, sts_spearman
-from conescope.models import load_model
+from conescope.model_kinds.open_clip import load_model
 
 TEXTS = ["a red circle", "a blue square in the centre", "ein grüner Stern", "une étoile", "digit seven", "x"]
 

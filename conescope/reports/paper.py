@@ -9,16 +9,10 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from conescope.model_specs import ModelInfo
 from conescope.reports.page import esc, fmt, render_page
 from conescope.reports.published import GAP_NORM_COCO, PUBLISHED, SOURCE, TABLE_TITLES, Published, matches
 from conescope.reports.report_data import RenderedReport
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    arch: str
-    pretrained: str | None
-    zero_bias: bool
 
 
 def _ds(name: str | None) -> str:
@@ -41,7 +35,7 @@ def _definitions(params: str | dict | None) -> dict:
             "cifar_prompts": _cifar_prompts(p.get("prompts") or [])}
 
 
-def enrich(rows: list[dict], models: dict[str, ModelInfo], dataset_kinds: dict[str, str]) -> list[dict]:
+def enrich(rows: list[dict], models: dict[str, ModelInfo | None], dataset_kinds: dict[str, str]) -> list[dict]:
     """Rows with the columns that published entries match on: arch, pretrained, zero_bias,
     dataset_kind, fit_kind (kind of the fit set's dataset), classes (known | new | None), and the
     definitional settings of :func:`_definitions` read from the row's params."""
@@ -135,7 +129,7 @@ def _render_table(number: int, columns: list[str], lines: list[Line]) -> str:
             f"<table class='paper' data-table='{number}'><tr>{head}</tr>{''.join(body)}</table>")
 
 
-def render_paper_report(rows: list[dict], models: dict[str, ModelInfo], dataset_kinds: dict[str, str],
+def render_paper_report(rows: list[dict], models: dict[str, ModelInfo | None], dataset_kinds: dict[str, str],
                         reference: str, provenance: dict) -> RenderedReport:
     rows = enrich(rows, models, dataset_kinds)
     parts = [f"<p>Tables of <i>{esc(SOURCE)}</i>, filled from this profile's warehouse. The published column holds "

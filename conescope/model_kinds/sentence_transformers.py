@@ -1,32 +1,60 @@
-"""Text-only sentence-transformers models (e.g. all-MiniLM-L6-v2, the SBERT model of Mickus et al.).
+"""Model kind ``sentence_transformers``: text-only models (e.g. all-MiniLM-L6-v2, the SBERT model of
+Mickus et al.).
 
 They have no image tower: the pipeline gives them text partitions only. The stored embedding is the
 model's pooled output *before* its final ``Normalize`` module, so that, like the CLIP towers, the
 raw output is kept and normalization is left to the metrics (the storage contract, docs/storage.md); the
 dropped module is recorded in the provenance. Weights come from a local folder, a pip package that
 bundles them (``package``: a module with ``get_model_path()`` or ``MODEL_DIR``), or the Hugging Face
-hub (cached; offline with ``HF_HUB_OFFLINE=1``). ``precision`` casts the weights as for the CLIP
-towers (conescope/models.py: ``auto`` is bf16 where the hardware runs it natively).
+hub (cached; offline with ``HF_HUB_OFFLINE=1``). ``precision`` casts the weights as for every kind
+(``conescope.models``: ``auto`` is bf16 where the hardware runs it natively). The model tokenizes and
+batches inside its own encoder, so the engine hands it the strings.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import numpy as np
+
+from conescope.model_specs import Capability, ModelInfo, ModelSpec, register_model_kind
+from conescope.models import resolve_device, resolve_precision, torch_dtype
+from conescope.profile_schema import Text
+
+
+@register_model_kind
+class SentenceTransformersModel(ModelSpec):
+    """Profile entry ``kind: sentence_transformers``: a text-only model (a hub id or a folder),
+    optionally bundled by a pip package."""
+
+    kind: Literal["sentence_transformers"]
+    model: Text  # a hub id or a folder
+    package: Text | None = None  # a pip package that bundles the weights
+    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.TEXT_LAYERS})
+    DESCRIBED_BY: ClassVar[tuple[str, ...]] = ("arch", "pretrained", "seed", "zero_bias")
+
+    def load(self, device: str, precision: str) -> TextOnlyModel:
+        return load_text_model(self.model, self.package, device, precision)
+
+    def paper_info(self) -> ModelInfo:
+        # the paper report has always matched a text-only model by its name alone (no weights tag)
+        return ModelInfo(self.model, None, False)
 
 
 @dataclass
 class TextOnlyModel:
-    model: Any  # a SentenceTransformer without its Normalize module
+    """A SentenceTransformer without its Normalize module (``conescope.model_specs.EmbeddingModel``)."""
+
+    model: Any
     device: str
     provenance: dict[str, str]
-    text_only: bool = True
     precision: str = "fp32"
+    preprocess: ClassVar[None] = None  # no image tower
+    tokenizer: ClassVar[None] = None  # tokenizes inside its encoder: the engine hands over the strings
 
     @property
     def logit_scale(self) -> None:
@@ -40,6 +68,20 @@ class TextOnlyModel:
     def dim(self) -> int:
         get = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         return int(get())
+
+    def text_encoder(self, with_layers: bool) -> Callable[[list[str]], tuple[np.ndarray, np.ndarray | None]]:
+        """strings -> (embeddings, pooled states of every layer or None); the states are pooled as the
+        model pools."""
+
+        def encode(batch: list[str]) -> tuple[np.ndarray, np.ndarray | None]:
+            emb = np.concatenate([e for _, e in embed_texts_st(self, batch, len(batch))])
+            layers = np.stack(text_layer_states_st(self, batch, len(batch)), axis=1) if with_layers else None
+            return emb, layers
+
+        return encode
+
+    def set_language(self, lang: str) -> None:
+        return None  # one tokenizer for every language
 
 
 def resolve_weights(model: str, package: str | None) -> str:
@@ -66,8 +108,6 @@ def load_text_model(model: str, package: str | None, device: str, precision: str
     from sentence_transformers.models import Normalize
     from transformers.utils import logging as hf_logging
 
-    from conescope.models import resolve_device, resolve_precision, torch_dtype
-
     hf_logging.disable_progress_bar()  # the CLI's output stays one line per run
     device = resolve_device(device)
     source = resolve_weights(model, package)
@@ -85,6 +125,8 @@ def load_text_model(model: str, package: str | None, device: str, precision: str
     precision = resolve_precision(precision, device)
     if precision != "fp32":
         st.to(torch_dtype(precision))
+    # arch / pretrained / seed / zero_bias: the keys every stored embedding has recorded since the
+    # first text-only model, kept so that stored partitions and their fingerprints stay valid
     provenance = {"arch": model, "pretrained": package or source, "seed": "0", "zero_bias": "false",
                   "kind": "sentence_transformers", "dropped_modules": ",".join(dropped) or "none",
                   "sentence_transformers_version": sentence_transformers.__version__,

@@ -1,0 +1,266 @@
+"""Model kind ``open_clip``: CLIP-like image and text towers loaded through open_clip.
+
+``arch`` is an open_clip architecture name (its config files, and conescope's tiny test architecture
+in ``conescope/model_configs/``), ``hf-hub:<repo>`` or ``local-dir:<folder>``; ``pretrained`` a weights
+tag of open_clip, or random initialisation. Random initialisation follows Tyshchuk et al. (section 4.1,
+"cone at initialisation"): the model is built from its open_clip config under
+``torch.manual_seed(seed)``; the ``zero_bias`` variant then sets every bias parameter of both towers
+(linear, convolution and layer-norm biases) to zero. The weights are cast to the profile's precision
+(``conescope.models``); the logit scale and bias are read before the cast, so the loss uses their
+float32 values whatever the precision.
+
+Layer states (Wolfe & Caliskan 2022, section 3): the input of the text transformer and the output of
+each of its blocks, pooled at the token the tower itself pools (EOS for CLIP), before ``ln_final`` and
+the projection. NLLB-CLIP towers (Visheratin 2023) get the NLLB-200 code of each partition's language
+(``conescope.languages``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+from pydantic import model_validator
+
+from conescope.languages import nllb_code, uses_nllb_codes
+from conescope.model_specs import Capability, ModelInfo, ModelSpec, register_model_kind
+from conescope.models import resolve_device, resolve_precision, torch_dtype
+from conescope.profile_schema import Flag, Text, problem
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "model_configs"
+
+
+@cache
+def _register_configs() -> None:
+    import open_clip
+
+    # conescope-tiny: a two-layer ViT/transformer pair for fast tests of the real code path.
+    open_clip.add_model_config(CONFIG_DIR)
+
+
+def _config_dirs() -> list[Path]:
+    """conescope's model configs, then open_clip's (found without importing open_clip)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("open_clip")
+    return [CONFIG_DIR, *([Path(spec.origin).parent / "model_configs"] if spec and spec.origin else [])]
+
+
+@cache
+def known_architectures() -> frozenset[str]:
+    """The architecture names ``open_clip.list_models()`` gives once conescope's configs are added:
+    the stems of the model config files (open_clip's and ``model_configs/``) that hold ``embed_dim``,
+    ``vision_cfg`` and ``text_cfg`` (open_clip.factory._rescan_model_configs). Read from the files,
+    so that validating a profile does not import open_clip (about 3 s: torch, torchvision,
+    transformers), which every process of the code location and every run would pay."""
+    import json
+
+    names = set()
+    for folder in _config_dirs():
+        for path in folder.glob("*.json"):
+            if all(k in json.loads(path.read_text()) for k in ("embed_dim", "vision_cfg", "text_cfg")):
+                names.add(path.stem)
+    return frozenset(names)
+
+
+@register_model_kind
+class OpenClipModel(ModelSpec):
+    """Profile entry ``kind: open_clip``: image and text towers."""
+
+    kind: Literal["open_clip"]
+    arch: Text
+    pretrained: Text | None = None
+    zero_bias: Flag = False
+    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.IMAGE_TOWER, Capability.TEXT_LAYERS})
+    DESCRIBED_BY: ClassVar[tuple[str, ...]] = ("arch", "pretrained", "seed", "zero_bias")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> OpenClipModel:
+        hub = self.arch.startswith("hf-hub:")
+        if not hub and not self.arch.startswith("local-dir:") and self.arch not in known_architectures():
+            raise problem(f"unknown open_clip architecture {self.arch!r}", "arch")
+        if hub and self.pretrained is not None:
+            raise problem("an hf-hub: model brings its own weights; leave pretrained out", "pretrained")
+        if self.zero_bias and (self.pretrained is not None or hub):
+            raise problem("zeroing biases applies to random initialisation only", "zero_bias")
+        return self
+
+    def load(self, device: str, precision: str) -> LoadedModel:
+        return load_model(self.arch, self.pretrained, self.seed, self.zero_bias, device, precision)
+
+    def declared_dimension(self) -> tuple[int | None, str]:
+        """``embed_dim`` of the open_clip config (the folder's ``open_clip_config.json`` for
+        ``local-dir:``), read as JSON so that no torch import is needed; an hf-hub model's config is
+        known only once it is fetched."""
+        import json
+
+        if self.arch.startswith("local-dir:"):
+            path = Path(self.arch.removeprefix("local-dir:")) / "open_clip_config.json"
+            if path.is_file():
+                return int(json.loads(path.read_text())["model_cfg"]["embed_dim"]), f"{path.name} of the model folder"
+        elif ":" not in self.arch:
+            for directory in _config_dirs():
+                path = directory / f"{self.arch}.json"
+                if path.is_file():
+                    return int(json.loads(path.read_text())["embed_dim"]), f"open_clip config {self.arch}"
+        return super().declared_dimension()
+
+    def paper_info(self) -> ModelInfo:
+        return ModelInfo(self.arch, self.pretrained, self.zero_bias)
+
+
+@dataclass
+class LoadedModel:
+    """An open_clip model, its preprocessing and tokenizer (``conescope.model_specs.EmbeddingModel``)."""
+
+    model: Any
+    preprocess: Any
+    tokenizer: Any
+    device: str
+    provenance: dict[str, str]
+    precision: str = "fp32"  # the weights' dtype: fp32 | bf16 | fp16
+    logits: tuple[float, float | None] | None = None  # float32 (scale, bias), read before a cast
+
+    @property
+    def dtype(self):
+        return torch_dtype(self.precision)
+
+    @property
+    def logit_scale(self) -> float:
+        if self.logits is not None:
+            return self.logits[0]
+        return float(self.model.logit_scale.exp().item())
+
+    @property
+    def logit_bias(self) -> float | None:
+        if self.logits is not None:
+            return self.logits[1]
+        bias = getattr(self.model, "logit_bias", None)
+        return None if bias is None else float(bias.item())
+
+    def encode_images(self, pixels) -> np.ndarray:
+        return self.model.encode_image(pixels, normalize=False).float().cpu().numpy()
+
+    def text_encoder(self, with_layers: bool) -> Callable[[Any], tuple[np.ndarray, np.ndarray | None]]:
+        """tokens -> (embeddings, pooled states of every layer or None)."""
+        import torch
+
+        model = self.model
+        if with_layers:
+            with capture_text_layers(model):  # fail before any work if the tower has no layers to read
+                pass
+        pool_type = getattr(model, "text_pool_type", "argmax")
+        eos_id = getattr(model, "text_eos_id", None)
+
+        # Hooks are set around each forward pass, never across the engine's yields.
+        def encode(tokens) -> tuple[np.ndarray, np.ndarray | None]:
+            layer_ctx = capture_text_layers(model) if with_layers else contextlib.nullcontext([])
+            with layer_ctx as captured:
+                out = model.encode_text(tokens, normalize=False)
+                if not with_layers:
+                    return out.float().cpu().numpy(), None
+                from open_clip.transformer import text_global_pool
+
+                pooled = [text_global_pool(s, tokens, pool_type, eos_token_id=eos_id).float() for s in captured]
+                return out.float().cpu().numpy(), torch.stack(pooled, dim=1).cpu().numpy()
+
+        return encode
+
+    def set_language(self, lang: str) -> str | None:
+        """NLLB-CLIP tokenizes with the NLLB-200 source-language token (``fra_Latn``)."""
+        arch = self.provenance.get("arch", "")
+        if not uses_nllb_codes(arch):
+            return None
+        code = nllb_code(lang)
+        setter = getattr(self.tokenizer, "set_language", None)
+        if setter is None:
+            raise ValueError(f"{arch}: its tokenizer cannot be switched to {code}")
+        setter(code)
+        return code
+
+
+@contextlib.contextmanager
+def capture_text_layers(model: Any) -> Iterator[list]:
+    """Record the input of an open_clip text transformer and the output of each of its blocks during
+    the forward passes made inside the block (the list is appended to; clear it between passes)."""
+    blocks = getattr(getattr(model, "transformer", None), "resblocks", None)
+    if blocks is None:
+        raise ValueError(f"{type(model).__name__}: layer-wise states need an open_clip text transformer "
+                         f"with resblocks (CLIP-style towers); this model's text tower is not one")
+    captured: list = []
+    hooks = [model.transformer.register_forward_pre_hook(lambda _m, args, _kw=None: captured.append(args[0]))]
+    hooks += [b.register_forward_hook(lambda _m, _in, out: captured.append(out)) for b in blocks]
+    try:
+        yield captured
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
+def zero_biases(model: Any) -> int:
+    """Set every parameter named ``*bias`` to zero; returns how many tensors were zeroed.
+
+    ``logit_bias`` (SigLIP) is a loss parameter, not a tower bias, and is left alone.
+    """
+    import torch
+
+    count = 0
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("bias") and name != "logit_bias":
+                param.zero_()
+                count += 1
+    return count
+
+
+def load_model(arch: str, pretrained: str | None, seed: int, zero_bias: bool, device: str = "auto",
+               precision: str = "fp32") -> LoadedModel:
+    """Build an open_clip model in eval mode on ``device`` with its preprocessing and tokenizer, its
+    weights at ``precision`` (``conescope.models.resolve_precision``; the module docstring)."""
+    import open_clip
+    import torch
+
+    _register_configs()
+    device = resolve_device(device)
+    torch.manual_seed(seed)
+    try:
+        if arch.startswith("hf-hub:"):
+            # open_clip falls back to random weights (with a log line) when an hf-hub repository's weights
+            # cannot be fetched; fetching them first turns that into an error
+            from open_clip.pretrained import download_pretrained_from_hf
+
+            download_pretrained_from_hf(arch.removeprefix("hf-hub:"))
+        model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=pretrained, device=device)
+    except Exception as exc:  # open_clip raises several types for missing weights
+        if pretrained is None and not arch.startswith("hf-hub:"):
+            raise
+        weights = arch if pretrained is None else f"{arch}/{pretrained}"
+        raise RuntimeError(
+            f"could not load weights {weights}: {type(exc).__name__}: {exc}. Download them on a machine with "
+            f"network access into the Hugging Face cache (HF_HOME, e.g. by loading the model once there) and "
+            f"copy that cache here; run with HF_HUB_OFFLINE=1."
+        ) from exc
+    zeroed = zero_biases(model) if zero_bias else 0
+    model.eval()
+    precision = resolve_precision(precision, device)
+    loaded = LoadedModel(model, preprocess, None, device, {})
+    logits = (loaded.logit_scale, loaded.logit_bias)
+    if precision != "fp32":
+        model.to(torch_dtype(precision))
+    provenance = {
+        "arch": arch,
+        "pretrained": pretrained or "random",
+        "seed": str(seed),
+        "zero_bias": str(zero_bias).lower(),
+        "biases_zeroed": str(zeroed),
+        "open_clip_version": open_clip.__version__,
+        "torch_version": torch.__version__,
+        "precision": precision,
+        "device": device,
+    }
+    return LoadedModel(model, preprocess, open_clip.get_tokenizer(arch), device, provenance, precision, logits)
