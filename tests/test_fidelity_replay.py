@@ -178,9 +178,9 @@ def _unit(x):
 
 
 def _authors_split(n, seed=0):
-    torch.manual_seed(seed)
-    perm = torch.randperm(n).numpy()
-    return perm[: int(0.8 * n)], perm[int(0.8 * n):]
+    train_size = round(n * 0.8)
+    perm = torch.randperm(n, generator=torch.manual_seed(seed)).numpy()
+    return perm[:train_size], perm[train_size:]
 
 
 # --- Tyshchuk et al. 2023 ------------------------------------------------------------------------

@@ -31,6 +31,23 @@ def test_authors_split_is_torch_randperm_after_manual_seed():
     assert torch.equal(torch.rand(3), expected)
 
 
+def _their_split(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The authors' get_train_test_split, positions only: round(n * 0.8) training rows of a permutation
+    drawn from torch's default generator after manual_seed."""
+    train_size = round(n * 0.8)
+    order = torch.randperm(n, generator=torch.manual_seed(seed)).numpy()
+    return order[:train_size], order[train_size:]
+
+
+@pytest.mark.parametrize("n", [2_002, 2_003, 7, 12, 40_504, 13])
+def test_authors_split_size_is_rounded_as_their_code(n):
+    train, test = authors_split(n, 0)
+    theirs = _their_split(n, 0)
+    assert np.array_equal(train, theirs[0]) and np.array_equal(test, theirs[1])
+    if n == 2_002:  # int(0.8 n) would keep 1,601 and move every later test row
+        assert len(train) == 1_602 and int(0.8 * n) == 1_601
+
+
 def test_authors_known_classes_are_the_first_half_of_a_class_permutation():
     torch.manual_seed(0)
     expected = np.sort(torch.randperm(100)[:50].numpy())
