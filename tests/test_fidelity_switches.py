@@ -4,6 +4,7 @@ itself in errors, and the conescope function it turns on reproduces the referenc
 from __future__ import annotations
 
 import copy
+import json
 
 import numpy as np
 import pytest
@@ -168,3 +169,45 @@ def test_new_variants_round_trip_and_old_files_load_with_defaults():
     old = tf.PCA(3).fit(image, text).to_dict()
     del old["variant"]  # a file written before the variant key existed
     assert tf.transform_from_dict(old).name == "pca_3"
+
+
+def test_coco_image_order_id_is_torchvision_cocodetection_order(tmp_path):
+    """The authors embedded COCO through torchvision's CocoDetection, which lists images by sorted image id;
+    their permutation indexes that order. ``image_order: id`` writes the manifest in it, so the permutation
+    picks the same images; the file's own order picks others."""
+    from PIL import Image
+
+    from conescope.ingest.coco import read_coco
+
+    folder = tmp_path / "val2014"
+    folder.mkdir()
+    file_ids = [503, 17, 9001, 42, 260, 8, 77, 1234, 5, 640]  # the annotation file is not sorted by id
+    for i in file_ids:
+        Image.new("RGB", (4, 4), (i % 255, 0, 0)).save(folder / f"{i}.jpg")
+    doc = {"images": [{"id": i, "file_name": f"{i}.jpg"} for i in file_ids],
+           "annotations": [{"image_id": i, "id": 10 * i, "caption": f"image {i}"} for i in reversed(file_ids)]}
+    (tmp_path / "captions.json").write_text(json.dumps(doc))
+    # CocoDetection: self.ids = list(sorted(self.coco.imgs.keys())); dataset[k] is image ids[k]
+    their_ids = sorted({img["id"]: img for img in doc["images"]})
+    train, test = _their_split(len(their_ids), 0)
+    their_test_images = [their_ids[k] for k in test]
+
+    def test_images(order: str) -> list[int]:
+        manifest = read_coco("coco", tmp_path / "captions.json", folder, image_order=order).manifest
+        ids = [int(s.split("-")[1]) for s in manifest.samples.column("sample_id").to_pylist()]
+        return [ids[k] for k in authors_split(len(ids), 0)[1]]
+
+    assert test_images("id") == their_test_images
+    assert test_images("file") != their_test_images
+    p = load_profile_raw(tmp_path, {"coco": {"kind": "coco", "image_order": "id"}})
+    assert p.datasets["coco"].image_order == "id"
+    with pytest.raises(ProfileError, match=r"datasets\.coco\.image_order"):
+        load_profile_raw(tmp_path, {"coco": {"kind": "coco", "image_order": "sorted"}})
+
+
+def load_profile_raw(tmp_path, datasets: dict):
+    raw = copy.deepcopy(TINY_PROFILE)
+    raw["datasets"] = {**raw["datasets"], **datasets}
+    path = tmp_path / "d.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return load_profile(str(path))
