@@ -179,6 +179,12 @@ class TransformSettings(Section):
         ("joint",), validation_alias=AliasPath("whitening", "fit_on"))  # one whitening variant each
     pca_variants: non_empty(Literal["centered", "truncated_svd"]) = Field(
         ("centered",), validation_alias=AliasPath("pca", "variants"))
+    # torch_gelsy: the authors' torch.linalg.lstsq on float32 rows (lstsq_gelsy)
+    lstsq_variants: non_empty(Literal["minimum_norm", "torch_gelsy"]) = Field(
+        ("minimum_norm",), validation_alias=AliasPath("lstsq", "variants"))
+    # eval_set: the gap of the evaluated rows themselves (transductive, Amumo and Liang et al.), gap_shift_<l>_eval
+    gap_shift_gap_of: non_empty(Literal["fit_set", "eval_set"]) = Field(
+        ("fit_set",), validation_alias=AliasPath("gap_shift", "gap_of"))
     # datasets split by torch.randperm (conescope.splits) as the authors split them, not by the manifest
     authors_split: tuple[Text, ...] = Field((), validation_alias=AliasPath("protocols", "authors_split"))
     split_seed: at_least(0) = Field(0, validation_alias=AliasPath("protocols", "split_seed"))

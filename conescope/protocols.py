@@ -191,10 +191,14 @@ def check_disjoint(planned: Plan, sets: dict[str, tuple[ImageSet, TextSet]]) -> 
                 raise AssertionError(f"{fit.name}: prompts of new classes are in the fit set")
 
 
-def fit_arrays(fit: FitSet, sets: dict[str, tuple[ImageSet, TextSet]]) -> tuple[np.ndarray, np.ndarray]:
-    """The L2-normalized (image, text) rows of a fit set, copied out: all that ``fit`` ever sees."""
+def fit_arrays(fit: FitSet, sets: dict[str, tuple[ImageSet, TextSet]],
+               distinct_texts: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The L2-normalized (image, text) rows of a fit set, copied out: all that ``fit`` ever sees.
+    ``distinct_texts``: each text row once, in the text set's order, instead of the text of every pair (a
+    classification fit set pairs every image with its class prompt, repeating each prompt)."""
     img, txt = sets[fit.dataset]
-    return l2_normalize(img.emb[fit.image_rows]), l2_normalize(txt.emb[fit.text_rows])
+    text_rows = np.unique(fit.text_rows) if distinct_texts else fit.text_rows
+    return l2_normalize(img.emb[fit.image_rows]), l2_normalize(txt.emb[text_rows])
 
 
 def variants(settings: TransformSettings, kind: str) -> list[Transform]:
@@ -206,7 +210,10 @@ def variants(settings: TransformSettings, kind: str) -> list[Transform]:
     if kind == "pca":
         return [cls(k, variant) for variant in settings.pca_variants for k in settings.ks(kind)]
     if kind == "gap_shift":
-        return [cls(lam, renorm) for renorm in settings.gap_shift_renormalize for lam in settings.gap_shift_lambdas]
+        return [cls(lam, renorm, gap_of) for gap_of in settings.gap_shift_gap_of
+                for renorm in settings.gap_shift_renormalize for lam in settings.gap_shift_lambdas]
+    if kind == "lstsq":
+        return [cls(variant=variant) for variant in settings.lstsq_variants]
     return [cls()]
 
 

@@ -211,3 +211,114 @@ def load_profile_raw(tmp_path, datasets: dict):
     path = tmp_path / "d.yaml"
     path.write_text(yaml.safe_dump(raw))
     return load_profile(str(path))
+
+
+def _prompt_fit_set(seed=0, classes=12, per_class=40, d=16):
+    """A classification fit set: every image paired with its class prompt (each prompt repeated), the
+    prompts nearly dependent, as CIFAR-100's 100 prompts are in 512 dimensions."""
+    rng = np.random.default_rng(seed)
+    basis = rng.normal(size=(classes - 1, d))
+    prompts = np.vstack([basis, basis[:3].sum(axis=0) + 3e-6 * rng.normal(size=d)])  # one nearly in the span
+    prompts /= np.linalg.norm(prompts, axis=1, keepdims=True)
+    labels = np.repeat(np.arange(classes), per_class)
+    images = prompts[labels] + 0.8 * rng.normal(size=(len(labels), d))
+    images /= np.linalg.norm(images, axis=1, keepdims=True)
+    return images.astype(np.float32), prompts.astype(np.float32), labels
+
+
+def test_lstsq_gelsy_is_the_authors_torch_call_on_float32_rows():
+    images, prompts, labels = _prompt_fit_set()
+    text = prompts[labels]
+    t = tf.LeastSquares(variant="torch_gelsy").fit(images, text)
+    # the authors: torch.linalg.lstsq(cifar_text_embeddings_train, cifar_image_embeddings_train).solution
+    theirs = torch.linalg.lstsq(torch.from_numpy(text), torch.from_numpy(images)).solution.numpy()
+    assert t.name == "lstsq_gelsy" and "gelsy" in t.solver
+    assert np.array_equal(t.weights, theirs)
+    assert np.array_equal(t.transform(prompts, "text"), prompts @ theirs)
+    # the float32 cut-off drops the nearly dependent prompt: rank 11 of 12, where the minimum-norm
+    # solution (numpy's cut-off, float64) keeps all 12 and maps the prompts elsewhere
+    assert "rank 11" in t.solver
+    exact = tf.LeastSquares().fit(images, text)
+    assert exact.name == "lstsq" and np.linalg.matrix_rank(text.astype(np.float64), tol=None) == 12
+    assert not np.allclose(exact.transform(prompts, "text"), prompts @ theirs, atol=1e-3)
+    back = tf.transform_from_dict({k: np.asarray(v) if not isinstance(v, str) else v for k, v in t.to_dict().items()})
+    assert back.name == "lstsq_gelsy" and np.array_equal(back.weights, t.weights)
+    old = exact.to_dict()
+    del old["variant"]  # a file written before the variant existed
+    assert tf.transform_from_dict(old).name == "lstsq"
+
+
+def test_pca_truncated_svd_fits_each_prompt_once_as_the_authors():
+    """The authors' PCA-425 on CIFAR: TruncatedSVD of cat([train images] + [the 100 prompts]), each prompt
+    once; the pipeline's fit set pairs every image with its prompt."""
+    from conescope.protocol_eval import fit_all
+    from conescope.protocols import plan
+    from conescope.sets import ImageSet, TextSet
+
+    images, prompts, labels = _prompt_fit_set(seed=1, classes=6, per_class=30, d=10)
+    n, k = len(images), len(prompts)
+    ids = np.asarray([f"i{j}" for j in range(n)], dtype=object)
+    splits = np.where(np.arange(n) % 3 == 0, "test", "train").astype(object)
+    sets = {"cls": (ImageSet("cls", ids, labels, splits, images),
+                    TextSet("cls", "en", np.asarray([f"p{c}" for c in range(k)], dtype=object),
+                            np.asarray([None] * k, dtype=object), np.arange(k), [f"class {c}" for c in range(k)],
+                            prompts))}
+    settings = _profile_settings(pca_variants=("truncated_svd", "centered"), k=(3,), kinds=("pca",),
+                                 in_domain=("cls",))
+    fitted, _ = fit_all(settings, "pca", plan(settings, sets), sets)
+    tsvd = next(t for t in fitted if t.name == "pca_3_tsvd")
+    train = splits == "train"
+    unit = lambda x: x / np.linalg.norm(x.astype(np.float64), axis=1, keepdims=True)  # noqa: E731
+    theirs = TruncatedSVD(3, algorithm="arpack", random_state=0).fit(np.vstack([unit(images[train]), unit(prompts)]))
+    assert np.allclose(np.abs(tsvd.components.T), np.abs(theirs.components_), atol=1e-6)
+    assert tsvd.provenance["n_text"] == k
+    repeated = TruncatedSVD(3, algorithm="arpack", random_state=0).fit(
+        np.vstack([unit(images[train]), unit(prompts[labels[train]])]))
+    assert not np.allclose(np.abs(repeated.components_), np.abs(theirs.components_), atol=1e-3)
+    centered = next(t for t in fitted if t.name == "pca_3")
+    assert centered.provenance["n_text"] == int(train.sum())  # the default still fits the pairs
+
+
+def _profile_settings(**kw):
+    from conescope.profile import TransformSettings
+
+    return TransformSettings(**kw)
+
+
+def test_gap_shift_of_the_eval_set_closes_that_sets_own_gap():
+    """Amumo's get_closed_modality_gap: the gap of the arrays it is given, each side moved by half of it,
+    renormalized; the default shift moves held-out rows by the fit set's gap instead."""
+    image, text = _pairs()
+    image, text = image / np.linalg.norm(image, axis=1, keepdims=True), text / np.linalg.norm(text, axis=1,
+                                                                                               keepdims=True)
+    fit_img, fit_txt, ev_img, ev_txt = image[:200], text[:200], image[200:] + 0.3, text[200:]
+    ev_img = ev_img / np.linalg.norm(ev_img, axis=1, keepdims=True)
+    t = tf.GapShift(1.0, gap_of="eval_set").fit(fit_img, fit_txt)
+    assert t.name == "gap_shift_1_eval" and t.transductive and not tf.GapShift(1.0).transductive
+    on_eval = t.for_eval(ev_img, ev_txt)
+    gap = ev_img.mean(axis=0) - ev_txt.mean(axis=0)
+    theirs_img = (ev_img - 0.5 * gap) / np.linalg.norm(ev_img - 0.5 * gap, axis=1, keepdims=True)
+    theirs_txt = (ev_txt + 0.5 * gap) / np.linalg.norm(ev_txt + 0.5 * gap, axis=1, keepdims=True)
+    assert np.allclose(on_eval.transform(ev_img, "image"), theirs_img, atol=1e-12)
+    assert np.allclose(on_eval.transform(ev_txt, "text"), theirs_txt, atol=1e-12)
+    inductive = tf.GapShift(1.0).fit(fit_img, fit_txt)
+    assert inductive.for_eval(ev_img, ev_txt) is inductive
+    assert not np.allclose(inductive.transform(ev_img, "image"), theirs_img, atol=1e-3)
+    raw = tf.GapShift(1.0, renormalize=False, gap_of="eval_set").fit(fit_img, fit_txt).for_eval(ev_img, ev_txt)
+    assert raw.name == "gap_shift_1_raw_eval"
+    closed = raw.transform(ev_img, "image").mean(axis=0) - raw.transform(ev_txt, "text").mean(axis=0)
+    assert np.allclose(closed, 0.0, atol=1e-12)
+
+
+def test_lstsq_and_gap_shift_switches_parse(tmp_path):
+    p = _profile(tmp_path, lstsq={"variants": ["minimum_norm", "torch_gelsy"]},
+                 gap_shift={"lambdas": [0.0, 1.0], "gap_of": ["fit_set", "eval_set"]})
+    from conescope.protocols import variants
+
+    assert [v.name for v in variants(p.transforms, "lstsq")] == ["lstsq", "lstsq_gelsy"]
+    assert [v.name for v in variants(p.transforms, "gap_shift")] == ["gap_shift_0", "gap_shift_1", "gap_shift_0_eval",
+                                                                     "gap_shift_1_eval"]
+    for transforms, where in (({"lstsq": {"variants": ["gelsy"]}}, r"transforms\.lstsq\.variants\[0\]"),
+                              ({"gap_shift": {"gap_of": ["test"]}}, r"transforms\.gap_shift\.gap_of\[0\]")):
+        with pytest.raises(ProfileError, match=where):
+            _profile(tmp_path, **transforms)
