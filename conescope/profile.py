@@ -185,6 +185,11 @@ class TransformSettings(Section):
     # eval_set: the gap of the evaluated rows themselves (transductive, Amumo and Liang et al.), gap_shift_<l>_eval
     gap_shift_gap_of: non_empty(Literal["fit_set", "eval_set"]) = Field(
         ("fit_set",), validation_alias=AliasPath("gap_shift", "gap_of"))
+    # datasets whose transforms are fitted on every row and measured on those rows (the authors' Table 5)
+    all_rows: tuple[Text, ...] = Field((), validation_alias=AliasPath("protocols", "all_rows"))
+    # the rows of the cross-dataset fit set: the train split, or every row (the authors' COCO fits)
+    cross_dataset_fit_rows: Literal["train", "all"] = Field(
+        "train", validation_alias=AliasPath("protocols", "cross_dataset_fit_rows"))
     # datasets split by torch.randperm (conescope.splits) as the authors split them, not by the manifest
     authors_split: tuple[Text, ...] = Field((), validation_alias=AliasPath("protocols", "authors_split"))
     split_seed: at_least(0) = Field(0, validation_alias=AliasPath("protocols", "split_seed"))
@@ -226,7 +231,8 @@ class TransformSettings(Section):
                 + [(("cross_dataset", i, key), d) for i, pair in enumerate(self.cross_dataset)
                    for key, d in zip(("fit", "eval"), pair, strict=True)]
                 + [(("class_disjoint", "datasets", i), d) for i, d in enumerate(self.class_disjoint)]
-                + [(("authors_split", i), d) for i, d in enumerate(self.authors_split)])
+                + [(("authors_split", i), d) for i, d in enumerate(self.authors_split)]
+                + [(("all_rows", i), d) for i, d in enumerate(self.all_rows)])
 
 
 @record

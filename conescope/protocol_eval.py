@@ -3,8 +3,8 @@ fitted on the fit sets it is evaluated from, and the metric rows of every stored
 eval sets, computed by ``conescope.families`` exactly as for raw embeddings.
 
 In-domain, a transform gets rows in every family of ``TRANSFORM_TABLES`` plus the cross-validated
-modality separability (Tyshchuk et al. 2023 measure geometry there); the other protocols get the
-quality metrics and the gap; the gap shift, swept in-domain, gets Liang et al.'s loss, accuracy and
+modality separability (Tyshchuk et al. 2023 measure geometry there); the all-rows protocol every
+family of ``TRANSFORM_TABLES`` without the probes; the other protocols get the quality metrics and the gap; the gap shift, swept in-domain, gets Liang et al.'s loss, accuracy and
 gap along the shift. The transforms named in ``transforms.linear_probe`` also get the linear probe
 (trained on the eval dataset's transformed train rows, scored on its test rows).
 """
@@ -22,7 +22,17 @@ from conescope import families
 from conescope.metric_tables import TRANSFORM_TABLES
 from conescope.metrics.isotropy import l2_normalize
 from conescope.profile import MetricSettings, TransformSettings
-from conescope.protocols import CLASS_DISJOINT, IN_DOMAIN, EvalSet, Plan, evals_for, fit_arrays, fit_sets_for, variants
+from conescope.protocols import (
+    ALL_ROWS,
+    CLASS_DISJOINT,
+    IN_DOMAIN,
+    EvalSet,
+    Plan,
+    evals_for,
+    fit_arrays,
+    fit_sets_for,
+    variants,
+)
 from conescope.provenance import array_digest
 from conescope.sets import ImageSet, TextSet
 from conescope.transforms import Transform, data_sha256
@@ -97,12 +107,15 @@ def evaluate(t: Transform, ev: EvalSet, sets: dict[str, tuple[ImageSet, TextSet]
 def tables_for(kind: str, protocol: str) -> tuple[tuple[str, ...], bool]:
     """(tables, separability) of a transform kind under a protocol: the gap-shift sweep measures loss,
     accuracy, gap norm and pair cosines (Liang et al.); isotropy and the (cross-validated, costly)
-    modality separability are measured in-domain, where Tyshchuk et al. measure geometry; every
-    protocol gets the quality metrics and the gap norm."""
+    modality separability are measured in-domain, where Tyshchuk et al. measure geometry; the all-rows
+    protocol (their Table 5) gets isotropy too, without the separability probes; every protocol gets the
+    quality metrics and the gap norm."""
     if kind == "gap_shift":
         return SWEEP_TABLES, False
     if protocol == IN_DOMAIN:
         return TRANSFORM_TABLES, True
+    if protocol == ALL_ROWS:
+        return TRANSFORM_TABLES, False
     return tuple(t for t in TRANSFORM_TABLES if t != "isotropy"), False
 
 

@@ -322,3 +322,14 @@ def test_lstsq_and_gap_shift_switches_parse(tmp_path):
                               ({"gap_shift": {"gap_of": ["test"]}}, r"transforms\.gap_shift\.gap_of\[0\]")):
         with pytest.raises(ProfileError, match=where):
             _profile(tmp_path, **transforms)
+
+
+def test_all_rows_and_cross_dataset_fit_rows_parse(tmp_path):
+    p = _profile(tmp_path, protocols={"in_domain": ["shapes"], "all_rows": ["shapes"],
+                                      "cross_dataset": [{"fit": "shapes", "eval": "digits"}],
+                                      "cross_dataset_fit_rows": "all"})
+    assert p.transforms.all_rows == ("shapes",) and p.transforms.cross_dataset_fit_rows == "all"
+    with pytest.raises(ProfileError, match=r"transforms\.protocols\.all_rows\[0\]"):
+        _profile(tmp_path, protocols={"all_rows": ["coco"]})
+    with pytest.raises(ProfileError, match=r"transforms\.protocols\.cross_dataset_fit_rows"):
+        _profile(tmp_path, protocols={"cross_dataset_fit_rows": "test"})
