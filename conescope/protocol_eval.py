@@ -4,9 +4,11 @@ eval sets, computed by ``conescope.families`` exactly as for raw embeddings.
 
 In-domain, a transform gets rows in every family of ``TRANSFORM_TABLES`` plus the cross-validated
 modality separability (Tyshchuk et al. 2023 measure geometry there); the all-rows protocol every
-family of ``TRANSFORM_TABLES`` without the probes; the other protocols get the quality metrics and the gap; the gap shift, swept in-domain, gets Liang et al.'s loss, accuracy and
-gap along the shift. The transforms named in ``transforms.linear_probe`` also get the linear probe
-(trained on the eval dataset's transformed train rows, scored on its test rows).
+family of ``TRANSFORM_TABLES`` without the probes; the other protocols get the quality metrics and the
+gap; the gap shift, swept in-domain, gets Liang et al.'s loss, accuracy and gap along the shift (a
+transductive shift, ``gap_of: eval_set``, is refitted on each eval set's own rows). The transforms named
+in ``transforms.linear_probe`` also get the linear probe (trained on the eval dataset's transformed
+train rows, scored on its test rows).
 """
 
 from __future__ import annotations
