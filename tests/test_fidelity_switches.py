@@ -113,6 +113,9 @@ def test_paper_profile_has_the_papers_grid():
     assert t.class_disjoint == ("cifar100",) and t.class_disjoint_method == "authors"
     assert t.authors_split == ("coco",) and "image" in t.whitening_fit_on and "truncated_svd" in t.pca_variants
     assert t.linear_probe == ("whitening_128",)
+    assert "torch_gelsy" in t.lstsq_variants and "eval_set" in t.gap_shift_gap_of
+    assert t.cross_dataset_fit_rows == "all" and t.all_rows == ("coco",)
+    assert p.datasets["coco"].image_order == "id"
     assert p.datasets["cifar100"].class_names == "raw"
     assert (p.metrics.clip_batch_size, p.metrics.logit_scale, p.metrics.clip_loss_mean) == (64, 100.0, "batches")
 
