@@ -156,7 +156,8 @@ def render_paper_report(rows: list[dict], models: dict[str, ModelInfo], dataset_
              "COCO pair (<code>coco:all</code>), and Table 5 as each modality centred on all its rows with the "
              "authors' I1 of those rows (protocol <code>all_rows</code>). Other cells stay empty rather than "
              "guessed; a published number that no project value can match is shown with the reason. Difference = "
-             "measured − published (for a published range, the distance to it). Table numbering and titles follow the experiments; accuracies are fractions.</p>"]
+             "measured − published (for a published range, the distance to it). Table numbering and titles "
+             "follow the experiments; accuracies are fractions.</p>"]
     headline, compared = {}, 0
     for number in sorted(TABLES):
         columns, lines = table_lines(number, rows, reference)
