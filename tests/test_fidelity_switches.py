@@ -336,3 +336,32 @@ def test_all_rows_and_cross_dataset_fit_rows_parse(tmp_path):
         _profile(tmp_path, protocols={"all_rows": ["coco"]})
     with pytest.raises(ProfileError, match=r"transforms\.protocols\.cross_dataset_fit_rows"):
         _profile(tmp_path, protocols={"cross_dataset_fit_rows": "test"})
+
+
+def test_class_disjoint_procrustes_is_free_on_the_new_prompts_and_moves_known_class_accuracy():
+    """Table 4's Procrustes rows are not well defined, for known classes too: T^T I of known-class pairs has
+    rank <= the known prompts, every rotation of their orthogonal complement is equally optimal, and the
+    new-class prompts (distractors when known-class images are classified among all prompts) lie there."""
+    rng = np.random.default_rng(0)
+    d, classes, known = 16, 10, 5
+    prompts = rng.normal(size=(classes, d))
+    prompts /= np.linalg.norm(prompts, axis=1, keepdims=True)
+    labels = np.repeat(np.arange(classes), 30)
+    images = prompts[labels] @ np.linalg.qr(rng.normal(size=(d, d)))[0] * 0.3 + 0.5 * rng.normal(size=(len(labels),
+                                                                                                      d))
+    images /= np.linalg.norm(images, axis=1, keepdims=True)
+    is_known = labels < known
+    fit = tf.Procrustes().fit(images[is_known], prompts[labels[is_known]])
+    # a basis of the known prompts' span S and of its complement
+    u, _, _ = np.linalg.svd(prompts[:known].T)
+    span, complement = u[:, :known], u[:, known:]
+    objective = lambda w: np.linalg.norm(prompts[labels[is_known]] @ w - images[is_known])  # noqa: E731
+    accuracies = []
+    for seed in range(8):
+        q = np.linalg.qr(np.random.default_rng(seed).normal(size=(d - known, d - known)))[0]
+        other = (span @ span.T + complement @ q @ complement.T) @ fit.rotation  # equal on S, rotated on its complement
+        assert np.allclose(other @ other.T, np.eye(d), atol=1e-10)
+        assert objective(other) == pytest.approx(objective(fit.rotation), rel=1e-12)
+        scores = images[is_known] @ (prompts @ other).T  # known-class images among every prompt
+        accuracies.append(np.mean(scores.argmax(axis=1) == labels[is_known]))
+    assert max(accuracies) - min(accuracies) > 0.02
