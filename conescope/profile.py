@@ -116,7 +116,9 @@ class MetricSettings(Section):
     bootstrap: at_least(10) = 1000  # resamples for the confidence intervals of means over samples
     clip_batch_size: at_least(2) | None = 64  # consecutive batches (Tyshchuk et al.); None ("full"): the full matrix
     logit_scale: Positive | None = None  # None ("model"): the model's own; the paper setting is 100
-    geometry: Literal[GEOMETRIES] = "cosine"  # logit geometry
+    # logit geometry; dot / neg_sq_euclidean score raw rows: conescope's own option after Chou & Alam (the
+    # authors of Tyshchuk et al. scored L2-normalized rows, where their dot and distance equal the cosine)
+    geometry: Literal[GEOMETRIES] = "cosine"
     folds: at_least(2) = 5  # cross-validation folds of the separability probes
     silhouette_exact_max: at_least(10) = 5000  # above this many rows the silhouette is sampled, with a CI
     probe_l2: Positive = 1e-4  # L2 penalty of the linear probe (mean loss + l2/2 ||W||^2)
