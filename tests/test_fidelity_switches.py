@@ -365,3 +365,30 @@ def test_class_disjoint_procrustes_is_free_on_the_new_prompts_and_moves_known_cl
         scores = images[is_known] @ (prompts @ other).T  # known-class images among every prompt
         accuracies.append(np.mean(scores.argmax(axis=1) == labels[is_known]))
     assert max(accuracies) - min(accuracies) > 0.02
+
+
+@pytest.mark.parametrize("transforms", [
+    {"lstsq": {"variants": ["torch_gelsy"]}},
+    {"gap_shift": {"lambdas": [0.0, 1.0], "gap_of": ["eval_set"]}},
+    {"protocols": {"in_domain": ["shapes"], "all_rows": ["shapes"]}},
+    {"protocols": {"in_domain": ["shapes"], "cross_dataset": [{"fit": "shapes", "eval": "digits"}],
+                   "cross_dataset_fit_rows": "all"}},
+])
+def test_new_switches_change_the_transform_assets_code_versions(tmp_path, transforms):
+    from conescope import code_versions
+
+    base_protocols = {k: v for k, v in transforms.get("protocols", {}).items()
+                      if k not in ("all_rows", "cross_dataset_fit_rows")}
+    base = _profile(tmp_path, protocols=base_protocols or {"in_domain": ["shapes"]})
+    switched = _profile(tmp_path, **transforms)
+    assert code_versions.fit_transforms(switched) != code_versions.fit_transforms(base)
+    assert code_versions.transform_metrics(switched, ()) != code_versions.transform_metrics(base, ())
+
+
+def test_coco_image_order_changes_the_dataset_code_version(tmp_path):
+    from conescope import code_versions
+
+    a = load_profile_raw(tmp_path, {"coco": {"kind": "coco"}})
+    b = load_profile_raw(tmp_path, {"coco": {"kind": "coco", "image_order": "id"}})
+    assert code_versions.dataset(a, "coco") != code_versions.dataset(b, "coco")
+    assert code_versions.dataset(a, "shapes") == code_versions.dataset(b, "shapes")
