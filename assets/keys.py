@@ -1,4 +1,4 @@
-"""Asset keys of the graph in DESIGN.md ("Data flow"), in one place so that assets, jobs, schedules
+"""Asset keys of the graph (docs/ARCHITECTURE.md, "The asset graph"), in one place so that assets, jobs, schedules
 and tests agree on them."""
 
 

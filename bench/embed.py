@@ -24,7 +24,7 @@ Two phases, each in subprocesses of its own:
     .venv/bin/python bench/embed.py --n 8192 --batch-size 256 --device cuda     # GPU machine
 
 Besides a table it prints one ``RESULT <name> <value>`` line per figure, for scripts. Figures are
-printed, never asserted (DESIGN.md, "bench/").
+printed, never asserted: they depend on the machine (docs/benchmarks.md records them).
 """
 
 from __future__ import annotations

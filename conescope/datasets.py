@@ -1,4 +1,4 @@
-"""Offline datasets of the demo profile, built into the normalized manifest of DESIGN.md.
+"""Offline datasets of the demo profile, built into the normalized manifest (docs/storage.md).
 
 A manifest is two tables:
 

@@ -2,8 +2,8 @@
 
 They run the engine (conescope/engine.py) in the calling process (no decoding workers) with a fixed
 batch size, and yield ``(row_indices, embeddings)`` per batch so that callers can write each batch as
-it is produced. Embeddings are the raw tower outputs, float32, not normalized (DESIGN.md, storage
-contract). A sample whose image cannot be decoded is skipped and reported through ``on_reject``
+it is produced. Embeddings are the raw tower outputs, float32, not normalized (the storage
+contract, docs/storage.md). A sample whose image cannot be decoded is skipped and reported through ``on_reject``
 rather than failing the batch.
 """
 

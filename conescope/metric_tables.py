@@ -4,7 +4,7 @@ The one list that the warehouse (its schema and the ``metrics.all`` view), the m
 transform evaluation read, so that a family added here is created, written and queried everywhere.
 """
 
-# Every family table of the contract, in the order of the README's table.
+# Every family table of the contract, in the order of the table of docs/storage.md.
 METRIC_TABLES = ("isotropy", "modality_gap", "clip_loss", "zero_shot", "linear_probe", "retrieval", "clusters",
                  "multilingual", "layers")
 # The families measured again after each fitted transform; the others describe the raw embeddings only.

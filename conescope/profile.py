@@ -126,7 +126,7 @@ class MetricSettings(Section):
     # or every row ("all"); a dataset without test rows is evaluated on all of them
     retrieval_eval_set: Literal[RETRIEVAL_EVAL_SETS] = "test"
     reference_lang: Lang | None = None  # multilingual reference; None: en if profiled, else the first
-    # Fidelity switches (README "Fidelity"): the loss as the mean of batch means (Tyshchuk et al.), the
+    # Fidelity switches (docs/fidelity.md): the loss as the mean of batch means (Tyshchuk et al.), the
     # Amumo loss rows (loss_i2t_amumo), the distance ratio on raw rows over all n^2 pairs
     # (distance_ratio_sq_raw, Tyshchuk et al. Table 6)
     clip_loss_mean: Literal["samples", "batches"] = "samples"
@@ -174,7 +174,7 @@ class TransformSettings(Section):
     # fit on half the classes, evaluate known and new classes
     class_disjoint: tuple[Text, ...] = Field((), validation_alias=AliasPath("protocols", "class_disjoint", "datasets"))
     class_disjoint_seed: at_least(0) = Field(0, validation_alias=AliasPath("protocols", "class_disjoint", "seed"))
-    # Fidelity switches (README "Fidelity")
+    # Fidelity switches (docs/fidelity.md)
     # ``k: {whitening: [...], pca: [...]}``: a k list per kind, overriding ``k`` (set from ``k`` in YAML)
     k_by_kind: tuple[tuple[Literal[K_KINDS], tuple[at_least(1), ...]], ...] = ()
     whitening_fit_on: non_empty(Literal["joint", "image", "text"]) = Field(

@@ -8,7 +8,7 @@ which rows it is evaluated on.
 - class-disjoint: a seeded half of the classes is "known"; fit on the train rows of known classes
   (``<ds>:train:known``), evaluate on the test rows of known and of new classes separately
   (``<ds>:test:known``, ``<ds>:test:new``);
-- all rows (``transforms.protocols.all_rows``, README "Fidelity"): fit on every row of a dataset and
+- all rows (``transforms.protocols.all_rows``, docs/fidelity.md): fit on every row of a dataset and
   measure those same rows (``<ds>:all`` -> ``<ds>:all``), as Tyshchuk et al.'s code did for Table 5 (each
   modality centred on the mean of all its rows, then I1). Descriptive, not held out: the one protocol whose
   fit rows are its eval rows, named so in ``protocol``, ``fit_set`` and ``eval_set``. The cross-dataset
@@ -118,7 +118,7 @@ def plan(settings: TransformSettings, sets: dict[str, tuple[ImageSet, TextSet]])
     def split(ds: str, name: str) -> np.ndarray:
         if name == "all":
             return np.ones(len(sets[ds][0].splits), dtype=bool)
-        if ds in settings.authors_split:  # README "Fidelity": the rows the paper's code drew
+        if ds in settings.authors_split:  # docs/fidelity.md: the rows the paper's code drew
             mask = np.zeros(len(sets[ds][0].splits), dtype=bool)
             mask[authors_split(len(mask), settings.split_seed)[0 if name == "train" else 1]] = True
             return mask

@@ -2,7 +2,7 @@
 
 They have no image tower: the pipeline gives them text partitions only. The stored embedding is the
 model's pooled output *before* its final ``Normalize`` module, so that, like the CLIP towers, the
-raw output is kept and normalization is left to the metrics (DESIGN.md, storage contract); the
+raw output is kept and normalization is left to the metrics (the storage contract, docs/storage.md); the
 dropped module is recorded in the provenance. Weights come from a local folder, a pip package that
 bundles them (``package``: a module with ``get_model_path()`` or ``MODEL_DIR``), or the Hugging Face
 hub (cached; offline with ``HF_HUB_OFFLINE=1``). ``precision`` casts the weights as for the CLIP

@@ -380,7 +380,7 @@ class LeastSquares(Transform):
     the SVD solver (``scipy.linalg.lstsq``, gelsd) takes over; ``solver`` records which one ran.
     Text rows are mapped t -> t W, image rows are left as they are.
 
-    ``variant="torch_gelsy"`` is the authors' computation (README "Fidelity"), warehouse name
+    ``variant="torch_gelsy"`` is the authors' computation (docs/fidelity.md), warehouse name
     ``lstsq_gelsy``: ``torch.linalg.lstsq(T, I)`` on float32 rows on the CPU, whose default driver is
     ``gelsy`` (QR with column pivoting) with the float32 cut-off eps32 * max(n, d): on a rank-deficient fit
     set it drops more directions (CIFAR-100 prompts: rank 99 where the minimum-norm solution keeps 100;
@@ -452,7 +452,7 @@ class GapShift(Transform):
 
     ``gap_of="fit_set"`` (the default) is inductive: Delta comes from the fit set (the train split) and is
     applied to held-out rows. ``gap_of="eval_set"`` is Amumo's ``get_closed_modality_gap`` and Liang et
-    al.'s ``move_features`` (README "Fidelity"): Delta is the gap of the evaluated rows themselves
+    al.'s ``move_features`` (docs/fidelity.md): Delta is the gap of the evaluated rows themselves
     (``for_eval``: the mean of the eval set's image rows minus the mean of its text rows), so lambda = 1
     closes the evaluated set's own gap; warehouse name ``gap_shift_<lambda>[_raw]_eval``, its rows'
     ``fit_set`` is the eval set."""

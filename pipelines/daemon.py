@@ -6,8 +6,8 @@ Dagster's backfill daemon evaluates the backfills in progress once per 30 s
 ``DEFAULT_DAEMON_INTERVAL_SECONDS``, not configurable in Dagster 1.13). A backfill requests a layer
 of the graph only once the layer above is materialized, and "Materialize all" of the demo is five
 layers deep (datasets, embeddings, model x lang, per-model summaries, final reports), so each layer
-waited up to 30 s on an idle machine: 70-80 s of the demo's backfill (README, "The daemon route
-against conescope materialize": 362 s with Dagster's daemon, 256 s with this one, against 208 s for
+waited up to 30 s on an idle machine: 70-80 s of the demo's backfill (docs/benchmarks.md, "The daemon
+routes": 362 s with Dagster's daemon, 256 s with this one, against 208 s for
 ``conescope materialize``). Dagster's maintainers describe the same problem and proposed a 2 s period
 while backfills are in progress (dagster-io/dagster#11649, #11860; both open).
 

@@ -1,4 +1,4 @@
-"""How the steps of a run are executed, chosen with ``CONESCOPE_EXECUTOR`` (README, "Scaling out").
+"""How the steps of a run are executed, chosen with ``CONESCOPE_EXECUTOR`` (docs/scaling.md, "Executors").
 
 - ``in_process`` (unset): every step in the run's process. Runs launched by the automation sensor
   or the UI then cost one process each, which imports torch and loads each model once, instead of

@@ -1,6 +1,6 @@
 """Dagster's home under the data root, so run history, schedules and pool limits persist; and the
 clean-up of runs whose process died (``kill -9``, a crashed machine) so that a rerun never waits on
-the concurrency slots they held (DESIGN.md, "Operations": crash safety)."""
+the concurrency slots they held (docs/operations.md, "Crash safety")."""
 
 from __future__ import annotations
 

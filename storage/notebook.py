@@ -30,7 +30,7 @@ class Embeddings:
 
 
 class Home:
-    """The data root at ``root`` (see the README's storage contract), its warehouse opened as the
+    """The data root at ``root`` (see the storage contract, docs/storage.md), its warehouse opened as the
     profile's ``warehouse`` section says (the embedded DuckDB file, or DuckLake)."""
 
     def __init__(self, root: str | Path | None = None, profile: str | None = None):

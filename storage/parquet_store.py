@@ -1,4 +1,4 @@
-"""Parquet persistence for manifests and embeddings, in the layout of DESIGN.md ("Storage").
+"""Parquet persistence for manifests and embeddings, in the layout of the storage contract (docs/storage.md).
 
 Every directory is written under the data root's scratch folder and renamed into place only when
 complete, so a reader never sees a half-written partition and a failed write leaves the previous

@@ -1,5 +1,5 @@
-"""Streaming, resumable writes of one embedding partition (DESIGN.md, "Storage": bounded-memory row
-groups, atomic, resumable).
+"""Streaming, resumable writes of one embedding partition (docs/storage.md, "Resumable embedding
+partitions": bounded-memory row groups, atomic, resumable).
 
 A run writes into a staging directory under the data root's scratch folder, named after the target
 partition and a fingerprint of everything the rows depend on (model, weights, dataset content,

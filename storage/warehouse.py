@@ -1,4 +1,4 @@
-"""The warehouse (DESIGN.md "Storage"): the metric tables and the views over the Parquet files, on one
+"""The warehouse (docs/storage.md, "Warehouse"): the metric tables and the views over the Parquet files, on one
 of two backends with the same schemas, tables and SQL.
 
 - ``duckdb`` (default): one DuckDB file ``warehouse.duckdb`` under the data root. DuckDB lets one

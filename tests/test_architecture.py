@@ -122,3 +122,121 @@ def test_every_file_the_architecture_page_names_exists(doc):
     assert len(named) > 30
     missing = [p for p in sorted(named) if "*" not in p and not (REPO / p).exists()]
     assert missing == []
+
+
+# File names the user's pages cite that are not files of this repository, each with what it is.
+NOT_IN_REPOSITORY = {
+    "dagster_home/dagster.yaml": "the instance config conescope writes into the data root",
+    "dagster.yaml": "the same, named bare",
+    "open_clip_config.json": "a file of a user's model folder (arch: local-dir:)",
+    "annotations/captions_val2014.json": "a COCO source file, under raw/coco/",
+    "coco/annotations/captions_val2014.json": "the same, from raw/",
+    "dataset_coco.json": "Karpathy's split file, downloaded into raw/",
+    "mapping/multi/multi_to_single.py": "a module of Dagster's source",
+    "remote_representation/external_data.py": "a module of Dagster's source",
+}
+_SKIP_DIRS = {".git", ".venv", "data", "test-output", "node_modules", "__pycache__", ".pytest_cache", ".ruff_cache"}
+
+
+def _user_pages() -> list[Path]:
+    return [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+
+
+def _without_fenced_blocks(text: str) -> str:
+    return re.sub(r"^```.*?^```", "", text, flags=re.S | re.M)
+
+
+def cited_file_names(text: str) -> set[str]:
+    """The ``*.py``, ``*.md``, ``*.yaml``, ``*.json`` and ``*.toml`` names in the inline code spans and
+    the link targets of a markdown page (fenced blocks aside; URLs and patterns with ``*`` or ``<``
+    are not file names)."""
+    prose = _without_fenced_blocks(text)
+    spans = re.findall(r"`([^`\n]+)`", prose) + re.findall(r"\]\(([^)\s#]+)", prose)
+    names = set()
+    for span in spans:
+        if "://" in span:
+            continue
+        found = re.findall(r"(?<![\w.*<>/-])[\w.][\w./-]*\.(?:py|md|yaml|json|toml)(?![\w*])", span)
+        names |= {n.removeprefix("./") for n in found}
+    return {n for n in names if not n.startswith("../")} | {
+        n.removeprefix("../") for n in names if n.startswith("../")}
+
+
+def _repository_files() -> tuple[set[str], set[str]]:
+    paths = set()
+    for folder, dirs, files in __import__("os").walk(REPO):
+        dirs[:] = [d for d in dirs if d not in _SKIP_DIRS and not d.startswith(".") or d == ".ci"]
+        paths |= {str((Path(folder) / f).relative_to(REPO)) for f in files}
+    return paths, {Path(p).name for p in paths}
+
+
+def test_the_file_name_finder_sees_bare_names():
+    names = cited_file_names("see `NOTES.md`, `tiny.yaml` and [x](docs/storage.md#warehouse);\n"
+                             "`conescope/metrics/*.py`, `<m>.json`, `https://a.b/c.json`, `.yaml`\n"
+                             "```bash\npython bench/embed.py\n```\n")
+    assert names == {"NOTES.md", "tiny.yaml", "docs/storage.md"}
+
+
+@pytest.mark.parametrize("doc", [str(p.relative_to(REPO)) for p in _user_pages()])
+def test_every_file_the_user_pages_cite_exists(doc):
+    paths, names = _repository_files()
+    text = (REPO / doc).read_text(encoding="utf-8")
+    base = (REPO / doc).parent.relative_to(REPO)
+    missing = []
+    for name in sorted(cited_file_names(text)):
+        if name in NOT_IN_REPOSITORY:
+            continue
+        found = name in names if "/" not in name else (
+            name in paths or str(Path(base, name)) in paths or (REPO / base / name).resolve().is_file())
+        if not found:
+            missing.append(name)
+    assert missing == [], f"{doc} cites files the repository does not have"
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor of a heading: lower case, punctuation dropped, spaces to hyphens."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower().replace("`", ""))
+    return text.replace(" ", "-")
+
+
+def test_every_exception_is_cited():
+    cited = set().union(*(cited_file_names(p.read_text(encoding="utf-8")) for p in _user_pages()))
+    assert sorted(set(NOT_IN_REPOSITORY) - cited) == []
+
+
+def test_slugs_are_githubs():
+    assert _slug("`conescope dev`") == "conescope-dev"
+    assert _slug("Metrics, transforms and ingestion") == "metrics-transforms-and-ingestion"
+    assert _slug("From Python (notebooks)") == "from-python-notebooks"
+
+
+@pytest.mark.parametrize("doc", [str(p.relative_to(REPO)) for p in _user_pages()])
+def test_every_link_between_the_pages_resolves(doc):
+    path = REPO / doc
+    broken = []
+    for target in re.findall(r"\]\(([^)\s]+)\)", _without_fenced_blocks(path.read_text(encoding="utf-8"))):
+        if re.match(r"[a-z]+:", target):
+            continue
+        file, _, anchor = target.partition("#")
+        linked = (path.parent / file).resolve() if file else path
+        if not linked.exists():
+            broken.append(target)
+        elif anchor:
+            headings = re.findall(r"^#+ (.+)$", _without_fenced_blocks(linked.read_text(encoding="utf-8")), flags=re.M)
+            if anchor not in {_slug(h) for h in headings}:
+                broken.append(target)
+    assert broken == [], f"{doc}: links that do not resolve"
+
+
+def test_the_code_cites_only_pages_of_the_repository():
+    """Every ``*.md`` page a module, test, profile or config names exists here: no comment or docstring
+    sends the reader to a document this repository does not hold."""
+    paths, names = _repository_files()
+    offending = []
+    sources = [p for p in paths if p.endswith((".py", ".toml", ".yaml")) or p.startswith(".ci/")]
+    for rel in sorted(set(sources) - {"tests/test_architecture.py"}):  # this file names missing pages on purpose
+        text = (REPO / rel).read_text(encoding="utf-8", errors="replace")
+        for name in set(re.findall(r"(?<![\w.*<>/-])(?:[\w-]+/)*[\w-]+\.md\b", text)):
+            if name not in (paths if "/" in name else names):
+                offending.append(f"{rel}: {name}")
+    assert offending == []

@@ -1,4 +1,4 @@
-"""The benchmark commands of the README run and print their RESULT lines (at a small scale: the
+"""The benchmark commands of docs/benchmarks.md run and print their RESULT lines (at a small scale: the
 figures themselves are measured by hand, never asserted)."""
 
 import subprocess
@@ -18,8 +18,9 @@ def _results(cmd: list[str]) -> dict[str, str]:
 
 @pytest.mark.heavy
 def test_bench_embed_compares_the_engine_with_the_loop():
+    # the options of the GPU command in docs/benchmarks.md, at a small scale on the CPU
     results = _results(["bench/embed.py", "--arch", "conescope-tiny", "--n", "12", "--batch-size", "4",
-                        "--size", "64x48", "--rounds", "1"])
+                        "--workers", "1", "--device", "cpu", "--size", "64x48", "--rounds", "1"])
     for side in ("loop_fp32", "engine_fp32", "engine_auto"):
         assert float(results[f"{side}.images_per_s"]) > 0 and float(results[f"{side}.texts_per_s"]) > 0
     for name in ("ratio.images.engine_auto_over_loop_fp32", "ratio.texts.engine_fp32_over_loop_fp32",
@@ -73,3 +74,33 @@ def test_bench_staleness_measures_the_three_refreshes(tmp_path):
     assert results["module_embedded_rows"] == "0"
     assert int(results["dataset_embedded_rows"]) > 0
     assert all(float(results[f"{case}_s"]) > 0 for case in ("nothing", "module", "dataset"))
+
+
+def _stdout(cmd: list[str]) -> str:
+    out = subprocess.run([sys.executable, *cmd], capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout
+
+
+@pytest.mark.heavy
+def test_bench_metrics_times_every_family():
+    out = _stdout(["bench/metrics.py", "--n", "400", "--d", "16", "--repeats", "1", "--skip-baselines"])
+    assert "whole suite except the linear probe" in out
+    for family in ("isotropy", "modality_gap", "clip_loss", "retrieval"):
+        assert any(line.startswith(family) for line in out.splitlines()), out
+
+
+@pytest.mark.heavy
+def test_bench_transforms_times_every_transform():
+    out = _stdout(["bench/transforms.py", "--n", "400", "--d", "16", "--k", "4", "--repeats", "1"])
+    names = {line.split()[0] for line in out.splitlines()[2:] if line.strip()}
+    assert {"identity", "centering", "procrustes", "lstsq"} <= names, out
+    assert "x  scipy.linalg.orthogonal_procrustes" in out  # the library route timed beside it
+
+
+@pytest.mark.heavy
+def test_bench_ingest_times_every_source():
+    out = _stdout(["bench/ingest.py", "--coco", "8", "--cifar", "20", "--manifest", "10", "--texts", "20",
+                   "--repeats", "1"])
+    assert "COCO captions + image checks" in out and "CIFAR-100 archive to PNG" in out
+    assert out.count("\nmanifest ") >= 3, out

@@ -149,10 +149,10 @@ def test_a_language_subset_plans_no_run_that_reads_every_language(tiny_profile):
 def _readme_command(prefix: str) -> list[str]:
     import re
     import shlex
-    from pathlib import Path
 
-    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    line = next(m for m in re.findall(r"\.venv/bin/([^`\n]+)", text) if m.startswith(prefix))
+    from tests.doc_pages import doc_text
+
+    line = next(m for m in re.findall(r"\.venv/bin/([^`\n]+)", doc_text()) if m.startswith(prefix))
     return shlex.split(line)
 
 

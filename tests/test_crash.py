@@ -1,4 +1,4 @@
-"""Crash safety (DESIGN.md, "Operations"): ``kill -9`` of ``conescope materialize`` while one of its
+"""Crash safety (docs/operations.md): ``kill -9`` of ``conescope materialize`` while one of its
 steps holds a concurrency pool (``duckdb``: a dataset write; ``gpu``: an embedding), then a rerun of
 the same command: it marks the dead run failed, frees its slot, says so, and completes, without
 waiting; no staging of the killed step survives the rerun (tests/test_storage.py kills a writer in

@@ -1,4 +1,4 @@
-"""The code location loads, with the graph, partitions and jobs of DESIGN.md; the plan that
+"""The code location loads, with the graph, partitions and jobs of docs/ARCHITECTURE.md; the plan that
 ``conescope materialize`` walks (the automation sensor is tested in test_automation.py)."""
 
 import dagster as dg

@@ -15,20 +15,19 @@ import pytest
 from conescope.profile import ProfileError, parse_profile
 from storage.warehouse import METRIC_TABLES, LakeConfig, Warehouse, metric_rows
 from tests.conftest import TINY_PROFILE
+from tests.doc_pages import doc_text, section, sql_queries
 from tests.postgres_server import postgres_bin, postgres_server
 
-README = Path(__file__).resolve().parent.parent / "README.md"
 ROWS = 40  # rows per partition
 PARTITIONS = 6  # per writer
 
 
-def readme_queries() -> list[str]:
-    """Every query of the README: the ``conescope sql "..."`` commands and the ```sql blocks."""
-    text = README.read_text()
+def doc_queries() -> list[str]:
+    """Every query of the README and the pages under docs/: the ``conescope sql "..."`` commands and
+    the ```sql blocks."""
+    text = doc_text()
     queries = [q for q in re.findall(r'conescope sql "([^"]+)"', text)]
-    for block in re.findall(r"```sql\n(.*?)```", text, flags=re.S):
-        queries += [q.strip() for q in block.split(";")]
-    return [q for q in queries if q]
+    return [q for q in queries if q] + sql_queries(text)
 
 
 def _lake(root: Path, catalog: str, data: Path) -> Warehouse:
@@ -53,8 +52,8 @@ def test_profile_warehouse_section():
         parse_profile({**base, "warehouse": {"kind": "sqlite"}}, "t.yaml")
 
 
-def test_readme_queries_answer_the_same_on_both_backends(materialized, tmp_path):
-    """The warehouse of the tiny profile copied into DuckLake: every README query, same answer."""
+def test_doc_queries_answer_the_same_on_both_backends(materialized, tmp_path):
+    """The warehouse of the tiny profile copied into DuckLake: every query of the documentation, same answer."""
     profile, root, _, _ = materialized
     embedded = Warehouse(root.warehouse)
     lake = _lake(root.root, f"sqlite:{tmp_path / 'catalog.sqlite'}", tmp_path / "lake")
@@ -67,7 +66,7 @@ def test_readme_queries_answer_the_same_on_both_backends(materialized, tmp_path)
             con.register("incoming", rows)
             con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming")
     lake.refresh_views(root.root, list(profile.datasets))
-    queries = readme_queries()
+    queries = doc_queries()
     assert len(queries) >= 10
     answered = missing = 0
     for query in queries:
@@ -181,14 +180,13 @@ def test_duckdb_pool_has_one_slot_on_the_file_and_more_on_ducklake():
         assert ensure_warehouse_pool(instance, "duckdb") == 1
 
 
-def test_readme_warehouse_sections_parse():
-    """Each ``warehouse:`` example of the README is a valid profile section."""
+def test_doc_warehouse_sections_parse():
+    """Each ``warehouse:`` example of docs/scaling.md is a valid profile section."""
     import yaml
 
-    text = README.read_text()
-    block = text.split("### Warehouse backends", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    block = section("docs/scaling.md", "## Warehouse backends").split("```yaml\n", 1)[1].split("```", 1)[0]
     base = {k: v for k, v in TINY_PROFILE.items() if k != "transforms"}
-    kinds = [parse_profile({**base, **yaml.safe_load(line)}, "README").warehouse.kind
+    kinds = [parse_profile({**base, **yaml.safe_load(line)}, "docs/scaling.md").warehouse.kind
              for line in block.splitlines() if line.strip()]
     assert kinds == ["duckdb", "ducklake", "ducklake"]
 

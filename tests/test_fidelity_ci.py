@@ -1,6 +1,6 @@
 """Coverage of every confidence interval the warehouse stores: over >= 200 simulated data sets whose true
 value is known (a closed form or a large Monte Carlo), the nominal 95% interval must contain the truth at
-least 90% of the time (README "Fidelity": intervals of pairwise statistics resample rows; the CLIP loss
+least 90% of the time (docs/fidelity.md: intervals of pairwise statistics resample rows; the CLIP loss
 resamples batches). Small n and vectorized draws keep the whole file to a few seconds."""
 
 from __future__ import annotations

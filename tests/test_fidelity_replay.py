@@ -1,6 +1,6 @@
 """Replay tests, one per paper: synthetic embeddings written to the storage contract (manifest and
 embedding Parquet files, as the embedding assets write them), the metric and transform assets run with
-the profile's compat switches (README "Fidelity"), and the stored numbers compared with a plain-numpy
+the profile's compat switches (docs/fidelity.md), and the stored numbers compared with a plain-numpy
 (or scikit-learn / torch) transcription of each paper's reference computation, written out here.
 
 Tolerances: 1e-6 relative where the pipeline sums in float64 from float32 rows; I1 through a float32
@@ -453,7 +453,7 @@ def test_wolfe_caliskan_layer_self_similarity_replay(replay):
                and r["dataset"] == "coco" and r["lang"] == "en"]
         assert len(hit) == 1
         assert hit[0]["value"] == pytest.approx(expected, rel=1e-6)
-        assert hit[0]["ci_low"] <= hit[0]["value"] <= hit[0]["ci_high"]  # rows resampled (README "Fidelity")
+        assert hit[0]["ci_low"] <= hit[0]["value"] <= hit[0]["ci_high"]  # rows resampled (docs/fidelity.md)
 
 
 # --- Chou & Alam 2024 -----------------------------------------------------------------------------

@@ -1,6 +1,6 @@
-"""The paper report never puts a published number beside a differently defined project value (README
-"Fidelity"): each published cell matches only rows computed the paper's way, and a published number
-that no project value can match is shown with its reason and no difference."""
+"""The paper report never puts a published number beside a differently defined project value
+(docs/fidelity.md): each published cell matches only rows computed the paper's way, and a published
+number that no project value can match is shown with its reason and no difference."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Each departure of the authors' code is a switch (README "Fidelity"): the profile key parses, names
+"""Each departure of the authors' code is a switch (docs/fidelity.md): the profile key parses, names
 itself in errors, and the conescope function it turns on reproduces the reference computation."""
 
 from __future__ import annotations

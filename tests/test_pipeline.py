@@ -191,20 +191,14 @@ def test_rematerializing_a_partition_replaces_only_its_rows(materialized):
     assert min(r[8] for r in after_mine) > max(r[8] for r in before_mine)
 
 
-def _readme_queries(heading: str) -> list[str]:
-    from pathlib import Path
+def test_doc_transform_queries_answer_tables_2_to_4(materialized):
+    from tests.doc_pages import page, sql_queries
 
-    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    block = text.split(heading, 1)[1].split("```sql\n", 1)[1].split("```", 1)[0]
-    return [q.strip() for q in block.split(";") if q.strip()]
-
-
-def test_readme_transform_queries_answer_tables_2_to_4(materialized):
     _, root, _, _ = materialized
-    queries = _readme_queries("## Transforms and protocols")
+    queries = sql_queries(page("docs/transforms.md"))
     assert len(queries) == 5
     results = [_query(root, q) for q in queries]
-    assert all(results), "every README query returns rows"
+    assert all(results), "every query of docs/transforms.md returns rows"
     table2, table3, table4, amumo, sweep = results
     kinds = {"identity", "centering", "whitening_4", "pca_4", "procrustes", "lstsq"}
     assert {r[3] for r in table2} >= kinds
@@ -244,9 +238,11 @@ def test_transform_rows_and_files(materialized):
     assert n > 0
 
 
-def test_readme_example_queries_run_and_return_rows(materialized):
+def test_storage_example_queries_run_and_return_rows(materialized):
+    from tests.doc_pages import section, sql_queries
+
     _, root, _, _ = materialized
-    queries = _readme_queries("Example queries:")
+    queries = sql_queries(section("docs/storage.md", "### Example queries"))
     assert len(queries) >= 4
     # the metric queries return rows; the text-layer view exists only with embedding.text_layers (the
     # tiny profile leaves it off) and the rejects only where a sample was rejected

@@ -11,7 +11,7 @@ Sample ids are ``<dataset>-<cocoid>``.
 Row order: the annotation file's image order (``image_order: file``, the default), or sorted image id
 (``image_order: id``): the order of torchvision's ``CocoDetection`` (``sorted(coco.imgs)``), through which
 Tyshchuk et al. embedded COCO, so that their ``torch.randperm`` split (``conescope.splits``) and their
-consecutive batches pick the same images here (README "Fidelity").
+consecutive batches pick the same images here (docs/fidelity.md).
 """
 
 from __future__ import annotations
@@ -133,7 +133,7 @@ class CocoSource(SourceDataset):
     annotations: Text = "annotations/captions_val2014.json"
     images: Text = "val2014"
     first_caption: Flag = True
-    image_order: Literal["file", "id"] = "file"  # id: torchvision CocoDetection's order (README "Fidelity")
+    image_order: Literal["file", "id"] = "file"  # id: torchvision CocoDetection's order (docs/fidelity.md)
     languages: ClassVar[tuple[str, ...]] = ("en",)
 
     def read(self, raw_dir: Path, languages: tuple[str, ...]) -> IngestResult:

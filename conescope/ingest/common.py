@@ -1,6 +1,6 @@
 """What every reader shares: the manifest builder, reject bookkeeping, and input errors.
 
-A reader turns one source format into the normalized manifest of DESIGN.md (``conescope.datasets``
+A reader turns one source format into the normalized manifest of docs/storage.md (``conescope.datasets``
 schemas). Bad samples (a missing or undecodable image, an empty caption, an unknown label) are
 skipped and recorded as rejects ``(sample_id, reason)``; the caller stores them in the warehouse table
 ``datasets.rejects`` (stage ``ingest``) and fails the run only when their fraction passes the
@@ -87,7 +87,7 @@ def png_bytes(pixels: np.ndarray) -> bytes:
 
 
 def seeded_splits(n: int, seed: int, test_fraction: float = TEST_FRACTION) -> list[str]:
-    """The in-domain protocol of DESIGN.md: a seeded 80/20 train/test split."""
+    """The split of the in-domain protocol (docs/transforms.md): a seeded 80/20 train/test split."""
     rng = np.random.default_rng(seed)
     test = np.zeros(n, dtype=bool)
     test[rng.permutation(n)[: int(round(n * test_fraction))]] = True

@@ -1,1 +1,1 @@
-"""Metric families of DESIGN.md ("Metrics"); each function is pure and documents its formula."""
+"""Metric families of the warehouse (docs/storage.md, "Warehouse"); each function is pure and documents its formula."""

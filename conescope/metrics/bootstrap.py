@@ -1,5 +1,5 @@
-"""Percentile bootstrap confidence intervals for metrics that are means over samples (DESIGN.md:
-"Bootstrap confidence intervals for every metric that is a mean over samples").
+"""Percentile bootstrap confidence intervals for metrics that are means over samples (every such
+metric gets one: the ``ci_low`` and ``ci_high`` columns of docs/storage.md, "Warehouse").
 
 Efron & Tibshirani 1993, "An Introduction to the Bootstrap", section 13.3 (percentile interval):
 draw B resamples of the n indices with replacement, recompute the statistic on each, and report the

@@ -3,8 +3,9 @@ IsoScore (Rudman et al. 2022) with a finite-sample null, mean pairwise cosine (s
 Ethayarajh 2019), the norm of the mean vector, the per-coordinate spread, the singular-value spectrum
 and the effective rank (Roy & Vetterli 2007).
 
-All functions take raw rows and L2-normalize them first (DESIGN.md: "on L2-normalized rows unless
-stated"). Everything is computed in float64 from d x d matrices and O(n d) passes, never n x n.
+All functions take raw rows and L2-normalize them first (every metric is defined on L2-normalized
+rows unless stated, docs/storage.md). Everything is computed in float64 from d x d matrices and O(n d)
+passes, never n x n.
 """
 
 from __future__ import annotations
@@ -326,7 +327,7 @@ def effective_rank(x: np.ndarray, normalize: bool = True) -> float:
 
 def coordinate_std(x: np.ndarray, normalize: bool = True) -> np.ndarray:
     """Per-coordinate population standard deviation sqrt(mean_i (x_ik - mean_i x_ik)^2), one value per
-    dimension (the per-coordinate spread of DESIGN.md's isotropy metrics; a few dominant coordinates
+    dimension (the per-coordinate spread of an isotropy analysis; a few dominant coordinates
     are the "rogue dimensions" of Timkey & van Schijndel 2021)."""
     return np.std(_rows(x, normalize), axis=0)
 

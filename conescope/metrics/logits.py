@@ -7,7 +7,7 @@ quality metrics take any of the three through ``geometry``.
 
 The raw-row dot and distance are conescope's own option after Chou & Alam, not a reproduction of
 Tyshchuk et al.: their code L2-normalized every embedding when loading it, so its ``dot`` and ``dist``
-(1 - ||a - b||^2 / 2) scored unit rows, where both equal the cosine (README "Fidelity"); its one
+(1 - ||a - b||^2 / 2) scored unit rows, where both equal the cosine (docs/fidelity.md); its one
 non-cosine score, the dot product of PCA projections, is the ``pca_<k>_tsvd`` variant's own scoring.
 """
 

@@ -1,7 +1,7 @@
 """Multilingual geometry on parallel texts: a (language L) and b (the reference language) are aligned,
 row i of a translating row i of b; rows are L2-normalized first.
 
-- Distance ratio (DESIGN.md "Multilingual"): the mean distance between translations over the mean
+- Distance ratio (docs/storage.md, ``metrics.multilingual``): the mean distance between translations over the mean
   distance between non-translations, mean_i D(a_i, b_i) / mean_{i != j} D(a_i, b_j); below 1 when
   translations sit closer than random cross-lingual pairs, 0 when they coincide.
 - Cross-lingual retrieval recall@k: how often b_i is among the k nearest (cosine) rows of b to a_i.

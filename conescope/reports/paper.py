@@ -38,7 +38,7 @@ def _rows_of(set_name: str | None) -> str | None:
 
 
 def _definitions(params: str | dict | None) -> dict:
-    """The settings of a row that decide whether it is the paper's quantity (README "Fidelity"): loss
+    """The settings of a row that decide whether it is the paper's quantity (docs/fidelity.md): loss
     averaging, batch size, logit scale, split, prompt style, geometry."""
     p = json.loads(params) if isinstance(params, str) else dict(params or {})
     return {"mean_over": p.get("mean_over", "samples"), "batch_size": p.get("batch_size"),
@@ -149,8 +149,8 @@ def render_paper_report(rows: list[dict], models: dict[str, ModelInfo], dataset_
     rows = enrich(rows, models, dataset_kinds)
     parts = [f"<p>Tables of <i>{esc(SOURCE)}</i>, filled from this profile's warehouse. The published column holds "
              "a number only where the measured row has the paper's setting (CLIP ViT-B/32 from OpenAI; COCO captions, "
-             "first caption per image; CIFAR-100 prompts) <i>and</i> is computed the paper's way (README "
-             "\u201cFidelity\u201d): I1 as the authors' row iteration (<code>i1_compat</code>), the cosine CLIP "
+             "first caption per image; CIFAR-100 prompts) <i>and</i> is computed the paper's way (the "
+             "project's docs/fidelity.md): I1 as the authors' row iteration (<code>i1_compat</code>), the cosine CLIP "
              "loss averaged over batches of 64 at scale 100 on the authors' split, raw CIFAR class names, LSTSQ as "
              "torch's float32 <code>gelsy</code> (<code>lstsq_gelsy</code>), the COCO fits of Table 3 on every "
              "COCO pair (<code>coco:all</code>), and Table 5 as each modality centred on all its rows with the "

@@ -69,7 +69,7 @@ TABLE_TITLES = {
 
 _COCO_TEST = {**CLIP_VIT_B32, "dataset_kind": "coco"}
 _CIFAR_TEST = {**CLIP_VIT_B32, "dataset_kind": "cifar100"}
-# Definitions a measured row must share with the paper's number (README "Fidelity"); ``enrich`` in
+# Definitions a measured row must share with the paper's number (docs/fidelity.md); ``enrich`` in
 # conescope.reports.paper reads them from the row's params. The loss: consecutive batches of 64 at logit
 # scale 100, averaged over batches, on the authors' torch.randperm test split of COCO, cosine logits (their
 # evaluate_clip_loss default; dot or distance rows are another quantity).
