@@ -18,7 +18,7 @@ import numpy as np
 
 MAX_LISTED = 20  # offending items listed in a finding; the count says how many there are in all
 
-# The storage contract (README, "Warehouse"): metric names per family and modality. ``required`` must
+# The storage contract (docs/storage.md, "Warehouse"): metric names per family and modality. ``required`` must
 # all be present in every group of rows (dataset, modality, transform, fit set, eval set, lang) of a
 # partition; ``optional`` may be (computed only where they apply: the separability of transformed
 # rows, STS on STS datasets).

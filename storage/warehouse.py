@@ -39,7 +39,7 @@ import pyarrow as pa
 
 from conescope.metric_tables import METRIC_TABLES
 
-# The storage contract: users query these columns; keep them stable (README, "Warehouse").
+# The storage contract: users query these columns; keep them stable (docs/storage.md, "Warehouse").
 METRIC_COLUMNS: list[tuple[str, str]] = [
     ("dataset", "VARCHAR"), ("model", "VARCHAR"), ("lang", "VARCHAR"), ("modality", "VARCHAR"),
     ("transform", "VARCHAR"), ("fit_set", "VARCHAR"), ("eval_set", "VARCHAR"), ("metric", "VARCHAR"),
