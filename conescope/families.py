@@ -53,7 +53,8 @@ def _compat_params(metric: str) -> str | None:
     if not metric.endswith("_compat"):
         return None
     return _params(eigenvectors="rows of numpy eigh's matrix, signs as returned (the published code)",
-                   note="depends on the eigensolver's signs; see conescope.metrics.isotropy.i1_i2")
+                   note="depends on the eigensolver's signs and eigenvalue order (numpy: ascending; the "
+                        "authors' torch.eig: unsorted); see conescope.metrics.isotropy.i1_i2")
 
 
 def _pairwise_rec(dataset: str, modality: str, metric: str, x: np.ndarray, settings: MetricSettings, **kw) -> dict:

@@ -117,7 +117,9 @@ class MetricSettings(Section):
     bootstrap: at_least(10) = 1000  # resamples for the confidence intervals of means over samples
     clip_batch_size: at_least(2) | None = 64  # consecutive batches (Tyshchuk et al.); None ("full"): the full matrix
     logit_scale: Positive | None = None  # None ("model"): the model's own; the paper setting is 100
-    geometry: Literal[GEOMETRIES] = "cosine"  # logit geometry
+    # logit geometry; dot / neg_sq_euclidean score raw rows: conescope's own option after Chou & Alam (the
+    # authors of Tyshchuk et al. scored L2-normalized rows, where their dot and distance equal the cosine)
+    geometry: Literal[GEOMETRIES] = "cosine"
     folds: at_least(2) = 5  # cross-validation folds of the separability probes
     silhouette_exact_max: at_least(10) = 5000  # above this many rows the silhouette is sampled, with a CI
     probe_l2: Positive = 1e-4  # L2 penalty of the linear probe (mean loss + l2/2 ||W||^2)
@@ -180,6 +182,17 @@ class TransformSettings(Section):
         ("joint",), validation_alias=AliasPath("whitening", "fit_on"))  # one whitening variant each
     pca_variants: non_empty(Literal["centered", "truncated_svd"]) = Field(
         ("centered",), validation_alias=AliasPath("pca", "variants"))
+    # torch_gelsy: the authors' torch.linalg.lstsq on float32 rows (lstsq_gelsy)
+    lstsq_variants: non_empty(Literal["minimum_norm", "torch_gelsy"]) = Field(
+        ("minimum_norm",), validation_alias=AliasPath("lstsq", "variants"))
+    # eval_set: the gap of the evaluated rows themselves (transductive, Amumo and Liang et al.), gap_shift_<l>_eval
+    gap_shift_gap_of: non_empty(Literal["fit_set", "eval_set"]) = Field(
+        ("fit_set",), validation_alias=AliasPath("gap_shift", "gap_of"))
+    # datasets whose transforms are fitted on every row and measured on those rows (the authors' Table 5)
+    all_rows: tuple[Text, ...] = Field((), validation_alias=AliasPath("protocols", "all_rows"))
+    # the rows of the cross-dataset fit set: the train split, or every row (the authors' COCO fits)
+    cross_dataset_fit_rows: Literal["train", "all"] = Field(
+        "train", validation_alias=AliasPath("protocols", "cross_dataset_fit_rows"))
     # datasets split by torch.randperm (conescope.splits) as the authors split them, not by the manifest
     authors_split: tuple[Text, ...] = Field((), validation_alias=AliasPath("protocols", "authors_split"))
     split_seed: at_least(0) = Field(0, validation_alias=AliasPath("protocols", "split_seed"))
@@ -221,7 +234,8 @@ class TransformSettings(Section):
                 + [(("cross_dataset", i, key), d) for i, pair in enumerate(self.cross_dataset)
                    for key, d in zip(("fit", "eval"), pair, strict=True)]
                 + [(("class_disjoint", "datasets", i), d) for i, d in enumerate(self.class_disjoint)]
-                + [(("authors_split", i), d) for i, d in enumerate(self.authors_split)])
+                + [(("authors_split", i), d) for i, d in enumerate(self.authors_split)]
+                + [(("all_rows", i), d) for i, d in enumerate(self.all_rows)])
 
 
 @record

@@ -3,10 +3,12 @@ fitted on the fit sets it is evaluated from, and the metric rows of every stored
 eval sets, computed by ``conescope.families`` exactly as for raw embeddings.
 
 In-domain, a transform gets rows in every family of ``TRANSFORM_TABLES`` plus the cross-validated
-modality separability (Tyshchuk et al. 2023 measure geometry there); the other protocols get the
-quality metrics and the gap; the gap shift, swept in-domain, gets Liang et al.'s loss, accuracy and
-gap along the shift. The transforms named in ``transforms.linear_probe`` also get the linear probe
-(trained on the eval dataset's transformed train rows, scored on its test rows).
+modality separability (Tyshchuk et al. 2023 measure geometry there); the all-rows protocol every
+family of ``TRANSFORM_TABLES`` without the probes; the other protocols get the quality metrics and the
+gap; the gap shift, swept in-domain, gets Liang et al.'s loss, accuracy and gap along the shift (a
+transductive shift, ``gap_of: eval_set``, is refitted on each eval set's own rows). The transforms named
+in ``transforms.linear_probe`` also get the linear probe (trained on the eval dataset's transformed
+train rows, scored on its test rows).
 """
 
 from __future__ import annotations
@@ -22,7 +24,17 @@ from conescope import families
 from conescope.metric_families import TRANSFORM_TABLES
 from conescope.metrics.isotropy import l2_normalize
 from conescope.profile import MetricSettings, TransformSettings
-from conescope.protocols import CLASS_DISJOINT, IN_DOMAIN, EvalSet, Plan, evals_for, fit_arrays, fit_sets_for, variants
+from conescope.protocols import (
+    ALL_ROWS,
+    CLASS_DISJOINT,
+    IN_DOMAIN,
+    EvalSet,
+    Plan,
+    evals_for,
+    fit_arrays,
+    fit_sets_for,
+    variants,
+)
 from conescope.provenance import array_digest
 from conescope.sets import ImageSet, TextSet
 from conescope.transforms import Transform, data_sha256
@@ -60,6 +72,9 @@ def evaluate(t: Transform, ev: EvalSet, sets: dict[str, tuple[ImageSet, TextSet]
     family of ``tables``), with ``transform``, ``fit_set`` and ``eval_set`` filled in and the protocol
     and transform settings added to ``params``; ``separability`` adds the cross-validated probes to
     modality_gap."""
+    if t.transductive:  # refitted on the evaluated rows themselves; the rows say so in fit_set and params
+        all_image, all_text = sets[ev.dataset]
+        t = t.for_eval(l2_normalize(all_image.emb[ev.image_rows]), l2_normalize(all_text.emb[ev.text_rows]))
     image, text = transformed_sets(t, *sets[ev.dataset], ev.image_rows, ev.text_rows)
     # Every eval row is already the eval split: the families must not filter it again. A variant with its
     # own scoring (the paper's PCA-k by dot product) overrides the profile's geometry.
@@ -85,7 +100,7 @@ def evaluate(t: Transform, ev: EvalSet, sets: dict[str, tuple[ImageSet, TextSet]
              "fit_sha256": t.provenance.get("data_sha256"), **ev.params}
     for rows in out.values():
         for row in rows:
-            row.update(transform=t.name, fit_set=ev.fit_set, eval_set=ev.name,
+            row.update(transform=t.name, fit_set=ev.name if t.transductive else ev.fit_set, eval_set=ev.name,
                        params=json.dumps({**json.loads(row.get("params") or "{}"), **extra}, sort_keys=True,
                                          default=str))
     return out
@@ -94,12 +109,15 @@ def evaluate(t: Transform, ev: EvalSet, sets: dict[str, tuple[ImageSet, TextSet]
 def tables_for(kind: str, protocol: str) -> tuple[tuple[str, ...], bool]:
     """(tables, separability) of a transform kind under a protocol: the gap-shift sweep measures loss,
     accuracy, gap norm and pair cosines (Liang et al.); isotropy and the (cross-validated, costly)
-    modality separability are measured in-domain, where Tyshchuk et al. measure geometry; every
-    protocol gets the quality metrics and the gap norm."""
+    modality separability are measured in-domain, where Tyshchuk et al. measure geometry; the all-rows
+    protocol (their Table 5) gets isotropy too, without the separability probes; every protocol gets the
+    quality metrics and the gap norm."""
     if kind == "gap_shift":
         return SWEEP_TABLES, False
     if protocol == IN_DOMAIN:
         return TRANSFORM_TABLES, True
+    if protocol == ALL_ROWS:
+        return TRANSFORM_TABLES, False
     return tuple(t for t in TRANSFORM_TABLES if t != "isotropy"), False
 
 
@@ -120,10 +138,12 @@ def fit_all(settings: TransformSettings, kind: str, planned: Plan,
     fitted, skipped = [], []
     with _blas_threads(sets):
         for fit in fit_sets_for(kind, planned):
-            image, text = fit_arrays(fit, sets)
+            arrays: dict[bool, tuple[np.ndarray, np.ndarray]] = {}
             for t in variants(settings, kind):
+                if t.distinct_texts not in arrays:
+                    arrays[t.distinct_texts] = fit_arrays(fit, sets, t.distinct_texts)
                 try:
-                    fitted.append(t.fit(image, text, fit_set=fit.name))
+                    fitted.append(t.fit(*arrays[t.distinct_texts], fit_set=fit.name))
                 except ValueError as exc:
                     skipped.append(f"{fit.name}: {exc}")
     return fitted, skipped
@@ -135,7 +155,7 @@ def evaluate_all(stored: list[Transform], planned: Plan, sets: dict[str, tuple[I
     ``scales`` maps a dataset to the model's (logit scale, logit bias). A stored transform whose fit
     data no longer hashes to its provenance (embeddings recomputed since) is an error."""
     out: dict[str, list[dict]] = {}
-    hashes: dict[str, str] = {}
+    hashes: dict[tuple[str, bool], str] = {}
     cache: dict = {}
     with _blas_threads(sets):
         for t in stored:
@@ -143,9 +163,10 @@ def evaluate_all(stored: list[Transform], planned: Plan, sets: dict[str, tuple[I
             if fit_set not in planned.fit_sets:
                 raise ValueError(f"{t.name}: fitted on {fit_set!r}, which no protocol of the profile uses; "
                                  f"rematerialize the transforms")
-            if fit_set not in hashes:
-                hashes[fit_set] = data_sha256(*fit_arrays(planned.fit_sets[fit_set], sets))
-            if t.provenance.get("data_sha256") != hashes[fit_set]:
+            key = (fit_set, t.distinct_texts)
+            if key not in hashes:
+                hashes[key] = data_sha256(*fit_arrays(planned.fit_sets[fit_set], sets, t.distinct_texts))
+            if t.provenance.get("data_sha256") != hashes[key]:
                 raise ValueError(f"{t.name} fitted on {fit_set}: its fit rows changed since it was fitted "
                                  f"(data hash differs); rematerialize transforms/{t.kind}")
             for ev in evals_for(t.kind, fit_set, planned):

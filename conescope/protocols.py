@@ -7,7 +7,14 @@ which rows it is evaluated on.
   (COCO -> CIFAR-100 in the paper; shapes -> digits in the demo);
 - class-disjoint: a seeded half of the classes is "known"; fit on the train rows of known classes
   (``<ds>:train:known``), evaluate on the test rows of known and of new classes separately
-  (``<ds>:test:known``, ``<ds>:test:new``).
+  (``<ds>:test:known``, ``<ds>:test:new``);
+- all rows (``transforms.protocols.all_rows``, docs/fidelity.md): fit on every row of a dataset and
+  measure those same rows (``<ds>:all`` -> ``<ds>:all``), as Tyshchuk et al.'s code did for Table 5 (each
+  modality centred on the mean of all its rows, then I1). Descriptive, not held out: the one protocol whose
+  fit rows are its eval rows, named so in ``protocol``, ``fit_set`` and ``eval_set``. The cross-dataset
+  fit can take every row of the fit dataset too (``cross_dataset_fit_rows: all``, fit set ``<ds>:all``):
+  the authors fitted Procrustes, LSTSQ, whitening and PCA-425 on all 40,504 COCO pairs before applying
+  them to CIFAR-100.
 
 Fit pairs are (image, its first caption) for a captioned dataset (Tyshchuk et al. use the first COCO
 caption) and (image, the first prompt of its class) for a classification set. An eval set holds the
@@ -33,7 +40,7 @@ from conescope.sets import ImageSet, TextSet, first_caption_pairs, prompt_pairs
 from conescope.splits import authors_known_classes, authors_split
 from conescope.transforms import KINDS, Transform
 
-IN_DOMAIN, CROSS_DATASET, CLASS_DISJOINT = "in_domain", "cross_dataset", "class_disjoint"
+IN_DOMAIN, CROSS_DATASET, CLASS_DISJOINT, ALL_ROWS = "in_domain", "cross_dataset", "class_disjoint", "all_rows"
 
 
 @dataclass(frozen=True)
@@ -66,7 +73,8 @@ class Plan:
 
 def protocol_datasets(settings: TransformSettings) -> set[str]:
     """Every dataset some protocol of the profile fits on or evaluates on."""
-    return {*settings.in_domain, *settings.class_disjoint, *(ds for pair in settings.cross_dataset for ds in pair)}
+    return {*settings.in_domain, *settings.class_disjoint, *settings.all_rows,
+            *(ds for pair in settings.cross_dataset for ds in pair)}
 
 
 MIN_ROWS = 2  # images of an eval set (and pairs of a fit set) below which nothing is measured
@@ -108,17 +116,19 @@ def plan(settings: TransformSettings, sets: dict[str, tuple[ImageSet, TextSet]])
     skipped: list[str] = []
 
     def split(ds: str, name: str) -> np.ndarray:
+        if name == "all":
+            return np.ones(len(sets[ds][0].splits), dtype=bool)
         if ds in settings.authors_split:  # docs/fidelity.md: the rows the paper's code drew
             mask = np.zeros(len(sets[ds][0].splits), dtype=bool)
             mask[authors_split(len(mask), settings.split_seed)[0 if name == "train" else 1]] = True
             return mask
         return sets[ds][0].splits == name
 
-    def train_fit(ds: str) -> str:
-        name = f"{ds}:train"
+    def train_fit(ds: str, rows: str = "train") -> str:
+        name = f"{ds}:{rows}"
         if name not in fits:
             img, txt = sets[ds]
-            fits[name] = FitSet(name, ds, *fit_pairs(img, txt, split(ds, "train")))
+            fits[name] = FitSet(name, ds, *fit_pairs(img, txt, split(ds, rows)))
         return name
 
     def add_eval(protocol: str, fit: str, name: str, ds: str, mask: np.ndarray, **params) -> None:
@@ -128,7 +138,8 @@ def plan(settings: TransformSettings, sets: dict[str, tuple[ImageSet, TextSet]])
                            f"{int(mask.sum())} eval images (at least {MIN_ROWS} each needed)")
             return
         image_rows, text_rows = eval_rows(img, txt, mask)
-        if ds in settings.authors_split:  # in permutation order, as the authors' code batches its test set
+        if ds in settings.authors_split and protocol != ALL_ROWS:  # in permutation order, as the authors' code
+            # batches its test set (all rows: in the dataset's order, as their code measured them)
             rank = np.empty(len(mask), dtype=np.int64)
             rank[np.concatenate(authors_split(len(mask), settings.split_seed))] = np.arange(len(mask))
             image_rows = image_rows[np.argsort(rank[image_rows], kind="stable")]
@@ -146,7 +157,8 @@ def plan(settings: TransformSettings, sets: dict[str, tuple[ImageSet, TextSet]])
             add_eval(IN_DOMAIN, train_fit(ds), f"{ds}:test", ds, split(ds, "test"))
     for fit_ds, eval_ds in settings.cross_dataset:
         if present(CROSS_DATASET, fit_ds, eval_ds):
-            add_eval(CROSS_DATASET, train_fit(fit_ds), f"{eval_ds}:test", eval_ds, split(eval_ds, "test"))
+            add_eval(CROSS_DATASET, train_fit(fit_ds, settings.cross_dataset_fit_rows), f"{eval_ds}:test", eval_ds,
+                     split(eval_ds, "test"))
     for ds in settings.class_disjoint:
         if not present(CLASS_DISJOINT, ds):
             continue
@@ -162,9 +174,12 @@ def plan(settings: TransformSettings, sets: dict[str, tuple[ImageSet, TextSet]])
         labelled = img.labels >= 0
         add_eval(CLASS_DISJOINT, name, f"{ds}:test:known", ds, split(ds, "test") & is_known, **params)
         add_eval(CLASS_DISJOINT, name, f"{ds}:test:new", ds, split(ds, "test") & labelled & ~is_known, **params)
+    for ds in settings.all_rows:
+        if present(ALL_ROWS, ds):
+            add_eval(ALL_ROWS, train_fit(ds, "all"), f"{ds}:all", ds, split(ds, "all"), rows="all")
     used = {ev.fit_set for ev in evals}
     evals = [replace(ev, params={**ev.params, "split": "authors", "split_seed": settings.split_seed})
-             if ev.dataset in settings.authors_split else ev for ev in evals]
+             if ev.dataset in settings.authors_split and ev.protocol != ALL_ROWS else ev for ev in evals]
     result = Plan({name: f for name, f in fits.items() if name in used}, evals, skipped,
                   probe_transforms=settings.linear_probe)
     check_disjoint(result, sets)
@@ -173,10 +188,11 @@ def plan(settings: TransformSettings, sets: dict[str, tuple[ImageSet, TextSet]])
 
 def check_disjoint(planned: Plan, sets: dict[str, tuple[ImageSet, TextSet]]) -> None:
     """Raise if a fit set shares an image or a caption with an eval set of the same dataset, or if a
-    class-disjoint fit set holds a prompt of a new class."""
+    class-disjoint fit set holds a prompt of a new class. The all-rows protocol measures its own fit rows by
+    definition (descriptive, named so in its rows) and is the one exception."""
     for ev in planned.evals:
         fit = planned.fit_sets[ev.fit_set]
-        if fit.dataset != ev.dataset:
+        if fit.dataset != ev.dataset or ev.protocol == ALL_ROWS:
             continue
         txt = sets[ev.dataset][1]
         shared_images = np.intersect1d(fit.image_rows, ev.image_rows)
@@ -191,10 +207,14 @@ def check_disjoint(planned: Plan, sets: dict[str, tuple[ImageSet, TextSet]]) -> 
                 raise AssertionError(f"{fit.name}: prompts of new classes are in the fit set")
 
 
-def fit_arrays(fit: FitSet, sets: dict[str, tuple[ImageSet, TextSet]]) -> tuple[np.ndarray, np.ndarray]:
-    """The L2-normalized (image, text) rows of a fit set, copied out: all that ``fit`` ever sees."""
+def fit_arrays(fit: FitSet, sets: dict[str, tuple[ImageSet, TextSet]],
+               distinct_texts: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The L2-normalized (image, text) rows of a fit set, copied out: all that ``fit`` ever sees.
+    ``distinct_texts``: each text row once, in the text set's order, instead of the text of every pair (a
+    classification fit set pairs every image with its class prompt, repeating each prompt)."""
     img, txt = sets[fit.dataset]
-    return l2_normalize(img.emb[fit.image_rows]), l2_normalize(txt.emb[fit.text_rows])
+    text_rows = np.unique(fit.text_rows) if distinct_texts else fit.text_rows
+    return l2_normalize(img.emb[fit.image_rows]), l2_normalize(txt.emb[text_rows])
 
 
 def variants(settings: TransformSettings, kind: str) -> list[Transform]:
@@ -206,7 +226,10 @@ def variants(settings: TransformSettings, kind: str) -> list[Transform]:
     if kind == "pca":
         return [cls(k, variant) for variant in settings.pca_variants for k in settings.ks(kind)]
     if kind == "gap_shift":
-        return [cls(lam, renorm) for renorm in settings.gap_shift_renormalize for lam in settings.gap_shift_lambdas]
+        return [cls(lam, renorm, gap_of) for gap_of in settings.gap_shift_gap_of
+                for renorm in settings.gap_shift_renormalize for lam in settings.gap_shift_lambdas]
+    if kind == "lstsq":
+        return [cls(variant=variant) for variant in settings.lstsq_variants]
     return [cls()]
 
 

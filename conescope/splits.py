@@ -1,8 +1,13 @@
 """Train/test splits and known classes drawn as Tyshchuk et al.'s code draws them, so that the paper's
 rows are the same rows here: ``torch.manual_seed(seed); perm = torch.randperm(n)``, the first
-``int(0.8 n)`` positions of the permutation the training rows and the rest the test rows (COCO val2014:
-40,504 images -> 32,403 train / 8,101 test at seed 0), and the known classes of the class-disjoint
+``round(0.8 n)`` positions of the permutation the training rows and the rest the test rows (COCO val2014:
+40,504 images -> 32,403 train / 8,101 test at seed 0; Python's ``round``, as their ``get_train_test_split``:
+at n = 2,002 that is 1,602 where ``int`` gives 1,601), and the known classes of the class-disjoint
 protocol the first half of ``torch.randperm(n_classes)`` after ``torch.manual_seed(seed)``.
+
+The permutation indexes the rows in the order the authors' loader gave them: for COCO, torchvision's
+``CocoDetection``, which orders images by sorted image id; the COCO source's ``image_order: id`` writes
+the manifest in that order (``conescope.ingest.coco``).
 
 The permutation is torch's CPU generator (Mersenne Twister), stable across torch releases; the
 default protocol split (the manifest's seeded ``split`` column) stays available beside it.
@@ -25,11 +30,11 @@ def _randperm(n: int, seed: int) -> np.ndarray:
 
 
 def authors_split(n: int, seed: int = 0, train_fraction: float = TRAIN_FRACTION) -> tuple[np.ndarray, np.ndarray]:
-    """(train rows, test rows), positions 0..n-1 in the dataset's order: the first int(train_fraction n)
+    """(train rows, test rows), positions 0..n-1 in the dataset's order: the first round(n train_fraction)
     entries of ``torch.randperm(n)`` after ``torch.manual_seed(seed)`` are the training rows, in
     permutation order."""
     perm = _randperm(n, seed)
-    cut = int(train_fraction * n)
+    cut = round(n * train_fraction)  # Python's round (half to even), as the authors' code
     return perm[:cut], perm[cut:]
 
 

@@ -90,6 +90,10 @@ class Transform:
     _scalars: ClassVar[tuple[str, ...]] = ()
     _optional: ClassVar[tuple[str, ...]] = ()  # scalars a stored file may lack (added later; default applies)
     scoring: ClassVar[str | None] = None  # a logit geometry the variant is scored with, overriding the profile's
+    # fitted on the evaluated rows themselves at evaluation time (``for_eval``), not on the fit set
+    transductive: ClassVar[bool] = False
+    # fitted on each distinct text row of the fit set once, not on the text of every pair
+    distinct_texts: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self.provenance: dict = {}
@@ -113,6 +117,11 @@ class Transform:
 
     def _fit(self, image: np.ndarray, text: np.ndarray) -> None:
         raise NotImplementedError
+
+    def for_eval(self, image: np.ndarray, text: np.ndarray) -> Transform:
+        """The transform applied to an eval set whose (L2-normalized) rows are ``image`` and ``text``:
+        itself, except for a transductive variant, which is refitted on those rows."""
+        return self
 
     def transform(self, x: np.ndarray, modality: str) -> np.ndarray:
         if modality not in MODALITIES:
@@ -282,7 +291,11 @@ class PCA(Transform):
     ``variant="truncated_svd"`` is the paper's PCA-425 row as its code computes it: scikit-learn's
     ``TruncatedSVD(k)`` of the stacked fit rows, *without* centring (mu = 0, U_k the k leading right
     singular vectors, the eigenvectors of X^T X), scored by the dot product of the projections rather
-    than their cosine (``scoring = "dot"``); warehouse name ``pca_<k>_tsvd``."""
+    than their cosine (``scoring = "dot"``); warehouse name ``pca_<k>_tsvd``. Its fit rows are the images
+    stacked with each distinct text row of the fit set once (``distinct_texts``): on a classification set
+    the authors stacked the train images with the 100 prompts once, not with each image's prompt (which
+    repeats every prompt hundreds of times and gives another subspace); on COCO every first caption is
+    its own row, so that fit on COCO's rows is their TruncatedSVD of all images and captions."""
 
     kind = "pca"
     _arrays = ("mean", "components", "explained_variance")
@@ -305,6 +318,10 @@ class PCA(Transform):
     @property
     def scoring(self) -> str | None:  # type: ignore[override]
         return "dot" if self.variant == "truncated_svd" else None
+
+    @property
+    def distinct_texts(self) -> bool:  # type: ignore[override]
+        return self.variant == "truncated_svd"
 
     def _fit(self, image, text) -> None:
         if self.variant == "truncated_svd":
@@ -354,25 +371,51 @@ class LeastSquares(Transform):
     """Text -> image linear map: W = argmin ||T W - I||_F (Tyshchuk et al. 2023, Section 4.2, "LSTSQ"),
     the minimum-norm solution whenever T is rank-deficient (fewer rows than columns, or a classification fit
     set whose rows repeat a few distinct prompts), as ``numpy.linalg.lstsq(rcond=None)`` and
-    ``torch.linalg.lstsq`` (gelsd) give: singular values of T below eps * max(n, d) * s_max count as zero.
+    ``torch.linalg.lstsq(driver="gelsd")`` give: singular values of T below eps64 * max(n, d) * s_max count
+    as zero.
 
     Solved through the normal equations with a Cholesky factor, in float64: (T^T T) W = T^T I when
     n >= d, W = T^T (T T^T)^-1 I when n < d. That squares the condition number of T, so when the
     Gram matrix is singular or its reciprocal condition number (LAPACK ``pocon``) falls below 1e-10
     the SVD solver (``scipy.linalg.lstsq``, gelsd) takes over; ``solver`` records which one ran.
-    Text rows are mapped t -> t W, image rows are left as they are."""
+    Text rows are mapped t -> t W, image rows are left as they are.
+
+    ``variant="torch_gelsy"`` is the authors' computation (docs/fidelity.md), warehouse name
+    ``lstsq_gelsy``: ``torch.linalg.lstsq(T, I)`` on float32 rows on the CPU, whose default driver is
+    ``gelsy`` (QR with column pivoting) with the float32 cut-off eps32 * max(n, d): on a rank-deficient fit
+    set it drops more directions (CIFAR-100 prompts: rank 99 where the minimum-norm solution keeps 100;
+    mapped prompts agree only to cosine 0.993). ``solver`` records the driver and the rank it kept."""
 
     kind = "lstsq"
     paired = True
     _arrays = ("weights",)
-    _scalars = ("solver",)
+    _scalars = ("solver", "variant")
+    _optional = ("variant",)
+    VARIANTS: ClassVar[tuple[str, ...]] = ("minimum_norm", "torch_gelsy")
 
-    def __init__(self, solver: str = "") -> None:
+    def __init__(self, solver: str = "", variant: str = "minimum_norm") -> None:
         super().__init__()
+        if variant not in self.VARIANTS:
+            raise ValueError(f"lstsq: variant must be one of {self.VARIANTS}, got {variant!r}")
         self.solver = solver
+        self.variant = str(variant)
         self.weights: np.ndarray | None = None
 
+    @property
+    def name(self) -> str:
+        return "lstsq" + ("_gelsy" if self.variant == "torch_gelsy" else "")
+
     def _fit(self, image, text) -> None:
+        if self.variant == "torch_gelsy":
+            import torch
+
+            t = torch.from_numpy(np.ascontiguousarray(text, dtype=np.float32))
+            i = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
+            # the driver named is torch's CPU default, so the call is the authors' torch.linalg.lstsq(T, I)
+            result = torch.linalg.lstsq(t, i, driver="gelsy")
+            self.weights = result.solution.numpy()
+            self.solver = f"torch gelsy float32, rank {int(result.rank)}"
+            return
         t, i = _f64(text), _f64(image)
         n, d = t.shape
         gram = _gram(t) if n >= d else _gram(t.T)
@@ -405,24 +448,48 @@ class GapShift(Transform):
     image x -> x - (lambda/2) Delta and text y -> y + (lambda/2) Delta, then (``renormalize``) each row
     back onto the unit sphere. Without renormalization the fit set's gap becomes exactly
     (1 - lambda) Delta: lambda = 0 is the identity, lambda = 1 closes the gap (the "closed" columns of
-    the Amumo table, Humer et al.)."""
+    the Amumo table, Humer et al.).
+
+    ``gap_of="fit_set"`` (the default) is inductive: Delta comes from the fit set (the train split) and is
+    applied to held-out rows. ``gap_of="eval_set"`` is Amumo's ``get_closed_modality_gap`` and Liang et
+    al.'s ``move_features`` (docs/fidelity.md): Delta is the gap of the evaluated rows themselves
+    (``for_eval``: the mean of the eval set's image rows minus the mean of its text rows), so lambda = 1
+    closes the evaluated set's own gap; warehouse name ``gap_shift_<lambda>[_raw]_eval``, its rows'
+    ``fit_set`` is the eval set."""
 
     kind = "gap_shift"
     _arrays = ("gap",)
-    _scalars = ("lam", "renormalize")
+    _scalars = ("lam", "renormalize", "gap_of")
+    _optional = ("gap_of",)
 
-    def __init__(self, lam: float, renormalize: bool = True) -> None:
+    def __init__(self, lam: float, renormalize: bool = True, gap_of: str = "fit_set") -> None:
         super().__init__()
+        if gap_of not in ("fit_set", "eval_set"):
+            raise ValueError(f"gap_shift: gap_of must be fit_set or eval_set, got {gap_of!r}")
         self.lam = float(lam)
         self.renormalize = bool(renormalize)
+        self.gap_of = str(gap_of)
         self.gap: np.ndarray | None = None
 
     @property
     def name(self) -> str:
-        return f"gap_shift_{self.lam:g}" + ("" if self.renormalize else "_raw")
+        return (f"gap_shift_{self.lam:g}" + ("" if self.renormalize else "_raw")
+                + ("_eval" if self.gap_of == "eval_set" else ""))
+
+    @property
+    def transductive(self) -> bool:  # type: ignore[override]
+        return self.gap_of == "eval_set"
 
     def _fit(self, image, text) -> None:
         self.gap = _f64(image).mean(axis=0) - _f64(text).mean(axis=0)
+
+    def for_eval(self, image: np.ndarray, text: np.ndarray) -> GapShift:
+        if not self.transductive:
+            return self
+        out = GapShift(self.lam, self.renormalize, self.gap_of)
+        out._fit(np.asarray(image), np.asarray(text))
+        out.provenance = {**self.provenance, "gap": "of the evaluated rows"}
+        return out
 
     def _apply(self, x, modality):
         sign = -1.0 if modality == "image" else 1.0

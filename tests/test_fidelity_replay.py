@@ -42,14 +42,16 @@ PROFILE = {
     "transforms": {
         "kinds": ["identity", "centering", "centering_per_modality", "whitening", "pca", "procrustes", "lstsq",
                   "gap_shift"],
-        "gap_shift": {"lambdas": [0.0, 1.0], "renormalize": [True]},
+        "gap_shift": {"lambdas": [0.0, 1.0], "renormalize": [True], "gap_of": ["fit_set", "eval_set"]},
+        "lstsq": {"variants": ["minimum_norm", "torch_gelsy"]},
         "k": {"whitening": [4], "pca": [5]},
         "whitening": {"fit_on": ["joint", "image"]},
         "pca": {"variants": ["centered", "truncated_svd"]},
         "linear_probe": ["whitening_4"],
         "protocols": {"in_domain": ["coco", "cifar100"], "cross_dataset": [{"fit": "coco", "eval": "cifar100"}],
                       "class_disjoint": {"datasets": ["cifar100"], "seed": 0, "method": "authors"},
-                      "authors_split": ["coco"], "split_seed": 0},
+                      "authors_split": ["coco"], "split_seed": 0, "all_rows": ["coco"],
+                      "cross_dataset_fit_rows": "all"},
     },
 }
 
@@ -178,9 +180,9 @@ def _unit(x):
 
 
 def _authors_split(n, seed=0):
-    torch.manual_seed(seed)
-    perm = torch.randperm(n).numpy()
-    return perm[: int(0.8 * n)], perm[int(0.8 * n):]
+    train_size = round(n * 0.8)
+    perm = torch.randperm(n, generator=torch.manual_seed(seed)).numpy()
+    return perm[:train_size], perm[train_size:]
 
 
 # --- Tyshchuk et al. 2023 ------------------------------------------------------------------------
@@ -261,11 +263,21 @@ def test_tyshchuk_pca_truncated_svd_and_image_whitening_replay(replay):
     cimg, prompts, labels, split = arrays["cifar100"]
     train, test = split == "train", split == "test"
     fit_img, fit_txt = _unit(cimg[train]), _unit(prompts[labels[train]])
-    # PCA-5 as the paper's code: TruncatedSVD of the stacked, uncentred fit rows, scored by dot product
-    svd = TruncatedSVD(n_components=5, algorithm="arpack", random_state=0).fit(np.vstack([fit_img, fit_txt]))
+    # PCA-5 as the paper's code: TruncatedSVD of cat([train images] + [the prompts]) (each prompt once),
+    # uncentred, the projections scored by dot product
+    svd = TruncatedSVD(n_components=5, algorithm="arpack", random_state=0).fit(np.vstack([fit_img, _unit(prompts)]))
     expected = _top1(svd.transform(_unit(cimg[test])), labels[test], svd.transform(_unit(prompts)), "dot")
     assert _value(rows, family="zero_shot", dataset="cifar100", transform="pca_5_tsvd", metric="top1",
                   fit_set="cifar100:train", eval_set="cifar100:test") == expected
+    # the pairs' prompts (each repeated per image) span another subspace: the switch matters here
+    repeated = TruncatedSVD(n_components=5, algorithm="arpack", random_state=0).fit(np.vstack([fit_img, fit_txt]))
+    assert not np.allclose(np.abs(repeated.components_), np.abs(svd.components_), atol=1e-3)
+    # PCA-425 fitted on COCO: TruncatedSVD of all images and captions (81,008 rows there), applied to CIFAR
+    img, en, _ = arrays["coco"]
+    coco_svd = TruncatedSVD(n_components=5, algorithm="arpack", random_state=0).fit(np.vstack([_unit(img), _unit(en)]))
+    expected = _top1(coco_svd.transform(_unit(cimg[test])), labels[test], coco_svd.transform(_unit(prompts)), "dot")
+    assert _value(rows, family="zero_shot", dataset="cifar100", transform="pca_5_tsvd", metric="top1",
+                  fit_set="coco:all", eval_set="cifar100:test") == expected
     # whitening-4 fitted on the CIFAR train images only (the authors' Whitener: torch.cov, SVD)
     x = torch.from_numpy(fit_img)
     mu = x.mean(dim=0)
@@ -277,6 +289,62 @@ def test_tyshchuk_pca_truncated_svd_and_image_whitening_replay(replay):
                   fit_set="cifar100:train", eval_set="cifar100:test") == _top1(white, labels[test], white_prompts)
 
 
+def _their_isotropy_1_rows(x):
+    """The authors' get_isotropy_1: Z over the rows of the eigenvector matrix of X^T X (their torch.eig,
+    whose order and signs are the solver's; numpy's eigh here, as conescope's i1_compat)."""
+    _, v = np.linalg.eigh(x.T @ x)
+    z = np.array([np.exp(x @ v[j, :]).sum() for j in range(v.shape[0])])
+    return z.min() / z.max()
+
+
+def test_tyshchuk_table_5_all_rows_replay(replay):
+    """Table 5's 0.99-1.00: get_isotropy_1(normed(centered(x))) on every row of a modality."""
+    arrays, rows = replay
+    img, en, _ = arrays["coco"]
+    for modality, x in (("image", img), ("text", en)):
+        u = _unit(x)
+        expected = _their_isotropy_1_rows(_unit(u - u.mean(axis=0)))
+        assert _value(rows, family="isotropy", dataset="coco", lang="en", modality=modality,
+                      transform="centering_per_modality", metric="i1_compat", fit_set="coco:all",
+                      eval_set="coco:all") == pytest.approx(expected, rel=2e-6)
+
+
+def test_tyshchuk_lstsq_gelsy_replay(replay):
+    """Their least squares: torch.linalg.lstsq(text, image).solution on float32 rows normed in float32 (CPU
+    default driver gelsy), text rows mapped by it; on COCO the loss, on CIFAR-100 zero-shot."""
+    arrays, rows = replay
+
+    def normed32(x):
+        t = torch.from_numpy(np.asarray(x, dtype=np.float32))
+        return t / t.norm(dim=-1, keepdim=True)
+
+    img, en, _ = arrays["coco"]
+    train, test = _authors_split(N_COCO)
+    w = torch.linalg.lstsq(normed32(en[train]), normed32(img[train])).solution.numpy()
+    expected = _batch_averaged_clip_loss(_unit(img[test]), _unit(en[test]) @ w)
+    assert _value(rows, family="clip_loss", dataset="coco", lang="en", transform="lstsq_gelsy", metric="loss",
+                  fit_set="coco:train", eval_set="coco:test") == pytest.approx(expected, rel=1e-5)
+    cimg, prompts, labels, split = arrays["cifar100"]
+    tr, te = split == "train", split == "test"
+    w = torch.linalg.lstsq(normed32(prompts[labels[tr]]), normed32(cimg[tr])).solution.numpy()
+    assert _value(rows, family="zero_shot", dataset="cifar100", transform="lstsq_gelsy", metric="top1",
+                  fit_set="cifar100:train", eval_set="cifar100:test") == _top1(cimg[te], labels[te], _unit(prompts) @ w)
+
+
+def test_tyshchuk_procrustes_fitted_on_all_coco_pairs_replay(replay):
+    """Table 3's "Procrustes fitted on COCO": orthogonal_procrustes(all text rows, all image rows), the CIFAR
+    prompts rotated by it, zero-shot by cosine."""
+    from scipy.linalg import orthogonal_procrustes
+
+    arrays, rows = replay
+    img, en, _ = arrays["coco"]
+    r, _ = orthogonal_procrustes(_unit(en), _unit(img))
+    cimg, prompts, labels, split = arrays["cifar100"]
+    te = split == "test"
+    assert _value(rows, family="zero_shot", dataset="cifar100", transform="procrustes", metric="top1",
+                  fit_set="coco:all", eval_set="cifar100:test") == _top1(cimg[te], labels[te], _unit(prompts) @ r)
+
+
 def test_tyshchuk_known_classes_and_probe_rows(replay):
     _, rows = replay
     torch.manual_seed(0)
@@ -284,7 +352,7 @@ def test_tyshchuk_known_classes_and_probe_rows(replay):
     disjoint = [r for r in rows if json.loads(r["params"] or "{}").get("protocol") == "class_disjoint"]
     assert disjoint and all(json.loads(r["params"])["known_classes"] == known for r in disjoint)
     probe = [r for r in rows if r["family"] == "linear_probe" and r["transform"] == "whitening_4"]
-    assert {r["fit_set"] for r in probe} == {"coco:train", "cifar100:train"}
+    assert {r["fit_set"] for r in probe} == {"coco:all", "cifar100:train"}  # the authors' COCO fit: every pair
 
 
 def test_tyshchuk_distance_ratio_on_raw_rows_over_all_pairs(replay):
@@ -309,6 +377,30 @@ def test_amumo_loss_replay(replay):
         losses.append((logsumexp(logits, axis=1) - np.diag(logits)).mean())
     assert _value(rows, family="clip_loss", dataset="coco", lang="en", transform="none",
                   metric="loss_i2t_amumo") == pytest.approx(float(np.mean(losses)), rel=1e-6)
+
+
+def test_amumo_closed_gap_of_the_evaluated_set_replay(replay):
+    """Amumo's closed-gap columns: get_closed_modality_gap on the evaluated pairs themselves (their gap, half
+    to each side, renormalized), then calculate_val_loss and the distance of the means."""
+    arrays, rows = replay
+    img, en, _ = arrays["coco"]
+    _, test = _authors_split(N_COCO)
+    a, b = _unit(img[test]), _unit(en[test])
+    gap = a.mean(axis=0) - b.mean(axis=0)
+    a, b = _unit(a - 0.5 * gap), _unit(b + 0.5 * gap)
+    losses = []
+    for s in range(0, len(a) // 50 * 50, 50):
+        logits = SCALE * a[s:s + 50] @ b[s:s + 50].T
+        losses.append((logsumexp(logits, axis=1) - np.diag(logits)).mean())
+    where = {"dataset": "coco", "lang": "en", "transform": "gap_shift_1_eval", "fit_set": "coco:test",
+             "eval_set": "coco:test"}
+    assert _value(rows, family="clip_loss", metric="loss_i2t_amumo", **where) == pytest.approx(
+        float(np.mean(losses)), rel=1e-5)
+    assert _value(rows, family="modality_gap", metric="gap_norm", **where) == pytest.approx(
+        np.linalg.norm(a.mean(axis=0) - b.mean(axis=0)), rel=1e-4, abs=1e-7)
+    # the default shift closes the train split's gap instead: another number
+    assert abs(_value(rows, family="clip_loss", metric="loss_i2t_amumo", dataset="coco", lang="en",
+                      transform="gap_shift_1", eval_set="coco:test") - float(np.mean(losses))) > 1e-4
 
 
 # --- Liang et al. 2022 ----------------------------------------------------------------------------

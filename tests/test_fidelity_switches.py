@@ -4,6 +4,7 @@ itself in errors, and the conescope function it turns on reproduces the referenc
 from __future__ import annotations
 
 import copy
+import json
 
 import numpy as np
 import pytest
@@ -29,6 +30,23 @@ def test_authors_split_is_torch_randperm_after_manual_seed():
     torch.manual_seed(5)
     authors_split(100, 0)
     assert torch.equal(torch.rand(3), expected)
+
+
+def _their_split(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The authors' get_train_test_split, positions only: round(n * 0.8) training rows of a permutation
+    drawn from torch's default generator after manual_seed."""
+    train_size = round(n * 0.8)
+    order = torch.randperm(n, generator=torch.manual_seed(seed)).numpy()
+    return order[:train_size], order[train_size:]
+
+
+@pytest.mark.parametrize("n", [2_002, 2_003, 7, 12, 40_504, 13])
+def test_authors_split_size_is_rounded_as_their_code(n):
+    train, test = authors_split(n, 0)
+    theirs = _their_split(n, 0)
+    assert np.array_equal(train, theirs[0]) and np.array_equal(test, theirs[1])
+    if n == 2_002:  # int(0.8 n) would keep 1,601 and move every later test row
+        assert len(train) == 1_602 and int(0.8 * n) == 1_601
 
 
 def test_authors_known_classes_are_the_first_half_of_a_class_permutation():
@@ -95,6 +113,9 @@ def test_paper_profile_has_the_papers_grid():
     assert t.class_disjoint == ("cifar100",) and t.class_disjoint_method == "authors"
     assert t.authors_split == ("coco",) and "image" in t.whitening_fit_on and "truncated_svd" in t.pca_variants
     assert t.linear_probe == ("whitening_128",)
+    assert "torch_gelsy" in t.lstsq_variants and "eval_set" in t.gap_shift_gap_of
+    assert t.cross_dataset_fit_rows == "all" and t.all_rows == ("coco",)
+    assert p.datasets["coco"].image_order == "id"
     assert p.datasets["cifar100"].class_names == "raw"
     assert (p.metrics.clip_batch_size, p.metrics.logit_scale, p.metrics.clip_loss_mean) == (64, 100.0, "batches")
 
@@ -151,3 +172,223 @@ def test_new_variants_round_trip_and_old_files_load_with_defaults():
     old = tf.PCA(3).fit(image, text).to_dict()
     del old["variant"]  # a file written before the variant key existed
     assert tf.transform_from_dict(old).name == "pca_3"
+
+
+def test_coco_image_order_id_is_torchvision_cocodetection_order(tmp_path):
+    """The authors embedded COCO through torchvision's CocoDetection, which lists images by sorted image id;
+    their permutation indexes that order. ``image_order: id`` writes the manifest in it, so the permutation
+    picks the same images; the file's own order picks others."""
+    from PIL import Image
+
+    from conescope.ingest.coco import read_coco
+
+    folder = tmp_path / "val2014"
+    folder.mkdir()
+    file_ids = [503, 17, 9001, 42, 260, 8, 77, 1234, 5, 640]  # the annotation file is not sorted by id
+    for i in file_ids:
+        Image.new("RGB", (4, 4), (i % 255, 0, 0)).save(folder / f"{i}.jpg")
+    doc = {"images": [{"id": i, "file_name": f"{i}.jpg"} for i in file_ids],
+           "annotations": [{"image_id": i, "id": 10 * i, "caption": f"image {i}"} for i in reversed(file_ids)]}
+    (tmp_path / "captions.json").write_text(json.dumps(doc))
+    # CocoDetection: self.ids = list(sorted(self.coco.imgs.keys())); dataset[k] is image ids[k]
+    their_ids = sorted({img["id"]: img for img in doc["images"]})
+    train, test = _their_split(len(their_ids), 0)
+    their_test_images = [their_ids[k] for k in test]
+
+    def test_images(order: str) -> list[int]:
+        manifest = read_coco("coco", tmp_path / "captions.json", folder, image_order=order).manifest
+        ids = [int(s.split("-")[1]) for s in manifest.samples.column("sample_id").to_pylist()]
+        return [ids[k] for k in authors_split(len(ids), 0)[1]]
+
+    assert test_images("id") == their_test_images
+    assert test_images("file") != their_test_images
+    p = load_profile_raw(tmp_path, {"coco": {"kind": "coco", "image_order": "id"}})
+    assert p.datasets["coco"].image_order == "id"
+    with pytest.raises(ProfileError, match=r"datasets\.coco\.image_order"):
+        load_profile_raw(tmp_path, {"coco": {"kind": "coco", "image_order": "sorted"}})
+
+
+def load_profile_raw(tmp_path, datasets: dict):
+    raw = copy.deepcopy(TINY_PROFILE)
+    raw["datasets"] = {**raw["datasets"], **datasets}
+    path = tmp_path / "d.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return load_profile(str(path))
+
+
+def _prompt_fit_set(seed=0, classes=12, per_class=40, d=16):
+    """A classification fit set: every image paired with its class prompt (each prompt repeated), the
+    prompts nearly dependent, as CIFAR-100's 100 prompts are in 512 dimensions."""
+    rng = np.random.default_rng(seed)
+    basis = rng.normal(size=(classes - 1, d))
+    prompts = np.vstack([basis, basis[:3].sum(axis=0) + 3e-6 * rng.normal(size=d)])  # one nearly in the span
+    prompts /= np.linalg.norm(prompts, axis=1, keepdims=True)
+    labels = np.repeat(np.arange(classes), per_class)
+    images = prompts[labels] + 0.8 * rng.normal(size=(len(labels), d))
+    images /= np.linalg.norm(images, axis=1, keepdims=True)
+    return images.astype(np.float32), prompts.astype(np.float32), labels
+
+
+def test_lstsq_gelsy_is_the_authors_torch_call_on_float32_rows():
+    images, prompts, labels = _prompt_fit_set()
+    text = prompts[labels]
+    t = tf.LeastSquares(variant="torch_gelsy").fit(images, text)
+    # the authors: torch.linalg.lstsq(cifar_text_embeddings_train, cifar_image_embeddings_train).solution
+    theirs = torch.linalg.lstsq(torch.from_numpy(text), torch.from_numpy(images)).solution.numpy()
+    assert t.name == "lstsq_gelsy" and "gelsy" in t.solver
+    assert np.array_equal(t.weights, theirs)
+    assert np.array_equal(t.transform(prompts, "text"), prompts @ theirs)
+    # the float32 cut-off drops the nearly dependent prompt: rank 11 of 12, where the minimum-norm
+    # solution (numpy's cut-off, float64) keeps all 12 and maps the prompts elsewhere
+    assert "rank 11" in t.solver
+    exact = tf.LeastSquares().fit(images, text)
+    assert exact.name == "lstsq" and np.linalg.matrix_rank(text.astype(np.float64), tol=None) == 12
+    assert not np.allclose(exact.transform(prompts, "text"), prompts @ theirs, atol=1e-3)
+    back = tf.transform_from_dict({k: np.asarray(v) if not isinstance(v, str) else v for k, v in t.to_dict().items()})
+    assert back.name == "lstsq_gelsy" and np.array_equal(back.weights, t.weights)
+    old = exact.to_dict()
+    del old["variant"]  # a file written before the variant existed
+    assert tf.transform_from_dict(old).name == "lstsq"
+
+
+def test_pca_truncated_svd_fits_each_prompt_once_as_the_authors():
+    """The authors' PCA-425 on CIFAR: TruncatedSVD of cat([train images] + [the 100 prompts]), each prompt
+    once; the pipeline's fit set pairs every image with its prompt."""
+    from conescope.protocol_eval import fit_all
+    from conescope.protocols import plan
+    from conescope.sets import ImageSet, TextSet
+
+    images, prompts, labels = _prompt_fit_set(seed=1, classes=6, per_class=30, d=10)
+    n, k = len(images), len(prompts)
+    ids = np.asarray([f"i{j}" for j in range(n)], dtype=object)
+    splits = np.where(np.arange(n) % 3 == 0, "test", "train").astype(object)
+    sets = {"cls": (ImageSet("cls", ids, labels, splits, images),
+                    TextSet("cls", "en", np.asarray([f"p{c}" for c in range(k)], dtype=object),
+                            np.asarray([None] * k, dtype=object), np.arange(k), [f"class {c}" for c in range(k)],
+                            prompts))}
+    settings = _profile_settings(pca_variants=("truncated_svd", "centered"), k=(3,), kinds=("pca",),
+                                 in_domain=("cls",))
+    fitted, _ = fit_all(settings, "pca", plan(settings, sets), sets)
+    tsvd = next(t for t in fitted if t.name == "pca_3_tsvd")
+    train = splits == "train"
+    unit = lambda x: x / np.linalg.norm(x.astype(np.float64), axis=1, keepdims=True)  # noqa: E731
+    theirs = TruncatedSVD(3, algorithm="arpack", random_state=0).fit(np.vstack([unit(images[train]), unit(prompts)]))
+    assert np.allclose(np.abs(tsvd.components.T), np.abs(theirs.components_), atol=1e-6)
+    assert tsvd.provenance["n_text"] == k
+    repeated = TruncatedSVD(3, algorithm="arpack", random_state=0).fit(
+        np.vstack([unit(images[train]), unit(prompts[labels[train]])]))
+    assert not np.allclose(np.abs(repeated.components_), np.abs(theirs.components_), atol=1e-3)
+    centered = next(t for t in fitted if t.name == "pca_3")
+    assert centered.provenance["n_text"] == int(train.sum())  # the default still fits the pairs
+
+
+def _profile_settings(**kw):
+    from conescope.profile import TransformSettings
+
+    return TransformSettings(**kw)
+
+
+def test_gap_shift_of_the_eval_set_closes_that_sets_own_gap():
+    """Amumo's get_closed_modality_gap: the gap of the arrays it is given, each side moved by half of it,
+    renormalized; the default shift moves held-out rows by the fit set's gap instead."""
+    image, text = _pairs()
+    image, text = image / np.linalg.norm(image, axis=1, keepdims=True), text / np.linalg.norm(text, axis=1,
+                                                                                               keepdims=True)
+    fit_img, fit_txt, ev_img, ev_txt = image[:200], text[:200], image[200:] + 0.3, text[200:]
+    ev_img = ev_img / np.linalg.norm(ev_img, axis=1, keepdims=True)
+    t = tf.GapShift(1.0, gap_of="eval_set").fit(fit_img, fit_txt)
+    assert t.name == "gap_shift_1_eval" and t.transductive and not tf.GapShift(1.0).transductive
+    on_eval = t.for_eval(ev_img, ev_txt)
+    gap = ev_img.mean(axis=0) - ev_txt.mean(axis=0)
+    theirs_img = (ev_img - 0.5 * gap) / np.linalg.norm(ev_img - 0.5 * gap, axis=1, keepdims=True)
+    theirs_txt = (ev_txt + 0.5 * gap) / np.linalg.norm(ev_txt + 0.5 * gap, axis=1, keepdims=True)
+    assert np.allclose(on_eval.transform(ev_img, "image"), theirs_img, atol=1e-12)
+    assert np.allclose(on_eval.transform(ev_txt, "text"), theirs_txt, atol=1e-12)
+    inductive = tf.GapShift(1.0).fit(fit_img, fit_txt)
+    assert inductive.for_eval(ev_img, ev_txt) is inductive
+    assert not np.allclose(inductive.transform(ev_img, "image"), theirs_img, atol=1e-3)
+    raw = tf.GapShift(1.0, renormalize=False, gap_of="eval_set").fit(fit_img, fit_txt).for_eval(ev_img, ev_txt)
+    assert raw.name == "gap_shift_1_raw_eval"
+    closed = raw.transform(ev_img, "image").mean(axis=0) - raw.transform(ev_txt, "text").mean(axis=0)
+    assert np.allclose(closed, 0.0, atol=1e-12)
+
+
+def test_lstsq_and_gap_shift_switches_parse(tmp_path):
+    p = _profile(tmp_path, lstsq={"variants": ["minimum_norm", "torch_gelsy"]},
+                 gap_shift={"lambdas": [0.0, 1.0], "gap_of": ["fit_set", "eval_set"]})
+    from conescope.protocols import variants
+
+    assert [v.name for v in variants(p.transforms, "lstsq")] == ["lstsq", "lstsq_gelsy"]
+    assert [v.name for v in variants(p.transforms, "gap_shift")] == ["gap_shift_0", "gap_shift_1", "gap_shift_0_eval",
+                                                                     "gap_shift_1_eval"]
+    for transforms, where in (({"lstsq": {"variants": ["gelsy"]}}, r"transforms\.lstsq\.variants\[0\]"),
+                              ({"gap_shift": {"gap_of": ["test"]}}, r"transforms\.gap_shift\.gap_of\[0\]")):
+        with pytest.raises(ProfileError, match=where):
+            _profile(tmp_path, **transforms)
+
+
+def test_all_rows_and_cross_dataset_fit_rows_parse(tmp_path):
+    p = _profile(tmp_path, protocols={"in_domain": ["shapes"], "all_rows": ["shapes"],
+                                      "cross_dataset": [{"fit": "shapes", "eval": "digits"}],
+                                      "cross_dataset_fit_rows": "all"})
+    assert p.transforms.all_rows == ("shapes",) and p.transforms.cross_dataset_fit_rows == "all"
+    with pytest.raises(ProfileError, match=r"transforms\.protocols\.all_rows\[0\]"):
+        _profile(tmp_path, protocols={"all_rows": ["coco"]})
+    with pytest.raises(ProfileError, match=r"transforms\.protocols\.cross_dataset_fit_rows"):
+        _profile(tmp_path, protocols={"cross_dataset_fit_rows": "test"})
+
+
+def test_class_disjoint_procrustes_is_free_on_the_new_prompts_and_moves_known_class_accuracy():
+    """Table 4's Procrustes rows are not well defined, for known classes too: T^T I of known-class pairs has
+    rank <= the known prompts, every rotation of their orthogonal complement is equally optimal, and the
+    new-class prompts (distractors when known-class images are classified among all prompts) lie there."""
+    rng = np.random.default_rng(0)
+    d, classes, known = 16, 10, 5
+    prompts = rng.normal(size=(classes, d))
+    prompts /= np.linalg.norm(prompts, axis=1, keepdims=True)
+    labels = np.repeat(np.arange(classes), 30)
+    images = prompts[labels] @ np.linalg.qr(rng.normal(size=(d, d)))[0] * 0.3 + 0.5 * rng.normal(size=(len(labels),
+                                                                                                      d))
+    images /= np.linalg.norm(images, axis=1, keepdims=True)
+    is_known = labels < known
+    fit = tf.Procrustes().fit(images[is_known], prompts[labels[is_known]])
+    # a basis of the known prompts' span S and of its complement
+    u, _, _ = np.linalg.svd(prompts[:known].T)
+    span, complement = u[:, :known], u[:, known:]
+    objective = lambda w: np.linalg.norm(prompts[labels[is_known]] @ w - images[is_known])  # noqa: E731
+    accuracies = []
+    for seed in range(8):
+        q = np.linalg.qr(np.random.default_rng(seed).normal(size=(d - known, d - known)))[0]
+        other = (span @ span.T + complement @ q @ complement.T) @ fit.rotation  # equal on S, rotated on its complement
+        assert np.allclose(other @ other.T, np.eye(d), atol=1e-10)
+        assert objective(other) == pytest.approx(objective(fit.rotation), rel=1e-12)
+        scores = images[is_known] @ (prompts @ other).T  # known-class images among every prompt
+        accuracies.append(np.mean(scores.argmax(axis=1) == labels[is_known]))
+    assert max(accuracies) - min(accuracies) > 0.02
+
+
+@pytest.mark.parametrize("transforms", [
+    {"lstsq": {"variants": ["torch_gelsy"]}},
+    {"gap_shift": {"lambdas": [0.0, 1.0], "gap_of": ["eval_set"]}},
+    {"protocols": {"in_domain": ["shapes"], "all_rows": ["shapes"]}},
+    {"protocols": {"in_domain": ["shapes"], "cross_dataset": [{"fit": "shapes", "eval": "digits"}],
+                   "cross_dataset_fit_rows": "all"}},
+])
+def test_new_switches_change_the_transform_assets_code_versions(tmp_path, transforms):
+    from conescope import code_versions
+
+    base_protocols = {k: v for k, v in transforms.get("protocols", {}).items()
+                      if k not in ("all_rows", "cross_dataset_fit_rows")}
+    base = _profile(tmp_path, protocols=base_protocols or {"in_domain": ["shapes"]})
+    switched = _profile(tmp_path, **transforms)
+    assert code_versions.fit_transforms(switched) != code_versions.fit_transforms(base)
+    assert code_versions.transform_metrics(switched, ()) != code_versions.transform_metrics(base, ())
+
+
+def test_coco_image_order_changes_the_dataset_code_version(tmp_path):
+    from conescope import code_versions
+
+    a = load_profile_raw(tmp_path, {"coco": {"kind": "coco"}})
+    b = load_profile_raw(tmp_path, {"coco": {"kind": "coco", "image_order": "id"}})
+    assert code_versions.dataset(a, "coco") != code_versions.dataset(b, "coco")
+    assert code_versions.dataset(a, "shapes") == code_versions.dataset(b, "shapes")

@@ -141,3 +141,24 @@ def test_compat_i1_spread_over_eigenvector_signs_is_the_documented_one():
     flipped = vecs * rng.choice([-1.0, 1.0], size=d)
     z = np.exp(u @ (flipped * np.where(u.sum(axis=0) @ flipped < 0, -1.0, 1.0))).sum(axis=0)
     assert z.min() / z.max() == pytest.approx(i1_i2(x)[0], rel=1e-5)
+
+
+def test_compat_i1_moves_with_the_order_of_the_eigenvectors():
+    """The figures quoted in i1_i2's docstring: the rows of the eigenvector matrix permute their coordinates
+    when the solver orders the eigenvalues otherwise (the authors' torch.eig did not sort them)."""
+    rng = np.random.default_rng(0)
+    n, d = 2000, 64
+    common = rng.standard_normal(d)
+    common /= np.linalg.norm(common)
+    x = 0.5 * common + rng.standard_normal((n, d)) / np.sqrt(d) * np.linspace(0.3, 1.5, d)
+    u = l2_normalize(x)
+    _, vecs = np.linalg.eigh(u.T @ u)
+
+    def rows_i1(v):  # their get_isotropy_1: Z over the rows of the eigenvector matrix
+        z = np.array([np.exp(u @ v[j, :]).sum() for j in range(d)])
+        return z.min() / z.max()
+
+    assert rows_i1(vecs) == pytest.approx(i1_i2(x, compat=True)[0], rel=1e-5)  # numpy's ascending order
+    assert round(rows_i1(vecs), 2) == 0.75 and round(rows_i1(vecs[:, ::-1]), 2) == 0.77
+    orders = [rows_i1(vecs[:, np.random.default_rng(s).permutation(d)]) for s in range(64)]
+    assert (round(min(orders), 2), round(max(orders), 2)) == (0.72, 0.81)

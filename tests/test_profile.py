@@ -121,7 +121,7 @@ def test_transform_section_parses_and_defaults(monkeypatch):
 
 @pytest.mark.parametrize("mutate, key, problem", [
     (_tf(lambda t: t["gap_shift"].update(lambda_=[1])), "transforms.gap_shift.lambda_",
-     "unknown key (allowed: lambdas, renormalize)"),
+     "unknown key (allowed: gap_of, lambdas, renormalize)"),
     (_tf(lambda t: t["protocols"]["cross_dataset"][0].update(fits="x")), "transforms.protocols.cross_dataset[0].fits",
      "unknown key (allowed: eval, fit)"),
     (_tf(lambda t: t.update(protocols=["shapes"])), "transforms.protocols", "expected a mapping, got list"),

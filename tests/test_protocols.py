@@ -182,3 +182,47 @@ def test_an_empty_partition_fits_and_evaluates_nothing():
     for kind in KINDS:
         assert E.fit_all(SETTINGS, kind, p, {}) == ([], [])
     assert not any(E.evaluate_all([], p, {}, MetricSettings(bootstrap=10), {}).values())
+
+
+def test_all_rows_protocol_and_cross_dataset_fit_on_every_row(sets):
+    """The authors' Table 5 (each modality centred on all its rows, I1 of those rows) and their COCO fits
+    (every pair) as named protocols: fit and eval sets say ``:all``; the plan's disjointness check exempts
+    only the all-rows protocol."""
+    settings = dataclasses.replace(SETTINGS, all_rows=("cap",), cross_dataset_fit_rows="all")
+    p = P.plan(settings, sets)
+    img, txt = sets["cap"]
+    assert {"cap:all", "cap:train"} <= set(p.fit_sets)
+    all_fit = p.fit_sets["cap:all"]
+    assert len(all_fit.image_rows) == len(img.emb)  # every image with its first caption
+    assert np.array_equal(txt.text_ids[all_fit.text_rows], [f"t-{i}-0" for i in range(len(img.emb))])
+    by_protocol = {(e.protocol, e.fit_set, e.name) for e in p.evals}
+    assert ("all_rows", "cap:all", "cap:all") in by_protocol and ("cross_dataset", "cap:all", "cls:test") in by_protocol
+    assert ("in_domain", "cap:train", "cap:test") in by_protocol  # in-domain still held out
+    ev = next(e for e in p.evals if e.protocol == "all_rows")
+    assert len(ev.image_rows) == len(img.emb) and ev.params == {"rows": "all"}
+    # the in-domain check still refuses a leak; the all-rows eval is its fit set by definition
+    leaky = dataclasses.replace(p.fit_sets["cap:train"], image_rows=np.append(p.fit_sets["cap:train"].image_rows,
+                                                                               p.evals[0].image_rows[0]))
+    with pytest.raises(AssertionError, match="both fitted on and evaluated"):
+        P.check_disjoint(P.Plan({**p.fit_sets, "cap:train": leaky}, p.evals), sets)
+    stored, _ = E.fit_all(settings, "centering_per_modality", p, sets)
+    rows = E.evaluate_all(stored, p, sets, MetricSettings(bootstrap=20), {"cap": (10.0, None), "cls": (10.0, None)})
+    iso = [r for r in rows["isotropy"] if r["eval_set"] == "cap:all"]
+    assert {r["metric"] for r in iso} >= {"i1", "i1_compat"} and all(r["fit_set"] == "cap:all" for r in iso)
+    assert not any(r["metric"].startswith("separability") for r in rows["modality_gap"] if r["eval_set"] == "cap:all")
+
+
+def test_transductive_gap_shift_rows_name_the_eval_set_as_fit_set(sets):
+    settings = dataclasses.replace(SETTINGS, gap_shift_gap_of=("fit_set", "eval_set"))
+    p = P.plan(settings, sets)
+    stored, _ = E.fit_all(settings, "gap_shift", p, sets)
+    rows = E.evaluate_all(stored, p, sets, MetricSettings(bootstrap=20), {"cap": (10.0, None), "cls": (10.0, None)})
+    gap = {(r["transform"], r["fit_set"]): r for r in rows["modality_gap"] if r["metric"] == "gap_norm"
+           and r["eval_set"] == "cap:test"}
+    assert set(gap) >= {("gap_shift_1", "cap:train"), ("gap_shift_1_eval", "cap:test")}
+    import json
+
+    assert json.loads(gap[("gap_shift_1_eval", "cap:test")]["params"])["transform"]["gap_of"] == "eval_set"
+    assert json.loads(gap[("gap_shift_1", "cap:train")]["params"])["transform"]["gap_of"] == "fit_set"
+    # closing the evaluated set's own gap leaves less of it than the train split's gap does
+    assert gap[("gap_shift_1_eval", "cap:test")]["value"] < gap[("gap_shift_1", "cap:train")]["value"]

@@ -88,10 +88,15 @@ def test_gap_shift_points_parse_the_sweep_rows():
     rows.append({"family": "clip_loss", "metric": "loss", "transform": "gap_shift_0.5_raw", "eval_set": "s:test",
                  "value": 0.9})
     rows.append({"family": "clip_loss", "metric": "loss", "transform": "centering", "eval_set": "s:test", "value": 2})
+    # the transductive rows (the eval set's own gap) are a series of their own, beside the inductive one
+    rows += [{"family": "clip_loss", "metric": "loss", "transform": t, "eval_set": "s:test", "value": v}
+             for t, v in (("gap_shift_1_eval", 0.2), ("gap_shift_0_eval", 0.5), ("gap_shift_1_raw_eval", 0.7))]
     points = gap_shift_points(rows)
-    assert points[("clip_loss/loss", "s:test", True)] == [(0.0, 0.5), (0.5, 0.4), (1.0, 0.3)]
-    assert points[("clip_loss/loss", "s:test", False)] == [(0.5, 0.9)]
-    assert len(points) == 2
+    assert points[("clip_loss/loss", "s:test", True, False)] == [(0.0, 0.5), (0.5, 0.4), (1.0, 0.3)]
+    assert points[("clip_loss/loss", "s:test", False, False)] == [(0.5, 0.9)]
+    assert points[("clip_loss/loss", "s:test", True, True)] == [(0.0, 0.5), (1.0, 0.2)]
+    assert points[("clip_loss/loss", "s:test", False, True)] == [(1.0, 0.7)]
+    assert len(points) == 4
 
 
 def test_published_difference_for_values_and_ranges():

@@ -7,6 +7,11 @@ The official files carry no train/test split, so a seeded 80/20 split is drawn (
 seed 0); the Karpathy JSON brings its own (``train`` and ``restval`` -> train, ``val`` -> val,
 ``test`` -> test). Images are ingested by reference (``image_path``), so the manifest stays small.
 Sample ids are ``<dataset>-<cocoid>``.
+
+Row order: the annotation file's image order (``image_order: file``, the default), or sorted image id
+(``image_order: id``): the order of torchvision's ``CocoDetection`` (``sorted(coco.imgs)``), through which
+Tyshchuk et al. embedded COCO, so that their ``torch.randperm`` split (``conescope.splits``) and their
+consecutive batches pick the same images here (docs/fidelity.md).
 """
 
 from __future__ import annotations
@@ -37,14 +42,21 @@ def _field(path: Path, where: str, record: dict, key: str, types: type | tuple):
 
 
 def read_coco(name: str, annotations: Path, image_dir: Path, first_caption: bool = True, seed: int = 0,
-              limit: int | None = None, validate_images: bool = True) -> IngestResult:
+              limit: int | None = None, validate_images: bool = True, image_order: str = "file") -> IngestResult:
     """Official COCO caption annotations: ``images`` (id, file_name) and ``annotations`` (image_id,
-    id, caption). ``limit`` keeps the first ``limit`` images in file order (a quick look at a subset)."""
+    id, caption). ``image_order``: ``file`` (as listed) or ``id`` (sorted by image id, torchvision's
+    ``CocoDetection`` order). ``limit`` keeps the first ``limit`` images in that order (a quick look at a
+    subset)."""
     need_file(annotations, name, "COCO caption annotations (e.g. captions_val2014.json)")
     need_dir(image_dir, name, "COCO image folder (e.g. val2014/)")
     doc = _load_json(annotations)
     images = _field(annotations, "top level", doc, "images", list)
     anns = _field(annotations, "top level", doc, "annotations", list)
+    if image_order == "id":
+        ids = [_field(annotations, f"images[{i}]", img, "id", int) for i, img in enumerate(images)]
+        images = [images[i] for i in sorted(range(len(images)), key=ids.__getitem__)]
+    elif image_order != "file":
+        raise ValueError(f"image_order must be file or id, got {image_order!r}")
     if limit is not None:
         images = images[:limit]
     captions: dict[int, list[tuple[int, str]]] = {}
@@ -63,7 +75,8 @@ def read_coco(name: str, annotations: Path, image_dir: Path, first_caption: bool
         cocoid = _field(annotations, where, img, "id", int)
         file_name = _field(annotations, where, img, "file_name", str)
         _add_image(b, name, cocoid, splits[i], image_dir / file_name, captions.get(cocoid, []), first_caption)
-    return b.result({"format": "coco", "first_caption": first_caption, "split": f"seeded 80/20, seed {seed}"})
+    info = {"format": "coco", "first_caption": first_caption, "split": f"seeded 80/20, seed {seed}"}
+    return b.result(info if image_order == "file" else {**info, "image_order": image_order})
 
 
 def read_karpathy(name: str, split_json: Path, image_root: Path, first_caption: bool = True,
@@ -120,11 +133,12 @@ class CocoSource(SourceDataset):
     annotations: Text = "annotations/captions_val2014.json"
     images: Text = "val2014"
     first_caption: Flag = True
+    image_order: Literal["file", "id"] = "file"  # id: torchvision CocoDetection's order (docs/fidelity.md)
     languages: ClassVar[tuple[str, ...]] = ("en",)
 
     def read(self, raw_dir: Path, languages: tuple[str, ...]) -> IngestResult:
         return read_coco(self.name, self.at(raw_dir, self.annotations), self.at(raw_dir, self.images),
-                         self.first_caption, self.seed, self.n)
+                         self.first_caption, self.seed, self.n, image_order=self.image_order)
 
 
 @register_source

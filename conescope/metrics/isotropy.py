@@ -128,9 +128,13 @@ def i1_i2(x: np.ndarray, normalize: bool = True, compat: bool = False) -> tuple[
     rows, d = 64: a common unit direction of weight 0.5 plus Gaussian noise of per-coordinate scale
     0.3-1.5 / sqrt(d), seed 0; tests/test_metrics.py) 64 random sign patterns
     (``i1_compat_sign_spread``) give compat I1 from 0.72 to 0.80 (numpy's own signs: 0.75) while the
-    correct I1 is 0.63. A published compat value is therefore only comparable to within that spread;
-    only the correct value (``compat=False``) is a property of the data. I1 is 1 (and I2 is 0) exactly
-    when Z is the same in every eigendirection.
+    correct I1 is 0.63. The row directions depend on the *order* of the eigenvectors too: coordinate k of
+    a row is eigenvector k's entry, so permuting the columns permutes every row's coordinates. numpy's
+    ``eigh`` returns them by ascending eigenvalue; the authors' ``torch.eig`` (a general eigensolver)
+    returned them in no sorted order. On the same cone, numpy's order gives 0.75, the descending order
+    0.77, and 64 random orders 0.72-0.81 (tests/test_metrics.py). A published compat value is therefore
+    only comparable to within the spread over signs and orders; only the correct value (``compat=False``)
+    is a property of the data. I1 is 1 (and I2 is 0) exactly when Z is the same in every eigendirection.
     """
     x = np.asarray(x)
     if not normalize:

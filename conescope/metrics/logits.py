@@ -4,6 +4,11 @@ CLIP scores a pair by the cosine of its two embeddings times a learned scale (Ra
 section 2.3). Chou & Alam 2024 ("Embedding Geometries of CLIP", section 3) also train and evaluate
 with the raw dot product and with the negative squared Euclidean distance of unnormalized rows; the
 quality metrics take any of the three through ``geometry``.
+
+The raw-row dot and distance are conescope's own option after Chou & Alam, not a reproduction of
+Tyshchuk et al.: their code L2-normalized every embedding when loading it, so its ``dot`` and ``dist``
+(1 - ||a - b||^2 / 2) scored unit rows, where both equal the cosine (docs/fidelity.md); its one
+non-cosine score, the dot product of PCA projections, is the ``pca_<k>_tsvd`` variant's own scoring.
 """
 
 from __future__ import annotations

@@ -25,6 +25,12 @@ def _cifar_prompts(prompts: list[str]) -> str | None:
     return "raw" if "aquarium_fish" in text else "clean" if "aquarium fish" in text else None
 
 
+def _rows_of(set_name: str | None) -> str | None:
+    """train | test | all | ...: which rows of its dataset a fit or eval set holds (``coco:all`` -> all)."""
+    parts = str(set_name or "").split(":")
+    return parts[1] if len(parts) > 1 else None
+
+
 def _definitions(params: str | dict | None) -> dict:
     """The settings of a row that decide whether it is the paper's quantity (docs/fidelity.md): loss
     averaging, batch size, logit scale, split, prompt style, geometry."""
@@ -37,7 +43,8 @@ def _definitions(params: str | dict | None) -> dict:
 
 def enrich(rows: list[dict], models: dict[str, ModelInfo | None], dataset_kinds: dict[str, str]) -> list[dict]:
     """Rows with the columns that published entries match on: arch, pretrained, zero_bias,
-    dataset_kind, fit_kind (kind of the fit set's dataset), classes (known | new | None), and the
+    dataset_kind, fit_kind (kind of the fit set's dataset), fit_rows and eval_rows (train | test | all:
+    which rows of their datasets the fit and eval sets hold), classes (known | new | None), and the
     definitional settings of :func:`_definitions` read from the row's params."""
     out = []
     for r in rows:
@@ -48,6 +55,7 @@ def enrich(rows: list[dict], models: dict[str, ModelInfo | None], dataset_kinds:
                     "zero_bias": info.zero_bias if info else None,
                     "dataset_kind": dataset_kinds.get(r["dataset"]),
                     "fit_kind": dataset_kinds.get(_ds(r.get("fit_set"))) if r.get("fit_set") else None,
+                    "fit_rows": _rows_of(r.get("fit_set")), "eval_rows": _rows_of(r.get("eval_set")),
                     "classes": eval_set.rsplit(":", 1)[1] if eval_set.endswith((":known", ":new")) else None})
     return out
 
@@ -69,8 +77,9 @@ TABLES: dict[int, tuple[Callable[[dict, str], bool], list[str]]] = {
         ["transform", "fit_set", "eval_set"]),
     4: (lambda r, ref: r["family"] == "zero_shot" and r["metric"] == "top1" and _fitted(r) and r["lang"] == ref
         and r["classes"] is not None, ["transform", "fit_set", "classes"]),
-    5: (lambda r, ref: r["family"] == "isotropy" and r["metric"] == "i1" and _fitted(r) and r["lang"] == ref
-        and r["modality"] in ("image", "text"), ["transform", "fit_set", "eval_set", "modality"]),
+    5: (lambda r, ref: r["family"] == "isotropy" and r["metric"] in ("i1", "i1_compat") and _fitted(r)
+        and r["lang"] == ref and r["modality"] in ("image", "text"), ["transform", "fit_set", "eval_set", "modality",
+                                                                         "metric"]),
     6: (lambda r, ref: r["family"] == "isotropy" and r["transform"] == "none" and r["pretrained"] is None
         and r["arch"] is not None and r["metric"] in ("i1", "mean_cosine") and r["lang"] in (ref, None),
         ["zero_bias", "modality", "metric"]),
@@ -135,11 +144,14 @@ def render_paper_report(rows: list[dict], models: dict[str, ModelInfo | None], d
     parts = [f"<p>Tables of <i>{esc(SOURCE)}</i>, filled from this profile's warehouse. The published column holds "
              "a number only where the measured row has the paper's setting (CLIP ViT-B/32 from OpenAI; COCO captions, "
              "first caption per image; CIFAR-100 prompts) <i>and</i> is computed the paper's way (the "
-             "project's docs/fidelity.md): I1 as the authors' row iteration (<code>i1_compat</code>), the CLIP loss "
-             "averaged over batches of 64 at scale 100 on the authors' split, raw CIFAR class names, centering per "
-             "modality for Table 5. Other cells stay empty rather than guessed; a published number that no project "
-             "value can match is shown with the reason. Difference = measured − published (for a published range, "
-             "the distance to it). Table numbering and titles follow the experiments; accuracies are fractions.</p>"]
+             "project's docs/fidelity.md): I1 as the authors' row iteration (<code>i1_compat</code>), the cosine CLIP "
+             "loss averaged over batches of 64 at scale 100 on the authors' split, raw CIFAR class names, LSTSQ as "
+             "torch's float32 <code>gelsy</code> (<code>lstsq_gelsy</code>), the COCO fits of Table 3 on every "
+             "COCO pair (<code>coco:all</code>), and Table 5 as each modality centred on all its rows with the "
+             "authors' I1 of those rows (protocol <code>all_rows</code>). Other cells stay empty rather than "
+             "guessed; a published number that no project value can match is shown with the reason. Difference = "
+             "measured − published (for a published range, the distance to it). Table numbering and titles "
+             "follow the experiments; accuracies are fractions.</p>"]
     headline, compared = {}, 0
     for number in sorted(TABLES):
         columns, lines = table_lines(number, rows, reference)

@@ -200,18 +200,21 @@ def _tsne_figures(data: DatasetData, items: Items, settings: ReportSettings, cac
     return "".join(out)
 
 
-_LAMBDA = re.compile(r"^gap_shift_(?P<lam>-?[0-9.eE+-]+?)(?P<raw>_raw)?$")
+_LAMBDA = re.compile(r"^gap_shift_(?P<lam>-?[0-9.eE+-]+?)(?P<raw>_raw)?(?P<own>_eval)?$")
 
 
-def gap_shift_points(rows: list[dict]) -> dict[tuple[str, str, bool], list[tuple[float, float]]]:
-    """(family/metric, eval set, renormalized) -> sorted (lambda, value) from the rows of the
-    gap-shift sweep (transform names ``gap_shift_<lambda>`` and ``gap_shift_<lambda>_raw``)."""
-    out: dict[tuple[str, str, bool], list[tuple[float, float]]] = {}
+def gap_shift_points(rows: list[dict]) -> dict[tuple[str, str, bool, bool], list[tuple[float, float]]]:
+    """(family/metric, eval set, renormalized, own gap) -> sorted (lambda, value) from the rows of the
+    gap-shift sweep (transform names ``gap_shift_<lambda>[_raw][_eval]``). ``own gap``: the ``_eval``
+    rows, shifted by the evaluated set's own gap (transductive, Amumo / Liang et al.) rather than the fit
+    set's; they are a series of their own, never merged with the inductive one of the same eval set."""
+    out: dict[tuple[str, str, bool, bool], list[tuple[float, float]]] = {}
     for r in rows:
         m = _LAMBDA.match(str(r.get("transform") or ""))
         if not m:
             continue
-        key = (f"{r['family']}/{r['metric']}", str(r.get("eval_set")), m.group("raw") is None)
+        key = (f"{r['family']}/{r['metric']}", str(r.get("eval_set")), m.group("raw") is None,
+               m.group("own") is not None)
         out.setdefault(key, []).append((float(m.group("lam")), float(r["value"])))
     return {k: sorted(v) for k, v in out.items()}
 
@@ -225,16 +228,17 @@ def _landscape_figure(data: DatasetData) -> str:
     distance = {k: v for k, v in points.items() if k[0] == "modality_gap/gap_norm"}
 
     def label(k):
-        return f"{k[0].split('/')[1]} on {k[1]}" + ("" if k[2] else " (not renormalized)")
+        return (f"{k[0].split('/')[1]} on {k[1]}" + ("" if k[2] else " (not renormalized)")
+                + (" (its own gap)" if k[3] else ""))
 
     fig = figures.curves({label(k): ([x for x, _ in v], [y for _, y in v]) for k, v in quality.items()},
-                         f"{data.name}: shifting along the gap", "lambda (0: raw, 1: gap closed on the fit set)",
+                         f"{data.name}: shifting along the gap", "lambda (0: raw, 1: gap closed)",
                          "CLIP loss / zero-shot top-1",
                          secondary={label(k): ([x for x, _ in v], [y for _, y in v]) for k, v in distance.items()},
                          secondary_label="gap norm")
     rows = []
     for k, v in quality.items():
-        dist = dict(distance.get(("modality_gap/gap_norm", k[1], k[2]), []))
+        dist = dict(distance.get(("modality_gap/gap_norm", *k[1:]), []))
         vals = dict(v)
         if 0.0 in vals and 1.0 in vals:
             rows.append((label(k), dist.get(0.0), vals[0.0], dist.get(1.0), vals[1.0]))
@@ -242,8 +246,10 @@ def _landscape_figure(data: DatasetData) -> str:
                   numeric=[False, True, True, True, True]) if rows else ""
     return figure(figures.to_svg(fig), "Loss landscape of the gap shift (Liang et al. 2022, Section 4.2): both "
                                        "modalities moved towards each other along the gap vector by lambda/2 each, "
-                                       "evaluated on the held-out split; dashed: the remaining gap norm. The table "
-                                       "gives the Amumo summary (lambda 0 vs 1).") + amumo
+                                       "evaluated on the held-out split, by the gap of the fit set (the train split); "
+                                       "series marked 'its own gap' shift the evaluated rows by their own gap "
+                                       "(transductive, as Amumo and Liang et al.: gap_of eval_set). Dashed: the "
+                                       "remaining gap norm. The table gives the Amumo summary (lambda 0 vs 1).") + amumo
 
 
 def _layers_figure(sections: list[DatasetData]) -> str:
