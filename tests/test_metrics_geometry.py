@@ -103,6 +103,7 @@ def test_proportion_interval_is_clopper_pearson_as_scipy_computes_it(k, n):
     ci = mean_ci(np.random.default_rng(k).permutation(hits), seed=0)
     ref = stats.binomtest(k, n).proportion_ci(confidence_level=0.95, method="exact")
     assert ci.method == "clopper-pearson" and ci.value == k / n
+    # scipy finds the exact bounds by root finding on the binomial tails, ours are beta quantiles
     assert (ci.low, ci.high) == pytest.approx((ref.low, ref.high), rel=1e-7, abs=1e-12)
     assert ci.low < ci.high  # all hits or all misses: never a point
     ref90 = stats.binomtest(k, n).proportion_ci(confidence_level=0.9, method="exact")
@@ -191,6 +192,16 @@ def test_ratio_ci_with_unit_denominator_is_mean_ci():
     assert ratio_ci(values, np.full(77, 2.0), seed=2) == pytest.approx(
         _naive_bootstrap_t(values, np.full(77, 2.0), seed=2, n_boot=1000, per_chunk=bootstrap._RESAMPLES_PER_CHUNK),
         rel=1e-9)
+
+
+def test_ratio_ci_of_alike_units_is_a_point_and_never_nan():
+    """Units of one ratio (a tower that maps every pair alike): no resample has a spread, and the
+    interval is the value itself, not the NaN of infinite t* (the pipeline's check rejects NaN)."""
+    values = np.full(100, np.float32(0.138811), dtype=np.float64)
+    assert ratio_ci(values, np.ones(100), seed=0) == (values.mean(),) * 3
+    assert ratio_ci(2 * values, np.full(100, 2.0), seed=0) == pytest.approx((values.mean(),) * 3)
+    value, lo, hi = ratio_ci(values + np.r_[np.zeros(99), 1e-6], np.ones(100), seed=0)
+    assert np.isfinite([lo, hi]).all() and lo <= value <= hi
 
 
 @pytest.mark.parametrize("kwargs, message", [({"values": np.array([])}, "non-empty"),

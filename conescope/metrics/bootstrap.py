@@ -153,8 +153,9 @@ def ratio_ci(num: np.ndarray, den: np.ndarray, seed: int, n_boot: int = 1000, al
     R - t*_{alpha/2} se], quantiles by linear interpolation (``numpy.quantile``). Studentizing makes
     the interval as wide as Student's t on few units and lets it lean with the skew of the units (the
     percentile interval does neither: over 25 batches of a clustered set it covered 90%). Resamples
-    whose se* is 0 (all drawn units alike) carry no t* and are left out. Same seed, same interval;
-    fewer than 2 units: no interval (None, None)."""
+    whose se* is 0 (all drawn units alike) carry no t* and are left out; when every unit has the same
+    ratio num_k / den_k the interval is [R, R]. Same seed, same interval; fewer than 2 units: no
+    interval (None, None)."""
     _check(n_boot, alpha)
     num, den = _as_samples(num, "num"), _as_samples(den, "den")
     if num.shape != den.shape:
@@ -165,6 +166,10 @@ def ratio_ci(num: np.ndarray, den: np.ndarray, seed: int, n_boot: int = 1000, al
     value = float(num.mean() / den.mean())
     if k < 2:
         return Interval(value, None, None, None)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = num / den
+    if np.ptp(ratios) <= 1e-12 * max(1.0, abs(value)):  # every unit alike: no spread to resample
+        return Interval(value, value, value, BOOTSTRAP_T)
     # residuals at the full-sample ratio: R* - R = mean(d*) / mean(den*) and the resample's residuals
     # d*_k - (R* - R) den*_k, so nothing cancels when num is close to R den
     d = num - value * den
@@ -178,9 +183,9 @@ def ratio_ci(num: np.ndarray, den: np.ndarray, seed: int, n_boot: int = 1000, al
         shift = md / mm
         spread = np.maximum(mdd - 2 * shift * mdm + shift * shift * mmm, 0.0)
         t_star = shift / (np.sqrt(spread / (k - 1)) / mm)
-    t_star = t_star[~np.isnan(t_star)]
-    if se == 0.0 or t_star.size == 0:
-        return Interval(value, value, value, BOOTSTRAP_T)  # every unit has the same ratio
+    t_star = t_star[np.isfinite(t_star)]  # a resample of alike units has no spread to studentize by
+    if t_star.size == 0:
+        return Interval(value, value, value, BOOTSTRAP_T)
     q_lo, q_hi = np.quantile(t_star, [alpha / 2, 1 - alpha / 2])
     return Interval(value, value - q_hi * se, value - q_lo * se, BOOTSTRAP_T)
 
