@@ -209,7 +209,7 @@ def silhouette_rows(dataset: str, modality: str, x: np.ndarray, labels: np.ndarr
     value, lo, hi = clusters.silhouette(x[keep], labels[keep], seed=settings.seed,
                                         exact_max=settings.silhouette_exact_max)
     return [_rec(dataset, modality, "silhouette", value, int(keep.sum()), (lo, hi),
-                 params=_params(metric="cosine", exact=lo is None))]
+                 params=_params(metric="cosine", exact=lo is None, **({} if lo is None else {"ci": "t-subsamples"})))]
 
 
 # --- multilingual --------------------------------------------------------------------------------

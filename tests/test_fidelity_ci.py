@@ -294,3 +294,21 @@ def test_loss_interval_needs_enough_batches():
     two = np.r_[np.zeros(64), np.ones(16)]
     assert bootstrap.batch_mean_ci(two, 64, seed=0, n_boot=10, weighting="batches")[0] == 0.5
     assert bootstrap.batch_mean_ci(two, 64, seed=0, n_boot=10)[0] == pytest.approx(16 / 80)
+
+
+def test_rows_record_their_interval_method_in_params():
+    import json
+
+    from conescope import families
+    from conescope.profile import MetricSettings
+
+    settings = MetricSettings()
+    hits = families._mean_rec("d", "pair", "top5", np.ones(300), settings, params=families._params(k=5))
+    assert json.loads(hits["params"]) == {"ci": "clopper-pearson", "k": 5}
+    assert hits["ci_low"] < hits["value"] == hits["ci_high"] == 1.0  # all hits: not [1, 1]
+    rows = families.isotropy_rows("d", "image", _cone(np.random.default_rng(0), 50), settings)
+    (cosine,) = [r for r in rows if r["metric"] == "mean_cosine"]
+    assert json.loads(cosine["params"]) == {"ci": "jackknife-t"}
+    assert all(r["params"] is None or "ci" not in r["params"] for r in rows if r["ci_low"] is None)
+    few = families._rec("d", "pair", "loss", 1.0, 10, bootstrap.batch_mean_ci(np.ones(10), 1, seed=0))
+    assert few["ci_low"] is None and few["params"] is None  # no interval, no method
