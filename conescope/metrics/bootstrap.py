@@ -11,9 +11,9 @@ with the name of its method (``Interval.method``, stored in the rows' ``params``
   pairs of rows (U-statistics), leave-one-row-out in closed form.
 
 Why not the percentile bootstrap they replace: a sample of all hits has every resample all hits, so its
-interval is [1, 1] (with a true top-5 of 0.998 at n = 300 it covered 40% of the time); over 25 batches
-of a clustered set its CLIP-loss interval covered 90% (too narrow by sqrt((K - 1) / K) and blind to
-skew); and its B x n x d products for the pairwise means took minutes at 40,000 x 512.
+interval is [1, 1] (with a true top-5 of 0.998 at n = 300 it covered 40-50% of the time); over 25
+batches of a clustered set its CLIP-loss interval covered 90-92% (too narrow by sqrt((K - 1) / K) and
+blind to skew); and its B x n x d products for the pairwise means took a minute at 40,000 x 512.
 ``tests/test_fidelity_ci.py`` measures the coverage of every interval stored, at the edges included.
 
 Resamples (bootstrap-t) are drawn in fixed chunks of ``_RESAMPLES_PER_CHUNK``, chunk c from its own
