@@ -314,3 +314,13 @@ def test_rows_record_their_interval_method_in_params():
     assert all(r["params"] is None or "ci" not in r["params"] for r in rows if r["ci_low"] is None)
     few = families._rec("d", "pair", "loss", 1.0, 10, bootstrap.batch_mean_ci(np.ones(10), 1, seed=0))
     assert few["ci_low"] is None and few["params"] is None  # no interval, no method
+
+
+def test_interval_unpacks_compares_and_pickles_as_its_tuple():
+    import pickle
+
+    ci = bootstrap.mean_ci(np.r_[np.ones(30), 0.0], seed=0)
+    value, low, high = ci
+    assert (value, low, high) == ci == tuple(ci) and ci.method == "clopper-pearson"
+    again = pickle.loads(pickle.dumps(ci))
+    assert again == ci and again.method == ci.method

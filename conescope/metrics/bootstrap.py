@@ -53,6 +53,9 @@ class Interval(tuple):
         self.method = method if low is not None else None
         return self
 
+    def __getnewargs__(self) -> tuple:  # pickling (a tuple subclass is rebuilt from __new__'s arguments)
+        return (*self, self.method)
+
     @property
     def value(self) -> float:
         return self[0]
