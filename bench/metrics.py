@@ -7,7 +7,9 @@ synthetic cone (n image rows, n paired captions, 100 labelled classes with one p
 reports the peak memory above the data itself; each family runs ``--repeats`` times, each in a fresh
 process so that its peak resident set is its own, and the median time is reported (single runs vary
 by +-20% on a shared 2-core machine). Retrieval runs twice: on the test split (the default
-``metrics.retrieval_eval_set``, about n/5 images) and over all n images.
+``metrics.retrieval_eval_set``, about n/5 images) and over all n images. "pairwise intervals" times the
+intervals of the four means over pairs alone (image, caption and joint rows, random image-caption
+pairs): part of isotropy and modality_gap, so outside the suite's sum.
 Part 2 prints, per metric, the ratio to the straightforward library
 call it replaces (bench/metrics_geometry.py and bench/metrics_quality.py).
 """
@@ -25,8 +27,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 FAMILIES = ["isotropy image", "isotropy text", "isotropy joint", "modality_gap", "clip_loss", "zero_shot",
-            "retrieval", "clusters", "linear_probe", "retrieval (all rows)"]
-OUTSIDE_SUITE = ("linear_probe", "retrieval (all rows)")
+            "retrieval", "clusters", "linear_probe", "retrieval (all rows)", "pairwise intervals"]
+# "pairwise intervals" times alone the intervals of the means over pairs that isotropy and modality_gap
+# compute (mean_cosine of image, text and joint rows, rand_cosine_mean): already in the suite's total
+OUTSIDE_SUITE = ("linear_probe", "retrieval (all rows)", "pairwise intervals")
 
 
 def synthetic_sets(n: int, d: int, seed: int = 0, classes: int = 100):
@@ -74,12 +78,14 @@ def _run_family(family: str, n: int, d: int, queue) -> None:
     import torch
 
     from conescope import families
+    from conescope.metrics import bootstrap
     from conescope.profile import MetricSettings
 
     torch.set_num_threads(max(1, mp.cpu_count()))
     img, txt = synthetic_sets(n, d)
     captions = _captions(txt)
     s = MetricSettings()
+    joint = np.vstack([img.emb, captions.emb]) if family == "pairwise intervals" else None
     _reset_peak()
     base = _status_mb("VmRSS")
     calls = {
@@ -93,13 +99,20 @@ def _run_family(family: str, n: int, d: int, queue) -> None:
         "clusters": lambda: families.silhouette_rows("bench", "image", img.emb, img.labels, s),
         "linear_probe": lambda: families.linear_probe_rows(img, s),
         "retrieval (all rows)": lambda: families.retrieval_rows(img, txt, replace(s, retrieval_eval_set="all")),
+        "pairwise intervals": lambda: [bootstrap.pairwise_mean_cosine_ci(img.emb),
+                                       bootstrap.pairwise_mean_cosine_ci(captions.emb),
+                                       bootstrap.pairwise_mean_cosine_ci(joint),
+                                       bootstrap.cross_pair_mean_cosine_ci(img.emb, captions.emb)],
     }
     t0 = time.perf_counter()
     rows = calls[family]()
     seconds = time.perf_counter() - t0
     peak = _status_mb("VmHWM")
+    values = ({r["metric"]: round(r["value"], 4) for r in rows} if family != "pairwise intervals" else
+              {name: [round(v, 4) for v in ci] for name, ci in zip(("image", "text", "joint", "random pairs"), rows,
+                                                                    strict=True)})
     queue.put({"family": family, "seconds": seconds, "peak_above_data_mb": max(0.0, peak - base),
-               "rows": len(rows), "values": {r["metric"]: round(r["value"], 4) for r in rows}})
+               "rows": len(rows), "values": values})
 
 
 def _captions(txt):

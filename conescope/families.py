@@ -36,15 +36,20 @@ def _params(**kw) -> str:
 
 def _rec(dataset: str, modality: str, metric: str, value: float, n: int, ci=(None, None), eval_set: str = "all",
          params: str | None = None, **extra) -> dict:
+    """One metric record; ``ci`` is (low, high) or a ``bootstrap.Interval``, whose method goes into
+    ``params`` as ``ci`` (README "Warehouse")."""
+    if isinstance(ci, bootstrap.Interval):
+        if ci.method is not None:
+            params = json.dumps({**json.loads(params or "{}"), "ci": ci.method}, sort_keys=True, default=str)
+        ci = (ci.low, ci.high)
     return {"dataset": dataset, "modality": modality, "metric": metric, "value": float(value),
             "ci_low": None if ci[0] is None else float(ci[0]), "ci_high": None if ci[1] is None else float(ci[1]),
             "n": int(n), "eval_set": eval_set, "params": params, **extra}
 
 
 def _mean_rec(dataset: str, modality: str, metric: str, values: np.ndarray, settings: MetricSettings, **kw) -> dict:
-    mean, lo, hi = bootstrap.mean_ci(np.asarray(values, dtype=np.float64), seed=settings.seed,
-                                     n_boot=settings.bootstrap)
-    return _rec(dataset, modality, metric, mean, len(values), (lo, hi), **kw)
+    ci = bootstrap.mean_ci(np.asarray(values, dtype=np.float64), seed=settings.seed, n_boot=settings.bootstrap)
+    return _rec(dataset, modality, metric, ci.value, len(values), ci, **kw)
 
 
 # --- isotropy ------------------------------------------------------------------------------------
@@ -58,9 +63,9 @@ def _compat_params(metric: str) -> str | None:
 
 
 def _pairwise_rec(dataset: str, modality: str, metric: str, x: np.ndarray, settings: MetricSettings, **kw) -> dict:
-    """A mean over pairs of rows with its CI from resampled rows (``bootstrap.pairwise_mean_cosine_ci``)."""
-    value, lo, hi = bootstrap.pairwise_mean_cosine_ci(x, seed=settings.seed, n_boot=settings.bootstrap)
-    return _rec(dataset, modality, metric, value, len(x), (lo, hi), **kw)
+    """A mean over pairs of rows with its jackknife CI over rows (``bootstrap.pairwise_mean_cosine_ci``)."""
+    ci = bootstrap.pairwise_mean_cosine_ci(x)
+    return _rec(dataset, modality, metric, ci.value, len(x), ci, **kw)
 
 
 def isotropy_rows(dataset: str, modality: str, x: np.ndarray, settings: MetricSettings) -> list[dict]:
@@ -93,16 +98,16 @@ def gap_rows(image: ImageSet, text: TextSet, settings: MetricSettings, separabil
     # captions of one image share it: the interval resamples images, each with all its captions
     _, image_of_pair = np.unique(img_rows, return_inverse=True)
     sums, counts = np.bincount(image_of_pair, weights=pos), np.bincount(image_of_pair).astype(np.float64)
-    pos_mean, pos_lo, pos_hi = bootstrap.ratio_ci(sums, counts, seed=settings.seed, n_boot=settings.bootstrap)
-    rows.append(_rec(ds, "pair", "pos_cosine_mean", pos_mean, len(pos), (pos_lo, pos_hi), params=params))
+    pos_ci = bootstrap.ratio_ci(sums, counts, seed=settings.seed, n_boot=settings.bootstrap)
+    pos_mean = pos_ci.value
+    rows.append(_rec(ds, "pair", "pos_cosine_mean", pos_mean, len(pos), pos_ci, params=params))
     # random pairs: the exact mean over non-matching pairs of one (image, text) pair per image, a mean
-    # over pairs whose interval resamples the pairs (bootstrap.cross_pair_mean_cosine_ci)
+    # over pairs whose interval leaves one pair out at a time (bootstrap.cross_pair_mean_cosine_ci)
     _, first = np.unique(img_rows, return_index=True)
     if len(first) >= 2:
-        rand, lo, hi = bootstrap.cross_pair_mean_cosine_ci(image.emb[img_rows[first]], text.emb[txt_rows[first]],
-                                                           seed=settings.seed, n_boot=settings.bootstrap)
-        rows += [_rec(ds, "pair", "rand_cosine_mean", rand, len(first), (lo, hi), params=params),
-                 _rec(ds, "pair", "similarity_gap", pos_mean - rand, len(pos), params=params)]
+        rand = bootstrap.cross_pair_mean_cosine_ci(image.emb[img_rows[first]], text.emb[txt_rows[first]])
+        rows += [_rec(ds, "pair", "rand_cosine_mean", rand.value, len(first), rand, params=params),
+                 _rec(ds, "pair", "similarity_gap", pos_mean - rand.value, len(pos), params=params)]
     return rows
 
 
@@ -123,16 +128,16 @@ def clip_loss_rows(image: ImageSet, text: TextSet, model_scale: float, model_bia
 
     def rec(metric: str, terms: np.ndarray) -> dict:
         # the terms of one batch share its softmax: the CI resamples whole batches
-        value, lo, hi = bootstrap.batch_mean_ci(terms, settings.clip_batch_size, seed=settings.seed,
-                                                n_boot=settings.bootstrap, weighting=settings.clip_loss_mean)
-        return _rec(ds, "pair", metric, value, len(terms), (lo, hi), params=params)
+        ci = bootstrap.batch_mean_ci(terms, settings.clip_batch_size, seed=settings.seed,
+                                     n_boot=settings.bootstrap, weighting=settings.clip_loss_mean)
+        return _rec(ds, "pair", metric, ci.value, len(terms), ci, params=params)
 
     rows = [rec("loss", (i2t + t2i) / 2), rec("loss_i2t", i2t), rec("loss_t2i", t2i)]
     if settings.amumo_loss and len(img_rows) >= AMUMO_BATCH:
         terms = clip_loss.amumo_loss_per_sample(image.emb[img_rows], text.emb[txt_rows], scale, AMUMO_BATCH,
                                                 settings.geometry)
-        value, lo, hi = bootstrap.batch_mean_ci(terms, AMUMO_BATCH, seed=settings.seed, n_boot=settings.bootstrap)
-        rows.append(_rec(ds, "pair", "loss_i2t_amumo", value, len(terms), (lo, hi),
+        ci = bootstrap.batch_mean_ci(terms, AMUMO_BATCH, seed=settings.seed, n_boot=settings.bootstrap)
+        rows.append(_rec(ds, "pair", "loss_i2t_amumo", ci.value, len(terms), ci,
                          params=_params(batch_size=AMUMO_BATCH, remainder="dropped", direction="image->text",
                                         logit_scale=scale, geometry=settings.geometry,
                                         pairs="first caption per image")))
@@ -205,7 +210,7 @@ def silhouette_rows(dataset: str, modality: str, x: np.ndarray, labels: np.ndarr
     value, lo, hi = clusters.silhouette(x[keep], labels[keep], seed=settings.seed,
                                         exact_max=settings.silhouette_exact_max)
     return [_rec(dataset, modality, "silhouette", value, int(keep.sum()), (lo, hi),
-                 params=_params(metric="cosine", exact=lo is None))]
+                 params=_params(metric="cosine", exact=lo is None, **({} if lo is None else {"ci": "t-subsamples"})))]
 
 
 # --- multilingual --------------------------------------------------------------------------------
@@ -249,7 +254,7 @@ def multilingual_rows(texts: dict[str, TextSet], reference: str, settings: Metri
 # --- layers --------------------------------------------------------------------------------------
 
 def layer_rows(dataset: str, states: list[np.ndarray], settings: MetricSettings | None = None) -> list[dict]:
-    """Self-similarity per layer, with the row-resampling CI of a mean over pairs when ``settings`` is given."""
+    """Self-similarity per layer, with the jackknife CI over rows of a mean over pairs when ``settings`` is given."""
     if settings is None:
         return [_rec(dataset, "text", "self_similarity", value, len(states[0]), layer=i)
                 for i, value in enumerate(layers.layer_self_similarity(states))]

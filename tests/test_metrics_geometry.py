@@ -65,26 +65,78 @@ def _naive_bootstrap_means(columns: list[np.ndarray], seed: int, n_boot: int, pe
     return [np.array([c[idx].mean() for idx in draws]) for c in columns]
 
 
+def _naive_bootstrap_t(num: np.ndarray, den: np.ndarray, seed: int, n_boot: int, per_chunk: int,
+                       alpha: float = 0.05) -> tuple[float, float, float]:
+    """The bootstrap-t interval of mean(num) / mean(den) spelled out: the ratio's linearized standard
+    error on the sample and on every resample, t* = (R* - R) / se*, [R - t*_hi se, R - t*_lo se]."""
+    def ratio_se(x, y):
+        r = x.mean() / y.mean()
+        return r, np.sqrt(np.sum((x - r * y) ** 2) / (len(x) * (len(x) - 1))) / y.mean()
+
+    value, se = ratio_se(num, den)
+    draws = []
+    for child in np.random.SeedSequence(seed).spawn(-(-n_boot // per_chunk)):
+        rng = np.random.default_rng(child)
+        draws.extend(rng.integers(0, len(num), size=(min(per_chunk, n_boot - len(draws)), len(num)), dtype=np.int32))
+    t_star = []
+    for idx in draws:
+        r, s = ratio_se(num[idx], den[idx])
+        t_star.append((r - value) / s)
+    q_lo, q_hi = np.quantile(t_star, [alpha / 2, 1 - alpha / 2])
+    return value, value - q_hi * se, value - q_lo * se
+
+
 @pytest.mark.parametrize("cpus", [1, 2, 3])
-def test_mean_ci_matches_straightforward_resampling_whatever_the_thread_count(monkeypatch, cpus):
+def test_mean_ci_is_the_bootstrap_t_whatever_the_thread_count(monkeypatch, cpus):
     values = np.random.default_rng(0).exponential(size=2001)
     monkeypatch.setattr(bootstrap, "_RESAMPLES_PER_CHUNK", 7)  # 1000 = 142 chunks of 7 and one of 6
     monkeypatch.setattr(bootstrap.os, "cpu_count", lambda: cpus)
-    (means,) = _naive_bootstrap_means([values], seed=3, n_boot=1000, per_chunk=7)
-    lo, hi = np.quantile(means, [0.05, 0.95])
-    assert mean_ci(values, seed=3, n_boot=1000, alpha=0.1) == pytest.approx((values.mean(), lo, hi), rel=1e-12)
+    expected = _naive_bootstrap_t(values, np.ones_like(values), seed=3, n_boot=1000, per_chunk=7, alpha=0.1)
+    ci = mean_ci(values, seed=3, n_boot=1000, alpha=0.1)
+    assert ci == pytest.approx(expected, rel=1e-9)
+    assert ci.method == "bootstrap-t"
 
 
-def test_mean_ci_of_hits_is_the_binomial_bootstrap_and_agrees_with_scipy():
-    hits = (np.random.default_rng(6).random(900) < 0.3).astype(float)
-    mean, lo, hi = mean_ci(hits, seed=0, n_boot=20_000)
-    sums = np.random.default_rng(0).binomial(900, hits.mean(), size=20_000)
-    assert (lo, hi) == pytest.approx(tuple(np.quantile(sums / 900, [0.025, 0.975])), rel=1e-12)
-    ref = stats.bootstrap((hits,), np.mean, n_resamples=20_000, method="percentile", rng=np.random.default_rng(9))
-    width = hi - lo
-    assert mean == hits.mean()
-    assert lo == pytest.approx(ref.confidence_interval.low, abs=0.03 * width)
-    assert hi == pytest.approx(ref.confidence_interval.high, abs=0.03 * width)
+@pytest.mark.parametrize("k, n", [(0, 300), (300, 300), (299, 300), (1, 300), (150, 300), (0, 1), (7, 20), (19, 20)])
+def test_proportion_interval_is_clopper_pearson_as_scipy_computes_it(k, n):
+    hits = np.r_[np.ones(k), np.zeros(n - k)]
+    ci = mean_ci(np.random.default_rng(k).permutation(hits), seed=0)
+    ref = stats.binomtest(k, n).proportion_ci(confidence_level=0.95, method="exact")
+    assert ci.method == "clopper-pearson" and ci.value == k / n
+    # scipy finds the exact bounds by root finding on the binomial tails, ours are beta quantiles
+    assert (ci.low, ci.high) == pytest.approx((ref.low, ref.high), rel=1e-7, abs=1e-12)
+    assert ci.low < ci.high  # all hits or all misses: never a point
+    ref90 = stats.binomtest(k, n).proportion_ci(confidence_level=0.9, method="exact")
+    assert bootstrap.proportion_ci(hits, alpha=0.1)[1:] == pytest.approx((ref90.low, ref90.high), rel=1e-7,
+                                                                          abs=1e-12)
+
+
+def _exact_coverage(interval, n: int, ps: np.ndarray) -> np.ndarray:
+    """P(p in interval(K, n)) for K ~ Binomial(n, p), summed over every K: exact, no simulation."""
+    bounds = np.array([interval(k, n) for k in range(n + 1)])
+    pmf = stats.binom.pmf(np.arange(n + 1)[None, :], n, ps[:, None])
+    inside = (bounds[None, :, 0] <= ps[:, None]) & (ps[:, None] <= bounds[None, :, 1])
+    return (pmf * inside).sum(axis=1)
+
+
+def test_clopper_pearson_covers_every_proportion_where_wilson_does_not():
+    """The choice of proportion_ci's docstring, computed exactly: near p = 0 and 1 Wilson's score
+    interval (scipy's ``method="wilson"``) falls to ~0.85, Clopper-Pearson never below 0.95."""
+    ps = np.r_[np.linspace(0.0005, 0.02, 40), np.linspace(0.02, 0.98, 49), np.linspace(0.98, 0.9995, 40), 0.998]
+
+    def clopper_pearson(k, n):
+        return bootstrap.proportion_ci(np.r_[np.ones(k), np.zeros(n - k)])[1:]
+
+    def wilson(k, n):
+        ci = stats.binomtest(k, n).proportion_ci(method="wilson")
+        return ci.low, ci.high
+
+    for n in (20, 60, 300):
+        cp, wi = _exact_coverage(clopper_pearson, n, ps), _exact_coverage(wilson, n, ps)
+        assert cp.min() >= 0.95 - 1e-9, (n, ps[cp.argmin()])
+        assert wi.min() < 0.90, n
+    # the issue's case: true top-5 0.998 at n = 300 (the percentile bootstrap covered it 40% of the time)
+    assert _exact_coverage(clopper_pearson, 300, np.array([0.998]))[0] >= 0.95
 
 
 def test_mean_ci_is_seeded_contains_the_mean_and_shrinks_with_n():
@@ -100,13 +152,16 @@ def test_mean_ci_is_seeded_contains_the_mean_and_shrinks_with_n():
     assert widths[1] < widths[0] / 5  # the width scales as 1 / sqrt(n): ~10x here
 
 
-def test_mean_ci_agrees_with_scipy_bootstrap():
-    values = np.random.default_rng(2).gamma(2.0, size=400)
+def test_mean_ci_agrees_with_the_t_interval_on_symmetric_values_and_leans_with_skew():
+    values = np.random.default_rng(2).normal(size=400)
     mean, lo, hi = mean_ci(values, seed=0, n_boot=5000)
-    ref = stats.bootstrap((values,), np.mean, n_resamples=5000, method="percentile", rng=np.random.default_rng(9))
-    width = hi - lo
-    assert lo == pytest.approx(ref.confidence_interval.low, abs=0.05 * width)
-    assert hi == pytest.approx(ref.confidence_interval.high, abs=0.05 * width)
+    ref = stats.t.interval(0.95, len(values) - 1, loc=values.mean(), scale=stats.sem(values))
+    assert (lo, hi) == pytest.approx(ref, abs=0.05 * (hi - lo))
+    skewed = np.random.default_rng(3).lognormal(sigma=1.0, size=60)
+    mean, lo, hi = mean_ci(skewed, seed=0, n_boot=5000)
+    t_lo, t_hi = stats.t.interval(0.95, 59, loc=mean, scale=stats.sem(skewed))
+    assert hi - mean > mean - lo  # a right-skewed mean's interval reaches further up
+    assert hi > t_hi
 
 
 def test_mean_ci_memory_is_not_n_boot_times_n():
@@ -124,17 +179,29 @@ def test_ratio_ci_resamples_pairs_jointly():
     rng = np.random.default_rng(4)
     den = rng.uniform(1, 2, size=60)
     num = 3 * den + rng.normal(scale=0.1, size=60)
-    num_means, den_means = _naive_bootstrap_means([num, den], seed=7, n_boot=300,
-                                                 per_chunk=bootstrap._RESAMPLES_PER_CHUNK)
-    lo, hi = np.quantile(num_means / den_means, [0.025, 0.975])
-    value, ci_lo, ci_hi = ratio_ci(num, den, seed=7, n_boot=300)
-    assert (value, ci_lo, ci_hi) == pytest.approx((num.mean() / den.mean(), lo, hi), rel=1e-12)
-    assert ci_hi - ci_lo < 0.05  # paired resampling keeps the tight num/den coupling
+    expected = _naive_bootstrap_t(num, den, seed=7, n_boot=300, per_chunk=bootstrap._RESAMPLES_PER_CHUNK)
+    ci = ratio_ci(num, den, seed=7, n_boot=300)
+    assert ci == pytest.approx(expected, rel=1e-9)
+    assert ci.high - ci.low < 0.05  # paired resampling keeps the tight num/den coupling
 
 
 def test_ratio_ci_with_unit_denominator_is_mean_ci():
     values = np.random.default_rng(5).normal(size=77)
     assert ratio_ci(values, np.ones(77), seed=2) == mean_ci(values, seed=2)
+    # a constant denominator takes the two-column path: the same interval as a varying one would give
+    assert ratio_ci(values, np.full(77, 2.0), seed=2) == pytest.approx(
+        _naive_bootstrap_t(values, np.full(77, 2.0), seed=2, n_boot=1000, per_chunk=bootstrap._RESAMPLES_PER_CHUNK),
+        rel=1e-9)
+
+
+def test_ratio_ci_of_alike_units_is_a_point_and_never_nan():
+    """Units of one ratio (a tower that maps every pair alike): no resample has a spread, and the
+    interval is the value itself, not the NaN of infinite t* (the pipeline's check rejects NaN)."""
+    values = np.full(100, np.float32(0.138811), dtype=np.float64)
+    assert ratio_ci(values, np.ones(100), seed=0) == (values.mean(),) * 3
+    assert ratio_ci(2 * values, np.full(100, 2.0), seed=0) == pytest.approx((values.mean(),) * 3)
+    value, lo, hi = ratio_ci(values + np.r_[np.zeros(99), 1e-6], np.ones(100), seed=0)
+    assert np.isfinite([lo, hi]).all() and lo <= value <= hi
 
 
 @pytest.mark.parametrize("kwargs, message", [({"values": np.array([])}, "non-empty"),
@@ -143,6 +210,11 @@ def test_ratio_ci_with_unit_denominator_is_mean_ci():
 def test_mean_ci_rejects_bad_input(kwargs, message):
     with pytest.raises(ValueError, match=message):
         mean_ci(seed=0, **kwargs)
+
+
+def test_proportion_ci_rejects_values_that_are_not_hits():
+    with pytest.raises(ValueError, match="0/1"):
+        bootstrap.proportion_ci(np.array([0.0, 0.5, 1.0]))
 
 
 # --- isotropy ------------------------------------------------------------------------------------

@@ -336,7 +336,7 @@ def isotropy_profile(x: np.ndarray) -> tuple[dict[str, float], np.ndarray]:
     """(summary, per-sample mean cosines): the isotropy metrics stored per modality in
     ``metrics.isotropy`` (i1, i2, i1_compat, i2_compat (the published code's row iteration, see
     :func:`i1_i2`), mean_cosine, mean_vector_norm, isoscore, effective_rank of the L2-normalized rows)
-    and ``mean_cosine_per_sample(x)`` (the stored interval resamples rows instead:
+    and ``mean_cosine_per_sample(x)`` (the stored interval leaves rows out instead:
     ``bootstrap.pairwise_mean_cosine_ci``).
 
     One Gram matrix G = U^T U serves them all: its eigenvectors give I1/I2, its eigenvalues the
