@@ -129,9 +129,10 @@ def finite_values(rows: list[dict]) -> Finding:
 
 
 def value_in_ci(rows: list[dict], tol: float = 1e-9) -> Finding:
-    """ci_low <= value <= ci_high wherever a CI is stored. A percentile bootstrap interval of a mean
-    contains the mean except for degenerate resamples, so a value outside its interval points at a
-    CI computed on other rows (or another statistic) than the value."""
+    """ci_low <= value <= ci_high wherever a CI is stored. Every stored interval (Clopper-Pearson,
+    jackknife-t, bootstrap-t: ``conescope.metrics.bootstrap``) contains its estimate (the bootstrap-t
+    unless the studentized replicates all fall on one side of 0), so a value outside its interval
+    points at a CI computed on other rows (or another statistic) than the value."""
     bad = [f"{describe_row(r)} ({r['value']:.6g} not in [{r['ci_low']:.6g}, {r['ci_high']:.6g}])" for r in rows
            if r["ci_low"] is not None and r["ci_high"] is not None and _finite(r["value"])
            and not (r["ci_low"] - tol <= r["value"] <= r["ci_high"] + tol)]
