@@ -14,12 +14,22 @@ split), ``max_reject_fraction`` (default 0.05), ``download`` (a list of files to
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, get_args
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
 from conescope.download import HttpSource, HubSource, Source
-from conescope.profile_schema import Flag, Number, Section, Text, at_least, problem, record, tagged_union
+from conescope.profile_schema import (
+    Flag,
+    KindRegistry,
+    Number,
+    Section,
+    Text,
+    at_least,
+    problem,
+    record,
+    tagged_union,
+)
 
 if TYPE_CHECKING:
     from conescope.ingest.common import IngestResult
@@ -149,28 +159,18 @@ class SourceDataset(DatasetSpec):
         return path if path.is_absolute() else raw_dir / path
 
 
-_SOURCES: dict[str, type[SourceDataset]] = {}
+_SOURCES = KindRegistry("source kind")
 
 
 def register_source(cls: type[SourceDataset]) -> type[SourceDataset]:
     """Class decorator: ``cls`` (a :class:`SourceDataset` with a ``kind`` literal), made a profile
     record, is a source kind."""
-    cls = record(cls)
-    kind = kind_of(cls)
-    if _SOURCES.get(kind, cls) is not cls:
-        raise ValueError(f"source kind {kind!r} registered twice ({_SOURCES[kind].__module__}, {cls.__module__})")
-    _SOURCES[kind] = cls
-    return cls
+    return _SOURCES.register(cls)
 
 
 def registered_sources() -> dict[str, type[SourceDataset]]:
     """The source kinds registered so far (``conescope.ingest.source_kinds`` registers them all)."""
-    return dict(_SOURCES)
-
-
-def kind_of(cls: type) -> str:
-    (kind,) = get_args(cls.__pydantic_fields__["kind"].annotation)
-    return kind
+    return _SOURCES.registered()
 
 
 def dataset_entry(sources: dict[str, type[SourceDataset]]) -> Any:

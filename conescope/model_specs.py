@@ -20,8 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Protocol
 
 from pydantic import PlainValidator, TypeAdapter
 
-from conescope.dataset_specs import kind_of
-from conescope.profile_schema import Section, at_least, record, tagged_union
+from conescope.profile_schema import KindRegistry, Section, at_least, record, tagged_union
 
 if TYPE_CHECKING:
     import numpy as np
@@ -122,23 +121,18 @@ class ModelSpec(Section):
         return None
 
 
-_KINDS: dict[str, type[ModelSpec]] = {}
+_KINDS = KindRegistry("model kind")
 
 
 def register_model_kind(cls: type[ModelSpec]) -> type[ModelSpec]:
     """Class decorator: ``cls`` (a :class:`ModelSpec` with a ``kind`` literal), made a profile record,
     is a model kind."""
-    cls = record(cls)
-    kind = kind_of(cls)
-    if _KINDS.get(kind, cls) is not cls:
-        raise ValueError(f"model kind {kind!r} registered twice ({_KINDS[kind].__module__}, {cls.__module__})")
-    _KINDS[kind] = cls
-    return cls
+    return _KINDS.register(cls)
 
 
 def registered_model_kinds() -> dict[str, type[ModelSpec]]:
     """The model kinds registered so far (``conescope.model_kinds.model_kinds`` registers them all)."""
-    return dict(_KINDS)
+    return _KINDS.registered()
 
 
 @cache

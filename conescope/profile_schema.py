@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Annotated, Any, ClassVar, Union
+from typing import Annotated, Any, ClassVar, Union, get_args
 
 from pydantic import (
     AliasPath,
@@ -79,6 +79,34 @@ def record(cls: type) -> type:
     where the YAML keeps it when that differs from its name (``transforms.gap_shift.lambdas``)."""
     return dataclass(frozen=True, kw_only=True,
                      config=ConfigDict(extra="forbid", validate_by_name=True, validate_by_alias=True))(cls)
+
+
+def kind_of(cls: type) -> str:
+    """The ``kind`` literal of a record class (``kind: Literal["<name>"]``)."""
+    (kind,) = get_args(cls.__pydantic_fields__["kind"].annotation)
+    return kind
+
+
+class KindRegistry:
+    """Record classes picked by their ``kind`` literal, each registered by the module that defines it
+    (the source kinds of ``conescope.ingest``, the model kinds of ``conescope.model_kinds``)."""
+
+    def __init__(self, noun: str) -> None:
+        self.noun = noun
+        self.kinds: dict[str, type] = {}
+
+    def register(self, cls: type) -> type:
+        """Class decorator: ``cls``, made a profile record, is a kind of this registry."""
+        cls = record(cls)
+        kind = kind_of(cls)
+        if self.kinds.get(kind, cls) is not cls:
+            raise ValueError(f"{self.noun} {kind!r} registered twice ({self.kinds[kind].__module__}, {cls.__module__})")
+        self.kinds[kind] = cls
+        return cls
+
+    def registered(self) -> dict[str, type]:
+        """The kinds registered so far."""
+        return dict(self.kinds)
 
 
 @record

@@ -71,10 +71,9 @@ def data_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return root
 
 
-@pytest.fixture(scope="session")
-def materialized(tmp_path_factory):
-    """The whole graph of the tiny profile materialized once per session (test_pipeline, test_reports).
-    Tests only read it, except test_pipeline's last, which re-materializes one partition in place."""
+def materialize_profile(folder: Path, entries: dict, name: str = "tiny"):
+    """``entries`` written as ``<folder>/<name>.yaml``, loaded, and every asset of it materialized into
+    ``<folder>/data`` through the refresh plan: (profile, data root, definitions, instance)."""
     import dagster as dg
 
     from conescope.profile import load_profile
@@ -82,17 +81,23 @@ def materialized(tmp_path_factory):
     from pipelines.refresh import execute_plan, full_plan
     from storage.paths import DataRoot
 
-    tmp = tmp_path_factory.mktemp("pipeline")
-    profile_path = tmp / "tiny.yaml"
-    # every asset, metrics/layers' per-layer rows included: they read the states the embedding step stores
-    profile_path.write_text(yaml.safe_dump({**TINY_PROFILE, "embedding": {**TINY_PROFILE["embedding"],
-                                                                           "text_layers": True}}))
+    profile_path = folder / f"{name}.yaml"
+    profile_path.write_text(yaml.safe_dump(entries))
     profile = load_profile(str(profile_path))
-    data_root = tmp / "data"
+    data_root = folder / "data"
     defs = build_definitions(profile, str(data_root))
     instance = dg.DagsterInstance.ephemeral()
     assert execute_plan(defs, full_plan(profile, "test"), instance, log=lambda _: None)
     return profile, DataRoot(data_root), defs, instance
+
+
+@pytest.fixture(scope="session")
+def materialized(tmp_path_factory):
+    """The whole graph of the tiny profile materialized once per session (test_pipeline, test_reports).
+    Tests only read it, except test_pipeline's last, which re-materializes one partition in place."""
+    # every asset, metrics/layers' per-layer rows included: they read the states the embedding step stores
+    return materialize_profile(tmp_path_factory.mktemp("pipeline"),
+                               {**TINY_PROFILE, "embedding": {**TINY_PROFILE["embedding"], "text_layers": True}})
 
 
 def crash_after(real, batches: int):

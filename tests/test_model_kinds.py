@@ -109,9 +109,9 @@ def test_bundled_minilm_loads_offline(hub_offline):
 
 
 def test_each_kind_module_registers_its_kind():
-    from conescope.dataset_specs import kind_of
     from conescope.model_kinds import model_kinds
     from conescope.model_specs import Capability, ModelSpec
+    from conescope.profile_schema import kind_of
 
     kinds = model_kinds()
     assert {k: cls.__module__ for k, cls in kinds.items()} == {

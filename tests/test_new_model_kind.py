@@ -8,20 +8,16 @@ import copy
 import importlib
 import sys
 
-import dagster as dg
 import numpy as np
 import pytest
-import yaml
 
 from conescope import code_versions, model_specs
 from conescope.metric_families import METRIC_TABLES, TRANSFORM_TABLES
-from conescope.profile import ProfileError, load_profile, parse_profile
-from pipelines.definitions import build_definitions
-from pipelines.refresh import execute_plan, full_plan
+from conescope.profile import ProfileError, parse_profile
 from storage.parquet_store import read_embeddings, read_manifest_table, read_provenance
 from storage.paths import DataRoot
 from storage.warehouse import Warehouse
-from tests.conftest import TINY_PROFILE
+from tests.conftest import TINY_PROFILE, materialize_profile
 from tests.test_checks import run_checks
 
 MODULE = "tests.random_projection_kind"
@@ -37,7 +33,7 @@ def kind():
     """The kind's module imported, which registers it; the registry is restored after the module's
     tests, so no other test sees the kind."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(model_specs, "_KINDS", dict(model_specs.registered_model_kinds()))
+        patch.setattr(model_specs._KINDS, "kinds", model_specs.registered_model_kinds())
         sys.modules.pop(MODULE, None)
         yield importlib.import_module(MODULE)
         sys.modules.pop(MODULE, None)
@@ -45,15 +41,7 @@ def kind():
 
 @pytest.fixture(scope="module")
 def projected(kind, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("projection")
-    path = tmp / "projection.yaml"
-    path.write_text(yaml.safe_dump(PROFILE))
-    profile = load_profile(str(path))
-    root = tmp / "data"
-    defs = build_definitions(profile, str(root))
-    instance = dg.DagsterInstance.ephemeral()
-    assert execute_plan(defs, full_plan(profile, "test"), instance, log=lambda _: None)
-    return profile, DataRoot(root), defs, instance
+    return materialize_profile(tmp_path_factory.mktemp("projection"), PROFILE, name="projection")
 
 
 def _query(root: DataRoot, sql: str, params=None) -> list:

@@ -8,9 +8,10 @@ import textwrap
 
 import pytest
 
-from conescope.dataset_specs import SourceDataset, kind_of
+from conescope.dataset_specs import SourceDataset
 from conescope.ingest import source_kinds
 from conescope.profile import ProfileError, parse_profile
+from conescope.profile_schema import kind_of
 from tests.conftest import TINY_PROFILE
 
 KINDS = {"coco": "coco", "coco_karpathy": "coco", "cifar100": "cifar", "wikicaps": "parallel", "xm3600": "parallel",
