@@ -31,7 +31,11 @@ PROFILE = {**TINY_PROFILE, "name": "projection",
 @pytest.fixture(scope="module")
 def kind():
     """The kind's module imported, which registers it; the registry is restored after the module's
-    tests, so no other test sees the kind."""
+    tests, so no other test sees the kind. The project's own kinds are registered first, into the real
+    registry: registered while it is patched, they would be lost with the patch for the tests after."""
+    from conescope.model_kinds import model_kinds
+
+    model_kinds()
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(model_specs._KINDS, "kinds", model_specs.registered_model_kinds())
         sys.modules.pop(MODULE, None)
