@@ -5,6 +5,7 @@ file the architecture page names exists."""
 from __future__ import annotations
 
 import ast
+import os
 import re
 from pathlib import Path
 
@@ -164,7 +165,7 @@ def cited_file_names(text: str) -> set[str]:
 
 def _repository_files() -> tuple[set[str], set[str]]:
     paths = set()
-    for folder, dirs, files in __import__("os").walk(REPO):
+    for folder, dirs, files in os.walk(REPO):
         dirs[:] = [d for d in dirs if d not in _SKIP_DIRS and not d.startswith(".") or d == ".ci"]
         paths |= {str((Path(folder) / f).relative_to(REPO)) for f in files}
     return paths, {Path(p).name for p in paths}
