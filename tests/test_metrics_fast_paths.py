@@ -48,20 +48,33 @@ def test_resampled_means_equal_the_previous_gather(monkeypatch, cpus):
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
 
 
-def _previous_isotropy_summary(x: np.ndarray) -> dict[str, float]:
-    """isotropy.isotropy_profile's summary before: one streamed pass per set of directions."""
+def _previous_unit_blocks(x: np.ndarray, norms: np.ndarray):
+    block = max(1, isotropy._BLOCK_ELEMENTS // x.shape[1])
+    for start in range(0, len(x), block):
+        rows = np.array(x[start:start + block], dtype=np.float64)
+        rows /= norms[start:start + block, None]
+        yield start, rows
+
+
+def _previous_isotropy_profile(x: np.ndarray) -> tuple[dict[str, float], np.ndarray]:
+    """isotropy.isotropy_profile before: sequential row blocks (the BLAS threads as configured), one
+    streamed pass per set of directions."""
     norms = isotropy._unit_norms(x)
     n, d = x.shape
-    gram, total = isotropy._unit_gram(x, norms)
+    gram, total = np.zeros((d, d)), np.zeros(d)
+    for _, u in _previous_unit_blocks(x, norms):
+        gram += u.T @ u
+        total += u.sum(axis=0)
     eig, vecs = np.linalg.eigh(gram)
     c32 = isotropy._directions(total, vecs, compat=False).astype(np.float32)
     c32_compat = isotropy._directions(total, vecs, compat=True).astype(np.float32)
-    z, z_compat = np.zeros(d), np.zeros(d)
-    for _, u in isotropy._unit_blocks(x, norms):
+    z, z_compat, dots = np.zeros(d), np.zeros(d), np.empty(n)
+    for start, u in _previous_unit_blocks(x, norms):
+        dots[start:start + len(u)] = u @ total
         proj = u.astype(np.float32) @ c32
         np.exp(proj, out=proj)
         z += proj.sum(axis=0, dtype=np.float64)
-    for _, u in isotropy._unit_blocks(x, norms):
+    for _, u in _previous_unit_blocks(x, norms):
         proj = u.astype(np.float32) @ c32_compat
         np.exp(proj, out=proj)
         z_compat += proj.sum(axis=0, dtype=np.float64)
@@ -73,13 +86,23 @@ def _previous_isotropy_summary(x: np.ndarray) -> dict[str, float]:
             "isoscore": isotropy._isoscore_from_covariance_eigenvalues(
                 np.linalg.eigvalsh((gram - n * np.outer(mean, mean)) / (n - 1))),
             "effective_rank": isotropy._effective_rank_from_singular_values(
-                isotropy._singular_values_from_gram_eigenvalues(eig, n, d))}
+                isotropy._singular_values_from_gram_eigenvalues(eig, n, d))}, (dots - 1.0) / (n - 1)
 
 
-def test_isotropy_profile_in_one_projection_pass_is_the_two_pass_value(monkeypatch):
-    monkeypatch.setattr(isotropy, "_BLOCK_ELEMENTS", 64 * 48)  # several row blocks: 64 rows of 48
-    x, _ = _cone(1000, 48, 1)
-    assert isotropy.isotropy_profile(x)[0] == _previous_isotropy_summary(x)  # the same products, bit for bit
+@pytest.mark.parametrize("cpus", [1, 2, 3])
+@pytest.mark.parametrize("n, d, rows_per_block", [(1000, 48, 64), (3000, 256, 512)])
+def test_isotropy_profile_on_every_core_in_one_projection_pass_is_the_sequential_value(monkeypatch, cpus, n, d,
+                                                                                      rows_per_block):
+    """Blocks on parallel threads with one BLAS thread each, one pass for both direction sets: the same
+    products summed in the same order as the sequential two-pass loop, so the same bits."""
+    monkeypatch.setattr(isotropy, "_BLOCK_ELEMENTS", rows_per_block * d)
+    x, _ = _cone(n, d, 1)
+    want_summary, want_per_sample = _previous_isotropy_profile(x)
+    monkeypatch.setattr(isotropy.os, "cpu_count", lambda: cpus)
+    summary, per_sample = isotropy.isotropy_profile(x)
+    assert summary == want_summary
+    np.testing.assert_array_equal(per_sample, want_per_sample)
+    assert isotropy.i1_i2(x) == (want_summary["i1"], want_summary["i2"])
 
 
 def test_gap_vector_streamed_equals_the_mean_of_normalized_copies(monkeypatch):
