@@ -125,14 +125,18 @@ def _resampled_means(columns: list[np.ndarray], seed: int, n_boot: int) -> list[
     n = len(columns[0])
     starts = range(0, n_boot, _RESAMPLES_PER_CHUNK)
     seeds = np.random.SeedSequence(seed).spawn(len(starts))
-    stacked = np.stack(columns, axis=1)  # one gather of rows serves every column
+    columns = [np.ascontiguousarray(col, dtype=np.float64) for col in columns]
     means = np.empty((n_boot, len(columns)))
 
     def chunk(c: int) -> None:
         start = starts[c]
         stop = min(n_boot, start + _RESAMPLES_PER_CHUNK)
         idx = np.random.default_rng(seeds[c]).integers(0, n, size=(stop - start, n), dtype=np.int32)
-        means[start:stop] = np.take(stacked, idx, axis=0).mean(axis=1)
+        # one contiguous gather and row mean per column: the mean over the middle axis of a single
+        # (resamples, n, columns) gather walked memory with a stride and took 3x longer; the values
+        # differ only by the summation order (~1e-16 relative)
+        for j, col in enumerate(columns):
+            means[start:stop, j] = np.take(col, idx).mean(axis=1)
 
     workers = min(len(starts), os.cpu_count() or 1)
     if workers > 1 and n * n_boot > 1_000_000:  # below that, thread start-up costs more than it saves

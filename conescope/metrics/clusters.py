@@ -32,7 +32,7 @@ def _sampled_cosine_silhouette(x: np.ndarray, labels: np.ndarray, rows: np.ndarr
     rounding (~1e-7 per distance) is far below the sampling error the interval reports."""
     order = rows[np.argsort(labels[rows], kind="stable")]
     y = labels[order]
-    u = x[order]
+    u = np.asarray(x[order], dtype=np.float64)
     u = (u / np.linalg.norm(u, axis=1, keepdims=True)).astype(np.float32)
     dist = 1.0 - (u @ u.T).astype(np.float64)
     np.clip(dist, 0.0, 2.0, out=dist)
@@ -63,10 +63,12 @@ def silhouette(x: np.ndarray, labels: np.ndarray, seed: int = 0, exact_max: int 
     m * sample_size^2 distances; no n x n matrix exists on either path. Cosine subsamples are scored by
     :func:`_sampled_cosine_silhouette`, other metrics by scikit-learn.
     """
-    x, labels = np.asarray(x, dtype=np.float64), np.asarray(labels)
+    # only the sampled rows are cast to float64 (the same values as casting all of them first): a
+    # float64 copy of 40,000 x 512 rows took longer than the ten subsample scores
+    x, labels = np.asarray(x), np.asarray(labels)
     _check_labels(x, labels)
     if len(x) <= exact_max or sample_size >= len(x):
-        return float(silhouette_score(x, labels, metric=metric)), None, None
+        return float(silhouette_score(np.asarray(x, dtype=np.float64), labels, metric=metric)), None, None
     if n_samples < 2:
         raise ValueError(f"a sampled silhouette needs n_samples >= 2 for its interval, got {n_samples}")
     random_state = np.random.RandomState(seed)
@@ -78,7 +80,7 @@ def silhouette(x: np.ndarray, labels: np.ndarray, seed: int = 0, exact_max: int 
         if metric == "cosine":
             scores.append(_sampled_cosine_silhouette(x, labels, rows))
         else:
-            scores.append(float(silhouette_score(x[rows], labels[rows], metric=metric)))
+            scores.append(float(silhouette_score(np.asarray(x[rows], dtype=np.float64), labels[rows], metric=metric)))
     scores = np.asarray(scores)
     mean = float(scores.mean())
     half = float(stats.t.ppf(0.975, n_samples - 1) * scores.std(ddof=1) / np.sqrt(n_samples))

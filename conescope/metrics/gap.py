@@ -15,14 +15,15 @@ from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.svm import LinearSVC
 from threadpoolctl import threadpool_limits
 
-from conescope.metrics.isotropy import l2_normalize
+from conescope.metrics.isotropy import l2_normalize, unit_row_mean
 
 SEPARABILITY_METHODS = ("logreg", "svm")
+_PAIR_BLOCK = 4096  # pairs gathered at a time: 8 MB of float32 rows per side at d = 512
 
 
 def gap_vector(image: np.ndarray, text: np.ndarray) -> np.ndarray:
     """Delta = mean_i u(image_i) - mean_j u(text_j), u the L2 normalization."""
-    return l2_normalize(image).mean(axis=0) - l2_normalize(text).mean(axis=0)
+    return unit_row_mean(image) - unit_row_mean(text)
 
 
 def gap_norm(image: np.ndarray, text: np.ndarray) -> float:
@@ -114,7 +115,23 @@ def pair_cosines(image: np.ndarray, text: np.ndarray, image_index: np.ndarray) -
     index = _check_index(image_index, len(image), len(text))
     if index.size and index.min() < 0:
         raise ValueError("image_index has negative entries: every text row needs its image here")
-    return _paired_cosines(np.asarray(image)[index], np.asarray(text))
+    return indexed_pair_cosines(image, text, index, np.arange(len(text)))
+
+
+def indexed_pair_cosines(image: np.ndarray, text: np.ndarray, image_rows: np.ndarray,
+                         text_rows: np.ndarray) -> np.ndarray:
+    """cos(image[image_rows[k]], text[text_rows[k]]) for every k, in float64. The rows are gathered
+    ``_PAIR_BLOCK`` pairs at a time: no copy of every paired row is made (at 40,000 x 512 the two
+    copies' page faults took longer than the dot products), and each row's cosine is the same."""
+    image, text = np.asarray(image), np.asarray(text)
+    image_rows, text_rows = np.asarray(image_rows), np.asarray(text_rows)
+    if image_rows.shape != text_rows.shape or image_rows.ndim != 1:
+        raise ValueError(f"image_rows {image_rows.shape} and text_rows {text_rows.shape} must be paired 1-D indices")
+    out = np.empty(len(image_rows))
+    for start in range(0, len(image_rows), _PAIR_BLOCK):
+        stop = start + _PAIR_BLOCK
+        out[start:stop] = _paired_cosines(image[image_rows[start:stop]], text[text_rows[start:stop]])
+    return out
 
 
 def random_pair_cosines(image: np.ndarray, text: np.ndarray, n: int, seed: int,

@@ -104,7 +104,15 @@ def zero_shot(image: np.ndarray, labels: np.ndarray, class_text: np.ndarray, cla
     if any(k < 1 for k in ks):
         raise ValueError(f"every k must be at least 1, got {ks}")
     ranks = true_class_ranks(image, labels, class_text, class_ids, geometry)
-    n_classes = np.shape(class_text)[0]
+    return zero_shot_from_ranks(ranks, labels, np.shape(class_text)[0], ks)
+
+
+def zero_shot_from_ranks(ranks: np.ndarray, labels: np.ndarray, n_classes: int,
+                         ks: tuple[int, ...] = (1, 5)) -> dict[str, float]:
+    """:func:`zero_shot` from the ranks of :func:`true_class_ranks`, so that a caller that also wants the
+    per-sample hits scores the images once."""
+    if any(k < 1 for k in ks):
+        raise ValueError(f"every k must be at least 1, got {ks}")
     out = {f"top{k}": float(np.mean(ranks < k)) for k in ks if k <= n_classes}
     _, class_of_sample = np.unique(np.asarray(labels), return_inverse=True)
     per_class = np.bincount(class_of_sample, weights=ranks == 0) / np.bincount(class_of_sample)
