@@ -54,28 +54,39 @@ def _materialize(args: argparse.Namespace) -> int:
 
 
 def _sql(args: argparse.Namespace) -> int:
-    from storage.warehouse import check_read_only
+    import duckdb
+
+    from storage.warehouse import ReadOnlyViolation, check_read_only
 
     # sandboxed: no file outside the views' folders is reachable, no statement but a query runs
-    with _warehouse(args.profile).connect(sandbox=True) as con:
+    warehouse = _warehouse(args.profile)
+    with warehouse.connect(sandbox=True) as con:
         statements = check_read_only(con, args.query)
-        for n, statement in enumerate(statements):
-            rel = con.sql(statement)
-            if rel is None:
-                continue
-            if n:
-                print()  # a blank line between two results
-            if args.format == "csv":
-                import pyarrow.csv as pacsv
-
-                sys.stdout.flush()  # the text written so far goes first
-                pacsv.write_csv(rel.to_arrow_table(), sys.stdout.buffer)
-                sys.stdout.buffer.flush()
-            else:
-                if len(statements) > 1:  # which statement each table answers
-                    print(" ".join(statement.query.split())[:args.max_width])
-                rel.show(max_rows=args.max_rows, max_width=args.max_width)
+        try:
+            _print_results(con, statements, args)
+        except duckdb.PermissionException as exc:
+            folders = ", ".join(f"{folder}/" for folder in warehouse.sandbox_folders())
+            raise ReadOnlyViolation(f"{' '.join(str(exc).split())}: conescope sql reads only {folders}") from exc
     return 0
+
+
+def _print_results(con, statements: list, args: argparse.Namespace) -> None:
+    for n, statement in enumerate(statements):
+        rel = con.sql(statement)
+        if rel is None:
+            continue
+        if n:
+            print()  # a blank line between two results
+        if args.format == "csv":
+            import pyarrow.csv as pacsv
+
+            sys.stdout.flush()  # the text written so far goes first
+            pacsv.write_csv(rel.to_arrow_table(), sys.stdout.buffer)
+            sys.stdout.buffer.flush()
+        else:
+            if len(statements) > 1:  # which statement each table answers
+                print(" ".join(statement.query.split())[:args.max_width])
+            rel.show(max_rows=args.max_rows, max_width=args.max_width)
 
 
 def _dev(args: argparse.Namespace) -> int:
