@@ -9,7 +9,8 @@ Columns (all optional except that a row needs an image or a text):
   ``label_name``, ``split`` (default: a seeded 80/20 split over samples).
 
 Rows with a text but no image and no ``sample_id`` are text-only. Of the rows of one sample, the first
-that gives an image, a label, a label name or a split sets it. The rules are the same for every format:
+that gives an image, a label, a label name or a split sets it; a later row giving another one, or
+repeating an earlier row of the sample in every column, is rejected (its reason names both rows). The rules are the same for every format:
 a blank text (empty or only spaces) is an empty caption and rejected; a null text means the row gives
 no text (JSON Lines: ``text`` absent or null; Parquet: null). A CSV file has no null text: a row of a
 file with a ``text`` column has a text, and an empty cell is an empty caption. A blank value of any
