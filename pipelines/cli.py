@@ -32,6 +32,7 @@ def _materialize(args: argparse.Namespace) -> int:
     profile = load_profile(args.profile)
     # an unknown --model or --lang fails here, before anything is started or written
     plan = full_plan(profile, f"cli-{time.strftime('%Y%m%dT%H%M%S')}", args.model or None, args.lang or None)
+    root.require_writable("materialize")
     import dagster as dg
 
     from pipelines.definitions import build_definitions
@@ -103,6 +104,7 @@ def _dev(args: argparse.Namespace) -> int:
 
     root = DataRoot.from_env()
     profile = load_profile()
+    root.require_writable("dev")
     ensure_dagster_home(root)
     threads = run_thread_env(configured_max_runs(root))
     os.environ.update(threads)  # inherited by the code server and every run it launches

@@ -38,6 +38,7 @@ import duckdb
 import pyarrow as pa
 
 from conescope.metric_families import METRIC_TABLES
+from storage.paths import ReadOnlyDataRoot
 
 # The storage contract: users query these columns; keep them stable (docs/storage.md, "Warehouse").
 METRIC_COLUMNS: list[tuple[str, str]] = [
@@ -190,6 +191,23 @@ def _sqlite_wal(path: Path | None) -> None:
         db.execute("PRAGMA journal_mode=WAL")
 
 
+def _read_only_catalog(sqlite: Path | None, exc: Exception) -> ReadOnlyDataRoot | None:
+    """The one-line error for a SQLite catalog that SQLite cannot open because its folder is read-only
+    (it creates the ``-shm`` index beside a WAL-mode database even to read it), else None."""
+    if sqlite is None or "unable to open database file" not in str(exc) or not sqlite.exists():
+        return None
+    folder = sqlite.parent
+    if os.statvfs(folder).f_flag & os.ST_RDONLY:
+        why = "the file system is mounted read-only"
+    elif not os.access(folder, os.W_OK):
+        why = "no write permission"
+    else:
+        return None
+    return ReadOnlyDataRoot(f"{folder}: read-only ({why}); SQLite reads the DuckLake catalog {sqlite.name} only "
+                            f"where it can create {sqlite.name}-shm beside it: make the folder writable or read a "
+                            f"writable copy of the data root")
+
+
 def _is_conflict(exc: Exception) -> bool:
     text = str(exc).lower()
     # SQLite catalogs answer "database is locked" while another process commits
@@ -311,8 +329,14 @@ class Warehouse:
                 data.mkdir(parents=True, exist_ok=True)
                 _sqlite_wal(self.lake.sqlite_file(self.root))
             options = f"DATA_PATH {_literal(str(data) + '/')}" + (", READ_ONLY" if read_only else "")
-            self._retry(lambda: con.execute(f"ATTACH {_literal(self.lake.catalog_uri(self.root))} AS "
-                                            f"{LAKE_ALIAS} ({options})"))
+            try:
+                self._retry(lambda: con.execute(f"ATTACH {_literal(self.lake.catalog_uri(self.root))} AS "
+                                                f"{LAKE_ALIAS} ({options})"))
+            except duckdb.Error as exc:
+                read_only = _read_only_catalog(self.lake.sqlite_file(self.root), exc)
+                if read_only is None:
+                    raise
+                raise read_only from exc
             con.execute(f"USE {LAKE_ALIAS}")
         except BaseException:
             con.close()
