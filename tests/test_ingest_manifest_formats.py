@@ -142,3 +142,35 @@ def test_a_source_with_a_duplicate_id_keeps_the_first_and_rejects_the_others(tmp
     assert r.manifest.texts.column("text").to_pylist() == ["first", "x"]
     assert [(x.sample_id, x.reason) for x in r.rejects] == [
         ("xm-k1", "captions.jsonl line 3: duplicate sample id 'xm-k1' (the first one is kept)")]
+
+
+def test_duplicate_ids_reach_the_rejects_table(tmp_path):
+    """The datasets asset of a manifest with a repeated row: the reject is in ``datasets.rejects``
+    (stage ingest) with its reason, and the caption is stored once."""
+    import copy
+
+    import dagster as dg
+
+    from conescope.profile import parse_profile
+    from pipelines.definitions import build_definitions
+    from storage.warehouse import Warehouse
+    from tests.conftest import TINY_PROFILE
+
+    root = tmp_path / "data"
+    raw = root / "raw" / "dup"
+    raw.mkdir(parents=True)
+    _jpeg(raw / "a.jpg")
+    rows = [{"sample_id": "1", "image": "a.jpg", "text": "a box"}] * 2 + [{"sample_id": "2", "image": "a.jpg",
+                                                                           "text": "again"}]
+    _write(raw / "m.csv", "csv", rows)
+    entry = {**{k: v for k, v in copy.deepcopy(TINY_PROFILE).items() if k != "transforms"}, "languages": ["en"]}
+    entry["datasets"] = {"dup": {"kind": "manifest", "file": "m.csv", "max_reject_fraction": 0.5}}
+    profile = parse_profile(entry, "t.yaml")
+    defs = build_definitions(profile, str(root))
+    key = dg.AssetKey(["datasets", "dup"])
+    done = dg.materialize([defs.resolve_assets_def(key)], instance=dg.DagsterInstance.ephemeral())
+    assert done.success
+    with Warehouse(root / "warehouse.duckdb").connect(read_only=True) as con:
+        assert con.execute("SELECT dataset, stage, sample_id, reason FROM datasets.rejects").fetchall() == [
+            ("dup", "ingest", "dup-1", "m.csv line 3: repeats line 2 (sample_id '1')")]
+        assert con.execute("SELECT text FROM datasets.dup_texts ORDER BY text").fetchall() == [("a box",), ("again",)]
