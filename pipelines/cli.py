@@ -201,10 +201,12 @@ def build_parser() -> argparse.ArgumentParser:
     forms = ", ".join(read_statement_forms())
     sql = sub.add_parser(
         "sql", formatter_class=fmt, help="run queries against the warehouse, read-only",
-        description=f"Run queries against the warehouse, read-only: {forms}; any other statement is refused "
-                    f"and nothing is written anywhere. Several statements separated by ';' print their "
-                    f"results in order (a table each, headed by its statement; in CSV, separated by a blank "
-                    f"line).",
+        description=f"Run queries against the warehouse, read-only: {forms} (EXPLAIN of a query only); any "
+                    f"other statement, and a table function that does more than read, is refused and nothing "
+                    f"is written anywhere. A file path in a query is relative to the data root, wherever the "
+                    f"command runs; only its datasets/ and embeddings/ folders are readable. Several "
+                    f"statements separated by ';' print their results in order (a table each, headed by its "
+                    f"statement; in CSV, separated by a blank line).",
         epilog=_environment("CONESCOPE_HOME", "CONESCOPE_PROFILE"))
     sql.add_argument("query", help="one or more SQL statements separated by ';', e.g. "
                                    "\"SELECT * FROM metrics.isotropy\" or \"SHOW ALL TABLES\"")
