@@ -333,10 +333,10 @@ class Warehouse:
                 self._retry(lambda: con.execute(f"ATTACH {_literal(self.lake.catalog_uri(self.root))} AS "
                                                 f"{LAKE_ALIAS} ({options})"))
             except duckdb.Error as exc:
-                read_only = _read_only_catalog(self.lake.sqlite_file(self.root), exc)
-                if read_only is None:
+                unreadable = _read_only_catalog(self.lake.sqlite_file(self.root), exc)
+                if unreadable is None:
                     raise
-                raise read_only from exc
+                raise unreadable from exc
             con.execute(f"USE {LAKE_ALIAS}")
         except BaseException:
             con.close()
