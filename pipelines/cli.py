@@ -32,6 +32,7 @@ def _materialize(args: argparse.Namespace) -> int:
     profile = load_profile(args.profile)
     # an unknown --model or --lang fails here, before anything is started or written
     plan = full_plan(profile, f"cli-{time.strftime('%Y%m%dT%H%M%S')}", args.model or None, args.lang or None)
+    root.require_writable("materialize")
     import dagster as dg
 
     from pipelines.definitions import build_definitions
@@ -54,28 +55,39 @@ def _materialize(args: argparse.Namespace) -> int:
 
 
 def _sql(args: argparse.Namespace) -> int:
-    from storage.warehouse import check_read_only
+    import duckdb
+
+    from storage.warehouse import ReadOnlyViolation, check_read_only
 
     # sandboxed: no file outside the views' folders is reachable, no statement but a query runs
-    with _warehouse(args.profile).connect(sandbox=True) as con:
+    warehouse = _warehouse(args.profile)
+    with warehouse.connect(sandbox=True) as con:
         statements = check_read_only(con, args.query)
-        for n, statement in enumerate(statements):
-            rel = con.sql(statement)
-            if rel is None:
-                continue
-            if n:
-                print()  # a blank line between two results
-            if args.format == "csv":
-                import pyarrow.csv as pacsv
-
-                sys.stdout.flush()  # the text written so far goes first
-                pacsv.write_csv(rel.to_arrow_table(), sys.stdout.buffer)
-                sys.stdout.buffer.flush()
-            else:
-                if len(statements) > 1:  # which statement each table answers
-                    print(" ".join(statement.query.split())[:args.max_width])
-                rel.show(max_rows=args.max_rows, max_width=args.max_width)
+        try:
+            _print_results(con, statements, args)
+        except duckdb.PermissionException as exc:
+            folders = ", ".join(f"{folder}/" for folder in warehouse.sandbox_folders())
+            raise ReadOnlyViolation(f"{' '.join(str(exc).split())}: conescope sql reads only {folders}") from exc
     return 0
+
+
+def _print_results(con, statements: list, args: argparse.Namespace) -> None:
+    for n, statement in enumerate(statements):
+        rel = con.sql(statement)
+        if rel is None:
+            continue
+        if n:
+            print()  # a blank line between two results
+        if args.format == "csv":
+            import pyarrow.csv as pacsv
+
+            sys.stdout.flush()  # the text written so far goes first
+            pacsv.write_csv(rel.to_arrow_table(), sys.stdout.buffer)
+            sys.stdout.buffer.flush()
+        else:
+            if len(statements) > 1:  # which statement each table answers
+                print(" ".join(statement.query.split())[:args.max_width])
+            rel.show(max_rows=args.max_rows, max_width=args.max_width)
 
 
 def _dev(args: argparse.Namespace) -> int:
@@ -92,6 +104,7 @@ def _dev(args: argparse.Namespace) -> int:
 
     root = DataRoot.from_env()
     profile = load_profile()
+    root.require_writable("dev")
     ensure_dagster_home(root)
     threads = run_thread_env(configured_max_runs(root))
     os.environ.update(threads)  # inherited by the code server and every run it launches
@@ -188,10 +201,12 @@ def build_parser() -> argparse.ArgumentParser:
     forms = ", ".join(read_statement_forms())
     sql = sub.add_parser(
         "sql", formatter_class=fmt, help="run queries against the warehouse, read-only",
-        description=f"Run queries against the warehouse, read-only: {forms}; any other statement is refused "
-                    f"and nothing is written anywhere. Several statements separated by ';' print their "
-                    f"results in order (a table each, headed by its statement; in CSV, separated by a blank "
-                    f"line).",
+        description=f"Run queries against the warehouse, read-only: {forms} (EXPLAIN of a query only); any "
+                    f"other statement, and a table function that does more than read, is refused and nothing "
+                    f"is written anywhere. A file path in a query is relative to the data root, wherever the "
+                    f"command runs; only its datasets/ and embeddings/ folders are readable. Several "
+                    f"statements separated by ';' print their results in order (a table each, headed by its "
+                    f"statement; in CSV, separated by a blank line).",
         epilog=_environment("CONESCOPE_HOME", "CONESCOPE_PROFILE"))
     sql.add_argument("query", help="one or more SQL statements separated by ';', e.g. "
                                    "\"SELECT * FROM metrics.isotropy\" or \"SHOW ALL TABLES\"")

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_HOME = "data"
+
+
+class ReadOnlyDataRoot(PermissionError):
+    """The data root (or Dagster's home in it) cannot be written: a read-only mount or no permission."""
 
 
 @dataclass(frozen=True)
@@ -66,3 +72,22 @@ class DataRoot:
     def report_cache(self) -> Path:
         """Slow report results (t-SNE maps) keyed by a hash of their input data."""
         return self.root / "cache" / "reports"
+
+    def require_writable(self, command: str) -> None:
+        """Raise :class:`ReadOnlyDataRoot`, one line naming the folder and that it is read-only, when a
+        file cannot be created in the data root or in Dagster's home there (whose SQLite databases
+        would otherwise fail later as "unable to open database file", naming nothing)."""
+        folder = self.root
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            for folder in (self.root, self.dagster_home):
+                if folder.is_dir():
+                    with tempfile.TemporaryFile(dir=folder):
+                        pass
+        except OSError as exc:
+            if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+                raise
+            why = "the file system is mounted read-only" if exc.errno == errno.EROFS else "no write permission"
+            raise ReadOnlyDataRoot(f"{folder}: read-only ({why}); conescope {command} writes the data root "
+                                   f"(datasets, embeddings, warehouse, Dagster's runs): make it writable or set "
+                                   f"CONESCOPE_HOME to a writable copy") from exc

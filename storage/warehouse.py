@@ -38,6 +38,7 @@ import duckdb
 import pyarrow as pa
 
 from conescope.metric_families import METRIC_TABLES
+from storage.paths import ReadOnlyDataRoot
 
 # The storage contract: users query these columns; keep them stable (docs/storage.md, "Warehouse").
 METRIC_COLUMNS: list[tuple[str, str]] = [
@@ -59,8 +60,28 @@ VIEW_FOLDERS = ("datasets", "embeddings")
 # Statements `conescope sql` runs: queries only. Keys: DuckDB's statement types (what the check
 # compares); values: the statements a user writes that DuckDB parses as that type (FROM-first queries,
 # VALUES, SHOW, DESCRIBE and SUMMARIZE are SELECTs to DuckDB), which the refusal and the help list.
+# EXPLAIN runs only where what it explains is itself a query (EXPLAIN ANALYZE executes it).
 READ_STATEMENTS = {"SELECT": ("SELECT", "WITH", "FROM", "VALUES", "SHOW", "DESCRIBE", "SUMMARIZE"),
                    "EXPLAIN": ("EXPLAIN",)}
+# The table functions a query of `conescope sql` may call: each only reads (files in the allowed folders, the
+# catalog, settings). Any other is refused, for some write or change the session even inside a SELECT
+# (enable_logging(storage = 'file') creates files, enable_profiling, checkpoint, ducklake_expire_snapshots,
+# sqlite_query runs SQL on a SQLite file) and query() / json_execute_serialized_sql run SQL text that this
+# check does not see.
+READ_TABLE_FUNCTIONS = frozenset({
+    "read_parquet", "parquet_scan", "parquet_metadata", "parquet_schema", "parquet_file_metadata",
+    "parquet_kv_metadata", "parquet_full_metadata", "read_csv", "read_csv_auto", "sniff_csv", "read_json",
+    "read_json_auto", "read_json_objects", "read_json_objects_auto", "read_ndjson", "read_ndjson_auto",
+    "read_ndjson_objects", "read_text", "read_blob", "glob", "range", "generate_series", "unnest", "repeat",
+    "repeat_row", "json_each", "json_tree", "histogram", "histogram_values", "summary", "show", "show_tables",
+    "show_tables_expanded", "show_databases", "table_info", "pragma_table_info", "pragma_show", "pragma_version",
+    "version", "duckdb_columns", "duckdb_constraints", "duckdb_databases", "duckdb_dependencies",
+    "duckdb_functions", "duckdb_indexes", "duckdb_keywords", "duckdb_schemas", "duckdb_sequences",
+    "duckdb_settings", "duckdb_tables", "duckdb_types", "duckdb_views", "ducklake_snapshots",
+    "ducklake_current_snapshot", "ducklake_table_info", "ducklake_list_files", "ducklake_table_changes",
+    "ducklake_table_insertions", "ducklake_table_deletions"})
+# Scalar functions with an effect beyond their result: refused too.
+EFFECT_FUNCTIONS = frozenset({"write_log", "nextval", "setseed"})
 BACKENDS = ("duckdb", "ducklake")
 LAKE_ALIAS = "conescope_lake"
 _LAKE_EXTENSIONS = {"ducklake": "duckdb_extension_ducklake", "sqlite_scanner": "duckdb_extension_sqlite_scanner",
@@ -138,6 +159,22 @@ def load_lake_extensions(con: duckdb.DuckDBPyConnection, catalog_kind: str) -> N
         con.execute(f"LOAD {_literal(str(path))}")
 
 
+@contextmanager
+def _working_directory(path: Path) -> Iterator[None]:
+    """The process's working directory is ``path`` inside the block, restored after it."""
+    try:
+        previous: str | None = os.getcwd()
+    except FileNotFoundError:  # the directory it was started in is gone
+        previous = None
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        if previous is not None:
+            with contextlib.suppress(OSError):
+                os.chdir(previous)
+
+
 def _pinned_hint() -> str:
     return "(see pyproject.toml, extra ducklake)"
 
@@ -152,6 +189,23 @@ def _sqlite_wal(path: Path | None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.closing(sqlite3.connect(path)) as db:
         db.execute("PRAGMA journal_mode=WAL")
+
+
+def _read_only_catalog(sqlite: Path | None, exc: Exception) -> ReadOnlyDataRoot | None:
+    """The one-line error for a SQLite catalog that SQLite cannot open because its folder is read-only
+    (it creates the ``-shm`` index beside a WAL-mode database even to read it), else None."""
+    if sqlite is None or "unable to open database file" not in str(exc) or not sqlite.exists():
+        return None
+    folder = sqlite.parent
+    if os.statvfs(folder).f_flag & os.ST_RDONLY:
+        why = "the file system is mounted read-only"
+    elif not os.access(folder, os.W_OK):
+        why = "no write permission"
+    else:
+        return None
+    return ReadOnlyDataRoot(f"{folder}: read-only ({why}); SQLite reads the DuckLake catalog {sqlite.name} only "
+                            f"where it can create {sqlite.name}-shm beside it: make the folder writable or read a "
+                            f"writable copy of the data root")
 
 
 def _is_conflict(exc: Exception) -> bool:
@@ -196,30 +250,44 @@ class Warehouse:
     def connect(self, read_only: bool = False, sandbox: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
         """A connection whose relative paths resolve in the data root. ``sandbox`` (implies
         ``read_only``): external access is off except for reading the views' folders (and the lake's
-        data files), and the configuration is locked, so no statement can write anywhere."""
+        data files), and the configuration is locked, so no statement can write anywhere. DuckDB
+        resolves a relative path against the process's working directory, so the sandbox moves it to
+        the data root for the connection's life (process-wide: the sandbox is the one-shot
+        ``conescope sql``'s) and allows the folders by their absolute, resolved paths only; DuckDB
+        resolves symbolic links before it compares, so a link inside a folder to a file outside is refused."""
         read_only = read_only or sandbox
         if read_only and not self.exists():
             raise FileNotFoundError(f"{self.describe()}: no warehouse yet; materialize a profile first "
                                     f"(`conescope materialize`)")
-        self.root.mkdir(parents=True, exist_ok=True)
-        if self.lake and not sandbox:
-            con = self._lake_base().cursor()  # loading the extensions and attaching once per process
-            con.execute(f"USE {LAKE_ALIAS}")
-        else:
-            con = self._open_lake(read_only) if self.lake else self._open_file(read_only)
-        try:
-            con.execute("SET enable_progress_bar = false")
-            if sandbox:
-                allowed = [f"{folder}/" for folder in VIEW_FOLDERS]
-                allowed += [f"{self.root / folder}/" for folder in VIEW_FOLDERS]
-                if self.lake:
-                    allowed.append(f"{self.lake.data_dir(self.root)}/")
-                con.execute(f"SET allowed_directories = [{', '.join(_literal(a) for a in allowed)}]")
-                con.execute("SET enable_external_access = false")
-                con.execute("SET lock_configuration = true")
-            yield con
-        finally:
-            con.close()
+        if not read_only:
+            self.root.mkdir(parents=True, exist_ok=True)
+        with _working_directory(self.root) if sandbox else contextlib.nullcontext():
+            if self.lake and not sandbox:
+                con = self._lake_base().cursor()  # loading the extensions and attaching once per process
+                con.execute(f"USE {LAKE_ALIAS}")
+            else:
+                con = self._open_lake(read_only, sandbox) if self.lake else self._open_file(read_only, sandbox)
+            try:
+                con.execute("SET enable_progress_bar = false")
+                if sandbox:
+                    for setting in self._sandbox_settings():
+                        con.execute(setting)
+                yield con
+            finally:
+                con.close()
+
+    def sandbox_folders(self) -> list[Path]:
+        """The folders a sandboxed connection may read: the views' and the lake's data files, each
+        as written and as resolved (a folder that is a link to another disk is allowed where it points)."""
+        folders = [self.root / folder for folder in VIEW_FOLDERS]
+        if self.lake:
+            folders.append(self.lake.data_dir(self.root))
+        return list(dict.fromkeys([*folders, *(f.resolve() for f in folders)]))
+
+    def _sandbox_settings(self) -> list[str]:
+        allowed = ", ".join(_literal(f"{folder}/") for folder in self.sandbox_folders())
+        return [f"SET allowed_directories = [{allowed}]", "SET enable_external_access = false",
+                "SET lock_configuration = true"]
 
     def _lake_base(self) -> duckdb.DuckDBPyConnection:
         """This process's connection to the lake, shared by every Warehouse of the same lake (DuckLake
@@ -232,24 +300,28 @@ class Warehouse:
                 _BASES[key] = self._open_lake(read_only=False)
             return _BASES[key]
 
-    def _config(self) -> dict:
-        return {"file_search_path": str(self.root)}
+    def _config(self, sandbox: bool = False) -> dict:
+        config: dict = {"file_search_path": str(self.root)}
+        if sandbox:  # no secret from ~/.duckdb/stored_secrets, no extension fetched or loaded by a query
+            config.update(allow_persistent_secrets=False, autoinstall_known_extensions=False,
+                          autoload_known_extensions=False)
+        return config
 
-    def _open_file(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+    def _open_file(self, read_only: bool, sandbox: bool = False) -> duckdb.DuckDBPyConnection:
         deadline = time.monotonic() + self.lock_timeout_s
         delay = 0.05
         while True:
             try:
-                return duckdb.connect(str(self.path), read_only=read_only, config=self._config())
+                return duckdb.connect(str(self.path), read_only=read_only, config=self._config(sandbox))
             except duckdb.IOException as exc:
                 if "lock" not in str(exc).lower() or time.monotonic() > deadline:
                     raise WarehouseLocked(f"{self.path}: {exc}") from exc
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
 
-    def _open_lake(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+    def _open_lake(self, read_only: bool, sandbox: bool = False) -> duckdb.DuckDBPyConnection:
         assert self.lake is not None
-        con = duckdb.connect(config=self._config())
+        con = duckdb.connect(config=self._config(sandbox))
         try:
             load_lake_extensions(con, self.lake.kind)
             data = self.lake.data_dir(self.root)
@@ -257,8 +329,14 @@ class Warehouse:
                 data.mkdir(parents=True, exist_ok=True)
                 _sqlite_wal(self.lake.sqlite_file(self.root))
             options = f"DATA_PATH {_literal(str(data) + '/')}" + (", READ_ONLY" if read_only else "")
-            self._retry(lambda: con.execute(f"ATTACH {_literal(self.lake.catalog_uri(self.root))} AS "
-                                            f"{LAKE_ALIAS} ({options})"))
+            try:
+                self._retry(lambda: con.execute(f"ATTACH {_literal(self.lake.catalog_uri(self.root))} AS "
+                                                f"{LAKE_ALIAS} ({options})"))
+            except duckdb.Error as exc:
+                unreadable = _read_only_catalog(self.lake.sqlite_file(self.root), exc)
+                if unreadable is None:
+                    raise
+                raise unreadable from exc
             con.execute(f"USE {LAKE_ALIAS}")
         except BaseException:
             con.close()
@@ -425,15 +503,84 @@ def read_statement_forms() -> list[str]:
 
 
 def check_read_only(con: duckdb.DuckDBPyConnection, query: str) -> list[duckdb.Statement]:
-    """The statements of ``query``; refuse any that is not a query (COPY, ATTACH, SET, INSERT, ...)."""
+    """The statements of ``query``, as DuckDB parses them; refuse any that is not a query (COPY, ATTACH,
+    SET, INSERT, ...), an EXPLAIN of anything but a query, and a query calling a table function outside
+    :data:`READ_TABLE_FUNCTIONS` or a function of :data:`EFFECT_FUNCTIONS`."""
     statements = con.extract_statements(query)
     for statement in statements:
         kind = statement.type.name
         if kind not in READ_STATEMENTS:
-            raise ReadOnlyViolation(f"{statement.query.strip()[:60]!r}: {kind} statement refused; the "
+            raise ReadOnlyViolation(f"{_excerpt(statement.query)}: {kind} statement refused; the "
                                     f"warehouse is read-only here (queries only: "
                                     f"{', '.join(read_statement_forms())})")
+        text = _explained(con, statement.query) if kind == "EXPLAIN" else statement.query
+        _check_functions(con, text, statement.query)
     return statements
+
+
+def _excerpt(text: str) -> str:
+    return repr(" ".join(text.split())[:60])
+
+
+def _explained(con: duckdb.DuckDBPyConnection, text: str) -> str:
+    """The statement an EXPLAIN explains (after ``EXPLAIN``, ``ANALYZE`` and a parenthesized option
+    list, read with DuckDB's tokenizer); refused unless it is one query."""
+    tokens = duckdb.tokenize(text)
+    words = [(pos, text[pos:end].strip().lower()) for (pos, _), end in
+             zip(tokens, [p for p, _ in tokens[1:]] + [len(text)], strict=True)]
+    refused = ReadOnlyViolation(f"{_excerpt(text)}: EXPLAIN refused: it runs here only on a query "
+                                f"({', '.join(READ_STATEMENTS['SELECT'])})")
+    if not words or words[0][1] != "explain":
+        raise refused
+    at = 1
+    if at < len(words) and words[at][1] in ("analyze", "analyse"):
+        at += 1
+    elif at < len(words) and words[at][1].startswith("("):
+        while at < len(words) and not words[at][1].startswith(")"):
+            at += 1
+        at += 1
+    if at >= len(words):
+        raise refused
+    inner = text[words[at][0]:]
+    try:
+        explained = con.extract_statements(inner)
+    except duckdb.Error as exc:
+        raise refused from exc
+    if len(explained) != 1 or explained[0].type.name != "SELECT":
+        raise refused
+    return inner
+
+
+def _check_functions(con: duckdb.DuckDBPyConnection, text: str, statement: str) -> None:
+    """Refuse a query whose parse tree (DuckDB's ``json_serialize_sql``) calls a table function outside
+    :data:`READ_TABLE_FUNCTIONS` or a scalar of :data:`EFFECT_FUNCTIONS`, or that cannot be serialized."""
+    import json
+
+    tree = json.loads(con.execute("SELECT json_serialize_sql(?::VARCHAR)", [text]).fetchone()[0])
+    if tree.get("error"):
+        raise ReadOnlyViolation(f"{_excerpt(statement)}: refused, its parse cannot be checked "
+                                f"({tree.get('error_message')})")
+    refused: list[str] = []
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            if node.get("type") == "TABLE_FUNCTION":
+                name = str((node.get("function") or {}).get("function_name", "")).lower()
+                if name not in READ_TABLE_FUNCTIONS:
+                    refused.append(f"table function {name}()")
+            elif str(node.get("function_name", "")).lower() in EFFECT_FUNCTIONS:
+                refused.append(f"function {node['function_name'].lower()}()")
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(tree)
+    if refused:
+        raise ReadOnlyViolation(f"{_excerpt(statement)}: {', '.join(dict.fromkeys(refused))} refused; the "
+                                f"warehouse is read-only here (table functions that read only: read_parquet, "
+                                f"read_csv, read_json, read_text, glob, duckdb_tables, ...)")
 
 
 def metric_rows(records: list[dict], table: str | None = None, code_version: str | None = None) -> pa.Table:

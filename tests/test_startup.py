@@ -22,6 +22,18 @@ def test_known_architectures_are_open_clips_own_list():
     assert {"ViT-B-32", "RN101", "conescope-tiny"} <= known_architectures()
 
 
+def test_known_pretrained_tags_are_open_clips_own_list():
+    import open_clip
+
+    from conescope.model_kinds.open_clip import known_pretrained
+
+    expected: dict[str, set[str]] = {}
+    for arch, tag in open_clip.list_pretrained():
+        expected.setdefault(arch, set()).add(tag)
+    assert known_pretrained() == expected
+    assert {"openai", "laion2b_s34b_b79k"} <= known_pretrained()["ViT-B-32"]
+
+
 def test_loading_the_code_location_does_not_import_open_clip():
     code = ("import sys, pipelines.definitions; "
             "print(sorted(m for m in ('open_clip', 'transformers') if m in sys.modules))")

@@ -21,7 +21,15 @@ from pathlib import Path
 from typing import ClassVar, Literal
 
 from conescope.dataset_specs import SourceDataset, register_source
-from conescope.ingest.common import IngestError, IngestResult, ManifestBuilder, need_dir, need_file, seeded_splits
+from conescope.ingest.common import (
+    IngestError,
+    IngestResult,
+    ManifestBuilder,
+    need_dir,
+    need_file,
+    open_utf8,
+    seeded_splits,
+)
 from conescope.profile_schema import Flag, Text, non_empty
 
 KARPATHY_SPLITS = {"train": "train", "restval": "train", "val": "val", "test": "test"}
@@ -29,7 +37,7 @@ KARPATHY_SPLITS = {"train": "train", "restval": "train", "val": "val", "test": "
 
 def _load_json(path: Path) -> dict:
     try:
-        with open(path, encoding="utf-8") as fh:
+        with open_utf8(path) as fh:
             return json.load(fh)
     except json.JSONDecodeError as exc:
         raise IngestError(f"{path}: line {exc.lineno}, column {exc.colno}: not valid JSON: {exc.msg}") from exc
@@ -74,7 +82,8 @@ def read_coco(name: str, annotations: Path, image_dir: Path, first_caption: bool
         where = f"images[{i}]"
         cocoid = _field(annotations, where, img, "id", int)
         file_name = _field(annotations, where, img, "file_name", str)
-        _add_image(b, name, cocoid, splits[i], image_dir / file_name, captions.get(cocoid, []), first_caption)
+        _add_image(b, name, cocoid, splits[i], image_dir / file_name, captions.get(cocoid, []), first_caption,
+                   f"{annotations.name} {where}")
     info = {"format": "coco", "first_caption": first_caption, "split": f"seeded 80/20, seed {seed}"}
     return b.result(info if image_order == "file" else {**info, "image_order": image_order})
 
@@ -106,20 +115,20 @@ def read_karpathy(name: str, split_json: Path, image_root: Path, first_caption: 
         path = image_root / img.get("filepath", "") / _field(split_json, where, img, "filename", str)
         sentences = _field(split_json, where, img, "sentences", list)
         caps = [(s.get("sentid", j), s.get("raw")) for j, s in enumerate(sentences) if isinstance(s, dict)]
-        _add_image(b, name, cocoid, KARPATHY_SPLITS[raw_split], path, caps, first_caption)
+        _add_image(b, name, cocoid, KARPATHY_SPLITS[raw_split], path, caps, first_caption, f"{split_json.name} {where}")
     return b.result({"format": "karpathy", "first_caption": first_caption,
                      "karpathy_splits": list(splits) if splits else "all"})
 
 
 def _add_image(b: ManifestBuilder, name: str, cocoid: int, split: str, path: Path,
-               caps: list[tuple[int, str | None]], first_caption: bool) -> None:
+               caps: list[tuple[int, str | None]], first_caption: bool, where: str) -> None:
     sample_id = f"{name}-{cocoid}"
     usable = [(cid, c) for cid, c in caps if c is not None and c.strip()]
     if not usable:
         b.seen += 1
         b.reject(sample_id, "no non-empty caption")
         return
-    if not b.add_sample(sample_id, split, path):
+    if not b.add_sample(sample_id, split, path, where=where):
         return
     for cid, caption in usable[:1] if first_caption else usable:
         b.add_text(f"{sample_id}-{cid}-en", sample_id, None, "en", caption)

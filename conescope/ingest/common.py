@@ -11,6 +11,8 @@ naming the file and the line or row.
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -110,12 +112,15 @@ class ManifestBuilder:
         self.rejects.append(Reject(sample_id, reason))
 
     def add_sample(self, sample_id: str, split: str, image: bytes | Path | None, label: int | None = None,
-                   label_name: str | None = None) -> bool:
+                   label_name: str | None = None, where: str | None = None) -> bool:
         """Add one sample (``image`` as encoded bytes, a file path, or None for text-only sources);
-        returns False (and records a reject) when its image is missing or corrupt."""
+        returns False (and records a reject) when its image is missing or corrupt, or when its id was
+        added before (the first stays; ``where``, the file and line, goes into the reason)."""
         self.seen += 1
         if sample_id in self._sample_ids:
-            raise IngestError(f"dataset {self.name!r}: duplicate sample id {sample_id!r}")
+            self.reject(sample_id, f"{where + ': ' if where else ''}duplicate sample id {sample_id!r} "
+                                   f"(the first one is kept)")
+            return False
         if image is not None and self.validate_images:
             problem = check_image(image)
             if problem:
@@ -150,19 +155,45 @@ class ManifestBuilder:
                             languages, info or {})
 
 
+def not_utf8(path: Path) -> IngestError | None:
+    """An :class:`IngestError` naming the line and column of the first byte of ``path`` that is not
+    UTF-8, or None when the whole file decodes."""
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - data.rfind(b"\n", 0, exc.start)
+        return IngestError(f"{path}: line {line}, column {column}: byte 0x{data[exc.start]:02x} is not UTF-8 "
+                           f"({exc.reason}); save the file as UTF-8")
+    return None
+
+
+@contextmanager
+def open_utf8(path: Path, newline: str | None = None) -> Iterator[io.TextIOWrapper]:
+    """``path`` opened as UTF-8 text; a byte that does not decode is an :class:`IngestError` naming
+    the file, the line and the column rather than a position in a buffer."""
+    with open(path, encoding="utf-8", newline=newline) as fh:
+        try:
+            yield fh
+        except UnicodeDecodeError as exc:
+            raise (not_utf8(path) or IngestError(f"{path}: not UTF-8: {exc}")) from exc
+
+
 def jsonl_objects(path: Path):
     """(line number, object) for each non-blank line of a JSON Lines file; a line that is not a JSON
-    object is an :class:`IngestError` naming the file and the line."""
+    object is an :class:`IngestError` naming the file, the line and the column."""
     import json
 
-    with open(path, encoding="utf-8") as fh:
+    with open_utf8(path) as fh:
         for line_no, line in enumerate(fh, start=1):
             if not line.strip():
                 continue
             try:
-                rec = json.loads(line)
+                rec = json.loads(line.rstrip("\r\n"))
             except json.JSONDecodeError as exc:
-                raise IngestError(f"{path}: line {line_no}: not valid JSON: {exc.msg}") from exc
+                raise IngestError(f"{path}: line {line_no}, column {exc.pos + 1}: not valid JSON: "
+                                  f"{exc.msg.removesuffix(' at')}") from exc
             if not isinstance(rec, dict):
                 raise IngestError(f"{path}: line {line_no}: expected a JSON object")
             yield line_no, rec

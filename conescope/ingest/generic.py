@@ -9,13 +9,14 @@ Columns (all optional except that a row needs an image or a text):
   ``label_name``, ``split`` (default: a seeded 80/20 split over samples).
 
 Rows with a text but no image and no ``sample_id`` are text-only. Of the rows of one sample, the first
-that gives an image, a label, a label name or a split sets it. The rules are the same for every format:
-a blank text (empty or only spaces) is an empty caption and rejected; a null text means the row gives
-no text (JSON Lines: ``text`` absent or null; Parquet: null). A CSV file has no null text: a row of a
-file with a ``text`` column has a text, and an empty cell is an empty caption. A blank value of any
-other column is the same as a null one (no image, no label, ...). A label not among
-``labels`` (when they are given) rejects the sample. Files are scanned with polars; errors name the
-file and the line (CSV, JSON Lines) or row (Parquet).
+that gives an image, a label, a label name or a split sets it; a later row giving another one, or
+repeating an earlier row of the sample in every column, is rejected (its reason names both rows).
+The rules are the same for every format: a blank text (empty or only spaces) is an empty caption and
+rejected; a null text means the row gives no text (JSON Lines: ``text`` absent or null; Parquet: null).
+A CSV file has no null text: a row of a file with a ``text`` column has a text, and an empty cell is an
+empty caption. A blank value of any other column is the same as a null one (no image, no label, ...). A
+label not among ``labels`` (when they are given) rejects the sample. Files are scanned with polars;
+errors name the file and the line (CSV, JSON Lines) or row (Parquet).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from conescope.ingest.common import (
     ManifestBuilder,
     jsonl_objects,
     need_file,
+    open_utf8,
     seeded_splits,
 )
 from conescope.profile_schema import Flag, Lang, Text, non_empty
@@ -88,7 +90,7 @@ def _csv(path: Path) -> pl.DataFrame:
 def _csv_error(path: Path, exc: Exception) -> IngestError:
     import csv
 
-    with open(path, encoding="utf-8", newline="") as fh:
+    with open_utf8(path, newline="") as fh:
         reader = csv.reader(fh)
         header = next(reader, [])
         for row in reader:
@@ -99,7 +101,7 @@ def _csv_error(path: Path, exc: Exception) -> IngestError:
 
 def _jsonl(path: Path) -> tuple[pl.DataFrame, list[int]]:
     """The rows and the line number of each (blank lines hold no row)."""
-    with open(path, encoding="utf-8") as fh:
+    with open_utf8(path) as fh:
         lines = [n for n, line in enumerate(fh, start=1) if line.strip()]
     try:
         return pl.read_ndjson(path, infer_schema_length=None), lines
@@ -121,6 +123,29 @@ def _owners(rows: pl.DataFrame, name: str, limit: int | None) -> pl.DataFrame:
         if first.height > limit:
             rows = rows.head(first["i"][limit])
     return rows
+
+
+_SAMPLE_COLUMNS = ("image", "label", "label_name", "split")
+
+
+def _duplicates(rows: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(the rows kept, the rows rejected with their ``problem``): a row of a sample that repeats an
+    earlier row of it in every column, or gives it another image, label, label name or split than the
+    first of its rows that gives one (which stays)."""
+    rows = rows.with_row_index("_row")
+    owned = pl.col("owner").is_not_null()
+    repeats = pl.col("_row").first().over("owner", *COLUMNS)
+    problem = pl.when(owned & (pl.col("_row") != repeats)).then(pl.format(
+        "repeats {} (sample_id '{}')", pl.col("where").first().over("owner", *COLUMNS), pl.col("sample_id")))
+    for column in _SAMPLE_COLUMNS:
+        given = pl.col(column).is_not_null()
+        first = pl.col(column).filter(given).first().over("owner")
+        problem = problem.when(owned & given & (pl.col(column) != first)).then(pl.format(
+            "sample_id '{}' again, with another {} than {} (that one is kept)", pl.col("sample_id"),
+            pl.lit(column.replace("_", " ")), pl.col("where").filter(given).first().over("owner")))
+    rows = rows.with_columns(problem.alias("problem"))
+    bad = pl.col("problem").is_not_null()
+    return rows.filter(~bad).drop("_row", "problem"), rows.filter(bad)
 
 
 def _labelled(samples: pl.DataFrame, labels: list[str] | None) -> pl.DataFrame:
@@ -154,11 +179,15 @@ def read_generic(name: str, path: Path, labels: list[str] | None = None, seed: i
     if empty.height:
         raise IngestError(f"{path}: {empty['where'][0]}: neither 'image' nor 'text'")
     rows = _owners(rows, name, limit)
+    rows, duplicates = _duplicates(rows)
     samples = _labelled(rows.filter(pl.col("owner").is_not_null()).group_by("owner", maintain_order=True).agg(
         pl.col("where").first(), *(pl.col(c).drop_nulls().first() for c in ("image", "label", "label_name", "split"))),
         labels)
     samples = samples.with_columns(pl.coalesce("split", pl.Series(seeded_splits(samples.height, seed))))
     b = ManifestBuilder(name)
+    for sid, where, problem in duplicates.select("owner", "where", "problem").iter_rows():
+        b.seen += 1
+        b.reject(sid, f"{path.name} {where}: {problem}")
     bad: set[str] = set()
     for sid, where, image, label, label_name, split, problem in samples.select(
             "owner", "where", "image", "label", "label_name", "split", "problem").iter_rows():

@@ -31,6 +31,7 @@ from conescope.ingest.common import (
     jsonl_objects,
     need_dir,
     need_file,
+    open_utf8,
     seeded_splits,
 )
 from conescope.profile_schema import Flag, Lang, Text, non_empty, problem
@@ -48,7 +49,7 @@ def read_wikicaps_tsv(name: str, path: Path, image_dir: Path | None = None, lang
     if image_dir is not None:
         need_dir(image_dir, name, "image folder of the TSV's image column")
     b = ManifestBuilder(name)
-    with open(path, encoding="utf-8", newline="") as fh:
+    with open_utf8(path, newline="") as fh:
         reader = csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)
         header = next(reader, None)
         if not header:
@@ -78,7 +79,7 @@ def read_wikicaps_tsv(name: str, path: Path, image_dir: Path | None = None, lang
     for (line_no, rec), split in zip(rows, splits, strict=True):
         sid = f"{name}-{rec.get('id') or line_no}"
         image = image_dir / rec["image"] if image_dir is not None and "image" in rec else None
-        if not b.add_sample(sid, split, image):
+        if not b.add_sample(sid, split, image, where=f"{path.name} line {line_no}"):
             continue
         for lang in langs:
             b.add_text(f"{sid}-{lang}", sid, None, lang, rec[lang])
@@ -101,7 +102,7 @@ def read_xm3600(name: str, captions: Path, image_dir: Path, languages: tuple[str
     for (line_no, rec), split in zip(records, splits, strict=True):
         key = rec["image/key"]
         sid = f"{name}-{key}"
-        if not b.add_sample(sid, split, image_dir / f"{key}.jpg"):
+        if not b.add_sample(sid, split, image_dir / f"{key}.jpg", where=f"{captions.name} line {line_no}"):
             continue
         for lang, entry in rec.items():
             if lang == "image/key" or (languages and lang not in languages):

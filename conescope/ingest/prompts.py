@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conescope.ingest.common import IngestError, ManifestBuilder
+from conescope.ingest.common import IngestError, ManifestBuilder, open_utf8
 
 PAPER_TEMPLATE = "low-resolution photo of a {}"
 CLASS_NAME_STYLES = ("raw", "clean")
@@ -31,11 +31,12 @@ def styled_names(names: list[str], style: str) -> list[str]:
 def load_translated_names(path: Path, n_classes: int) -> dict[str, list[str]]:
     """``{lang: [name per label]}`` from a JSON file; every list must have one name per class."""
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        with open_utf8(path) as fh:
+            doc = json.load(fh)
     except FileNotFoundError as exc:
         raise FileNotFoundError(f"class-name file not found: {path}") from exc
     except json.JSONDecodeError as exc:
-        raise IngestError(f"{path}: line {exc.lineno}: not valid JSON: {exc.msg}") from exc
+        raise IngestError(f"{path}: line {exc.lineno}, column {exc.colno}: not valid JSON: {exc.msg}") from exc
     if not isinstance(doc, dict):
         raise IngestError(f"{path}: expected a mapping of language -> list of class names")
     for lang, names in doc.items():

