@@ -198,7 +198,8 @@ def execute_plan(defs: dg.Definitions, plan: list[PlannedRun], instance: dg.Dags
     Runs are recorded in ``instance`` (the UI shows them with their full event logs) and tagged with
     this process (``conescope/owner``), so that a later ``conescope materialize`` can tell a run
     whose process died (pipelines/instance.py). One line per planned run says what ran and what was
-    fresh; a failure is reported as its message in one line, ``debug`` adds the traceback."""
+    fresh, one per asset check that failed in it; a failure is reported as its message in one line,
+    ``debug`` adds the traceback."""
     import time
 
     from assets.keys import FORCE_TAG
@@ -230,6 +231,7 @@ def execute_plan(defs: dg.Definitions, plan: list[PlannedRun], instance: dg.Dags
                 instance=instance, partition_key=planned.partition_key, tags={**planned.tags, **tags},
                 asset_selection=selection, raise_on_error=False, run_config=quiet)
             ran += selection
+            _report_checks(result, log)
             if not result.success:
                 log(f"[{i}/{len(plan)}] {planned.job} {planned.partition_key or ''} FAILED "
                     f"({time.perf_counter() - t0:.1f} s)")
@@ -239,6 +241,20 @@ def execute_plan(defs: dg.Definitions, plan: list[PlannedRun], instance: dg.Dags
         log(f"[{i}/{len(plan)}] {planned.job} {planned.partition_key or ''} ok ({time.perf_counter() - t0:.1f} s): "
             f"{run_summary(ran, every)}")
     return True
+
+
+def _report_checks(result, log) -> None:
+    """One line per asset check that failed in the run (its description names the partition and the
+    offending rows or files); a non-blocking check does not fail the run, so this is where the
+    terminal hears of it."""
+    for event in result.all_events:
+        if event.event_type_value != "ASSET_CHECK_EVALUATION":
+            continue
+        evaluation = event.asset_check_evaluation_data
+        if not evaluation.passed:
+            level = "warning" if evaluation.severity == dg.AssetCheckSeverity.WARN else "error"
+            log(f"check {evaluation.asset_key.to_user_string()} {evaluation.check_name} failed ({level}): "
+                f"{evaluation.description}")
 
 
 def _report_failure(result, debug: bool) -> bool:

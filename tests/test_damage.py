@@ -10,6 +10,7 @@ materialized once per module; each test damages a copy of it."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -254,3 +255,37 @@ def test_damaged_lake_files_are_named(tmp_path: Path):
     assert verify_lake(ConescopeHome(home=str(tmp_path))) == []
     assert verify_files([lake / "ok.parquet"]) == []
     assert json.dumps([d.reason for d in verify_lake(home)]).count("unreadable") == 1
+
+
+def test_nan_from_the_model_is_no_damage_the_check_and_the_metric_step_name_the_file(tmp_path: Path, monkeypatch,
+                                                                                     capsys):
+    """NaN that the tower itself produced: recorded in the part list, so not damage (never embedded again
+    in a loop); the refresh prints the failed check, and the metric step stops naming the partition and
+    the part file instead of scikit-learn's "Input X contains NaN"."""
+    from conescope import engine
+
+    real = engine.embed_images
+
+    def with_nan(*args, **kwargs):
+        for n, (rows, emb) in enumerate(real(*args, **kwargs)):
+            if n == 1:
+                emb = emb.copy()
+                emb[2, 3] = np.nan
+            yield rows, emb
+
+    monkeypatch.setattr(engine, "embed_images", with_nan)
+    (tmp_path / "dagster").mkdir()
+    root = Root(tmp_path)
+    assert not execute_plan(root.defs, full_plan(root.profile, "test"), root.instance, log=root.lines.append)
+    rel = f"embeddings/shapes/image/model={MODEL}/part-00001.parquet"
+    assert f"check embeddings/shapes_image finite_values failed (error): [{MODEL}] 1 rows with NaN or inf in " \
+           f"{rel}" in "\n".join(root.lines), root.lines
+    err = capsys.readouterr().err
+    # the first metric step to read a NaN row stops the run (shapes' or digits': both got one)
+    assert re.search(rf"the (shapes|digits) image embeddings of {MODEL}: 1 of \d+ rows hold NaN or inf \(first: "
+                     rf"\S+\) in embeddings/\1/image/model={MODEL}/part-00001.parquet; see the embeddings' "
+                     rf"finite_values check", err), err
+    assert "Input X contains NaN" not in err
+    listed = read_part_list(root.data.image_embeddings("shapes", MODEL))
+    assert [p["nonfinite"] for p in listed["parts"]] == [0, 1, 0]
+    assert verify_parts(root.data.image_embeddings("shapes", MODEL), values="all") == []
