@@ -108,7 +108,6 @@ class ResumablePartition:
         self.commits: list[dict] = []  # markers of every committed part, earlier runs included
         self.done_keys: set = set()  # main-stream keys already committed
         self.resumed_rows = 0
-        self.kept_parts = 0  # intact parts of a damaged partition taken over (``salvage``)
 
     # --- lifecycle -------------------------------------------------------------------------------
     def __enter__(self) -> ResumablePartition:
@@ -181,7 +180,6 @@ class ResumablePartition:
                                 "rejects": rec["rejects"],
                                 "nonfinite": {name: pl["parts"][i]["nonfinite"] for name, pl in lists.items()}})
             seq += 1
-        self.kept_parts = seq
         for rec in lists[MAIN].get("rejected", []):
             self._write_marker({**rec, "seq": seq, "rows": 0})
             seq += 1
