@@ -8,8 +8,10 @@ and the offending rows.
 
 - ``datasets/<ds>``: ``reject_fraction`` (blocking: an error above ``max_reject_fraction``, a
   warning above half of it).
-- ``embeddings/<ds>_image`` [image_model], ``embeddings/<ds>_text`` [model x lang]: ``row_count`` (the
-  manifest minus rejects), ``finite_values``, ``no_zero_rows``, ``dimension`` (the model's).
+- ``embeddings/<ds>_image`` [image_model], ``embeddings/<ds>_text`` [model x lang]: ``parts_intact``
+  (every part file readable, with the rows its writer recorded: storage/integrity.py), ``row_count``
+  (the manifest minus rejects), ``finite_values`` (naming the part files), ``no_zero_rows``,
+  ``dimension`` (the model's).
 - ``metrics/*``: ``expected_metrics``, ``finite_values``, ``value_in_ci``, ``n_matches_rows``.
 - ``transforms/<kind>``: ``finite_parameters``.
 - ``reports/*``: ``self_contained`` (the file exists, its size is sane, no external URL).
@@ -31,11 +33,12 @@ from conescope.profile import Profile
 from pipelines.partitions import ProfilePartitions, model_and_lang
 from pipelines.resources import ConescopeHome
 from storage import metric_rows
+from storage.integrity import PART_GLOB, DamagedFile, part_of_rows, verify_parts
 from storage.parquet_store import read_embeddings, read_manifest_table
 from storage.paths import DataRoot
 from storage.transform_store import read_transforms, stored_provenance
 
-EMBEDDING_CHECKS = ("row_count", "finite_values", "no_zero_rows", "dimension")
+EMBEDDING_CHECKS = ("parts_intact", "row_count", "finite_values", "no_zero_rows", "dimension")
 METRIC_CHECKS = ("expected_metrics", "finite_values", "value_in_ci", "n_matches_rows")
 TRANSFORM_CHECKS = ("finite_parameters",)
 REPORT_CHECKS = ("self_contained",)
@@ -55,8 +58,9 @@ def _result(check: dg.AssetCheckKey, finding: checks.Finding, partition: str | N
                   "offending": dg.MetadataValue.json(finding.offending), **finding.metadata})
 
 
-def _missing(exc: FileNotFoundError, names: Iterable[str]) -> dict[str, checks.Finding]:
-    return {name: checks.Finding(False, f"nothing stored: {exc}", [str(exc)], 1) for name in names}
+def _missing(exc: OSError | ValueError, names: Iterable[str]) -> dict[str, checks.Finding]:
+    what = "nothing stored" if isinstance(exc, FileNotFoundError) else "unreadable"
+    return {name: checks.Finding(False, f"{what}: {exc}", [str(exc)], 1) for name in names}
 
 
 def _split(partition: str | None) -> tuple[str | None, str | None]:
@@ -99,15 +103,26 @@ def embedding_findings(home: ConescopeHome, profile: Profile, ds: str, modality:
             directory, id_col = root.text_embeddings(ds, model, lang), "text_id"
             texts = read_manifest_table(root.dataset_dir(ds), "texts", ["text_id", "lang"])
             expected, rejected = texts.filter(pc.equal(texts.column("lang"), lang)).column("text_id"), []
+        where = directory.relative_to(root.root)
+        # the text layer states are parts of the same partition, written with the embeddings
+        stored = [directory] + ([root.text_layers(ds, model, lang)] if modality == "text" else [])
+        damaged = [(str(d.path.relative_to(root.root)), d.reason)
+                   for s in stored for d in verify_parts(s, values="none")]
+        intact = checks.parts_intact(damaged, sum(len(list(s.glob(PART_GLOB))) for s in stored))
+        if damaged:  # the rows cannot be read: every other check reports the damage
+            unread = checks.Finding(False, f"not evaluated: {intact.description}", intact.offending, intact.count)
+            return {"parts_intact": intact, **{name: unread for name in EMBEDDING_CHECKS if name != "parts_intact"}}
         table, emb = read_embeddings(directory, [id_col])
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, DamagedFile) as exc:  # nothing stored, or the manifest is damaged
         return _missing(exc, EMBEDDING_CHECKS)
     ids = [str(i) for i in table.column(id_col).to_pylist()]
     dim, source = profile.models[model].declared_dimension()
     return {
+        "parts_intact": intact,
         "row_count": checks.embedding_row_count(ids, [str(i) for i in expected.to_pylist()],
                                                 [str(r) for r in rejected]),
-        "finite_values": checks.embedding_finite(ids, emb),
+        "finite_values": checks.embedding_finite(ids, emb, lambda rows: [str(where / name) for name in
+                                                                        part_of_rows(directory, rows)]),
         "no_zero_rows": checks.embedding_nonzero(ids, emb),
         "dimension": checks.embedding_dimension(_model_dims(root, model), dim, source),
     }
@@ -293,6 +308,9 @@ def _multi_check(family: str, partitioning: str, members: list, check_names: tup
 _DESCRIPTIONS = {
     "reject_fraction": "Share of rejected samples (datasets.rejects, stage ingest): blocking error above the "
                        "dataset's max_reject_fraction, warning above half of it; lists the rejected samples",
+    "parts_intact": "Every stored part file of the partition is readable (its Parquet footer) and holds the rows "
+                    "its writer recorded (_parts.json); lists the damaged files (conescope materialize embeds "
+                    "them again)",
     "row_count": "Rows = the manifest (samples, or texts of the language) minus rejected samples; lists missing, "
                  "duplicate and unknown ids",
     "finite_values": "No NaN or inf (embeddings: in any row; metrics: in value, ci_low, ci_high); lists the rows",

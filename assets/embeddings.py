@@ -4,7 +4,8 @@ The engine (conescope/engine.py) decodes in worker processes and runs the tower 
 device; rows stream into a resumable partition (storage/resumable.py), so an interrupted step
 rerun embeds only what is missing. A complete partition whose stored fingerprint (model, weights, data,
 preprocessing, precision, engine code) matches is kept as it is, unless the run is tagged
-``conescope/force=true``; the fingerprint's hash is the partition's data version.
+``conescope/force=true`` or a part of it is damaged (storage/integrity.py: then only the damaged
+parts are embedded again); the fingerprint's hash is the partition's data version.
 The steps are in the "gpu" pool (one step per GPU); their short
 warehouse writes (rejects, views) wait on DuckDB's file lock instead of holding the "duckdb" pool.
 """
@@ -29,6 +30,7 @@ from conescope.profile import EmbeddingSpec, ModelSpec, Profile
 from conescope.provenance import git_commit
 from pipelines.partitions import ProfilePartitions, split_key
 from pipelines.resources import ConescopeHome
+from storage.integrity import verify_parts
 from storage.parquet_store import (
     IMAGE_KEY_COLUMNS,
     TEXT_KEY_COLUMNS,
@@ -94,13 +96,29 @@ def _provenance(loaded: EmbeddingModel, spec: ModelSpec, dataset: str, data_sha2
              "created_at": datetime.now(UTC).isoformat()}, resume_key)
 
 
+def forced(context) -> bool:
+    return context.run.tags.get(keys.FORCE_TAG) == "true"
+
+
 def stored_partition(context, provenance: dict, *targets) -> bool:
-    """Whether every target directory holds a complete partition written with this fingerprint (and
-    the run is not forced): the step then keeps it instead of embedding again."""
-    if context.run.tags.get(keys.FORCE_TAG) == "true":
+    """Whether every target directory holds a complete, intact partition written with this
+    fingerprint (and the run is not forced): the step then keeps it instead of embedding again. A
+    damaged part (storage/integrity.py) is logged, naming the file, and the partition is embedded
+    again, keeping its intact parts."""
+    if forced(context):
         return False
     firsts = [next(iter(sorted(t.glob("part-*.parquet"))), None) for t in targets]
-    return all(f is not None and read_provenance(f).get("fingerprint") == provenance["fingerprint"] for f in firsts)
+    try:
+        same = all(f is not None and read_provenance(f).get("fingerprint") == provenance["fingerprint"]
+                   for f in firsts)
+    except (OSError, pa.ArrowException):  # the first part itself is damaged
+        same = True
+    if not same:
+        return False
+    damages = [d for t in targets for d in verify_parts(t)]
+    for d in damages:
+        context.log.warning(f"{d.path} is damaged ({d.reason}); embedding its rows again")
+    return not damages
 
 
 def _kept(context, target, provenance: dict) -> dg.MaterializeResult:
@@ -124,7 +142,7 @@ def _embed_images(context, ds: str, spec: ModelSpec, cfg: EmbeddingSpec, paths, 
     target = paths.image_embeddings(ds, spec.name)
     run = engine.EngineRun()
     with ResumablePartition({MAIN: Stream(target, IMAGE_KEY_COLUMNS)}, paths.scratch, provenance, stable,
-                            part_rows=cfg.part_rows) as part:
+                            part_rows=cfg.part_rows, salvage=not forced(context)) as part:
         pending = [i for i, sid in enumerate(ids) if sid not in part.done_keys]
         progress = engine.Progress(f"{ds} images, {spec.name}", len(ids), context.log.info,
                                    cfg.progress_every_s, done_before=len(ids) - len(pending))
@@ -219,7 +237,8 @@ def _text_asset(ds: str, profile: Profile, parts: ProfilePartitions) -> dg.Asset
             if stored_partition(context, provenance, *(s.target for s in streams.values())):
                 return _kept(context, target, provenance)
             run = engine.EngineRun()
-            with ResumablePartition(streams, paths.scratch, provenance, stable, part_rows=cfg.part_rows) as part:
+            with ResumablePartition(streams, paths.scratch, provenance, stable, part_rows=cfg.part_rows,
+                                    salvage=not forced(context)) as part:
                 pending = [i for i, tid in enumerate(cols["text_id"]) if tid not in part.done_keys]
                 progress = engine.Progress(f"{ds} texts ({lang}), {model}", len(cols["text_id"]), context.log.info,
                                            cfg.progress_every_s, done_before=len(cols["text_id"]) - len(pending))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 
@@ -60,9 +60,22 @@ def embedding_row_count(embedded: Sequence[str], expected: Sequence[str], reject
                     rows=len(embedded), manifest=len(expected_set), rejected=len(rejected))
 
 
-def embedding_finite(ids: Sequence[str], emb: np.ndarray) -> Finding:
+def embedding_finite(ids: Sequence[str], emb: np.ndarray,
+                     files: Callable[[list[int]], list[str]] | None = None) -> Finding:
+    """No NaN or inf in any row; ``files`` maps row numbers to the file holding each, so that the
+    finding names the files to look at (metadata ``files``)."""
     bad = np.flatnonzero(~np.isfinite(emb).all(axis=1))
-    return finding_of([str(ids[i]) for i in bad], f"all {len(ids)} rows finite", f"{len(bad)} rows with NaN or inf")
+    where = sorted(set(files([int(i) for i in bad]))) if files is not None and len(bad) else []
+    in_files = f" in {', '.join(where)}" if where else ""
+    return finding_of([str(ids[i]) for i in bad], f"all {len(ids)} rows finite",
+                      f"{len(bad)} rows with NaN or inf{in_files}", **({"files": where} if where else {}))
+
+
+def parts_intact(damaged: Sequence[tuple[str, str]], parts: int) -> Finding:
+    """Every stored part of the partition is whole: ``damaged`` lists (file, why) of each that is not
+    (missing, truncated, another row count than its writer wrote, not written by it)."""
+    return finding_of([f"{name}: {why}" for name, why in damaged], f"{parts} parts intact",
+                      f"{len(damaged)} damaged parts")
 
 
 def embedding_nonzero(ids: Sequence[str], emb: np.ndarray) -> Finding:

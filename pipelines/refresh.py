@@ -122,6 +122,48 @@ def next_selection(defs: dg.Definitions, job: str, not_fresh: dict[dg.AssetKey, 
     return sorted(selected)
 
 
+def damaged_assets(defs: dg.Definitions, job: str, partition_key: str | None,
+                   log=print) -> dict[dg.AssetKey, str]:
+    """The assets of ``job`` whose stored files for ``partition_key`` are damaged (assets/stored.py:
+    embedding parts, dataset manifests), each ``DAMAGED``; one line per damaged file, naming it
+    (relative to the data root), why, and what the run does about it."""
+    from assets.stored import verify_stored
+
+    home = defs.resources.get("conescope")
+    if home is None:
+        return {}
+    found = {}
+    for key in sorted(defs.resolve_job_def(job).asset_layer.selected_asset_keys):
+        stored = verify_stored(home, key, partition_key)
+        if stored is None:
+            continue
+        found[key] = "DAMAGED"
+        for damage in stored.damages:
+            log(f"{_relative(damage.path, home.paths.root)} is damaged ({damage.reason}); {stored.remedy}")
+    return found
+
+
+def damaged_lake(defs: dg.Definitions, log=print) -> int:
+    """Name every DuckLake data file without a readable footer (not rewritten: which partitions its
+    rows belong to is the catalog's); returns how many."""
+    from assets.stored import verify_lake
+
+    home = defs.resources.get("conescope")
+    damages = verify_lake(home) if home is not None else []
+    for damage in damages:
+        log(f"{_relative(damage.path, home.paths.root)} is damaged ({damage.reason}): the warehouse rows it "
+            f"holds cannot be read; restore it from a backup, or delete the warehouse (the lake folder and its "
+            f"catalog) and run conescope materialize --force")
+    return len(damages)
+
+
+def _relative(path, root) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
+
+
 def _names(keys) -> str:
     return ", ".join(k.to_user_string() for k in keys)
 
@@ -147,13 +189,17 @@ def execute_plan(defs: dg.Definitions, plan: list[PlannedRun], instance: dg.Dags
     asset of the job is fresh; each asset runs at most once per planned run. The
     datasets run always rebuilds every dataset: it is cheap (CPU only) and the only way to notice
     changed source files; an unchanged manifest keeps its data version, so nothing below reruns.
-    ``force``: every asset of every planned run, in one run each, tagged ``conescope/force=true``
-    (the embedding steps then re-embed even a complete partition whose fingerprint matches).
+    Before each planned run the files its assets keep are verified (``damaged_assets``): a damaged
+    one is named in a line and its asset runs with what is stale (the embedding step embeds the
+    damaged parts again: the same fingerprint, so nothing downstream is stale). ``force``: every
+    asset of every planned run, in one run each, tagged ``conescope/force=true`` (the embedding
+    steps then re-embed even a complete partition whose fingerprint matches).
 
     Runs are recorded in ``instance`` (the UI shows them with their full event logs) and tagged with
     this process (``conescope/owner``), so that a later ``conescope materialize`` can tell a run
     whose process died (pipelines/instance.py). One line per planned run says what ran and what was
-    fresh; a failure is reported as its message in one line, ``debug`` adds the traceback."""
+    fresh, one per asset check that failed in it; a failure is reported as its message in one line,
+    ``debug`` adds the traceback."""
     import time
 
     from assets.keys import FORCE_TAG
@@ -163,16 +209,21 @@ def execute_plan(defs: dg.Definitions, plan: list[PlannedRun], instance: dg.Dags
     # the whole event log.
     quiet = {"loggers": {"console": {"config": {"log_level": "ERROR" if debug else "CRITICAL"}}}}
     tags = {OWNER_TAG: owner_tag(), **({FORCE_TAG: "true"} if force else {})}
+    damaged_lake(defs, log)
     for i, planned in enumerate(plan, 1):
         t0, ran = time.perf_counter(), []
         job = defs.resolve_job_def(planned.job)
         every = sorted(job.asset_layer.selected_asset_keys)
+        # --force rewrites everything anyway; the datasets run rewrites every manifest: named only
+        damaged = {} if force else damaged_assets(defs, planned.job, planned.partition_key, log)
         while True:
             if force or planned.job == DATASETS_JOB:
                 selection = every
             else:
-                selection = next_selection(defs, planned.job,
-                                           stale_or_missing(defs, instance, planned.job, planned.partition_key))
+                not_fresh = stale_or_missing(defs, instance, planned.job, planned.partition_key)
+                if not ran:
+                    not_fresh = {**damaged, **not_fresh}
+                selection = next_selection(defs, planned.job, not_fresh)
                 selection = [k for k in selection if k not in ran]  # at most once per planned run
             if not selection:
                 break
@@ -180,6 +231,7 @@ def execute_plan(defs: dg.Definitions, plan: list[PlannedRun], instance: dg.Dags
                 instance=instance, partition_key=planned.partition_key, tags={**planned.tags, **tags},
                 asset_selection=selection, raise_on_error=False, run_config=quiet)
             ran += selection
+            _report_checks(result, log)
             if not result.success:
                 log(f"[{i}/{len(plan)}] {planned.job} {planned.partition_key or ''} FAILED "
                     f"({time.perf_counter() - t0:.1f} s)")
@@ -189,6 +241,20 @@ def execute_plan(defs: dg.Definitions, plan: list[PlannedRun], instance: dg.Dags
         log(f"[{i}/{len(plan)}] {planned.job} {planned.partition_key or ''} ok ({time.perf_counter() - t0:.1f} s): "
             f"{run_summary(ran, every)}")
     return True
+
+
+def _report_checks(result, log) -> None:
+    """One line per asset check that failed in the run (its description names the partition and the
+    offending rows or files); a non-blocking check does not fail the run, so this is where the
+    terminal hears of it."""
+    for event in result.all_events:
+        if event.event_type_value != "ASSET_CHECK_EVALUATION":
+            continue
+        evaluation = event.asset_check_evaluation_data
+        if not evaluation.passed:
+            level = "warning" if evaluation.severity == dg.AssetCheckSeverity.WARN else "error"
+            log(f"check {evaluation.asset_key.to_user_string()} {evaluation.check_name} failed ({level}): "
+                f"{evaluation.description}")
 
 
 def _report_failure(result, debug: bool) -> bool:

@@ -8,12 +8,27 @@ import numpy as np
 import pyarrow.compute as pc
 
 from conescope.sets import ImageSet, TextSet
+from storage.integrity import part_of_rows
 from storage.parquet_store import read_embeddings, read_manifest_table, read_provenance
 from storage.paths import DataRoot
 
 
+def _finite(root: DataRoot, directory, ids, emb: np.ndarray, what: str) -> None:
+    """Refuse rows with NaN or inf, naming the partition and the part files: a metric would fail on
+    them with a message naming neither (scikit-learn's "Input X contains NaN"), or silently give NaN."""
+    bad = np.flatnonzero(~np.isfinite(emb).all(axis=1))
+    if len(bad):
+        files = sorted(set(part_of_rows(directory, [int(i) for i in bad])))
+        where = ", ".join(str((directory / name).relative_to(root.root)) for name in files)
+        raise ValueError(f"{what}: {len(bad)} of {len(emb)} rows hold NaN or inf (first: {ids[int(bad[0])]}) in "
+                         f"{where}; see the embeddings' finite_values check; conescope materialize embeds a "
+                         f"part again whose values were overwritten after it was written")
+
+
 def load_image_set(root: DataRoot, dataset: str, model: str) -> ImageSet:
     keys, emb = read_embeddings(root.image_embeddings(dataset, model))
+    _finite(root, root.image_embeddings(dataset, model), keys.column("sample_id"), emb,
+            f"the {dataset} image embeddings of {model}")
     samples = read_manifest_table(root.dataset_dir(dataset), "samples", ["sample_id", "label", "split"])
     ids = keys.column("sample_id")
     # Embedding rows may be fewer than samples (rejected images): align the manifest to them.
@@ -25,6 +40,8 @@ def load_image_set(root: DataRoot, dataset: str, model: str) -> ImageSet:
 
 def load_text_set(root: DataRoot, dataset: str, model: str, lang: str) -> TextSet:
     keys, emb = read_embeddings(root.text_embeddings(dataset, model, lang))
+    _finite(root, root.text_embeddings(dataset, model, lang), keys.column("text_id"), emb,
+            f"the {dataset} text embeddings ({lang}) of {model}")
     return TextSet(dataset, lang, np.asarray(keys.column("text_id").to_pylist(), dtype=object),
                    np.asarray(keys.column("sample_id").to_pylist(), dtype=object),
                    keys.column("label").fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64),

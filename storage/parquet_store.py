@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from conescope.file_lock import try_lock
+from storage.integrity import read_table
 
 PROVENANCE_KEY = b"conescope.provenance"
 # Rows per row group of manifest tables: a decoding worker holds one row group of encoded images.
@@ -115,7 +116,7 @@ def read_manifest_table(directory: Path, name: str, columns: list[str] | None = 
     path = directory / f"{name}.parquet"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: manifest table missing; materialize the dataset asset first")
-    return pq.read_table(path, columns=columns)
+    return read_table(path, columns, "manifest table")
 
 
 class ParquetColumn(Sequence):
@@ -205,7 +206,7 @@ def read_embeddings(directory: Path, columns: list[str] | None = None,
     if not files:
         raise FileNotFoundError(f"{directory}: no embedding files; materialize the embedding asset first")
     wanted = None if columns is None else [*columns, vector]
-    table = pa.concat_tables([pq.read_table(f, columns=wanted) for f in files])
+    table = pa.concat_tables([read_table(f, wanted, "embedding part") for f in files])
     emb_col = table.column(vector).combine_chunks()
     dim = emb_col.type.list_size
     matrix = emb_col.values.to_numpy(zero_copy_only=True).reshape(-1, dim)

@@ -17,6 +17,12 @@ scratch. When every sample is done, each stream's parts are renamed into a fresh
 replaces the partition directory in one ``os.replace``; the staging directory is removed.
 
 A partition may carry extra streams (the text-tower layer states) committed with the same parts.
+
+Each stream's directory gets a part list (``_parts.json``, storage/integrity.py): the commit
+markers of its parts with each file's rows, size and modification time, so that a damaged part
+(truncated, overwritten) is found without reading the data. A later run of the same fingerprint
+whose partition is damaged starts from the intact parts (hard links into its staging, as if they
+had been committed by an interrupted run) and embeds again only the rows of the damaged ones.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from conescope.file_lock import try_lock
+from storage.integrity import file_record, nonfinite_rows, read_part_list, verify_parts, write_part_list
 from storage.parquet_store import PROVENANCE_KEY, atomic_directory
 
 MAIN = "main"
@@ -59,6 +66,13 @@ def fingerprint(values: dict) -> str:
     return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
+def _link(source: Path, dest: Path) -> None:
+    try:
+        os.link(source, dest)
+    except OSError:  # another file system, or no hard links: a copy keeps the modification time too
+        shutil.copy2(source, dest)
+
+
 def _slug(target: Path, scratch: Path) -> str:
     try:
         rel = target.resolve().relative_to(scratch.resolve().parent)
@@ -76,11 +90,11 @@ class ResumablePartition:
     directory so that two runs never write the same partition at once)."""
 
     def __init__(self, streams: dict[str, Stream], scratch: Path, provenance: dict, resume_key: dict,
-                 part_rows: int = 16384, commit_s: float = 60.0):
+                 part_rows: int = 16384, commit_s: float = 60.0, salvage: bool = True):
         if MAIN not in streams:
             raise ValueError(f"a partition needs a {MAIN!r} stream, got {sorted(streams)}")
         self.streams, self.provenance = streams, provenance
-        self.part_rows, self.commit_s = part_rows, commit_s
+        self.part_rows, self.commit_s, self.salvage = part_rows, commit_s, salvage
         self.base = Path(scratch) / "resume" / _slug(streams[MAIN].target, Path(scratch))
         self.dir = self.base / fingerprint({"target": _slug(streams[MAIN].target, Path(scratch)), **resume_key})
         self._lock_fd: int | None = None
@@ -90,6 +104,7 @@ class ResumablePartition:
         self._part_started = 0.0
         self._part_positions: list[int] = []
         self._part_rejects: list[dict] = []
+        self._part_nonfinite: dict[str, int] = {}
         self.commits: list[dict] = []  # markers of every committed part, earlier runs included
         self.done_keys: set = set()  # main-stream keys already committed
         self.resumed_rows = 0
@@ -118,6 +133,8 @@ class ResumablePartition:
     def _load_committed(self) -> None:
         for tmp in self.dir.glob("*.tmp"):
             tmp.unlink()
+        if self.salvage and not any(self.dir.glob("commit-*.json")):
+            self._keep_intact_parts()
         self.commits = []
         for marker in sorted(self.dir.glob("commit-*.json")):
             commit = json.loads(marker.read_text())
@@ -137,6 +154,40 @@ class ResumablePartition:
             self.done_keys.update(r["key"] for r in c["rejects"])
         self.resumed_rows = sum(c["rows"] for c in self.commits)
         self._seq = max(committed, default=-1) + 1
+
+    def _keep_intact_parts(self) -> None:
+        """Take over the intact parts of the partition in place when it was written with this
+        fingerprint (its part lists name this staging) but some part is damaged: each becomes a
+        committed part here (a hard link, the partition stays whole until replaced), so only the
+        rows of the damaged parts are embedded again. Nothing is taken when any stream lacks a part
+        list or the lists disagree."""
+        lists = {name: read_part_list(s.target) for name, s in self.streams.items()}
+        if any(pl is None or pl.get("key") != self.dir.name for pl in lists.values()):
+            return
+        n = len(lists[MAIN]["parts"])
+        if any(len(pl["parts"]) != n for pl in lists.values()):
+            return
+        damaged = {d.part for s in self.streams.values() for d in verify_parts(s.target)}
+        if not damaged:
+            return  # intact: nothing to save work on (the run was asked to embed again)
+        seq = 0
+        for i, rec in enumerate(lists[MAIN]["parts"]):
+            if i in damaged:
+                continue
+            for name, s in self.streams.items():
+                _link(s.target / lists[name]["parts"][i]["file"], self._part(name, seq))
+            self._write_marker({"seq": seq, "rows": rec["rows"], "first": rec["first"], "last": rec["last"],
+                                "rejects": rec["rejects"],
+                                "nonfinite": {name: pl["parts"][i]["nonfinite"] for name, pl in lists.items()}})
+            seq += 1
+        for rec in lists[MAIN].get("rejected", []):
+            self._write_marker({**rec, "seq": seq, "rows": 0})
+            seq += 1
+
+    def _write_marker(self, marker: dict) -> None:
+        tmp = self.dir / f"commit-{marker['seq']:06d}.tmp"
+        tmp.write_text(json.dumps(marker))
+        os.replace(tmp, self.dir / f"commit-{marker['seq']:06d}.json")
 
     @property
     def previous_rejects(self) -> list[dict]:
@@ -171,6 +222,9 @@ class ResumablePartition:
                                                           matrix.shape[1]),
                         pa.array(np.linalg.norm(matrix, axis=1).astype(np.float32))]
             writer.write_table(pa.Table.from_arrays(columns, schema=writer.schema))
+            # recorded so that a verification can tell values written later from the model's own
+            self._part_nonfinite[name] = self._part_nonfinite.get(name, 0) + \
+                int((~np.isfinite(matrix).all(axis=1)).sum())
         self._part_rows += len(positions)
         self._part_positions.extend(int(p) for p in positions)
         if self._part_rows >= self.part_rows or time.monotonic() - self._part_started >= self.commit_s:
@@ -186,13 +240,11 @@ class ResumablePartition:
             os.replace(tmp, self._part(name, self._seq))
         marker = {"seq": self._seq, "rows": self._part_rows,
                   "first": min(self._part_positions), "last": max(self._part_positions),
-                  "rejects": self._part_rejects}
-        tmp = self.dir / f"commit-{self._seq:06d}.tmp"
-        tmp.write_text(json.dumps(marker))
-        os.replace(tmp, self.dir / f"commit-{self._seq:06d}.json")
+                  "rejects": self._part_rejects, "nonfinite": self._part_nonfinite}
+        self._write_marker(marker)
         self.commits.append(marker)
         self._writers, self._seq, self._part_rows = {}, self._seq + 1, 0
-        self._part_positions, self._part_rejects = [], []
+        self._part_positions, self._part_rejects, self._part_nonfinite = [], [], {}
 
     def finalize(self) -> int:
         """Commit the open part, then replace every stream's directory with its parts in manifest
@@ -210,10 +262,19 @@ class ResumablePartition:
                              f"(every sample rejected or none given)")
         scratch = self.base.parent.parent
         # Extra streams first: the main directory is what downstream assets read.
+        rejected = [{k: c[k] for k in ("first", "last", "rejects")} for c in self.commits if not c["rows"]]
         for name in sorted(self.streams, key=lambda s: s == MAIN):
             with atomic_directory(self.streams[name].target, scratch) as staging:
+                parts = []
                 for out, c in enumerate(commits):
-                    os.replace(self._part(name, c["seq"]), staging / f"part-{out:05d}.parquet")
+                    path = staging / f"part-{out:05d}.parquet"
+                    os.replace(self._part(name, c["seq"]), path)
+                    nonfinite = c.get("nonfinite", {}).get(name)
+                    if nonfinite is None:  # a part committed by an earlier version of this writer
+                        nonfinite = nonfinite_rows(path, self.streams[name].vector)[0]
+                    parts.append({**file_record(path, pq.read_metadata(path).num_rows, nonfinite),
+                                  "first": c["first"], "last": c["last"], "rejects": c["rejects"]})
+                write_part_list(staging, self.dir.name, self.streams[name].vector, parts, rejected)
         self._cleanup()
         return rows
 

@@ -104,3 +104,22 @@ def test_bench_ingest_times_every_source():
                    "--repeats", "1"])
     assert "COCO captions + image checks" in out and "CIFAR-100 archive to PNG" in out
     assert out.count("\nmanifest ") >= 3, out
+
+
+def test_bench_verify_times_the_refresh_verification(tmp_path):
+    import yaml
+
+    from tests.conftest import TINY_PROFILE
+
+    profile = tmp_path / "tiny.yaml"
+    profile.write_text(yaml.safe_dump({**TINY_PROFILE, "embedding": {**TINY_PROFILE["embedding"], "part_rows": 5,
+                                                                     "text_layers": True}}))
+    home = tmp_path / "data"
+    made = _results(["bench/verify.py", "--synthetic", str(home), "--profile", str(profile), "--layers", "2",
+                     "--repeat", "1"])
+    # 2 models x (2 image partitions + 2 datasets x 2 languages x (texts + layer states)), shapes' 12 rows
+    # in parts of 5
+    assert int(made["parts"]) > 20 and made["manifest_tables"] == "4" and made["planned_runs"] == "10"
+    again = _results(["bench/verify.py", "--home", str(home), "--profile", str(profile), "--repeat", "1"])
+    assert again["parts"] == made["parts"]
+    assert float(again["refresh_verify_ms"]) > 0 and float(again["full_scan_mib_per_s"]) > 0

@@ -40,6 +40,14 @@ REGISTRY: dict[str, list[tuple[str, tuple[str, ...]]]] = {
         ("tests/test_bench_commands.py::test_bench_staleness_measures_the_three_refreshes",
          ('"bench/staleness.py", "--home"',)),
     ],
+    ".venv/bin/python bench/verify.py --synthetic verify-demo": [
+        ("tests/test_bench_commands.py::test_bench_verify_times_the_refresh_verification",
+         ('"bench/verify.py", "--synthetic"',)),
+    ],
+    ".venv/bin/python bench/verify.py --home data": [
+        ("tests/test_bench_commands.py::test_bench_verify_times_the_refresh_verification",
+         ('"bench/verify.py", "--home"',)),
+    ],
     ".venv/bin/python bench/embed.py": [
         ("tests/test_bench_commands.py::test_bench_embed_compares_the_engine_with_the_loop", ('"bench/embed.py"',)),
     ],
