@@ -1,16 +1,20 @@
-"""Dagster's home under the data root, so run history, schedules and pool limits persist; and the
-clean-up of runs whose process died (``kill -9``, a crashed machine) so that a rerun never waits on
-the concurrency slots they held (docs/operations.md, "Crash safety")."""
+"""Dagster's home under the data root, so run history, schedules and pool limits persist; the lock that
+lets one ``conescope materialize`` at a time work on a data root (docs/operations.md, "One
+materialize per data root"); and the clean-up of runs whose process died (``kill -9``, a crashed
+machine) so that a rerun never waits on the concurrency slots they held (docs/operations.md, "Crash
+safety")."""
 
 from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import psutil
 import yaml
 
+from conescope.file_lock import held_lock, lock_note
 from storage.paths import DataRoot
 
 # One slot per pool by default: the "duckdb" pool must stay at 1 on the embedded DuckDB backend
@@ -117,6 +121,33 @@ def ensure_dagster_home(root: DataRoot) -> str:
         os.replace(tmp, config)
     os.environ["DAGSTER_HOME"] = str(home)
     return str(home)
+
+
+@contextmanager
+def materialize_lock(root: DataRoot, log: Callable[[str], None] = print) -> Iterator[None]:
+    """Hold the data root for one ``conescope materialize``; a second one waits for the first, saying
+    so in one line, then finds everything the first wrote (its plan then runs only what is still stale).
+    Two at once on a fresh data root otherwise both create Dagster's storage, which could be left with
+    two migration heads (``alembic_version`` with two rows: every later command fails), and both do
+    all the work. A ``flock``: released when the holder exits or is killed, ``kill -9`` included."""
+    path = root.scratch / "materialize.lock"
+
+    def waiting() -> None:
+        holder = lock_note(path) or "another process"
+        log(f"conescope materialize: waiting for the conescope materialize ({holder}) that holds {root.root}")
+
+    with held_lock(path, on_wait=waiting, note=f"pid {os.getpid()}"):
+        yield
+
+
+@contextmanager
+def storage_creation_lock(root: DataRoot) -> Iterator[None]:
+    """Held while a command opens Dagster's instance for the first time (``conescope materialize``, and
+    ``conescope dev`` before it starts Dagster's processes): on a fresh data root the first to hold it
+    creates the storage, the others wait and open what it made. Dagster's SQLite storages are not safe
+    to create from two processes at once (``alembic_version`` can end with two heads)."""
+    with held_lock(root.scratch / "dagster-storage.lock"):
+        yield
 
 
 def gpu_count() -> int:
