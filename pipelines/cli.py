@@ -45,16 +45,16 @@ def _materialize(args: argparse.Namespace) -> int:
 
     # one materialize per data root: a second waits here for the first, then sees what it wrote
     with materialize_lock(root, log=lambda line: print(line, flush=True)):
-        ensure_dagster_home(root)
-        defs = build_definitions(profile, str(root.root))
-        print(f"profile {profile.name} ({profile.source}), data root {root.root}: {len(plan)} runs")
-        if args.lang and set(profile.languages) - set(args.lang):
-            print(f"note: {SUMMARY_JOB} and {REPORTS_JOB} read every language of the profile; they run "
-                  f"when no --lang is given")
-        started = time.perf_counter()
         with storage_creation_lock(root):
+            ensure_dagster_home(root)
             instance = dg.DagsterInstance.get()
         with instance:
+            defs = build_definitions(profile, str(root.root))
+            print(f"profile {profile.name} ({profile.source}), data root {root.root}: {len(plan)} runs")
+            if args.lang and set(profile.languages) - set(args.lang):
+                print(f"note: {SUMMARY_JOB} and {REPORTS_JOB} read every language of the profile; they run "
+                      f"when no --lang is given")
+            started = time.perf_counter()
             recover_dead_runs(instance)
             ensure_warehouse_pool(instance, profile.warehouse.kind)
             if not execute_plan(defs, plan, instance, debug=args.debug, force=args.force):
@@ -103,11 +103,11 @@ def _dev(args: argparse.Namespace) -> int:
 
     root = DataRoot.from_env()
     profile = load_profile()
-    ensure_dagster_home(root)
+    with storage_creation_lock(root):  # Dagster's processes started below find the storage made
+        ensure_dagster_home(root)
+        instance = dg.DagsterInstance.get()
     threads = run_thread_env(configured_max_runs(root))
     os.environ.update(threads)  # inherited by the code server and every run it launches
-    with storage_creation_lock(root):  # Dagster's processes started below find the storage made
-        instance = dg.DagsterInstance.get()
     with instance:
         print(f"conescope dev: pool 'gpu' (embedding steps) has {ensure_gpu_pool(instance)} slot(s), pool "
               f"'duckdb' (warehouse writers, {profile.warehouse.kind}) "
