@@ -76,3 +76,34 @@ def test_two_materialize_at_once_on_a_fresh_data_root(tmp_path):
 def test_two_materialize_at_once_ten_times(tmp_path):
     took = [_trial(tmp_path / f"trial{i}") for i in range(10)]
     print(f"10 trials of two conescope materialize at once: {sum(took):.0f} s ({', '.join(f'{t:.0f}' for t in took)})")
+
+
+def test_the_data_root_lock_names_its_holder_and_dies_with_it(tmp_path):
+    """``materialize_lock``: a waiter is told the holder's pid; ``kill -9`` of the holder releases it."""
+    import signal
+
+    from pipelines.instance import materialize_lock
+    from storage.paths import DataRoot
+
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom pipelines.instance import "
+                               "materialize_lock\nfrom storage.paths import DataRoot\nfrom pathlib import Path\n"
+                               f"with materialize_lock(DataRoot(Path({str(tmp_path)!r}))):\n"
+                               "    print('held', flush=True)\n    time.sleep(120)"],
+                              cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        said: list[str] = []
+
+        def kill_when_told(line: str) -> None:
+            said.append(line)
+            holder.send_signal(signal.SIGKILL)  # the wait below ends when the OS releases its lock
+
+        t0 = time.monotonic()
+        with materialize_lock(DataRoot(tmp_path), log=kill_when_told):
+            took = time.monotonic() - t0
+        assert said == [f"conescope materialize: waiting for the conescope materialize (pid {holder.pid}) that "
+                        f"holds {tmp_path}"]
+        assert took < 30
+    finally:
+        holder.kill()
+        holder.wait()
