@@ -45,8 +45,8 @@ def _materialize(args: argparse.Namespace) -> int:
 
     # one materialize per data root: a second waits here for the first, then sees what it wrote
     with materialize_lock(root, log=lambda line: print(line, flush=True)):
-        with storage_creation_lock(root):
-            ensure_dagster_home(root)
+        ensure_dagster_home(root)  # creates Dagster's storage on a fresh data root, under a lock
+        with storage_creation_lock(root):  # a dagster.yaml written by hand may name storages not made yet
             instance = dg.DagsterInstance.get()
         with instance:
             defs = build_definitions(profile, str(root.root))
@@ -103,8 +103,8 @@ def _dev(args: argparse.Namespace) -> int:
 
     root = DataRoot.from_env()
     profile = load_profile()
-    with storage_creation_lock(root):  # Dagster's processes started below find the storage made
-        ensure_dagster_home(root)
+    ensure_dagster_home(root)  # creates Dagster's storage on a fresh data root, under a lock
+    with storage_creation_lock(root):  # a dagster.yaml written by hand may name storages not made yet
         instance = dg.DagsterInstance.get()
     threads = run_thread_env(configured_max_runs(root))
     os.environ.update(threads)  # inherited by the code server and every run it launches

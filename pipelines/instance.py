@@ -109,18 +109,35 @@ def _with_missing(defaults: dict, current: dict) -> dict:
 def ensure_dagster_home(root: DataRoot) -> str:
     """Create ``<data root>/dagster_home/dagster.yaml`` if missing (an existing one gains the keys of
     :func:`instance_config` it lacks, at any depth; its own settings are kept), export DAGSTER_HOME,
-    return it."""
+    return it. On a fresh data root Dagster's storages are created first, under
+    :func:`storage_creation_lock`, and ``dagster.yaml`` written after them: a process that opens the
+    instance once the file is there (Dagster's processes under ``conescope dev``, a second command)
+    finds them complete. Two processes creating them at once could leave two migration heads
+    (``alembic_version`` with two rows), after which every command on the data root fails."""
     home = root.dagster_home
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
-    current = (yaml.safe_load(config.read_text()) or {}) if config.exists() else {}
-    merged = _with_missing(instance_config(), current)
-    if merged != current:
-        tmp = config.with_suffix(".yaml.tmp")
-        tmp.write_text(yaml.safe_dump(merged, sort_keys=False))
-        os.replace(tmp, config)
+    with storage_creation_lock(root):
+        if not config.exists():
+            _create_storage(home)
+        current = (yaml.safe_load(config.read_text()) or {}) if config.exists() else {}
+        merged = _with_missing(instance_config(), current)
+        if merged != current:
+            tmp = config.with_suffix(".yaml.tmp")
+            tmp.write_text(yaml.safe_dump(merged, sort_keys=False))
+            os.replace(tmp, config)
     os.environ["DAGSTER_HOME"] = str(home)
     return str(home)
+
+
+def _create_storage(home) -> None:
+    """Dagster's default storages in ``home`` (run, event log, schedule: SQLite files), which
+    :func:`instance_config` leaves as they are; Dagster creates them when an instance is opened."""
+    import dagster as dg
+    from dagster._core.instance.ref import InstanceRef
+
+    with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home), overrides={"telemetry": {"enabled": False}})):
+        pass
 
 
 @contextmanager
@@ -142,10 +159,11 @@ def materialize_lock(root: DataRoot, log: Callable[[str], None] = print) -> Iter
 
 @contextmanager
 def storage_creation_lock(root: DataRoot) -> Iterator[None]:
-    """Held while a command opens Dagster's instance for the first time (``conescope materialize``, and
-    ``conescope dev`` before it starts Dagster's processes): on a fresh data root the first to hold it
-    creates the storage, the others wait and open what it made. Dagster's SQLite storages are not safe
-    to create from two processes at once (``alembic_version`` can end with two heads)."""
+    """Held while Dagster's storages may be created: by :func:`ensure_dagster_home` on a fresh data
+    root, and while ``conescope materialize`` and ``conescope dev`` (before it starts Dagster's
+    processes) open the instance. The first to hold it creates them, the others wait and open what it
+    made: Dagster's SQLite storages are not safe to create from two processes at once
+    (``alembic_version`` can end with two heads)."""
     with held_lock(root.scratch / "dagster-storage.lock"):
         yield
 
