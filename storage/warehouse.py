@@ -15,7 +15,8 @@ Schema ``metrics`` holds one long-format table per metric family; schemas ``embe
 ``datasets`` hold views over the Parquet files of the data root, stored with paths relative to it and
 resolved (DuckDB's ``file_search_path``) against the data root the warehouse is opened from, so a
 copied or moved data root reads its own files. A materialization replaces exactly the rows of its
-partition, by column name, in one transaction (retried when a concurrent DuckLake commit conflicts).
+partition, by column name, in one transaction (retried when a concurrent DuckLake commit conflicts);
+on DuckLake the writers of one partition take turns (a file lock, ``Warehouse._partition_locks``).
 """
 
 from __future__ import annotations
