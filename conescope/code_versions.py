@@ -27,7 +27,8 @@ Left out of every closure (neither hashed nor followed), each for a reason:
   values hashed with it (and the profile imports every source kind and model kind, so following it
   would make every asset depend on every reader and loader). An asset that runs a kind names the
   kind's module as a root (``type(spec).__module__``), as a dataset names its reader;
-- ``conescope.file_lock``: the GPU claim and staging locks decide who writes, never what;
+- ``conescope.file_lock``: the GPU claim, staging and warehouse partition locks decide who writes and when,
+  never what;
 - ``conescope.metric_families``: the declaration of the metric families (tables, partitioning, the rows
   each asset owns, the checks' metric names), the shape of the graph and of the warehouse like
   ``assets.keys``; what a metric asset computes is its rows function and its metric modules (the

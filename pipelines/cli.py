@@ -36,21 +36,31 @@ def _materialize(args: argparse.Namespace) -> int:
     import dagster as dg
 
     from pipelines.definitions import build_definitions
-    from pipelines.instance import ensure_dagster_home, ensure_warehouse_pool, recover_dead_runs
+    from pipelines.instance import (
+        ensure_dagster_home,
+        ensure_warehouse_pool,
+        materialize_lock,
+        recover_dead_runs,
+        storage_creation_lock,
+    )
 
-    ensure_dagster_home(root)
-    defs = build_definitions(profile, str(root.root))
-    print(f"profile {profile.name} ({profile.source}), data root {root.root}: {len(plan)} runs")
-    if args.lang and set(profile.languages) - set(args.lang):
-        print(f"note: {SUMMARY_JOB} and {REPORTS_JOB} read every language of the profile; they run "
-              f"when no --lang is given")
-    started = time.perf_counter()
-    with dg.DagsterInstance.get() as instance:
-        recover_dead_runs(instance)
-        ensure_warehouse_pool(instance, profile.warehouse.kind)
-        if not execute_plan(defs, plan, instance, debug=args.debug, force=args.force):
-            return 1
-    print(f"done in {time.perf_counter() - started:.1f} s; try: conescope sql \"SELECT * FROM metrics.isotropy\"")
+    # one materialize per data root: a second waits here for the first, then sees what it wrote
+    with materialize_lock(root, log=lambda line: print(line, flush=True)):
+        ensure_dagster_home(root)  # creates Dagster's storage on a fresh data root, under a lock
+        with storage_creation_lock(root):  # a dagster.yaml written by hand may name storages not made yet
+            instance = dg.DagsterInstance.get()
+        with instance:
+            defs = build_definitions(profile, str(root.root))
+            print(f"profile {profile.name} ({profile.source}), data root {root.root}: {len(plan)} runs")
+            if args.lang and set(profile.languages) - set(args.lang):
+                print(f"note: {SUMMARY_JOB} and {REPORTS_JOB} read every language of the profile; they run "
+                      f"when no --lang is given")
+            started = time.perf_counter()
+            recover_dead_runs(instance)
+            ensure_warehouse_pool(instance, profile.warehouse.kind)
+            if not execute_plan(defs, plan, instance, debug=args.debug, force=args.force):
+                return 1
+        print(f"done in {time.perf_counter() - started:.1f} s; try: conescope sql \"SELECT * FROM metrics.isotropy\"")
     return 0
 
 
@@ -100,15 +110,18 @@ def _dev(args: argparse.Namespace) -> int:
         ensure_gpu_pool,
         ensure_warehouse_pool,
         run_thread_env,
+        storage_creation_lock,
     )
 
     root = DataRoot.from_env()
     profile = load_profile()
     root.require_writable("dev")
-    ensure_dagster_home(root)
+    ensure_dagster_home(root)  # creates Dagster's storage on a fresh data root, under a lock
+    with storage_creation_lock(root):  # a dagster.yaml written by hand may name storages not made yet
+        instance = dg.DagsterInstance.get()
     threads = run_thread_env(configured_max_runs(root))
     os.environ.update(threads)  # inherited by the code server and every run it launches
-    with dg.DagsterInstance.get() as instance:
+    with instance:
         print(f"conescope dev: pool 'gpu' (embedding steps) has {ensure_gpu_pool(instance)} slot(s), pool "
               f"'duckdb' (warehouse writers, {profile.warehouse.kind}) "
               f"{ensure_warehouse_pool(instance, profile.warehouse.kind)}; runs use "

@@ -1,16 +1,20 @@
-"""Dagster's home under the data root, so run history, schedules and pool limits persist; and the
-clean-up of runs whose process died (``kill -9``, a crashed machine) so that a rerun never waits on
-the concurrency slots they held (docs/operations.md, "Crash safety")."""
+"""Dagster's home under the data root, so run history, schedules and pool limits persist; the lock that
+lets one ``conescope materialize`` at a time work on a data root (docs/operations.md, "One
+materialize per data root"); and the clean-up of runs whose process died (``kill -9``, a crashed
+machine) so that a rerun never waits on the concurrency slots they held (docs/operations.md, "Crash
+safety")."""
 
 from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import psutil
 import yaml
 
+from conescope.file_lock import held_lock, lock_note
 from storage.paths import DataRoot
 
 # One slot per pool by default: the "duckdb" pool must stay at 1 on the embedded DuckDB backend
@@ -105,18 +109,63 @@ def _with_missing(defaults: dict, current: dict) -> dict:
 def ensure_dagster_home(root: DataRoot) -> str:
     """Create ``<data root>/dagster_home/dagster.yaml`` if missing (an existing one gains the keys of
     :func:`instance_config` it lacks, at any depth; its own settings are kept), export DAGSTER_HOME,
-    return it."""
+    return it. On a fresh data root Dagster's storages are created first, under
+    :func:`storage_creation_lock`, and ``dagster.yaml`` written after them: a process that opens the
+    instance once the file is there (Dagster's processes under ``conescope dev``, a second command)
+    finds them complete. Two processes creating them at once could leave two migration heads
+    (``alembic_version`` with two rows), after which every command on the data root fails."""
     home = root.dagster_home
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
-    current = (yaml.safe_load(config.read_text()) or {}) if config.exists() else {}
-    merged = _with_missing(instance_config(), current)
-    if merged != current:
-        tmp = config.with_suffix(".yaml.tmp")
-        tmp.write_text(yaml.safe_dump(merged, sort_keys=False))
-        os.replace(tmp, config)
+    with storage_creation_lock(root):
+        if not config.exists():
+            _create_storage(home)
+        current = (yaml.safe_load(config.read_text()) or {}) if config.exists() else {}
+        merged = _with_missing(instance_config(), current)
+        if merged != current:
+            tmp = config.with_suffix(".yaml.tmp")
+            tmp.write_text(yaml.safe_dump(merged, sort_keys=False))
+            os.replace(tmp, config)
     os.environ["DAGSTER_HOME"] = str(home)
     return str(home)
+
+
+def _create_storage(home) -> None:
+    """Dagster's default storages in ``home`` (run, event log, schedule: SQLite files), which
+    :func:`instance_config` leaves as they are; Dagster creates them when an instance is opened."""
+    import dagster as dg
+    from dagster._core.instance.ref import InstanceRef
+
+    with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home), overrides={"telemetry": {"enabled": False}})):
+        pass
+
+
+@contextmanager
+def materialize_lock(root: DataRoot, log: Callable[[str], None] = print) -> Iterator[None]:
+    """Hold the data root for one ``conescope materialize``; a second one waits for the first, saying
+    so in one line, then finds everything the first wrote (its plan then runs only what is still stale).
+    Two at once on a fresh data root otherwise both create Dagster's storage, which could be left with
+    two migration heads (``alembic_version`` with two rows: every later command fails), and both do
+    all the work. A ``flock``: released when the holder exits or is killed, ``kill -9`` included."""
+    path = root.scratch / "materialize.lock"
+
+    def waiting() -> None:
+        holder = lock_note(path) or "another process"
+        log(f"conescope materialize: waiting for the conescope materialize ({holder}) that holds {root.root}")
+
+    with held_lock(path, on_wait=waiting, note=f"pid {os.getpid()}"):
+        yield
+
+
+@contextmanager
+def storage_creation_lock(root: DataRoot) -> Iterator[None]:
+    """Held while Dagster's storages may be created: by :func:`ensure_dagster_home` on a fresh data
+    root, and while ``conescope materialize`` and ``conescope dev`` (before it starts Dagster's
+    processes) open the instance. The first to hold it creates them, the others wait and open what it
+    made: Dagster's SQLite storages are not safe to create from two processes at once
+    (``alembic_version`` can end with two heads)."""
+    with held_lock(root.scratch / "dagster-storage.lock"):
+        yield
 
 
 def gpu_count() -> int:

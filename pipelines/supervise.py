@@ -1,11 +1,20 @@
 """Run a command as a supervised process group: ``conescope dev`` starts ``dagster dev`` (through
 ``python -m pipelines.daemon dev``, pipelines/daemon.py) this way so that SIGTERM or Ctrl-C stops the
-webserver, the daemon and the code servers with it, within 30 s.
+webserver, the daemon and the code servers with it, within 30 s, and so that nothing of it outlives
+``conescope dev`` killed with SIGKILL (or by a closed terminal's SIGHUP) either.
 
 The child gets a session (and process group) of its own, so a terminal's Ctrl-C reaches only this
 process. The signal is passed to the child alone first: ``dagster dev`` then shuts its webserver,
 daemon and code server down in order (signalling them all at once makes it wait on them). Whatever
 of its group outlives it, or the grace period, gets SIGTERM, then SIGKILL.
+
+A process that is killed with SIGKILL runs no handler, so a watchdog does that part: a small process
+(``python -m pipelines.supervise watch``, psutil only) in a session of its own, so that a signal to
+this process's group does not reach it, which checks twice a second that this process still runs;
+when it is gone the watchdog stops the child's group (SIGTERM to every member, SIGKILL after 3 s)
+and exits. A parent-death signal (``prctl(PR_SET_PDEATHSIG)``) would reach the child only, not the
+processes Dagster starts below it; the group reaches them all (none leaves it: nothing under
+``dagster dev`` starts a session of its own).
 """
 
 from __future__ import annotations
@@ -14,7 +23,9 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import psutil
 
@@ -61,6 +72,7 @@ def run_supervised(cmd: list[str], grace_s: float = 15.0, kill_after_s: float = 
     when it was stopped by one)."""
     proc = subprocess.Popen(cmd, start_new_session=True, preexec_fn=_default_stop_signals)
     pgid = proc.pid  # a session leader's pid is its group id
+    watchdog = start_watchdog(pgid)
     received: list[int] = []
 
     def forward(signum, _frame) -> None:
@@ -82,4 +94,44 @@ def run_supervised(cmd: list[str], grace_s: float = 15.0, kill_after_s: float = 
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+        watchdog.kill()  # its work is done: the group is empty, or this process stopped it
+        watchdog.wait()
     return 128 + received[0] if received and rc != 0 else rc
+
+
+def start_watchdog(pgid: int, poll_s: float = 0.5) -> subprocess.Popen:
+    """Start the watchdog of this process for the group ``pgid`` (the module's docstring)."""
+    started = psutil.Process().create_time()
+    return subprocess.Popen([sys.executable, "-m", "pipelines.supervise", "watch", str(os.getpid()), repr(started),
+                             str(pgid), str(poll_s)], cwd=Path(__file__).resolve().parent.parent,
+                            start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+
+
+def _running(pid: int, started: float) -> bool:
+    # a pid that the system gave to a new process after the parent's death has another start time
+    try:
+        process = psutil.Process(pid)
+        return abs(process.create_time() - started) < 0.005 and process.status() not in (
+            psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
+    except psutil.NoSuchProcess:
+        return False
+
+
+def watch(parent: int, started: float, pgid: int, poll_s: float = 0.5, kill_after_s: float = 3.0) -> int:
+    """The watchdog's loop: wait while ``parent`` (started at ``started``, psutil's create time) runs;
+    then stop what is left of the group ``pgid``: SIGTERM to every member, SIGKILL after ``kill_after_s``."""
+    while _running(parent, started):
+        time.sleep(poll_s)
+    if group_members(pgid):
+        print(f"conescope: supervisor (pid {parent}) is gone: stopping the processes it started (group {pgid})",
+              file=sys.stderr, flush=True)
+        _signal_group(pgid, signal.SIGTERM)
+        if not _wait(lambda: not group_members(pgid), kill_after_s, 0.2):
+            _signal_group(pgid, signal.SIGKILL)
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 6 or sys.argv[1] != "watch":
+        sys.exit("usage: python -m pipelines.supervise watch PARENT_PID PARENT_CREATE_TIME PGID POLL_S")
+    sys.exit(watch(int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])))

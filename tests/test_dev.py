@@ -1,8 +1,12 @@
 """``conescope dev`` runs Dagster's webserver, code server and daemon (its backfill daemon
 pipelines.daemon's), every daemon healthy, and stops with every child process on SIGTERM and on Ctrl-C
-(SIGINT) within 30 s, leaving no orphan."""
+(SIGINT) within 30 s, leaving no orphan; killed with SIGKILL, its watchdog stops every process it
+started within 10 s."""
 
+import contextlib
+import os
 import signal
+import socket
 import time
 
 import psutil
@@ -10,7 +14,7 @@ import pytest
 import yaml
 
 from tests.conftest import TINY_PROFILE
-from tests.devserver import DevServer, descendants
+from tests.devserver import DevServer, alive, descendants
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
@@ -36,6 +40,43 @@ def test_dev_stops_with_every_child(tmp_path, signum):
         assert not left, f"orphans: {left}"
     finally:
         server.kill()
+
+
+def test_dev_killed_with_sigkill_leaves_nothing_behind(tmp_path):
+    profile = tmp_path / "tiny.yaml"
+    profile.write_text(yaml.safe_dump(TINY_PROFILE))
+    server = DevServer(tmp_path / "data", str(profile), tmp_path / "dev.log")
+    tree: dict[int, str] = {}
+    try:
+        server.wait_ready()
+        tree = descendants(server.proc.pid)
+        kinds = " ".join(tree.values())
+        for part in ("dagster_webserver", "-m pipelines.daemon run", "code-server", "pipelines.supervise watch"):
+            assert part in kinds, tree
+        t0 = time.monotonic()
+        server.proc.send_signal(signal.SIGKILL)
+        server.proc.wait()
+        left, port_open = tree, True
+        while (left or port_open) and time.monotonic() - t0 < 20:
+            time.sleep(0.2)
+            left = alive(tree)
+            port_open = _answers(server.port)
+        took = time.monotonic() - t0
+        print(f"conescope dev killed with SIGKILL: its {len(tree)} processes gone and the port closed in {took:.1f} s")
+        assert not left, f"left behind: {[tree[p] for p in left]}"
+        assert not port_open, f"port {server.port} still answers"
+        assert took < 10
+        assert "supervisor (pid" in server.log.read_text()
+    finally:
+        for pid in alive(tree):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _answers(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 DAEMONS = "{ instance { daemonHealth { allDaemonStatuses { daemonType required healthy } } } }"
@@ -77,3 +118,36 @@ def test_a_process_group_s_members_are_its_live_processes():
         os.killpg(leader.pid, signal.SIGKILL)
         leader.wait()
     assert group_members(leader.pid) == []
+
+
+def test_a_supervised_group_dies_with_its_supervisor_killed():
+    """The watchdog alone (pipelines/supervise.py): a supervisor running a command that started a
+    child of its own is killed with SIGKILL; the command and its child are gone within 10 s, and so
+    is the watchdog."""
+    import subprocess
+    import sys
+
+    from tests.devserver import REPO
+
+    command = ("import subprocess, time\nprint(subprocess.Popen(['sleep', '60']).pid, flush=True)\n"
+               "time.sleep(60)")
+    supervisor = subprocess.Popen(
+        [sys.executable, "-c", "import sys\nfrom pipelines.supervise import run_supervised\n"
+         f"sys.exit(run_supervised([sys.executable, '-c', {command!r}]))"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        grandchild = int(supervisor.stdout.readline())
+        tree = descendants(supervisor.pid)
+        assert grandchild in tree and any("pipelines.supervise watch" in c for c in tree.values()), tree
+        t0 = time.monotonic()
+        supervisor.kill()
+        supervisor.wait()
+        while alive(tree) and time.monotonic() - t0 < 20:
+            time.sleep(0.1)
+        took = time.monotonic() - t0
+        assert not alive(tree), {p: tree[p] for p in alive(tree)}
+        assert took < 10, took
+        assert "is gone: stopping the processes it started" in supervisor.stderr.read()
+    finally:
+        for pid in alive(descendants(supervisor.pid)):
+            os.kill(pid, signal.SIGKILL)

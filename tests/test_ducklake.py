@@ -213,3 +213,39 @@ def test_materialize_and_query_on_ducklake(tmp_path, monkeypatch, capsys):
     assert isotropy > 0 and images == 40 and families >= 5
     assert (root / "catalog.sqlite").is_file() and any((root / "lake").rglob("*.parquet"))
     assert not (root / "warehouse.duckdb").exists()
+
+
+def _race(catalog: str, root: Path, runs: int) -> None:
+    """4 writers replacing one new partition at the same moment, twice, 2 readers polling it
+    (tests/replace_race.py): no duplicated row, no torn read, no failed write or read."""
+    from tests.replace_race import ROWS, race
+
+    figures = race(root, catalog, runs)
+    print(f"{catalog.partition(':')[0]} catalog: {figures}")
+    assert figures["rows"] == runs * ROWS, figures
+    assert (figures["duplicated"], figures["torn_reads"], figures["failed_writes"], figures["failed_reads"]) == \
+        (0, 0, 0, 0), figures
+    assert figures["reads"] > 0, figures
+
+
+def test_writers_racing_on_a_new_partition_on_a_sqlite_catalog(tmp_path):
+    _race(f"sqlite:{tmp_path / 'catalog.sqlite'}", tmp_path, runs=2)
+
+
+@pytest.mark.skipif(postgres_bin() is None, reason="PostgreSQL is not installed")
+def test_writers_racing_on_a_new_partition_on_a_postgres_catalog(tmp_path):
+    with postgres_server() as dsn:
+        _race(f"postgres:{dsn}", tmp_path, runs=2)
+
+
+@pytest.mark.heavy
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_writers_racing_on_a_new_partition_ten_runs(tmp_path, backend):
+    """The figures of docs/storage.md, "Concurrent writers": 10 runs per catalog."""
+    if backend == "sqlite":
+        _race(f"sqlite:{tmp_path / 'catalog.sqlite'}", tmp_path, runs=10)
+    else:
+        if postgres_bin() is None:
+            pytest.skip("PostgreSQL is not installed")
+        with postgres_server() as dsn:
+            _race(f"postgres:{dsn}", tmp_path, runs=10)
