@@ -81,6 +81,23 @@ def test_headerless_sts_test_file_reads_every_pair():
     assert r.info["format"] == "sts-tsv-headerless"
 
 
+def test_the_documented_download_entries_pin_the_bundled_files():
+    """docs/datasets-and-models.md's example entries parse as a profile and fetch exactly the bundled
+    copies (same file name and sha256)."""
+    import yaml
+
+    page = (BUNDLED.parent.parent / "docs" / "datasets-and-models.md").read_text()
+    (block,) = [b for b in re.findall(r"```yaml\n(.*?)```", page, flags=re.S) if "kind: word_pairs" in b]
+    raw = copy.deepcopy(TINY_PROFILE)
+    raw["datasets"].update(yaml.safe_load(block)["datasets"])
+    profile = parse_profile(raw, "doc.yaml")
+    pinned = dict(re.findall(r"^\| (\S+) \| ([0-9a-f]{64}) \|$", (BUNDLED / "PROVENANCE.md").read_text(), flags=re.M))
+    sources = [s for spec in profile.datasets.values() if spec.is_source for s in spec.download]
+    assert len(sources) == 4
+    for source in sources:
+        assert source.url.endswith("/data/" + source.filename) and source.sha256 == pinned[source.filename]
+
+
 # --- readers: rejects, errors, profile keys -------------------------------------------------------------
 
 def test_word_pair_rejects_and_errors(tmp_path):
