@@ -226,6 +226,8 @@ def _text_asset(ds: str, profile: Profile, parts: ProfilePartitions) -> dg.Asset
         target, layers_dir = paths.text_embeddings(ds, model, lang), paths.text_layers(ds, model, lang)
         streams = {MAIN: Stream(target, TEXT_KEY_COLUMNS)}
         with_layers = cfg.text_layers and spec.has_text_layers
+        # a word fed alone: its layer states are the word vector the model's entry names (docs/fidelity.md)
+        words = spec.words_as() if profile.datasets[ds].text_unit == "word" else None
         if with_layers:
             streams[LAYERS] = Stream(layers_dir, LAYER_KEY_COLUMNS, vector="state")
         with engine.claimed_device(cfg.device, paths.scratch / "gpus") as device:
@@ -233,7 +235,8 @@ def _text_asset(ds: str, profile: Profile, parts: ProfilePartitions) -> dg.Asset
             code = loaded.set_language(lang)  # e.g. NLLB-CLIP: the tokenizer's source-language token
             provenance, stable = _provenance(loaded, spec, ds, data_sha, modality="text", lang=lang,
                                              text_layers=with_layers,
-                                             **({"text_language_code": code} if code else {}))
+                                             **({"text_language_code": code} if code else {}),
+                                             **({"word_vector": words} if words else {}))
             if stored_partition(context, provenance, *(s.target for s in streams.values())):
                 return _kept(context, target, provenance)
             run = engine.EngineRun()
@@ -243,7 +246,7 @@ def _text_asset(ds: str, profile: Profile, parts: ProfilePartitions) -> dg.Asset
                 progress = engine.Progress(f"{ds} texts ({lang}), {model}", len(cols["text_id"]), context.log.info,
                                            cfg.progress_every_s, done_before=len(cols["text_id"]) - len(pending))
                 for rows, emb, layers in engine.embed_texts(loaded, cols["text"], engine_settings(cfg), pending,
-                                                            with_layers, progress, run):
+                                                            with_layers, progress, run, words):
                     part.write(rows, _text_batch(cols, rows, emb, layers))
                 n = part.finalize()
         if not with_layers and layers_dir.exists():

@@ -45,6 +45,9 @@ class DatasetSpec(Section):
     HIDDEN: ClassVar[frozenset[str]] = frozenset({"name"})
     name: str = ""
     seed: at_least(0) = 0
+    # What one text is: ``sentence`` (a caption, a prompt), or ``word`` (a word fed alone: the text
+    # embedding step takes the model kind's word vector for its layer states, docs/fidelity.md)
+    text_unit: ClassVar[str] = "sentence"
 
     @property
     def is_source(self) -> bool:

@@ -392,7 +392,7 @@ class _TextCache:
 
 def embed_texts(loaded: EmbeddingModel, texts: Sequence[str], settings: EngineSettings = EngineSettings(),
                 positions: Sequence[int] | None = None, with_layers: bool = False,
-                progress: Progress | None = None, run: EngineRun | None = None
+                progress: Progress | None = None, run: EngineRun | None = None, words: str | None = None
                 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
     """Embed ``texts[i]`` for ``i`` in ``positions``; yields ``(rows, embeddings, layers)`` where
     ``layers`` (with ``with_layers``) is the ``(n, n_layers + 1, width)`` float32 stack of pooled hidden
@@ -400,7 +400,8 @@ def embed_texts(loaded: EmbeddingModel, texts: Sequence[str], settings: EngineSe
     position embeddings), index l the output of block l, each pooled as the tower pools its output
     (``EmbeddingModel.text_encoder``). A model without a tokenizer of its own (it tokenizes inside
     its encoder) gets the strings, batched in process. A repeated text is embedded once (module
-    docstring)."""
+    docstring). ``words`` (None for sentences): each text is a word fed alone and its layer states are
+    the word vector named (``EmbeddingModel.text_encoder``)."""
     positions = range(len(texts)) if positions is None else positions
     tokenizer = loaded.tokenizer
     workers = settings.text_workers
@@ -410,7 +411,7 @@ def embed_texts(loaded: EmbeddingModel, texts: Sequence[str], settings: EngineSe
     groups = plan_text_groups(texts, positions, info.batch_size)
     loader = DataLoader(_TextGroups(texts, groups, tokenizer), batch_size=None,
                         shuffle=False, **loader_options(loaded.device, info.workers, settings.prefetch))
-    text_encode = loaded.text_encoder(with_layers)
+    text_encode = loaded.text_encoder(with_layers, words) if words is not None else loaded.text_encoder(with_layers)
 
     # Grad mode is set around each forward pass, never across a yield.
     def encode(batch: Any) -> tuple[np.ndarray, np.ndarray | None]:

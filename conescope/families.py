@@ -291,3 +291,50 @@ def sts_rows(dataset: str, text_ids: np.ndarray, emb: np.ndarray, states: list[n
         rows.append(_rec(dataset, "text", "sts_spearman", layers.sts_spearman(x[a], x[b], scores), len(keep),
                          params=params, layer=i))
     return rows
+
+
+def _correlation_rec(dataset: str, metric: str, x: np.ndarray, y: np.ndarray, kind: str, settings: MetricSettings,
+                     layer: int | None, params: str) -> dict:
+    ci = bootstrap.correlation_ci(x, y, kind, seed=settings.seed, n_boot=settings.bootstrap)
+    return _rec(dataset, "text", metric, ci.value, len(x), ci, params=params, layer=layer)
+
+
+def word_pair_rows(dataset: str, text_ids: np.ndarray, emb: np.ndarray, states: list[np.ndarray] | None,
+                   pairs: dict[str, list], settings: MetricSettings) -> list[dict]:
+    """``word_spearman`` of the output embedding (``layer`` null) and of every hidden layer over the scored
+    word pairs of a word-similarity benchmark (Wolfe & Caliskan 2022, section 4.2), with the BCa
+    bootstrap interval over pairs."""
+    position = {tid: i for i, tid in enumerate(text_ids)}
+    keep = [k for k, (a, b) in enumerate(zip(pairs["text_id_a"], pairs["text_id_b"], strict=True))
+            if a in position and b in position]
+    if len(keep) < 3:
+        return []
+    a = np.asarray([position[pairs["text_id_a"][k]] for k in keep])
+    b = np.asarray([position[pairs["text_id_b"][k]] for k in keep])
+    scores = np.asarray([pairs["score"][k] for k in keep], dtype=np.float64)
+    params = _params(pairs=len(keep), similarity="cosine", correlation="spearman")
+    return [_correlation_rec(dataset, "word_spearman", layers.pair_cosines(x[a], x[b]), scores, "spearman",
+                             settings, layer, params)
+            for layer, x in ((None, emb), *enumerate(states or []))]
+
+
+def valnorm_rows(dataset: str, text_ids: np.ndarray, emb: np.ndarray, states: list[np.ndarray] | None,
+                 lexicon: dict[str, list], settings: MetricSettings) -> list[dict]:
+    """``valnorm`` of the output embedding (``layer`` null) and of every hidden layer: Pearson's r between
+    each lexicon word's SC-WEAT effect size (pleasant vs unpleasant attribute words) and its human
+    valence (Toney-Wails & Caliskan 2021; Wolfe & Caliskan 2022, section 4.2), with the BCa bootstrap
+    interval over lexicon words (the attribute words held fixed)."""
+    position = {tid: i for i, tid in enumerate(text_ids)}
+    rows_of = {role: [k for k, (tid, r) in enumerate(zip(lexicon["text_id"], lexicon["role"], strict=True))
+                      if r == role and tid in position] for role in ("lexicon", "pleasant", "unpleasant")}
+    if len(rows_of["lexicon"]) < 3 or len(rows_of["pleasant"]) < 1 or len(rows_of["unpleasant"]) < 1 \
+            or len(rows_of["pleasant"]) + len(rows_of["unpleasant"]) < 2:
+        return []
+    idx = {role: np.asarray([position[lexicon["text_id"][k]] for k in ks]) for role, ks in rows_of.items()}
+    valence = np.asarray([lexicon["score"][k] for k in rows_of["lexicon"]], dtype=np.float64)
+    params = _params(words=len(valence), pleasant=len(idx["pleasant"]), unpleasant=len(idx["unpleasant"]),
+                     effect_size="sc-weat, std ddof 0", correlation="pearson")
+    return [_correlation_rec(dataset, "valnorm",
+                             layers.sc_weat(x[idx["lexicon"]], x[idx["pleasant"]], x[idx["unpleasant"]]), valence,
+                             "pearson", settings, layer, params)
+            for layer, x in ((None, emb), *enumerate(states or []))]

@@ -163,9 +163,10 @@ FAMILIES: tuple[Family, ...] = (
            (MetricAsset("multilingual", SUMMARY, "Distance ratios, cross-lingual recall and language separability "
                                                  "(reads every language)"),),
            over_languages=metrics("lang_separability")),
-    # Per-layer rows need the stored layer states; without them only the output's sts_spearman is written.
-    Family("layers", {"text": metrics("", optional="self_similarity sts_spearman",
-                                      self_similarity="embedding.text_layers", sts_spearman="kind: sts")},
+    # Per-layer rows need the stored layer states; without them only the output's rows are written.
+    Family("layers", {"text": metrics("", optional="self_similarity sts_spearman word_spearman valnorm",
+                                      self_similarity="embedding.text_layers", sts_spearman="kind: sts",
+                                      word_spearman="kind: word_pairs", valnorm="kind: valence_lexicon")},
            ("conescope.metrics.layers",),
            (MetricAsset("layers", MODEL_LANG, "Self-similarity of every hidden layer of the text tower"),)),
 )

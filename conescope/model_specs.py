@@ -60,12 +60,16 @@ class EmbeddingModel(Protocol):
         """Raw image-tower outputs, float32 ``(n, d)``, of preprocessed images already on ``device`` in
         the weights' dtype. Called under ``torch.inference_mode``, and only when ``preprocess`` is set."""
 
-    def text_encoder(self, with_layers: bool) -> Callable[[Any], tuple[np.ndarray, np.ndarray | None]]:
+    def text_encoder(self, with_layers: bool, words: str | None = None
+                     ) -> Callable[[Any], tuple[np.ndarray, np.ndarray | None]]:
         """A function from a text batch (the tokenizer's output, a tensor moved to ``device``; or the
         strings when ``tokenizer`` is None) to the raw text-tower outputs, float32 ``(n, d)``, and with
         ``with_layers`` the ``(n, n_layers + 1, width)`` pooled state of every layer (index 0: the input
-        to the first block). Called under ``torch.inference_mode``; fails at once when the tower cannot
-        give layer states."""
+        to the first block). ``words``: None for sentences; for words fed alone, the word vector the
+        model's entry names (:meth:`ModelSpec.words_as`): ``pooled`` (the layer states pooled as for a
+        sentence) or ``last_subword`` (the state of the word's last subword token, before the end
+        token). Called under ``torch.inference_mode``; fails at once when the tower cannot give the
+        layer states asked for."""
 
     def set_language(self, lang: str) -> str | None:
         """Point the tokenizer at ``lang`` (ISO 639) when the tower needs it; returns the code used."""
@@ -119,6 +123,11 @@ class ModelSpec(Section):
     def paper_info(self) -> ModelInfo | None:
         """The model as the published numbers name theirs; None when no published setting can match."""
         return None
+
+    def words_as(self) -> str:
+        """The layer states of a word fed alone (a dataset whose ``text_unit`` is ``word``): ``pooled``,
+        as the tower pools a sentence, unless the kind's entry says otherwise (``word_vector``)."""
+        return "pooled"
 
 
 _KINDS = KindRegistry("model kind")

@@ -43,6 +43,13 @@ class EmbeddingSource(Protocol):
     def sts_pairs(self, dataset: str) -> dict[str, list] | None:
         """The scored sentence pairs of an STS dataset, None for other datasets."""
 
+    def word_pairs(self, dataset: str) -> dict[str, list] | None:
+        """The scored word pairs of a word-similarity dataset (``kind: word_pairs``), None for others."""
+
+    def valence_lexicon(self, dataset: str) -> dict[str, list] | None:
+        """The lexicon and attribute words of a valence lexicon (``kind: valence_lexicon``: ``text_id``,
+        ``role``, ``score``), None for other datasets."""
+
     def sample_labels(self, dataset: str) -> dict[str, int]:
         """sample id -> label (-1 when unlabelled) from the manifest."""
 
@@ -138,9 +145,10 @@ def clusters(profile: Profile, model: str, source: EmbeddingSource, lang: str) -
 
 
 def layers(profile: Profile, model: str, source: EmbeddingSource, lang: str) -> list[dict]:
-    """Self-similarity of every stored text layer and, on STS datasets, the Spearman correlation of
-    the output embedding and of every layer. Layer rows need the states the text embedding step
-    stores with ``embedding.text_layers: true``; without them only the output's STS row is written."""
+    """Self-similarity of every stored text layer and, of the output embedding and of every layer, the
+    Spearman correlation on STS datasets and on word-similarity datasets and ValNorm on valence
+    lexicons. Layer rows need the states the text embedding step stores with ``embedding.text_layers:
+    true``; without them only the output's rows are written."""
     rows = []
     for text in _texts(profile, source, lang):
         if len(text.texts) < 2:
@@ -151,6 +159,13 @@ def layers(profile: Profile, model: str, source: EmbeddingSource, lang: str) -> 
         pairs = source.sts_pairs(text.dataset)
         if pairs is not None:
             rows += families.sts_rows(text.dataset, text.text_ids, text.emb, states, pairs)
+        word_pairs = source.word_pairs(text.dataset)
+        if word_pairs is not None:
+            rows += families.word_pair_rows(text.dataset, text.text_ids, text.emb, states, word_pairs,
+                                            profile.metrics)
+        lexicon = source.valence_lexicon(text.dataset)
+        if lexicon is not None:
+            rows += families.valnorm_rows(text.dataset, text.text_ids, text.emb, states, lexicon, profile.metrics)
     return rows
 
 

@@ -114,7 +114,7 @@ class MetricSettings(Section):
     """How the metric families are computed (profile section ``metrics``)."""
 
     seed: at_least(0) = 0
-    bootstrap: at_least(10) = 1000  # resamples of the bootstrap-t intervals (CLIP loss, pos_cosine_mean)
+    bootstrap: at_least(10) = 1000  # resamples of the bootstrap intervals (CLIP loss, pos_cosine_mean, correlations)
     clip_batch_size: at_least(2) | None = 64  # consecutive batches (Tyshchuk et al.); None ("full"): the full matrix
     logit_scale: Positive | None = None  # None ("model"): the model's own; the paper setting is 100
     # logit geometry; dot / neg_sq_euclidean score raw rows: conescope's own option after Chou & Alam (the

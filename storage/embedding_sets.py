@@ -61,12 +61,14 @@ def logit_scale(root: DataRoot, dataset: str, model: str) -> tuple[float, float 
     return float(prov["logit_scale"]), prov.get("logit_bias")
 
 
-def manifest_pairs(root: DataRoot, dataset: str) -> dict[str, list] | None:
-    """The scored sentence pairs of an STS-style dataset (manifest table ``pairs``), or None."""
-    path = root.dataset_dir(dataset) / "pairs.parquet"
+def manifest_pairs(root: DataRoot, dataset: str, table: str = "pairs") -> dict[str, list] | None:
+    """An extra manifest table of a text-only dataset as columns, or None when the dataset has none: the
+    scored sentence pairs of an STS-style dataset (``pairs``), the scored word pairs of a word-similarity
+    dataset (``word_pairs``), the words of a valence lexicon (``lexicon``)."""
+    path = root.dataset_dir(dataset) / f"{table}.parquet"
     if not path.is_file():
         return None
-    return read_manifest_table(root.dataset_dir(dataset), "pairs").to_pydict()
+    return read_manifest_table(root.dataset_dir(dataset), table).to_pydict()
 
 
 def load_text_layers(root: DataRoot, dataset: str, model: str, lang: str,
@@ -113,6 +115,12 @@ class StoredEmbeddings:
 
     def sts_pairs(self, dataset: str) -> dict[str, list] | None:
         return manifest_pairs(self.root, dataset)
+
+    def word_pairs(self, dataset: str) -> dict[str, list] | None:
+        return manifest_pairs(self.root, dataset, "word_pairs")
+
+    def valence_lexicon(self, dataset: str) -> dict[str, list] | None:
+        return manifest_pairs(self.root, dataset, "lexicon")
 
     def sample_labels(self, dataset: str) -> dict[str, int]:
         return sample_labels(self.root, dataset)

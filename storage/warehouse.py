@@ -492,6 +492,8 @@ class Warehouse:
                 f"datasets.{ds}_samples": (f"datasets/{ds}/samples.parquet", False),
                 f"datasets.{ds}_texts": (f"datasets/{ds}/texts.parquet", False),
                 f"datasets.{ds}_pairs": (f"datasets/{ds}/pairs.parquet", False),  # STS only
+                f"datasets.{ds}_word_pairs": (f"datasets/{ds}/word_pairs.parquet", False),  # word pairs only
+                f"datasets.{ds}_lexicon": (f"datasets/{ds}/lexicon.parquet", False),  # valence lexicons only
                 f"embeddings.{ds}_image": (f"embeddings/{ds}/image/*/*.parquet", True),
                 f"embeddings.{ds}_text": (f"embeddings/{ds}/text/*/*/*.parquet", True),
                 f"embeddings.{ds}_text_layers": (f"embeddings/{ds}/text_layers/*/*/*.parquet", True),

@@ -98,8 +98,12 @@ class RandomProjection:
     def encode_images(self, pixels) -> np.ndarray:
         return (pixels @ self.image).float().cpu().numpy()
 
-    def text_encoder(self, with_layers: bool) -> Callable[[Any], tuple[np.ndarray, np.ndarray | None]]:
+    def text_encoder(self, with_layers: bool, words: str | None = None
+                     ) -> Callable[[Any], tuple[np.ndarray, np.ndarray | None]]:
         import torch
+
+        if words not in (None, "pooled"):
+            raise ValueError(f"a bag of words has no subword tokens: word vector {words!r}")
 
         def encode(counts) -> tuple[np.ndarray, np.ndarray | None]:
             first = counts @ self.words

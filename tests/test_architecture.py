@@ -135,6 +135,7 @@ NOT_IN_REPOSITORY = {
     "coco/annotations/captions_val2014.json": "the same, from raw/",
     "dataset_coco.json": "Karpathy's split file, downloaded into raw/",
     "mapping/multi/multi_to_single.py": "a module of Dagster's source",
+    "sentence_evaluations.py": "a script of Wolfe & Caliskan's repository (docs/fidelity.md)",
     "remote_representation/external_data.py": "a module of Dagster's source",
 }
 _SKIP_DIRS = {".git", ".venv", "data", "test-output", "node_modules", "__pycache__", ".pytest_cache", ".ruff_cache"}

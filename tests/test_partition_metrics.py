@@ -53,6 +53,7 @@ class FakeSource:
                       for ds in ("shapes", "digits") for lang in ("en", "fr")}
         self.states = {key: [rng.normal(size=(len(t.texts), 5)) for _ in range(3)] for key, t in self.texts.items()}
         self.layers, self.read = layers, []
+        self.word_tables: dict[tuple[str, str], dict[str, list]] = {}  # (dataset, manifest table) -> columns
 
     def image_set(self, dataset):
         self.read.append(("image", dataset))
@@ -70,6 +71,12 @@ class FakeSource:
 
     def sts_pairs(self, dataset):
         return None
+
+    def word_pairs(self, dataset):
+        return self.word_tables.get((dataset, "word_pairs"))
+
+    def valence_lexicon(self, dataset):
+        return self.word_tables.get((dataset, "lexicon"))
 
     def sample_labels(self, dataset):
         return {sid: int(lab) for sid, lab in zip(self.images[dataset].sample_ids, self.images[dataset].labels,
@@ -143,6 +150,28 @@ def test_layer_rows_come_from_the_stored_states_only(profile):
     assert shapes == pytest.approx(layer_self_similarity(source.states[("shapes", "en")]))
     assert [r["layer"] for r in rows if r["dataset"] == "shapes"] == [0, 1, 2]
     assert _by("layers").rows(profile, "tiny.random", FakeSource(layers=False), "en") == []
+
+
+def test_word_benchmark_rows_come_with_the_word_tables_only(profile):
+    """A dataset with word pairs gets word_spearman and one with a lexicon valnorm, for the output
+    embedding (layer null) and every stored layer, each with its BCa interval; other datasets neither."""
+    source = FakeSource()
+    ids = list(source.texts[("shapes", "en")].text_ids)
+    source.word_tables[("shapes", "word_pairs")] = {
+        "pair_id": [f"p{k}" for k in range(6)], "text_id_a": ids[:6], "text_id_b": ids[6:12],
+        "score": [0.5, 3.0, 1.0, 2.5, 4.0, 0.0]}
+    source.word_tables[("digits", "lexicon")] = {
+        "text_id": ["p0", "p1", "p2", "p3", "p0", "p3", "p1"],
+        "role": ["lexicon", "lexicon", "lexicon", "lexicon", "pleasant", "unpleasant", "unpleasant"],
+        "score": [4.0, 1.0, 3.0, 2.0, None, None, None]}
+    rows = _by("layers").rows(profile, "tiny.random", source, "en")
+    words = [r for r in rows if r["metric"] == "word_spearman"]
+    lexicon = [r for r in rows if r["metric"] == "valnorm"]
+    assert [(r["dataset"], r["layer"], r["n"]) for r in words] == [("shapes", layer, 6) for layer in (None, 0, 1, 2)]
+    assert [(r["dataset"], r["layer"], r["n"]) for r in lexicon] == [("digits", layer, 4)
+                                                                      for layer in (None, 0, 1, 2)]
+    assert all(json.loads(r["params"])["ci"] == "bca" and r["ci_low"] <= r["value"] <= r["ci_high"]
+               for r in words + lexicon)
 
 
 def test_text_labels_follow_the_sample_or_the_class():

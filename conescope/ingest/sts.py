@@ -1,8 +1,13 @@
 """STS-B-style sentence pairs with similarity scores (Cer et al. 2017), text only.
 
 A TSV with a header naming at least ``sentence1``, ``sentence2`` and ``score`` (0-5), optionally
-``split`` (the sentence-transformers ``stsbenchmark.tsv.gz`` layout; GLUE's STS-B files have the same
-columns and one file per split). Texts get ``sample_id`` and ``label`` null; the pairs go to an extra
+``split`` (``format: header``, the sentence-transformers ``stsbenchmark.tsv.gz`` layout; GLUE's STS-B
+files have the same columns and one file per split); or the original STS Benchmark's ``sts-<split>.csv``
+without a header (``format: headerless``: genre, file, year, id, score, sentence1, sentence2, and on some
+rows two more source fields; the copy Wolfe & Caliskan's code reads). Every field is taken as it is
+between the tabs (no quoting: 50 rows of the test file hold a ``"``).
+
+Texts get ``sample_id`` and ``label`` null; the pairs go to an extra
 manifest table ``pairs`` (``pair_id``, ``text_id_a``, ``text_id_b``, ``score``, ``split``) that the STS
 Spearman metric of Wolfe & Caliskan reads. A pair with an empty sentence or an unreadable score is
 rejected.
@@ -26,8 +31,12 @@ PAIRS_SCHEMA = pa.schema([("pair_id", pa.string()), ("text_id_a", pa.string()), 
                           ("score", pa.float64()), ("split", pa.string())])
 
 
+# the columns of the STS Benchmark's own files, which have no header (format: headerless)
+HEADERLESS_COLUMNS = ("genre", "file", "year", "id", "score", "sentence1", "sentence2")
+
+
 def read_sts_tsv(name: str, path: Path, split: str | None = None, lang: str = "en",
-                 limit: int | None = None) -> IngestResult:
+                 limit: int | None = None, fmt: str = "header") -> IngestResult:
     """``split`` labels every pair when the file has no ``split`` column (default: test)."""
     need_file(path, name, "STS-B TSV")
     opener = gzip.open if path.suffix == ".gz" else open
@@ -35,16 +44,21 @@ def read_sts_tsv(name: str, path: Path, split: str | None = None, lang: str = "e
     pairs: dict[str, list] = {k: [] for k in PAIRS_SCHEMA.names}
     with opener(path, "rt", encoding="utf-8", newline="") as fh:
         reader = csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)
-        header = next(reader, None) or []
+        if fmt == "headerless":
+            header, first = list(HEADERLESS_COLUMNS), 1
+        else:
+            header, first = next(reader, None) or [], 2
         missing = {"sentence1", "sentence2", "score"} - set(header)
         if missing:
             raise IngestError(f"{path}: line 1: header lacks {', '.join(sorted(missing))} (got {', '.join(header)})")
         col = {c: header.index(c) for c in header}
-        for line_no, row in enumerate(reader, start=2):
+        for line_no, row in enumerate(reader, start=first):
             if not row:
                 continue
             if len(row) < len(header):
-                raise IngestError(f"{path}: line {line_no}: {len(row)} fields, header has {len(header)}")
+                raise IngestError(f"{path}: line {line_no}: {len(row)} fields, "
+                                  + (f"a row has at least {len(header)}" if fmt == "headerless"
+                                     else f"header has {len(header)}"))
             if limit is not None and len(pairs["pair_id"]) >= limit:
                 break
             pid = f"{name}-{line_no}"
@@ -66,7 +80,7 @@ def read_sts_tsv(name: str, path: Path, split: str | None = None, lang: str = "e
             for key, value in (("pair_id", pid), ("text_id_a", f"{pid}-a"), ("text_id_b", f"{pid}-b"),
                                ("score", score), ("split", row[col["split"]] if "split" in col else split or "test")):
                 pairs[key].append(value)
-    result = b.result({"format": "sts-tsv", "lang": lang})
+    result = b.result({"format": "sts-tsv" if fmt == "header" else "sts-tsv-headerless", "lang": lang})
     result.tables["pairs"] = pa.table(pairs, schema=PAIRS_SCHEMA)
     return result
 
@@ -77,6 +91,7 @@ class StsSource(SourceDataset):
 
     kind: Literal["sts"]
     file: Text = "stsbenchmark.tsv.gz"
+    format: Literal["header", "headerless"] = "header"
     split: Text | None = None
     lang: Lang = "en"
     has_images: ClassVar[bool] = False
@@ -86,4 +101,4 @@ class StsSource(SourceDataset):
         return (self.lang,)
 
     def read(self, raw_dir: Path, languages: tuple[str, ...]) -> IngestResult:
-        return read_sts_tsv(self.name, self.at(raw_dir, self.file), self.split, self.lang, self.n)
+        return read_sts_tsv(self.name, self.at(raw_dir, self.file), self.split, self.lang, self.n, self.format)

@@ -11,7 +11,13 @@ float32 values whatever the precision.
 
 Layer states (Wolfe & Caliskan 2022, section 3): the input of the text transformer and the output of
 each of its blocks, pooled at the token the tower itself pools (EOS for CLIP), before ``ln_final`` and
-the projection. NLLB-CLIP towers (Visheratin 2023) get the NLLB-200 code of each partition's language
+the projection. A word fed alone (a dataset whose ``text_unit`` is ``word``) gets, with ``word_vector:
+last_subword`` (the default, Wolfe & Caliskan's ``extraction_id = -2``), the state of its last subword
+token, the one before the end token (a causal tower's state there has read the whole word and nothing
+after it); ``word_vector: pooled`` keeps the end token as for sentences. The output embedding stays the
+tower's own (end token, ``ln_final``, projection) either way.
+
+NLLB-CLIP towers (Visheratin 2023) get the NLLB-200 code of each partition's language
 (``conescope.languages``).
 """
 
@@ -123,6 +129,8 @@ class OpenClipModel(ModelSpec):
     arch: Text
     pretrained: Text | None = None
     zero_bias: Flag = False
+    # the layer state of a word fed alone: its last subword token (Wolfe & Caliskan) or the end token
+    word_vector: Literal["last_subword", "pooled"] = "last_subword"
     capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.IMAGE_TOWER, Capability.TEXT_LAYERS})
     DESCRIBED_BY: ClassVar[tuple[str, ...]] = ("arch", "pretrained", "seed", "zero_bias")
 
@@ -177,6 +185,9 @@ class OpenClipModel(ModelSpec):
     def paper_info(self) -> ModelInfo:
         return ModelInfo(self.arch, self.pretrained, self.zero_bias)
 
+    def words_as(self) -> str:
+        return self.word_vector
+
 
 @dataclass
 class LoadedModel:
@@ -210,8 +221,10 @@ class LoadedModel:
     def encode_images(self, pixels) -> np.ndarray:
         return self.model.encode_image(pixels, normalize=False).float().cpu().numpy()
 
-    def text_encoder(self, with_layers: bool) -> Callable[[Any], tuple[np.ndarray, np.ndarray | None]]:
-        """tokens -> (embeddings, pooled states of every layer or None)."""
+    def text_encoder(self, with_layers: bool, words: str | None = None
+                     ) -> Callable[[Any], tuple[np.ndarray, np.ndarray | None]]:
+        """tokens -> (embeddings, pooled states of every layer or None); ``words="last_subword"``: each
+        text is one word and its layer states are those of the token before the end token."""
         import torch
 
         model = self.model
@@ -220,6 +233,14 @@ class LoadedModel:
                 pass
         pool_type = getattr(model, "text_pool_type", "argmax")
         eos_id = getattr(model, "text_eos_id", None)
+        last_subword = words == "last_subword"
+        if last_subword and with_layers and pool_type not in ("argmax", "eos"):
+            raise ValueError(f"{self.provenance.get('arch')}: the tower pools at its {pool_type!r} token, so it has "
+                             f"no end token to read a word's last subword before; set word_vector: pooled")
+
+        def word_states(state, tokens):
+            end = tokens.argmax(dim=-1) if pool_type == "argmax" else (tokens == eos_id).int().argmax(dim=-1)
+            return state[torch.arange(state.shape[0], device=state.device), end - 1]
 
         # Hooks are set around each forward pass, never across the engine's yields.
         def encode(tokens) -> tuple[np.ndarray, np.ndarray | None]:
@@ -230,7 +251,8 @@ class LoadedModel:
                     return out.float().cpu().numpy(), None
                 from open_clip.transformer import text_global_pool
 
-                pooled = [text_global_pool(s, tokens, pool_type, eos_token_id=eos_id).float() for s in captured]
+                pooled = [(word_states(s, tokens) if last_subword else
+                           text_global_pool(s, tokens, pool_type, eos_token_id=eos_id)).float() for s in captured]
                 return out.float().cpu().numpy(), torch.stack(pooled, dim=1).cpu().numpy()
 
         return encode

@@ -9,6 +9,14 @@ bundles them (``package``: a module with ``get_model_path()`` or ``MODEL_DIR``),
 hub (cached; offline with ``HF_HUB_OFFLINE=1``). ``precision`` casts the weights as for every kind
 (``conescope.models``: ``auto`` is bf16 where the hardware runs it natively). The model tokenizes and
 batches inside its own encoder, so the engine hands it the strings.
+
+A word fed alone (a dataset whose ``text_unit`` is ``word``) is embedded like a sentence: ``[CLS] word
+[SEP]``. Its layer states are, with ``word_vector: pooled`` (the default), pooled as the model pools its
+output (the mean over every token, ``[CLS]`` and ``[SEP]`` included, for all-MiniLM-L6-v2), so that the
+last layer's state is the model's own word embedding; with ``word_vector: last_subword`` they are the
+state of the word's last subword token, the one before ``[SEP]`` (Wolfe & Caliskan's choice for CLIP,
+``extraction_id = -2``; in a bidirectional encoder that token has read the whole input either way). The
+output embedding stays the model's pooled output.
 """
 
 from __future__ import annotations
@@ -36,6 +44,8 @@ class SentenceTransformersModel(ModelSpec):
     kind: Literal["sentence_transformers"]
     model: Text  # a hub id or a folder
     package: Text | None = None  # a pip package that bundles the weights
+    # the layer states of a word fed alone: pooled as the model pools, or its last subword's state
+    word_vector: Literal["pooled", "last_subword"] = "pooled"
     capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.TEXT_LAYERS})
     DESCRIBED_BY: ClassVar[tuple[str, ...]] = ("arch", "pretrained", "seed", "zero_bias")
 
@@ -57,6 +67,9 @@ class SentenceTransformersModel(ModelSpec):
     def paper_info(self) -> ModelInfo:
         # the paper report has always matched a text-only model by its name alone (no weights tag)
         return ModelInfo(self.model, None, False)
+
+    def words_as(self) -> str:
+        return self.word_vector
 
 
 @dataclass
@@ -83,13 +96,15 @@ class TextOnlyModel:
         get = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         return int(get())
 
-    def text_encoder(self, with_layers: bool) -> Callable[[list[str]], tuple[np.ndarray, np.ndarray | None]]:
+    def text_encoder(self, with_layers: bool, words: str | None = None
+                     ) -> Callable[[list[str]], tuple[np.ndarray, np.ndarray | None]]:
         """strings -> (embeddings, pooled states of every layer or None); the states are pooled as the
-        model pools."""
+        model pools, or with ``words="last_subword"`` taken at each word's last subword token."""
 
         def encode(batch: list[str]) -> tuple[np.ndarray, np.ndarray | None]:
             emb = np.concatenate([e for _, e in embed_texts_st(self, batch, len(batch))])
-            layers = np.stack(text_layer_states_st(self, batch, len(batch)), axis=1) if with_layers else None
+            layers = (np.stack(text_layer_states_st(self, batch, len(batch), words), axis=1)
+                      if with_layers else None)
             return emb, layers
 
         return encode
@@ -163,9 +178,11 @@ def embed_texts_st(loaded: TextOnlyModel, texts: Sequence[str],
         yield np.arange(start, stop), out.float().cpu().numpy()
 
 
-def text_layer_states_st(loaded: TextOnlyModel, texts: Sequence[str], batch_size: int) -> list[np.ndarray]:
+def text_layer_states_st(loaded: TextOnlyModel, texts: Sequence[str], batch_size: int,
+                         words: str | None = None) -> list[np.ndarray]:
     """Every hidden layer of the transformer (index 0: embeddings output), pooled as the model pools
-    its output (mean over real tokens for all-MiniLM-L6-v2; CLS when the pooling module says so)."""
+    its output (mean over real tokens for all-MiniLM-L6-v2; CLS when the pooling module says so); with
+    ``words="last_subword"``, the state of the token before the last real one (``[SEP]``)."""
     import torch
 
     transformer, pooling = loaded.model[0], loaded.model[1]
@@ -181,8 +198,13 @@ def text_layer_states_st(loaded: TextOnlyModel, texts: Sequence[str], batch_size
                                             if k in ("input_ids", "attention_mask", "token_type_ids")},
                                          output_hidden_states=True)
         mask = features["attention_mask"].unsqueeze(-1).float()
+        # the tokenizer pads on the right: the last real token ([SEP]) is at (real tokens - 1)
+        before_end = features["attention_mask"].sum(1) - 2
         for i, state in enumerate(out.hidden_states):
-            pooled = state[:, 0] if mode == "cls" else (state * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            if words == "last_subword":
+                pooled = state[torch.arange(state.shape[0], device=state.device), before_end]
+            else:
+                pooled = state[:, 0] if mode == "cls" else (state * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
             if len(layers) <= i:
                 layers.append([])
             layers[i].append(pooled.float().cpu().numpy())

