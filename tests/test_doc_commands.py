@@ -76,6 +76,15 @@ REGISTRY: dict[str, list[tuple[str, tuple[str, ...]]]] = {
     ".venv/bin/python bench/metrics.py": [
         ("tests/test_bench_commands.py::test_bench_metrics_times_every_family", ('"bench/metrics.py"',)),
     ],
+    # the same script at COCO val2014 size, with one BLAS thread or the default threads
+    ".venv/bin/python bench/metrics.py --n 40504 --d 512 --repeats 1 --skip-baselines": [
+        ("tests/test_bench_commands.py::test_bench_metrics_times_every_family",
+         ('"bench/metrics.py"', '"--n"', '"--d"', '"--repeats"', '"--skip-baselines"')),
+    ],
+    "OPENBLAS_NUM_THREADS=1 .venv/bin/python bench/metrics.py --n 40504 --d 512 --repeats 1 --skip-baselines": [
+        ("tests/test_bench_commands.py::test_bench_metrics_times_every_family",
+         ('"bench/metrics.py"', '"--n"', '"--d"', '"--repeats"', '"--skip-baselines"')),
+    ],
     ".venv/bin/python bench/transforms.py": [
         ("tests/test_bench_commands.py::test_bench_transforms_times_every_transform", ('"bench/transforms.py"',)),
     ],
