@@ -86,6 +86,7 @@ METRIC_SHARED = ("assets.metrics", "assets.writes", "conescope.partition_metrics
 FIT_TRANSFORMS = ("assets.transforms", "conescope.transforms", "conescope.protocols", "conescope.protocol_eval",
                   "storage.transform_store", "storage.embedding_sets")
 TRANSFORM_METRICS = (*FIT_TRANSFORMS, "conescope.families", "conescope.metrics.bootstrap", "storage.warehouse")
+EXPERIMENT_SHARED = ("assets.experiments", "storage.embedding_sets", "storage.metric_rows", "storage.warehouse")
 REPORT_SHARED = ("assets.reports", "conescope.reports.cache", "conescope.reports.report_data",
                  "conescope.reports.thumbs", "storage.embedding_sets", "storage.metric_rows", "storage.parquet_store")
 
@@ -280,6 +281,16 @@ def transform_metrics(profile: Profile, modules: Iterable[str]) -> str:
     writes (``modules``), and the ``transforms`` and ``metrics`` sections."""
     return version((*TRANSFORM_METRICS, *modules),
                    {"transforms": _dump(profile.transforms), "metrics": _dump(profile.metrics)})
+
+
+def experiment(profile: Profile, modules: Iterable[str]) -> str:
+    """experiments/<name>: its modules (``Experiment.modules`` in ``conescope/metric_families.py``), the
+    shared experiment code, and the sections it reads: ``cluster_training`` (datasets, updates, records,
+    seeds, learning rate), ``metrics`` (the silhouette's sampling, the bootstrap's seed and resamples)
+    and the languages (which partitions it trains)."""
+    return version((*EXPERIMENT_SHARED, *modules), {"cluster_training": _dump(profile.cluster_training),
+                                                    "metrics": _dump(profile.metrics),
+                                                    "languages": list(profile.languages)})
 
 
 def report(profile: Profile, renderer: str, *, models: bool = False) -> str:

@@ -15,7 +15,8 @@ from conescope.profile_schema import kind_of
 from tests.conftest import TINY_PROFILE
 
 KINDS = {"coco": "coco", "coco_karpathy": "coco", "cifar100": "cifar", "wikicaps": "parallel", "xm3600": "parallel",
-         "multi30k": "parallel", "sts": "sts", "manifest": "generic", "sweep": "sweeps"}
+         "multi30k": "parallel", "sts": "sts", "manifest": "generic", "sweep": "sweeps",
+         "polarity": "polarity"}
 
 
 def test_each_reader_module_registers_its_kinds():
@@ -44,6 +45,7 @@ def test_unknown_kind_names_every_registered_kind():
     ({"kind": "sweep", "image": "a.png", "caption": "a dog", "lang": "fr"}, ("fr",), True),
     ({"kind": "cifar100", "templates": {"en": "a {}", "de": "ein {}"}, "translations": "t.json"}, ("en", "de"), True),
     ({"kind": "manifest", "file": "m.csv", "text_only": True}, ("en",), False),
+    ({"kind": "polarity"}, ("en",), False),
 ])
 def test_each_kind_declares_its_languages_and_images(entry, languages, has_images):
     raw = copy.deepcopy(TINY_PROFILE)
