@@ -268,6 +268,10 @@ def test_assets_train_the_polarity_texts_per_model(tmp_path):
         assert steps == [("tiny.random", "pol", "en", s, t, 40) for s in (0, 1) for t in (0, 2, 4)]
         assert con.execute("SELECT count(*) FROM experiments.cluster_training_summary").fetchone()[0] == 6
         assert con.execute("SELECT count(*) FROM experiments.transform_clusters").fetchone()[0] == 0
+        from tests.doc_pages import section, sql_queries
+
+        answers = [con.execute(q).fetchall() for q in sql_queries(section("docs/storage.md", "## Experiments"))]
+        assert len(answers) == 3 and answers[0] and answers[1] and not answers[2]  # no transforms here
     page = root.summary_report_dir("isotropy_clusters") / "index.html"
     assert "tiny.random: pol (en)" in page.read_text(encoding="utf-8")
 
@@ -288,3 +292,21 @@ def test_the_tiny_pipeline_pairs_isoscore_and_silhouette_across_transforms(mater
     assert any(d is not None for *_, d, _ in points)
     assert summary and all(g >= 1 for *_, g in summary)
     assert (root.summary_report_dir("isotropy_clusters") / "index.html").is_file()
+
+
+def test_the_storage_contract_documents_every_experiment_table_and_column():
+    import re
+
+    from conescope.metric_families import EXPERIMENT_TABLES, EXPERIMENTS
+    from storage.warehouse import EXPERIMENT_COLUMNS
+    from tests.doc_pages import section
+
+    text = section("docs/storage.md", "## Experiments")
+    rows = {m.group(1): m.group(2) for m in re.finditer(r"^\|\s*`experiments\.(\w+)`\s*\|(.*)\|\s*$", text, re.M)}
+    assert sorted(rows) == sorted(EXPERIMENT_TABLES) == sorted(EXPERIMENT_COLUMNS)
+    for table, cells in rows.items():
+        named = set(re.findall(r"`(\w+)`", cells.split("|")[1]))
+        assert named <= {c for c, _ in EXPERIMENT_COLUMNS[table]} | {"pearson", "spearman", "identity", "image",
+                                                                      "text", "all"}, table
+        assert {c for c, _ in EXPERIMENT_COLUMNS[table]} - {"computed_at", "code_version"} <= named, table
+    assert {e.name for e in EXPERIMENTS} == set(re.findall(r"`experiments/(\w+)`", text))
