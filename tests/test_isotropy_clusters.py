@@ -310,3 +310,39 @@ def test_the_storage_contract_documents_every_experiment_table_and_column():
                                                                       "text", "all"}, table
         assert {c for c, _ in EXPERIMENT_COLUMNS[table]} - {"computed_at", "code_version"} <= named, table
     assert {e.name for e in EXPERIMENTS} == set(re.findall(r"`experiments/(\w+)`", text))
+
+
+def test_the_mickus_profile_materializes_offline(tmp_path):
+    """configs/mickus.yaml, as `conescope materialize --profile mickus` walks it, at a small scale (60
+    sentences, 4 updates): the bundled polarity data, all-MiniLM-L6-v2 from its pip package, the
+    experiment and its page, offline."""
+    import dagster as dg
+    import yaml
+
+    from conescope.profile import load_profile
+    from pipelines.definitions import build_definitions
+    from pipelines.refresh import execute_plan, full_plan
+    from storage.paths import DataRoot
+
+    full = load_profile("mickus")
+    assert full.cluster_training.datasets == ("polarity",) and full.cluster_training.updates == 1000
+    from tests.doc_pages import REPO
+
+    entries = yaml.safe_load((REPO / full.source).read_text(encoding="utf-8"))
+    entries["datasets"]["polarity"]["n"] = 60
+    entries["cluster_training"].update(updates=4, record_every=2)
+    entries["embedding"]["device"] = "cpu"
+    path = tmp_path / "mickus.yaml"
+    path.write_text(yaml.safe_dump(entries))
+    profile = load_profile(str(path))
+    defs = build_definitions(profile, str(tmp_path / "data"))
+    assert execute_plan(defs, full_plan(profile, "test"), dg.DagsterInstance.ephemeral(), log=lambda _: None)
+    root = DataRoot(tmp_path / "data")
+    with duckdb.connect(str(root.root / "warehouse.duckdb"), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM experiments.cluster_training WHERE model = 'minilm'").fetchone()[0] \
+            == 3 * 3
+        raw = con.execute("SELECT value FROM metrics.clusters WHERE model = 'minilm' AND dataset = 'polarity'"
+                          ).fetchone()[0]
+        start = con.execute("SELECT avg(silhouette) FROM experiments.cluster_training WHERE step = 0").fetchone()[0]
+    assert start == pytest.approx(raw, abs=1e-6)  # update 0 is the stored embeddings, measured as metrics/clusters
+    assert (root.summary_report_dir("isotropy_clusters") / "index.html").is_file()

@@ -24,10 +24,9 @@ the bootstrap resampling whole groups.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-
-import warnings
 
 import numpy as np
 from scipy import stats
