@@ -43,7 +43,7 @@ def _headline(summary: list[dict], *keys_of: str) -> dict:
 
 def _cluster_training(profile: Profile, parts: ProfilePartitions) -> dg.AssetsDefinition:
     declared = experiment("cluster_training")
-    version = code_versions.experiment(profile, declared.modules)
+    version = code_versions.experiment(profile, declared.modules, training=True)
     datasets = profile.cluster_training.datasets
 
     @dg.asset(key=CLUSTER_TRAINING, partitions_def=parts.model, code_version=version, group_name="experiments",
@@ -64,7 +64,7 @@ def _cluster_training(profile: Profile, parts: ProfilePartitions) -> dg.AssetsDe
 
 def _transform_clusters(profile: Profile) -> dg.AssetsDefinition:
     declared = experiment("transform_clusters")
-    version = code_versions.experiment(profile, declared.modules)
+    version = code_versions.experiment(profile, declared.modules, training=False)
 
     @dg.asset(key=TRANSFORM_CLUSTERS, code_version=version, group_name="experiments", deps=[keys.TRANSFORM_METRICS],
               pool=keys.DUCKDB_POOL, kinds={"duckdb"}, description=declared.description)

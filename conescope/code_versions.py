@@ -283,14 +283,16 @@ def transform_metrics(profile: Profile, modules: Iterable[str]) -> str:
                    {"transforms": _dump(profile.transforms), "metrics": _dump(profile.metrics)})
 
 
-def experiment(profile: Profile, modules: Iterable[str]) -> str:
+def experiment(profile: Profile, modules: Iterable[str], *, training: bool) -> str:
     """experiments/<name>: its modules (``Experiment.modules`` in ``conescope/metric_families.py``), the
-    shared experiment code, and the sections it reads: ``cluster_training`` (datasets, updates, records,
-    seeds, learning rate), ``metrics`` (the silhouette's sampling, the bootstrap's seed and resamples)
-    and the languages (which partitions it trains)."""
-    return version((*EXPERIMENT_SHARED, *modules), {"cluster_training": _dump(profile.cluster_training),
-                                                    "metrics": _dump(profile.metrics),
-                                                    "languages": list(profile.languages)})
+    shared experiment code, and the sections it reads: ``metrics`` (the silhouette's sampling, the
+    bootstrap's seed and resamples) and, for the training experiment (``training``), the
+    ``cluster_training`` section (datasets, updates, records, seeds, learning rate) and the languages
+    (which texts it trains); the cross-transform experiment reads neither."""
+    config: dict[str, Any] = {"metrics": _dump(profile.metrics)}
+    if training:
+        config.update(cluster_training=_dump(profile.cluster_training), languages=list(profile.languages))
+    return version((*EXPERIMENT_SHARED, *modules), config)
 
 
 def report(profile: Profile, renderer: str, *, models: bool = False) -> str:
