@@ -79,7 +79,8 @@ def _transform_section(points: list[dict], summary: list[dict], items: Items, bo
     moved = [p for p in points if p["d_isoscore"] is not None and p["transform"] != "identity"]
     if not moved:
         body.append("<p class='note'>No transform with both an IsoScore and a silhouette row beside an identity "
-                    "transform on the same eval rows yet.</p>")
+                    "transform on the same eval rows: the profile fits no transform (they need a model with an "
+                    "image tower and an in-domain dataset with images), or not the identity.</p>")
         return {}
     body.append("<div class='figs'>")
     transforms = sorted({p["transform"] for p in moved})
