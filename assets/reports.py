@@ -3,7 +3,9 @@
 - reports/partition_report [model x lang]: the cone and the gap of one partition;
 - reports/multilingual_report [model], after every language: parallel captions across languages;
 - reports/comparison_report and reports/paper_report [unpartitioned], after every model: all models
-  side by side, and Tables 1-7 of Tyshchuk et al. beside the published numbers.
+  side by side, and Tables 1-7 of Tyshchuk et al. beside the published numbers;
+- reports/isotropy_clusters_report [unpartitioned], after every model, when an experiment is built
+  (assets/experiments.py): Mickus et al.'s training trajectories and the cross-transform view.
 """
 
 
@@ -15,6 +17,7 @@ from pathlib import Path
 import dagster as dg
 
 from assets import keys
+from assets.experiments import CLUSTER_TRAINING, TRANSFORM_CLUSTERS, experiment_assets
 from assets.metrics import MODEL_LANG_LAYER, MODEL_LAYER, SUMMARY_LAYER
 from assets.transforms import has_transforms
 from conescope import code_versions
@@ -23,6 +26,7 @@ from conescope.profile import Profile, ReportSettings
 from conescope.provenance import git_commit
 from conescope.reports.cache import ArrayCache
 from conescope.reports.comparison import render_comparison_report
+from conescope.reports.isotropy_clusters import render_isotropy_clusters_report
 from conescope.reports.multilingual import render_multilingual_report
 from conescope.reports.paper import render_paper_report
 from conescope.reports.partition import render_partition_report
@@ -37,7 +41,9 @@ from storage.parquet_store import atomic_directory, read_manifest_table, read_pr
 MULTILINGUAL_REPORT = dg.AssetKey(["reports", "multilingual_report"])
 COMPARISON_REPORT = dg.AssetKey(["reports", "comparison_report"])
 PAPER_REPORT = dg.AssetKey(["reports", "paper_report"])
-FINAL_LAYER = [COMPARISON_REPORT, PAPER_REPORT]  # unpartitioned, after every model's summary
+ISOTROPY_CLUSTERS_REPORT = dg.AssetKey(["reports", "isotropy_clusters_report"])
+# unpartitioned, after every model's summary
+FINAL_LAYER = [COMPARISON_REPORT, PAPER_REPORT, ISOTROPY_CLUSTERS_REPORT]
 SUMMARY_REPORTS = [MULTILINGUAL_REPORT]  # [model], after every language
 
 
@@ -225,6 +231,30 @@ def _paper_report(profile: Profile) -> dg.AssetsDefinition:
     return paper_report
 
 
+def _isotropy_clusters_report(profile: Profile, experiments: list[dg.AssetKey]) -> dg.AssetsDefinition:
+    version = code_versions.report(profile, "conescope.reports.isotropy_clusters")
+
+    @dg.asset(key=ISOTROPY_CLUSTERS_REPORT, group_name="reports", deps=experiments, code_version=version,
+              pool=keys.DUCKDB_POOL, kinds={"html"},
+              description="HTML report: IsoScore against silhouette while embeddings train under a linear head "
+                          "(Mickus et al. 2024, Figures 2-3), and across the fitted transforms")
+    def isotropy_clusters_report(context: dg.AssetExecutionContext, conescope: ConescopeHome) -> dg.MaterializeResult:
+        read = {t: metric_rows.experiment_table(conescope.warehouse, t) if key in experiments else []
+                for key, tables in ((CLUSTER_TRAINING, ("cluster_training", "cluster_training_summary")),
+                                    (TRANSFORM_CLUSTERS, ("transform_clusters", "transform_clusters_summary")))
+                for t in tables}
+        provenance = {"profile": profile.name, "cluster_training": ", ".join(profile.cluster_training.datasets)
+                      or "none", **_versions(version)}
+        report = render_isotropy_clusters_report(read["cluster_training"], read["cluster_training_summary"],
+                                                 read["transform_clusters"], read["transform_clusters_summary"],
+                                                 provenance)
+        index = write_page(conescope, conescope.paths.summary_report_dir("isotropy_clusters"), report.html)
+        return report_result(index, report, "isotropy against clusters")
+
+    return isotropy_clusters_report
+
+
 def report_assets(profile: Profile, parts: ProfilePartitions) -> list[dg.AssetsDefinition]:
+    experiments = [key for a in experiment_assets(profile, parts) for key in a.keys]
     return [_partition_report(profile, parts), _multilingual_report(profile, parts), _comparison_report(profile),
-            _paper_report(profile)]
+            _paper_report(profile), *([_isotropy_clusters_report(profile, experiments)] if experiments else [])]

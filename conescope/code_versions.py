@@ -87,6 +87,7 @@ METRIC_SHARED = ("assets.metrics", "assets.writes", "conescope.partition_metrics
 FIT_TRANSFORMS = ("assets.transforms", "conescope.transforms", "conescope.protocols", "conescope.protocol_eval",
                   "storage.transform_store", "storage.embedding_sets")
 TRANSFORM_METRICS = (*FIT_TRANSFORMS, "conescope.families", "conescope.metrics.bootstrap", "storage.warehouse")
+EXPERIMENT_SHARED = ("assets.experiments", "storage.embedding_sets", "storage.metric_rows", "storage.warehouse")
 REPORT_SHARED = ("assets.reports", "conescope.reports.cache", "conescope.reports.report_data",
                  "conescope.reports.thumbs", "storage.embedding_sets", "storage.metric_rows", "storage.parquet_store")
 
@@ -281,6 +282,18 @@ def transform_metrics(profile: Profile, modules: Iterable[str]) -> str:
     writes (``modules``), and the ``transforms`` and ``metrics`` sections."""
     return version((*TRANSFORM_METRICS, *modules),
                    {"transforms": _dump(profile.transforms), "metrics": _dump(profile.metrics)})
+
+
+def experiment(profile: Profile, modules: Iterable[str], *, training: bool) -> str:
+    """experiments/<name>: its modules (``Experiment.modules`` in ``conescope/metric_families.py``), the
+    shared experiment code, and the sections it reads: ``metrics`` (the silhouette's sampling, the
+    bootstrap's seed and resamples) and, for the training experiment (``training``), the
+    ``cluster_training`` section (datasets, updates, records, seeds, learning rate) and the languages
+    (which texts it trains); the cross-transform experiment reads neither."""
+    config: dict[str, Any] = {"metrics": _dump(profile.metrics)}
+    if training:
+        config.update(cluster_training=_dump(profile.cluster_training), languages=list(profile.languages))
+    return version((*EXPERIMENT_SHARED, *modules), config)
 
 
 def report(profile: Profile, renderer: str, *, models: bool = False) -> str:

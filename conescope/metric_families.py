@@ -155,7 +155,7 @@ FAMILIES: tuple[Family, ...] = (
     Family("clusters", dict.fromkeys(("image", "text"), metrics("silhouette")), ("conescope.metrics.clusters",), (
         MetricAsset("image_clusters", MODEL, "Silhouette of image embeddings against labels", {"modality": "image"}),
         MetricAsset("clusters", MODEL_LANG, "Silhouette of text embeddings against labels")),
-        partial=True),
+        after_transforms=EVERY_TRANSFORM, partial=True),
     Family("multilingual", {"text": metrics("distance_ratio_sq distance_ratio distance_ratio_cos xling_r1 xling_r5",
                                             optional="distance_ratio_sq_raw",
                                             distance_ratio_sq_raw="metrics.distance_ratio_raw")},
@@ -170,6 +170,44 @@ FAMILIES: tuple[Family, ...] = (
            ("conescope.metrics.layers",),
            (MetricAsset("layers", MODEL_LANG, "Self-similarity of every hidden layer of the text tower"),)),
 )
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """An ``experiments/<name>`` asset: an experiment over stored embeddings or metric rows whose results
+    are not metric rows of a family (a trajectory per training step, correlations), written to its own
+    tables ``experiments.<table>`` (columns in ``storage.warehouse.EXPERIMENT_COLUMNS``). ``scope``:
+    ``summary`` (per model, after every language: it replaces its model's rows) or ``all`` (once, after
+    every model: it replaces every row). ``modules``: the roots of its code version."""
+
+    name: str
+    scope: str
+    description: str
+    tables: tuple[str, ...]
+    modules: tuple[str, ...]
+    # the profile key that lists what it runs on (empty: the asset is not built)
+    enabled_by: str
+
+
+EVERY_MODEL = "all"  # an experiment over every model's rows, unpartitioned
+EXPERIMENTS: tuple[Experiment, ...] = (
+    Experiment("cluster_training", SUMMARY, "Mickus et al.'s isotropy against clusters: the stored text embeddings "
+                                            "trained under a linear head, IsoScore and silhouette along the way",
+               ("cluster_training", "cluster_training_summary"),
+               ("conescope.cluster_training", "conescope.metrics.isotropy_clusters"), "cluster_training.datasets"),
+    Experiment("transform_clusters", EVERY_MODEL, "IsoScore against silhouette across the fitted transforms "
+                                                  "(metrics.isotropy and metrics.clusters after each transform)",
+               ("transform_clusters", "transform_clusters_summary"),
+               ("conescope.cluster_training", "conescope.metrics.isotropy_clusters"), "transforms.kinds"),
+)
+EXPERIMENT_TABLES = tuple(t for e in EXPERIMENTS for t in e.tables)
+
+
+def experiment(name: str) -> Experiment:
+    for e in EXPERIMENTS:
+        if e.name == name:
+            return e
+    raise KeyError(f"no experiment {name!r} (experiments: {', '.join(e.name for e in EXPERIMENTS)})")
 
 
 def family(table: str) -> Family:

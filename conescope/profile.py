@@ -239,6 +239,20 @@ class TransformSettings(Section):
 
 
 @record
+class ClusterTrainingSpec(Section):
+    """The isotropy-against-clusters experiment of Mickus et al. 2024 (profile section ``cluster_training``;
+    ``conescope.metrics.isotropy_clusters``): the labelled datasets whose stored text embeddings are
+    trained under a linear head (none: the experiment is not built), the number of full-batch Adam
+    updates, how often the trajectory is recorded, the seeds of the runs and Adam's learning rate."""
+
+    datasets: tuple[Text, ...] = ()
+    updates: at_least(1) = 1000  # Mickus et al.'s 1,000 updates
+    record_every: at_least(1) = 50  # step 0, every record_every updates, and the last
+    seeds: non_empty(at_least(0)) = (0, 1, 2)  # one run per seed: the head's initialisation
+    lr: Positive = 1e-3  # Adam's default
+
+
+@record
 class WarehouseSpec(Section):
     """Where metric rows go (profile section ``warehouse``; storage/warehouse.py): the embedded DuckDB
     file, or DuckLake with a ``sqlite:<path>`` or ``postgres:<dsn>`` catalog and its Parquet
@@ -276,6 +290,7 @@ class Profile(Section):
     metrics: MetricSettings = Field(default_factory=MetricSettings)
     transforms: TransformSettings = Field(default_factory=TransformSettings)
     warehouse: WarehouseSpec = Field(default_factory=WarehouseSpec)
+    cluster_training: ClusterTrainingSpec = Field(default_factory=ClusterTrainingSpec)
 
     @classmethod
     def from_yaml(cls, data: dict) -> dict:
@@ -320,6 +335,10 @@ class Profile(Section):
             if dataset not in self.datasets:
                 raise problem(f"{dataset!r} is not one of the profile's datasets ({', '.join(self.datasets)})",
                               "transforms", "protocols", *at)
+        for i, dataset in enumerate(self.cluster_training.datasets):
+            if dataset not in self.datasets:
+                raise problem(f"{dataset!r} is not one of the profile's datasets ({', '.join(self.datasets)})",
+                              "cluster_training", "datasets", i)
         return self
 
     @property

@@ -5,10 +5,11 @@ eval sets, computed by ``conescope.families`` exactly as for raw embeddings.
 In-domain, a transform gets rows in every family of ``TRANSFORM_TABLES`` plus the cross-validated
 modality separability (Tyshchuk et al. 2023 measure geometry there); the all-rows protocol every
 family of ``TRANSFORM_TABLES`` without the probes; the other protocols get the quality metrics and the
-gap; the gap shift, swept in-domain, gets Liang et al.'s loss, accuracy and gap along the shift (a
-transductive shift, ``gap_of: eval_set``, is refitted on each eval set's own rows). The transforms named
-in ``transforms.linear_probe`` also get the linear probe (trained on the eval dataset's transformed
-train rows, scored on its test rows).
+gap, not the geometry (``GEOMETRY_TABLES``: isotropy and the silhouette); the gap shift, swept
+in-domain, gets Liang et al.'s loss, accuracy and gap along the shift (a transductive shift,
+``gap_of: eval_set``, is refitted on each eval set's own rows). The transforms named in
+``transforms.linear_probe`` also get the linear probe (trained on the eval dataset's transformed train
+rows, scored on its test rows).
 """
 
 from __future__ import annotations
@@ -36,10 +37,13 @@ from conescope.protocols import (
     variants,
 )
 from conescope.provenance import array_digest
-from conescope.sets import ImageSet, TextSet
+from conescope.sets import ImageSet, TextSet, text_labels
 from conescope.transforms import Transform, data_sha256
 
 SWEEP_TABLES = ("modality_gap", "clip_loss", "zero_shot")  # Liang et al.'s loss and accuracy along the gap
+# The geometry of the eval rows, measured where Tyshchuk et al. measure it (in-domain, all rows): isotropy,
+# and the silhouette that the cross-transform view of Mickus et al. sets against it.
+GEOMETRY_TABLES = ("isotropy", "clusters")
 
 
 def transformed_sets(t: Transform, image: ImageSet, text: TextSet, image_rows: np.ndarray,
@@ -92,6 +96,11 @@ def evaluate(t: Transform, ev: EvalSet, sets: dict[str, tuple[ImageSet, TextSet]
         out["zero_shot"] = families.zero_shot_rows(image, text, settings)
     if "retrieval" in tables:
         out["retrieval"] = families.retrieval_rows(image, text, settings)
+    if "clusters" in tables:  # a caption takes its image's label, a class prompt its class (as metrics/clusters)
+        out["clusters"] = (families.silhouette_rows(ev.dataset, "image", image.emb, image.labels, settings)
+                           + families.silhouette_rows(ev.dataset, "text", text.emb,
+                                                      text_labels(text, dict(zip(image.sample_ids, image.labels,
+                                                                                 strict=True))), settings))
     if "linear_probe" in tables:  # trained on the eval dataset's transformed train rows, scored on test
         all_image, all_text = sets[ev.dataset]
         probe_image, _ = transformed_sets(t, all_image, all_text, np.arange(len(all_image.emb)), ev.text_rows[:0])
@@ -108,17 +117,17 @@ def evaluate(t: Transform, ev: EvalSet, sets: dict[str, tuple[ImageSet, TextSet]
 
 def tables_for(kind: str, protocol: str) -> tuple[tuple[str, ...], bool]:
     """(tables, separability) of a transform kind under a protocol: the gap-shift sweep measures loss,
-    accuracy, gap norm and pair cosines (Liang et al.); isotropy and the (cross-validated, costly)
-    modality separability are measured in-domain, where Tyshchuk et al. measure geometry; the all-rows
-    protocol (their Table 5) gets isotropy too, without the separability probes; every protocol gets the
-    quality metrics and the gap norm."""
+    accuracy, gap norm and pair cosines (Liang et al.); isotropy, the silhouette and the (cross-validated,
+    costly) modality separability are measured in-domain, where Tyshchuk et al. measure geometry; the all-rows
+    protocol (their Table 5) gets isotropy and the silhouette too, without the separability probes; every
+    protocol gets the quality metrics and the gap norm."""
     if kind == "gap_shift":
         return SWEEP_TABLES, False
     if protocol == IN_DOMAIN:
         return TRANSFORM_TABLES, True
     if protocol == ALL_ROWS:
         return TRANSFORM_TABLES, False
-    return tuple(t for t in TRANSFORM_TABLES if t != "isotropy"), False
+    return tuple(t for t in TRANSFORM_TABLES if t not in GEOMETRY_TABLES), False
 
 
 # Below this many rows per dataset the d x d decompositions dominate and a second BLAS thread only

@@ -10,6 +10,7 @@ import dagster as dg
 from assets.checks import build_asset_checks
 from assets.datasets import dataset_assets
 from assets.embeddings import embedding_assets
+from assets.experiments import CLUSTER_TRAINING, TRANSFORM_CLUSTERS, experiment_assets
 from assets.metrics import SUMMARY_LAYER, metric_assets
 from assets.reports import FINAL_LAYER, SUMMARY_REPORTS, report_assets
 from assets.transforms import transform_assets
@@ -32,15 +33,17 @@ def _layer_jobs(parts: ProfilePartitions, assets: list[dg.AssetsDefinition]) -> 
     """name -> (partitions def, description, asset keys) of each job of the refresh chain. An asset
     goes to the first layer of its partitioning unless it waits for a later one. Partitionings are told
     apart by name (``ProfilePartitions.name_of``)."""
-    later = {**dict.fromkeys([*SUMMARY_LAYER, *SUMMARY_REPORTS], SUMMARY_JOB),
-             **dict.fromkeys(FINAL_LAYER, REPORTS_JOB)}
+    later = {**dict.fromkeys([*SUMMARY_LAYER, *SUMMARY_REPORTS, CLUSTER_TRAINING], SUMMARY_JOB),
+             **dict.fromkeys([*FINAL_LAYER, TRANSFORM_CLUSTERS], REPORTS_JOB)}
     first_of = {UNPARTITIONED: DATASETS_JOB, IMAGE_MODEL: IMAGE_JOB, MODEL_LANG: MODEL_LANG_JOB}
     layers = {
         DATASETS_JOB: (None, "the dataset manifests"),
         IMAGE_JOB: (parts.image_model, "per image model: image embeddings and image-only metrics"),
         MODEL_LANG_JOB: (parts.model_lang, "per model x lang: text embeddings, metrics, report"),
-        SUMMARY_JOB: (parts.model, "per model, after every language: multilingual metrics and report"),
-        REPORTS_JOB: (None, "after every model: the model comparison and paper reproduction reports"),
+        SUMMARY_JOB: (parts.model, "per model, after every language: multilingual metrics and report, the "
+                                   "cluster-training experiment"),
+        REPORTS_JOB: (None, "after every model: the model comparison and paper reproduction reports, the "
+                            "cross-transform experiment"),
     }
     selected: dict[str, list[dg.AssetKey]] = {name: [] for name in layers}
     for a in assets:
@@ -55,7 +58,8 @@ def build_definitions(profile: Profile, home: str | None = None,
                       executor: dg.ExecutorDefinition | None = None) -> dg.Definitions:
     parts = profile_partitions(profile)
     all_assets = [*dataset_assets(profile), *embedding_assets(profile, parts), *metric_assets(profile, parts),
-                  *transform_assets(profile, parts), *report_assets(profile, parts)]
+                  *transform_assets(profile, parts), *experiment_assets(profile, parts),
+                  *report_assets(profile, parts)]
     all_assets = with_automation(all_assets, profile)
     jobs = {name: dg.define_asset_job(name, selection=selected, partitions_def=partitions_def,
                                       description=description)

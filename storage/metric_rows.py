@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from conescope.metric_families import SUMMARY_TABLES, RowFilter
-from storage.warehouse import EXTRA_COLUMNS, Warehouse
+from storage.warehouse import EXPERIMENT_COLUMNS, EXTRA_COLUMNS, Warehouse
 
 # The columns the metric checks read (the contract's, less when and by what each row was written).
 CHECK_COLUMNS = ("dataset", "model", "lang", "modality", "transform", "fit_set", "eval_set", "metric", "value",
@@ -86,3 +86,29 @@ def raw_rows(warehouse: Warehouse) -> list[dict]:
 def all_rows(warehouse: Warehouse) -> list[dict]:
     """Every metric row of the warehouse."""
     return query_rows(warehouse, f"SELECT {', '.join(REPORT_COLUMNS)} FROM metrics.all ORDER BY ALL")
+
+
+# --- experiments (conescope.metric_families.EXPERIMENTS) ---------------------------------------------
+
+_GEOMETRY_COLUMNS = "model, lang, dataset, modality, transform, fit_set, eval_set, value"
+
+
+def transform_geometry_rows(warehouse: Warehouse) -> tuple[list[dict], list[dict]]:
+    """(IsoScore rows of metrics.isotropy, silhouette rows of metrics.clusters) of every fitted transform
+    (``transform <> 'none'``), every model and language: what experiments/transform_clusters pairs."""
+    if not warehouse.exists():
+        return [], []
+    iso = query_rows(warehouse, f"SELECT {_GEOMETRY_COLUMNS} FROM metrics.isotropy WHERE metric = 'isoscore' "
+                                "AND transform <> 'none' ORDER BY ALL")
+    sil = query_rows(warehouse, f"SELECT {_GEOMETRY_COLUMNS} FROM metrics.clusters WHERE metric = 'silhouette' "
+                                "AND transform <> 'none' ORDER BY ALL")
+    return iso, sil
+
+
+def experiment_table(warehouse: Warehouse, table: str) -> list[dict]:
+    """Every row of ``experiments.<table>`` (less when and by what it was written), in a stable order;
+    none before the warehouse exists."""
+    if not warehouse.exists():
+        return []
+    columns = [name for name, _ in EXPERIMENT_COLUMNS[table] if name not in ("computed_at", "code_version")]
+    return query_rows(warehouse, f"SELECT {', '.join(columns)} FROM experiments.{table} ORDER BY ALL")

@@ -11,7 +11,8 @@ of two backends with the same schemas, tables and SQL.
   from the pip packages ``duckdb-extension-ducklake``, ``-sqlite-scanner`` and ``-postgres-scanner``
   (extra ``ducklake``), loaded from their files, so nothing is downloaded.
 
-Schema ``metrics`` holds one long-format table per metric family; schemas ``embeddings`` and
+Schema ``metrics`` holds one long-format table per metric family, schema ``experiments`` the wide tables of
+the experiments (``EXPERIMENT_COLUMNS``); schemas ``embeddings`` and
 ``datasets`` hold views over the Parquet files of the data root, stored with paths relative to it and
 resolved (DuckDB's ``file_search_path``) against the data root the warehouse is opened from, so a
 copied or moved data root reads its own files. A materialization replaces exactly the rows of its
@@ -53,6 +54,27 @@ METRIC_COLUMNS: list[tuple[str, str]] = [
 ]
 # ``layers`` adds the hidden layer index to the columns every family table has.
 EXTRA_COLUMNS = {"layers": [("layer", "INTEGER")]}
+_PROVENANCE = [("computed_at", "TIMESTAMPTZ"), ("code_version", "VARCHAR")]
+# The tables of schema ``experiments`` (conescope.metric_families.EXPERIMENTS), wide: one row per recorded
+# training step or per correlation (docs/storage.md, "Experiments").
+EXPERIMENT_COLUMNS: dict[str, list[tuple[str, str]]] = {
+    "cluster_training": [
+        ("dataset", "VARCHAR"), ("model", "VARCHAR"), ("lang", "VARCHAR"), ("seed", "INTEGER"), ("step", "INTEGER"),
+        ("isoscore", "DOUBLE"), ("silhouette", "DOUBLE"), ("silhouette_ci_low", "DOUBLE"),
+        ("silhouette_ci_high", "DOUBLE"), ("train_accuracy", "DOUBLE"), ("loss", "DOUBLE"), ("n", "BIGINT"),
+        *_PROVENANCE, ("params", "VARCHAR")],
+    "cluster_training_summary": [
+        ("dataset", "VARCHAR"), ("model", "VARCHAR"), ("lang", "VARCHAR"), ("seed", "INTEGER"),
+        ("statistic", "VARCHAR"), ("value", "DOUBLE"), ("ci_low", "DOUBLE"), ("ci_high", "DOUBLE"), ("n", "BIGINT"),
+        *_PROVENANCE, ("params", "VARCHAR")],
+    "transform_clusters": [
+        ("dataset", "VARCHAR"), ("model", "VARCHAR"), ("lang", "VARCHAR"), ("modality", "VARCHAR"),
+        ("transform", "VARCHAR"), ("fit_set", "VARCHAR"), ("eval_set", "VARCHAR"), ("isoscore", "DOUBLE"),
+        ("silhouette", "DOUBLE"), ("d_isoscore", "DOUBLE"), ("d_silhouette", "DOUBLE"), *_PROVENANCE],
+    "transform_clusters_summary": [
+        ("modality", "VARCHAR"), ("statistic", "VARCHAR"), ("value", "DOUBLE"), ("ci_low", "DOUBLE"),
+        ("ci_high", "DOUBLE"), ("n", "BIGINT"), ("groups", "BIGINT"), *_PROVENANCE, ("params", "VARCHAR")],
+}
 REJECT_COLUMNS: list[tuple[str, str]] = [
     ("dataset", "VARCHAR"), ("model", "VARCHAR"), ("stage", "VARCHAR"), ("sample_id", "VARCHAR"),
     ("reason", "VARCHAR"), ("recorded_at", "TIMESTAMPTZ"), ("code_version", "VARCHAR"),
@@ -388,8 +410,10 @@ class Warehouse:
             tables = {(s, t) for s, t, _ in have}
             schemas = {s for (s,) in con.execute("SELECT schema_name FROM information_schema.schemata "
                                                  "WHERE catalog_name = current_database()").fetchall()}
-            todo = [f"CREATE SCHEMA IF NOT EXISTS {s}" for s in ("metrics", "embeddings", "datasets")
+            todo = [f"CREATE SCHEMA IF NOT EXISTS {s}" for s in ("metrics", "embeddings", "datasets", "experiments")
                     if s not in schemas]
+            todo += [_ddl(f"experiments.{table}", columns) for table, columns in EXPERIMENT_COLUMNS.items()
+                     if ("experiments", table) not in tables]
             for table in METRIC_TABLES:
                 columns = METRIC_COLUMNS + EXTRA_COLUMNS.get(table, [])
                 if ("metrics", table) not in tables:
@@ -480,6 +504,26 @@ class Warehouse:
                 stack.enter_context(held_lock(self.root / "tmp" / "warehouse-locks" / f"{key}.lock",
                                               timeout_s=self.lock_timeout_s))
             yield
+
+    def replace_whole_tables(self, tables: Mapping[str, pa.Table]) -> dict[str, int]:
+        """Every row of each of ``tables`` replaced by the given rows, all tables in one transaction (the
+        tables of an unpartitioned asset, which owns all their rows). Returns the rows deleted. On
+        DuckLake the writers of a whole table take turns as a partition's do (``_partition_locks``)."""
+        with self.connect() as con, self._partition_locks(tables, {}, ()):
+            self.ensure_schema(con)
+
+            def body() -> dict[str, int]:
+                deleted = {}
+                for table, rows in tables.items():
+                    deleted[table] = int(con.execute(f"DELETE FROM {table}").fetchone()[0])
+                    con.register("incoming_rows", rows)
+                    try:
+                        con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming_rows")
+                    finally:
+                        con.unregister("incoming_rows")
+                return deleted
+
+            return self._transaction(con, body)
 
     def refresh_views(self, root: Path, datasets: list[str]) -> list[str]:
         """(Re)create the views over the Parquet files of ``datasets`` that exist under ``root``;
@@ -615,6 +659,20 @@ def _check_functions(con: duckdb.DuckDBPyConnection, text: str, statement: str) 
         raise ReadOnlyViolation(f"{_excerpt(statement)}: {', '.join(dict.fromkeys(refused))} refused; the "
                                 f"warehouse is read-only here (table functions that read only: read_parquet, "
                                 f"read_csv, read_json, read_text, glob, duckdb_tables, ...)")
+
+def experiment_rows(records: list[dict], table: str, code_version: str) -> pa.Table:
+    """Records of ``experiments.<table>`` as an Arrow table of its columns (absent columns null; an
+    unknown key is an error), stamped with ``computed_at`` and the writing asset's ``code_version``."""
+    columns = EXPERIMENT_COLUMNS[table.removeprefix("experiments.")]
+    schema = arrow_schema(columns)
+    now = datetime.now(UTC)
+    full = []
+    for rec in records:
+        unknown = set(rec) - set(schema.names)
+        if unknown:
+            raise ValueError(f"{table}: record has columns outside the table: {sorted(unknown)}")
+        full.append({**dict.fromkeys(schema.names), "computed_at": now, "code_version": code_version, **rec})
+    return pa.Table.from_pylist(full, schema=schema)
 
 
 def metric_rows(records: list[dict], table: str | None = None, code_version: str | None = None) -> pa.Table:

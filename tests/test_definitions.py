@@ -38,7 +38,8 @@ def test_module_level_definitions_load_with_the_demo_profile(monkeypatch):
     final = defs.resolve_job_def(REPORTS_JOB)
     assert final.partitions_def is None
     assert {k.to_user_string() for k in final.asset_layer.executable_asset_keys} == {
-        "reports/comparison_report", "reports/paper_report"}
+        "reports/comparison_report", "reports/paper_report", "experiments/transform_clusters",
+        "reports/isotropy_clusters_report"}
     datasets = defs.resolve_job_def(DATASETS_JOB)
     assert not any(k.path[0] == "reports" for k in datasets.asset_layer.executable_asset_keys)
 

@@ -32,6 +32,10 @@ REGISTRY: dict[str, list[tuple[str, tuple[str, ...]]]] = {
         ("tests/test_cli.py::test_readme_subset_example_completes_on_the_demo_profile",
          ('"materialize", "--model", "vit-b-32.random", "--lang", "en"',)),
     ],
+    ".venv/bin/conescope materialize --profile mickus": [
+        ("tests/test_isotropy_clusters.py::test_the_mickus_profile_materializes_offline",
+         ('load_profile("mickus")', "execute_plan(", "full_plan(")),
+    ],
     ".venv/bin/conescope dev": [
         ("tests/devserver.py::DevServer", ('"pipelines.cli", "dev"',)),
         ("tests/test_dev.py::test_dev_stops_with_every_child", ("DevServer(",)),

@@ -12,6 +12,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from conescope.metric_families import EXPERIMENT_TABLES
 from conescope.profile import ProfileError, parse_profile
 from storage.warehouse import METRIC_TABLES, LakeConfig, Warehouse, metric_rows
 from tests.conftest import TINY_PROFILE
@@ -57,7 +58,8 @@ def test_doc_queries_answer_the_same_on_both_backends(materialized, tmp_path):
     profile, root, _, _ = materialized
     embedded = Warehouse(root.warehouse)
     lake = _lake(root.root, f"sqlite:{tmp_path / 'catalog.sqlite'}", tmp_path / "lake")
-    tables = [f"metrics.{t}" for t in METRIC_TABLES] + ["datasets.rejects"]
+    tables = [f"metrics.{t}" for t in METRIC_TABLES] + ["datasets.rejects"] + \
+        [f"experiments.{t}" for t in EXPERIMENT_TABLES]
     with embedded.connect(read_only=True) as con:
         contents = {t: con.sql(f"SELECT * FROM {t}").to_arrow_table() for t in tables}
     with lake.connect() as con:

@@ -138,12 +138,16 @@ def test_evaluate_all_fills_transform_fit_and_eval_sets(sets):
     p = P.plan(SETTINGS, sets)
     stored = [t for kind in ("identity", "procrustes", "gap_shift") for t in E.fit_all(SETTINGS, kind, p, sets)[0]]
     rows = E.evaluate_all(stored, p, sets, MetricSettings(bootstrap=20), {"cap": (10.0, None), "cls": (10.0, None)})
-    assert set(rows) == {"isotropy", "modality_gap", "clip_loss", "zero_shot", "retrieval"}
+    assert set(rows) == {"isotropy", "modality_gap", "clip_loss", "zero_shot", "retrieval", "clusters"}
     loss = {(r["transform"], r["fit_set"], r["eval_set"]) for r in rows["clip_loss"] if r["metric"] == "loss"}
     assert ("procrustes", "cap:train", "cap:test") in loss and ("gap_shift_1", "cap:train", "cap:test") in loss
     top1 = {(r["transform"], r["eval_set"]) for r in rows["zero_shot"] if r["metric"] == "top1"}
     assert {("procrustes", "cls:test:known"), ("procrustes", "cls:test:new"), ("identity", "cls:test")} <= top1
     assert not any(r["transform"].startswith("gap_shift") for r in rows["isotropy"])
+    # the silhouette is geometry: in-domain only, like isotropy (the cross-transform view pairs the two)
+    sil = {(r["transform"], r["eval_set"], r["modality"]) for r in rows["clusters"]}
+    assert ("procrustes", "cap:test", "image") in sil and not any(t.startswith("gap_shift") for t, _, _ in sil)
+    assert not any(e.startswith("cls:test:") for _, e, _ in sil)
     # gap closed by lambda = 1 (renormalized) on the fit set's distribution
     gap = {r["transform"]: r["value"] for r in rows["modality_gap"] if r["metric"] == "gap_norm"
            and r["eval_set"] == "cap:test"}

@@ -16,7 +16,7 @@ from tests.conftest import TINY_PROFILE
 
 KINDS = {"coco": "coco", "coco_karpathy": "coco", "cifar100": "cifar", "wikicaps": "parallel", "xm3600": "parallel",
          "multi30k": "parallel", "sts": "sts", "manifest": "generic", "sweep": "sweeps", "word_pairs": "words",
-         "valence_lexicon": "words"}
+         "valence_lexicon": "words", "polarity": "polarity"}
 
 
 def test_each_reader_module_registers_its_kinds():
@@ -47,6 +47,7 @@ def test_unknown_kind_names_every_registered_kind():
     ({"kind": "manifest", "file": "m.csv", "text_only": True}, ("en",), False),
     ({"kind": "word_pairs", "file": "rg65.csv"}, ("en",), False),
     ({"kind": "valence_lexicon", "lang": "fr"}, ("fr",), False),
+    ({"kind": "polarity"}, ("en",), False),
 ])
 def test_each_kind_declares_its_languages_and_images(entry, languages, has_images):
     raw = copy.deepcopy(TINY_PROFILE)
