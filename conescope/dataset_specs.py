@@ -38,6 +38,10 @@ GENERATED_LANGUAGES = ("en", "fr", "de", "ru")
 DIGITS_SAMPLES = 1797  # scikit-learn's digits
 
 
+BUNDLED_PREFIX = "bundled:"
+BUNDLED_DIR = Path(__file__).resolve().parent / "bundled"
+
+
 @record
 class DatasetSpec(Section):
     """What every dataset entry has: its name (the profile key) and its seed."""
@@ -155,9 +159,13 @@ class SourceDataset(DatasetSpec):
 
     @staticmethod
     def at(raw_dir: Path, value: str | None) -> Path | None:
-        """``value`` (a path from the profile) resolved against the raw folder unless absolute."""
+        """``value`` (a path from the profile) resolved against the raw folder unless absolute;
+        ``bundled:<folder>/<file>`` names a file shipped in ``conescope/bundled/`` (with its provenance),
+        so that a profile on the bundled benchmarks runs offline from a fresh clone."""
         if value is None:
             return None
+        if value.startswith(BUNDLED_PREFIX):
+            return BUNDLED_DIR / value.removeprefix(BUNDLED_PREFIX)
         path = Path(value)
         return path if path.is_absolute() else raw_dir / path
 

@@ -23,7 +23,7 @@ from conescope.metrics import bootstrap, layers
 from conescope.profile import MetricSettings, ProfileError, parse_profile
 from tests.conftest import TINY_PROFILE
 
-BUNDLED = Path(__file__).resolve().parent.parent / "reference_data" / "wolfe-caliskan"
+BUNDLED = Path(__file__).resolve().parent.parent / "conescope" / "bundled" / "wolfe-caliskan"
 WORD_FILES = {"rg65.csv": ("semicolon", 65, 48), "wordsim353.csv": ("semicolon", 353, 437),
               "simlex999.csv": ("semicolon", 999, 1028), "SimVerb-3500.txt": ("simverb", 3500, 827)}
 SETTINGS = MetricSettings(bootstrap=200)

