@@ -15,6 +15,8 @@ and the offending rows.
 - ``metrics/*``: ``expected_metrics``, ``finite_values``, ``value_in_ci``, ``n_matches_rows``.
 - ``transforms/<kind>``: ``finite_parameters``.
 - ``reports/*``: ``self_contained`` (the file exists, its size is sane, no external URL).
+- ``experiments/*``: ``complete_runs`` (every seed's recorded steps, every correlation; every transform
+  point whole), ``correlation_in_ci``.
 """
 
 import warnings
@@ -29,6 +31,7 @@ import pyarrow.parquet as pq
 from assets import keys
 from conescope import checks, metric_families
 from conescope.metric_families import TRANSFORM_WRITTEN_TABLES
+from conescope.metrics.isotropy_clusters import recorded_steps
 from conescope.profile import Profile
 from pipelines.partitions import ProfilePartitions, model_and_lang
 from pipelines.resources import ConescopeHome
@@ -43,6 +46,7 @@ METRIC_CHECKS = ("expected_metrics", "finite_values", "value_in_ci", "n_matches_
 TRANSFORM_CHECKS = ("finite_parameters",)
 REPORT_CHECKS = ("self_contained",)
 DATASET_CHECKS = ("reject_fraction",)
+EXPERIMENT_CHECKS = ("complete_runs", "correlation_in_ci")
 WARN_SHARE_OF_MAX = 0.5  # reject fraction warning level, as a share of max_reject_fraction
 REPORT_MIN_BYTES, REPORT_MAX_BYTES = 1024, 64 * 1024 * 1024
 _METRIC_ASSETS = {keys.metric(asset.name): (family, asset) for family, asset in metric_families.assets()}
@@ -211,6 +215,24 @@ def dataset_findings(home: ConescopeHome, profile: Profile, ds: str) -> dict[str
     return {"reject_fraction": checks.reject_fraction(samples, rejects, limit, limit * WARN_SHARE_OF_MAX)}
 
 
+def experiment_findings(home: ConescopeHome, profile: Profile, key: dg.AssetKey,
+                        model: str | None) -> dict[str, checks.Finding]:
+    """experiments/cluster_training: its model's runs against the profile's ``cluster_training`` section;
+    experiments/transform_clusters: every point and correlation."""
+    if key.path[-1] == "cluster_training":
+        spec = profile.cluster_training
+        summary = metric_rows.experiment_table(home.warehouse, "cluster_training_summary", model)
+        complete = checks.training_runs(metric_rows.experiment_table(home.warehouse, "cluster_training", model),
+                                        summary, [(ds, lang) for ds in spec.datasets
+                                                  for lang in profile.dataset_languages(ds)],
+                                        spec.seeds, recorded_steps(spec.updates, spec.record_every))
+    else:
+        summary = metric_rows.experiment_table(home.warehouse, "transform_clusters_summary")
+        complete = checks.transform_points(metric_rows.experiment_table(home.warehouse, "transform_clusters"),
+                                           summary)
+    return {"complete_runs": complete, "correlation_in_ci": checks.correlation_intervals(summary)}
+
+
 def report_path(root: DataRoot, key: dg.AssetKey, model: str | None, lang: str | None) -> Path:
     name = key.path[-1]
     if name == "partition_report":
@@ -238,7 +260,7 @@ def _family(key: dg.AssetKey) -> str | None:
     head, name = key.path[0], key.path[-1]
     if head == "embeddings" and name.endswith(("_image", "_text")):
         return "embeddings"
-    return head if head in ("datasets", "metrics", "transforms", "reports") else None
+    return head if head in ("datasets", "metrics", "transforms", "reports", "experiments") else None
 
 
 def build_asset_checks(profile: Profile, parts: ProfilePartitions,
@@ -257,12 +279,14 @@ def build_asset_checks(profile: Profile, parts: ProfilePartitions,
                 return metric_findings(home, profile, key, model, lang)
             if family == "transforms":
                 return transform_findings(home, name, model, lang)
+            if family == "experiments":
+                return experiment_findings(home, profile, key, model)
             return report_findings(home, key, model, lang)
 
         return run
 
     names = {"datasets": DATASET_CHECKS, "embeddings": EMBEDDING_CHECKS, "metrics": METRIC_CHECKS,
-             "transforms": TRANSFORM_CHECKS, "reports": REPORT_CHECKS}
+             "transforms": TRANSFORM_CHECKS, "reports": REPORT_CHECKS, "experiments": EXPERIMENT_CHECKS}
     groups: dict[tuple[str, str], list[tuple[dg.AssetKey, object]]] = {}
     for a in assets:
         for key in a.keys:
@@ -284,7 +308,7 @@ def _multi_check(family: str, partitioning: str, members: list, check_names: tup
                                    description=_DESCRIPTIONS[name])
                  for key, parts in members for name in check_names]
     # Reading the warehouse: with the metric and dataset steps in the one-slot pool, never beside a writer.
-    pool = keys.DUCKDB_POOL if family in ("datasets", "metrics") else None
+    pool = keys.DUCKDB_POOL if family in ("datasets", "metrics", "experiments") else None
 
     @dg.multi_asset_check(name=f"check_{family}_{partitioning}", specs=specs, can_subset=True, pool=pool,
                           description=f"Asset checks of the {family} assets ({partitioning})")
@@ -322,4 +346,7 @@ _DESCRIPTIONS = {
     "n_matches_rows": "n equals the stored embedding rows measured (exact over whole sets, bounded for subsets)",
     "finite_parameters": "Every fitted transform has finite parameters and a provenance naming its fit rows",
     "self_contained": "The report file exists, weighs between 1 KiB and 64 MiB, and loads no external URL",
+    "complete_runs": "Every seed of every dataset and language has a finite row at every recorded step and its "
+                     "correlations (cluster_training); every transform point is finite and whole (transform_clusters)",
+    "correlation_in_ci": "Every correlation lies in [-1, 1] and inside its interval where one is stored",
 }

@@ -184,6 +184,62 @@ def n_matches_rows(family: str, rows: list[dict], counts: dict[tuple[str, str, s
     return finding_of(bad, f"n matches the stored rows for all {len(rows)} rows", "n differs from the rows measured")
 
 
+# --- experiments (conescope.metric_families.EXPERIMENTS) -----------------------------------------
+
+def training_runs(steps: list[dict], summary: list[dict], expected: Iterable[tuple[str, str]],
+                  seeds: Sequence[int], recorded: Sequence[int]) -> Finding:
+    """Every (dataset, lang) of ``expected`` has, for every seed, a row at every recorded step with finite
+    IsoScore, silhouette, accuracy and loss, and both correlations per seed and over every seed; nothing
+    else is stored."""
+    want = {(ds, lang, seed, step) for ds, lang in expected for seed in seeds for step in recorded}
+    have = {(r["dataset"], r["lang"], r["seed"], r["step"]): r for r in steps}
+    offending = [f"{ds}/{lang} seed {seed} step {step} (missing)" for ds, lang, seed, step in sorted(want - set(have))]
+    offending += [f"{k[0]}/{k[1]} seed {k[2]} step {k[3]} (not expected)" for k in sorted(set(have) - want, key=str)]
+    offending += [f"{k[0]}/{k[1]} seed {k[2]} step {k[3]} (non-finite {m})" for k, r in sorted(have.items(), key=str)
+                  for m in ("isoscore", "silhouette", "train_accuracy", "loss") if not _finite(r[m])]
+    stats_want = {(ds, lang, seed, st) for ds, lang in expected for seed in [*seeds, None]
+                  for st in ("pearson", "spearman")}
+    stats_have = {(r["dataset"], r["lang"], r["seed"], r["statistic"]) for r in summary}
+    offending += [f"{ds}/{lang} seed {'all' if seed is None else seed} {st} (missing correlation)"
+                  for ds, lang, seed, st in sorted(stats_want - stats_have, key=str)]
+    return finding_of(offending, f"{len(have)} recorded steps and {len(stats_have)} correlations, none missing",
+                      "incomplete training runs", steps=len(have), correlations=len(stats_have))
+
+
+def transform_points(points: list[dict], summary: list[dict]) -> Finding:
+    """Every point has finite IsoScore and silhouette, its two changes both set or both null, and the
+    summary has both correlations for each modality it names."""
+    offending = [f"{p['model']}/{p['lang']}/{p['dataset']}/{p['modality']}/{p['transform']} (non-finite)"
+                 for p in points if not (_finite(p["isoscore"]) and _finite(p["silhouette"]))]
+    offending += [f"{p['model']}/{p['lang']}/{p['dataset']}/{p['modality']}/{p['transform']} (one change null)"
+                  for p in points if (p["d_isoscore"] is None) != (p["d_silhouette"] is None)]
+    pairs = {(r["modality"], r["statistic"]) for r in summary}
+    offending += [f"{m} {st} (missing correlation)" for m in sorted({m for m, _ in pairs})
+                  for st in ("pearson", "spearman") if (m, st) not in pairs]
+    return finding_of(offending, f"{len(points)} points, {len(summary)} correlations", "incomplete transform points",
+                      points=len(points), correlations=len(summary))
+
+
+def correlation_intervals(rows: list[dict]) -> Finding:
+    """A correlation lies in [-1, 1] and inside its interval where one is stored (both ends or neither);
+    a NaN r (a constant series) has no interval."""
+    bad = []
+    for r in rows:
+        value, lo, hi = r["value"], r["ci_low"], r["ci_high"]
+        where = "/".join(str(r.get(k)) for k in ("dataset", "lang", "seed", "modality", "statistic") if k in r)
+        if (lo is None) != (hi is None):
+            bad.append(f"{where} (half-null interval)")
+        elif value is None or math.isnan(value):
+            if lo is not None:
+                bad.append(f"{where} (an interval around an undefined r)")
+        elif not -1 - 1e-9 <= value <= 1 + 1e-9:
+            bad.append(f"{where} (r = {value:.6g} outside [-1, 1])")
+        elif lo is not None and not lo - 1e-9 <= value <= hi + 1e-9:
+            bad.append(f"{where} ({value:.6g} not in [{lo:.6g}, {hi:.6g}])")
+    return finding_of(bad, f"{len(rows)} correlations in [-1, 1] and inside their intervals",
+                      "correlations outside [-1, 1] or their interval")
+
+
 # --- datasets ------------------------------------------------------------------------------------
 
 def reject_fraction(samples: int, rejects: list[tuple[str, str]], max_fraction: float,

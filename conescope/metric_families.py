@@ -178,15 +178,14 @@ class Experiment:
     are not metric rows of a family (a trajectory per training step, correlations), written to its own
     tables ``experiments.<table>`` (columns in ``storage.warehouse.EXPERIMENT_COLUMNS``). ``scope``:
     ``summary`` (per model, after every language: it replaces its model's rows) or ``all`` (once, after
-    every model: it replaces every row). ``modules``: the roots of its code version."""
+    every model: it replaces every row). ``modules``: the roots of its code version. Which profiles build
+    it is decided in ``assets/experiments.py`` (``experiment_assets``)."""
 
     name: str
     scope: str
     description: str
     tables: tuple[str, ...]
     modules: tuple[str, ...]
-    # the profile key that lists what it runs on (empty: the asset is not built)
-    enabled_by: str
 
 
 EVERY_MODEL = "all"  # an experiment over every model's rows, unpartitioned
@@ -194,11 +193,11 @@ EXPERIMENTS: tuple[Experiment, ...] = (
     Experiment("cluster_training", SUMMARY, "Mickus et al.'s isotropy against clusters: the stored text embeddings "
                                             "trained under a linear head, IsoScore and silhouette along the way",
                ("cluster_training", "cluster_training_summary"),
-               ("conescope.cluster_training", "conescope.metrics.isotropy_clusters"), "cluster_training.datasets"),
+               ("conescope.cluster_training", "conescope.metrics.isotropy_clusters")),
     Experiment("transform_clusters", EVERY_MODEL, "IsoScore against silhouette across the fitted transforms "
                                                   "(metrics.isotropy and metrics.clusters after each transform)",
                ("transform_clusters", "transform_clusters_summary"),
-               ("conescope.cluster_training", "conescope.metrics.isotropy_clusters"), "transforms.kinds"),
+               ("conescope.cluster_training", "conescope.metrics.isotropy_clusters")),
 )
 EXPERIMENT_TABLES = tuple(t for e in EXPERIMENTS for t in e.tables)
 

@@ -105,10 +105,12 @@ def transform_geometry_rows(warehouse: Warehouse) -> tuple[list[dict], list[dict
     return iso, sil
 
 
-def experiment_table(warehouse: Warehouse, table: str) -> list[dict]:
-    """Every row of ``experiments.<table>`` (less when and by what it was written), in a stable order;
-    none before the warehouse exists."""
+def experiment_table(warehouse: Warehouse, table: str, model: str | None = None) -> list[dict]:
+    """Every row of ``experiments.<table>`` (less when and by what it was written; those of ``model`` only
+    when given), in a stable order; none before the warehouse exists."""
     if not warehouse.exists():
         return []
     columns = [name for name, _ in EXPERIMENT_COLUMNS[table] if name not in ("computed_at", "code_version")]
-    return query_rows(warehouse, f"SELECT {', '.join(columns)} FROM experiments.{table} ORDER BY ALL")
+    where = "" if model is None else " WHERE model = ?"
+    return query_rows(warehouse, f"SELECT {', '.join(columns)} FROM experiments.{table}{where} ORDER BY ALL",
+                      [] if model is None else [model])

@@ -274,6 +274,11 @@ def test_assets_train_the_polarity_texts_per_model(tmp_path):
         assert len(answers) == 3 and answers[0] and answers[1] and not answers[2]  # no transforms here
     page = root.summary_report_dir("isotropy_clusters") / "index.html"
     assert "tiny.random: pol (en)" in page.read_text(encoding="utf-8")
+    from tests.test_checks import run_checks
+
+    found = run_checks(defs, "tiny.random", asset_keys=[CLUSTER_TRAINING])
+    assert {check for _, check in found} == {"complete_runs", "correlation_in_ci"}
+    assert all(e.passed for e in found.values()), {k: e.description for k, e in found.items()}
 
 
 def test_the_tiny_pipeline_pairs_isoscore_and_silhouette_across_transforms(materialized):
@@ -292,6 +297,37 @@ def test_the_tiny_pipeline_pairs_isoscore_and_silhouette_across_transforms(mater
     assert any(d is not None for *_, d, _ in points)
     assert summary and all(g >= 1 for *_, g in summary)
     assert (root.summary_report_dir("isotropy_clusters") / "index.html").is_file()
+    from assets.experiments import TRANSFORM_CLUSTERS
+    from tests.test_checks import run_checks
+
+    found = run_checks(materialized[2], None, asset_keys=[TRANSFORM_CLUSTERS])
+    assert len(found) == 2 and all(e.passed for e in found.values()), {k: e.description for k, e in found.items()}
+
+
+def test_the_experiment_checks_name_what_is_missing_or_wrong():
+    from conescope import checks
+
+    step = {"dataset": "d", "lang": "en", "isoscore": 0.3, "silhouette": 0.1, "train_accuracy": 0.5, "loss": 0.7}
+    steps = [{**step, "seed": s, "step": t} for s in (0, 1) for t in (0, 5)]
+    summary = [{"dataset": "d", "lang": "en", "seed": s, "statistic": st, "value": -0.9, "ci_low": -0.95,
+                "ci_high": -0.8} for s in (0, 1, None) for st in ("pearson", "spearman")]
+    assert checks.training_runs(steps, summary, [("d", "en")], (0, 1), (0, 5)).passed
+    broken = [r for r in steps if (r["seed"], r["step"]) != (1, 5)] + [{**step, "seed": 0, "step": 9,
+                                                                        "loss": float("nan")}]
+    f = checks.training_runs(broken, summary[:-1], [("d", "en")], (0, 1), (0, 5))
+    assert not f.passed and f.offending == ["d/en seed 1 step 5 (missing)", "d/en seed 0 step 9 (not expected)",
+                                            "d/en seed 0 step 9 (non-finite loss)",
+                                            "d/en seed all spearman (missing correlation)"]
+    assert checks.correlation_intervals(summary).passed
+    bad = [{**summary[0], "value": -0.7}, {**summary[1], "ci_high": None}, {**summary[2], "value": 1.5,
+                                                                          "ci_low": None, "ci_high": None},
+           {**summary[3], "value": float("nan"), "ci_low": None, "ci_high": None}]
+    f = checks.correlation_intervals(bad)
+    assert f.count == 3 and "not in" in f.offending[0] and "half-null" in f.offending[1] and "outside" in f.offending[2]
+    point = {"model": "m", "lang": "en", "dataset": "d", "modality": "text", "transform": "t", "isoscore": 0.1,
+             "silhouette": 0.2, "d_isoscore": 0.1, "d_silhouette": None}
+    f = checks.transform_points([point], [{"modality": "text", "statistic": "pearson"}])
+    assert f.offending == ["m/en/d/text/t (one change null)", "text spearman (missing correlation)"]
 
 
 def test_the_storage_contract_documents_every_experiment_table_and_column():
