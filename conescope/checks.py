@@ -158,8 +158,8 @@ def n_matches_rows(family: str, rows: list[dict], counts: dict[tuple[str, str, s
     stored embedding rows (modality image: lang None). Raw rows over all rows (eval set ``all``)
     must equal it exactly (image, text, image + text for joint; every language for the language
     separability; the paired rows for a compared language); subsets (a test split, pairs, a
-    transform's eval set, the labelled rows of a silhouette) must be between 1 and what the rows
-    allow."""
+    transform's eval set, the labelled rows of a silhouette, the scored sentence or word pairs of a
+    ``paired`` metric) must be between 1 and what the rows allow."""
     declared = declared_family(family)
     bad = []
     for r in rows:
@@ -167,7 +167,10 @@ def n_matches_rows(family: str, rows: list[dict], counts: dict[tuple[str, str, s
         img = counts.get((ds, "image", None), 0)
         txt = counts.get((ds, "text", lang), 0)
         exact, bound = None, None
-        if declared.over_languages is not None:
+        contract = declared.metrics_of(modality, lang)
+        if contract is not None and r["metric"] in contract.paired:
+            bound = txt * txt  # pairs of stored texts (or a subset of them: a lexicon's scored words)
+        elif declared.over_languages is not None:
             langs = {k[2]: v for k, v in counts.items() if k[0] == ds and k[1] == "text"}
             if lang is None:
                 exact = sum(langs.values())

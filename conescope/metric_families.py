@@ -39,12 +39,15 @@ class Metrics:
     ``raw_only`` one: measured on the raw embeddings only), may hold the ``optional`` ones, and
     nothing else. ``written_with``: optional metric -> what writes it, a profile switch
     (``metrics.amumo_loss``) or a dataset kind (``kind: sts``); an optional metric not named there is
-    written by every current materialization but absent from older warehouses."""
+    written by every current materialization but absent from older warehouses. ``paired``: metrics
+    whose ``n`` counts scored pairs of the stored texts (sentence or word pairs) or the lexicon words
+    scored, not the stored rows, so it is bounded by them instead of equal to them."""
 
     required: frozenset[str]
     optional: frozenset[str] = frozenset()
     raw_only: frozenset[str] = frozenset()
     written_with: Mapping[str, str] = field(default_factory=dict)
+    paired: frozenset[str] = frozenset()
 
     def required_of(self, raw: bool) -> frozenset[str]:
         return self.required | self.raw_only if raw else self.required
@@ -54,12 +57,16 @@ class Metrics:
         return self.required | self.optional | self.raw_only
 
 
-def metrics(required: str, optional: str = "", raw_only: str = "", **written_with: str) -> Metrics:
+def metrics(required: str, optional: str = "", raw_only: str = "", paired: str = "", **written_with: str) -> Metrics:
     """:class:`Metrics` from space-separated names; keywords: ``metric="switch"`` for ``written_with``."""
     unknown = set(written_with) - _names(optional)
     if unknown:
         raise ValueError(f"written_with names metrics that are not optional: {sorted(unknown)}")
-    return Metrics(_names(required), _names(optional), _names(raw_only), MappingProxyType(dict(written_with)))
+    allowed = _names(required) | _names(optional) | _names(raw_only)
+    if not _names(paired) <= allowed:
+        raise ValueError(f"paired names unknown metrics: {sorted(_names(paired) - allowed)}")
+    return Metrics(_names(required), _names(optional), _names(raw_only), MappingProxyType(dict(written_with)),
+                   _names(paired))
 
 
 @dataclass(frozen=True)
@@ -166,7 +173,8 @@ FAMILIES: tuple[Family, ...] = (
     # Per-layer rows need the stored layer states; without them only the output's rows are written.
     Family("layers", {"text": metrics("", optional="self_similarity sts_spearman word_spearman valnorm",
                                       self_similarity="embedding.text_layers", sts_spearman="kind: sts",
-                                      word_spearman="kind: word_pairs", valnorm="kind: valence_lexicon")},
+                                      word_spearman="kind: word_pairs", valnorm="kind: valence_lexicon",
+                                      paired="sts_spearman word_spearman valnorm")},
            ("conescope.metrics.layers",),
            (MetricAsset("layers", MODEL_LANG, "Self-similarity of every hidden layer of the text tower"),)),
 )

@@ -50,7 +50,7 @@ def words_profile(text_layers: bool = False) -> dict:
 
 
 @pytest.fixture(scope="module")
-def warehouse(tmp_path_factory):
+def materialized(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("words")
     path = tmp / "words.yaml"
     path.write_text(yaml.safe_dump(words_profile()))
@@ -66,7 +66,22 @@ def warehouse(tmp_path_factory):
     with Warehouse(root.warehouse).connect(read_only=True) as con:
         rows = con.execute("SELECT dataset, metric, value, ci_low, ci_high, n FROM metrics.layers "
                            "WHERE model = 'minilm' AND layer IS NULL AND metric <> 'self_similarity'").fetchall()
-    return {(ds, metric): (value, low, high, n) for ds, metric, value, low, high, n in rows}
+    values = {(ds, metric): (value, low, high, n) for ds, metric, value, low, high, n in rows}
+    return values, result.get_asset_check_evaluations()
+
+
+@pytest.fixture(scope="module")
+def warehouse(materialized):
+    return materialized[0]
+
+
+def test_checks_of_the_word_benchmarks_pass(materialized):
+    """The asset checks hold on real word and sentence benchmarks (n counts scored pairs, not texts)."""
+    evaluations = materialized[1]
+    assert {(e.asset_key.to_user_string(), e.check_name) for e in evaluations} >= {
+        ("metrics/layers", "n_matches_rows"), ("embeddings/rg65_text", "row_count")}
+    failed = [(e.asset_key.to_user_string(), e.check_name, e.description) for e in evaluations if not e.passed]
+    assert failed == []
 
 
 @pytest.fixture(scope="module")
