@@ -272,25 +272,17 @@ def layer_rows(dataset: str, states: list[np.ndarray], settings: MetricSettings 
     return [_pairwise_rec(dataset, "text", "self_similarity", x, settings, layer=i) for i, x in enumerate(states)]
 
 
-def sts_rows(dataset: str, text_ids: np.ndarray, emb: np.ndarray, states: list[np.ndarray] | None,
-             pairs: dict[str, list]) -> list[dict]:
-    """``sts_spearman`` of the output embedding (``layer`` null) and of every hidden layer, over the
-    scored sentence pairs of an STS-B-style dataset (Wolfe & Caliskan 2022, section 3.2)."""
+def _scored_pairs(text_ids: np.ndarray, pairs: dict[str, list]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Row positions of both sides and the human score of each scored pair whose two texts are stored
+    (None when fewer than 3 are)."""
     position = {tid: i for i, tid in enumerate(text_ids)}
     keep = [k for k, (a, b) in enumerate(zip(pairs["text_id_a"], pairs["text_id_b"], strict=True))
             if a in position and b in position]
     if len(keep) < 3:
-        return []
+        return None
     a = np.asarray([position[pairs["text_id_a"][k]] for k in keep])
     b = np.asarray([position[pairs["text_id_b"][k]] for k in keep])
-    scores = np.asarray([pairs["score"][k] for k in keep], dtype=np.float64)
-    params = _params(pairs=len(keep), similarity="cosine")
-    rows = [_rec(dataset, "text", "sts_spearman", layers.sts_spearman(emb[a], emb[b], scores), len(keep),
-                 params=params, layer=None)]
-    for i, x in enumerate(states or []):
-        rows.append(_rec(dataset, "text", "sts_spearman", layers.sts_spearman(x[a], x[b], scores), len(keep),
-                         params=params, layer=i))
-    return rows
+    return a, b, np.asarray([pairs["score"][k] for k in keep], dtype=np.float64)
 
 
 def _correlation_rec(dataset: str, metric: str, x: np.ndarray, y: np.ndarray, kind: str, settings: MetricSettings,
@@ -299,21 +291,19 @@ def _correlation_rec(dataset: str, metric: str, x: np.ndarray, y: np.ndarray, ki
     return _rec(dataset, "text", metric, ci.value, len(x), ci, params=params, layer=layer)
 
 
-def word_pair_rows(dataset: str, text_ids: np.ndarray, emb: np.ndarray, states: list[np.ndarray] | None,
-                   pairs: dict[str, list], settings: MetricSettings) -> list[dict]:
-    """``word_spearman`` of the output embedding (``layer`` null) and of every hidden layer over the scored
-    word pairs of a word-similarity benchmark (Wolfe & Caliskan 2022, section 4.2), with the BCa
-    bootstrap interval over pairs."""
-    position = {tid: i for i, tid in enumerate(text_ids)}
-    keep = [k for k, (a, b) in enumerate(zip(pairs["text_id_a"], pairs["text_id_b"], strict=True))
-            if a in position and b in position]
-    if len(keep) < 3:
+def pair_similarity_rows(metric: str, dataset: str, text_ids: np.ndarray, emb: np.ndarray,
+                         states: list[np.ndarray] | None, pairs: dict[str, list],
+                         settings: MetricSettings) -> list[dict]:
+    """``metric`` (``sts_spearman`` for the sentence pairs of an STS-B-style dataset, ``word_spearman`` for
+    the word pairs of a word-similarity benchmark; Wolfe & Caliskan 2022, sections 3.2 and 4.2): Spearman's
+    rho between each scored pair's cosine and its human score, for the output embedding (``layer`` null)
+    and every hidden layer, with the BCa bootstrap interval over pairs."""
+    scored = _scored_pairs(text_ids, pairs)
+    if scored is None:
         return []
-    a = np.asarray([position[pairs["text_id_a"][k]] for k in keep])
-    b = np.asarray([position[pairs["text_id_b"][k]] for k in keep])
-    scores = np.asarray([pairs["score"][k] for k in keep], dtype=np.float64)
-    params = _params(pairs=len(keep), similarity="cosine", correlation="spearman")
-    return [_correlation_rec(dataset, "word_spearman", layers.pair_cosines(x[a], x[b]), scores, "spearman",
+    a, b, scores = scored
+    params = _params(pairs=len(scores), similarity="cosine", correlation="spearman")
+    return [_correlation_rec(dataset, metric, layers.pair_cosines(x[a], x[b]), scores, "spearman",
                              settings, layer, params)
             for layer, x in ((None, emb), *enumerate(states or []))]
 

@@ -158,11 +158,12 @@ def layers(profile: Profile, model: str, source: EmbeddingSource, lang: str) -> 
             rows += families.layer_rows(text.dataset, states, profile.metrics)
         pairs = source.sts_pairs(text.dataset)
         if pairs is not None:
-            rows += families.sts_rows(text.dataset, text.text_ids, text.emb, states, pairs)
+            rows += families.pair_similarity_rows("sts_spearman", text.dataset, text.text_ids, text.emb, states,
+                                                  pairs, profile.metrics)
         word_pairs = source.word_pairs(text.dataset)
         if word_pairs is not None:
-            rows += families.word_pair_rows(text.dataset, text.text_ids, text.emb, states, word_pairs,
-                                            profile.metrics)
+            rows += families.pair_similarity_rows("word_spearman", text.dataset, text.text_ids, text.emb, states,
+                                                  word_pairs, profile.metrics)
         lexicon = source.valence_lexicon(text.dataset)
         if lexicon is not None:
             rows += families.valnorm_rows(text.dataset, text.text_ids, text.emb, states, lexicon, profile.metrics)

@@ -104,11 +104,14 @@ def test_n_matches_rows():
     assert not checks.n_matches_rows("multilingual", [{**multi[0], "n": 10}], counts).passed
     # word pairs (65 pairs of RG65's 48 words) and a lexicon's scored words are not the stored texts
     words = {("rg65", "text", "en"): 48}
-    layer_rows = [_row("word_spearman", dataset="rg65", modality="text", n=65, layer=0), _row("valnorm", dataset="rg65", modality="text", n=46),
-                  _row("self_similarity", dataset="rg65", modality="text", n=48, layer=0)]
-    assert checks.n_matches_rows("layers", layer_rows, words).passed
-    assert not checks.n_matches_rows("layers", [_row("word_spearman", dataset="rg65", modality="text", n=48 * 48 + 1)], words).passed
-    assert not checks.n_matches_rows("layers", [_row("self_similarity", dataset="rg65", modality="text", n=65)], words).passed
+
+    def word_row(metric: str, n: int) -> dict:
+        return _row(metric, dataset="rg65", modality="text", n=n, layer=0)
+
+    assert checks.n_matches_rows("layers", [word_row("word_spearman", 65), word_row("valnorm", 46),
+                                            word_row("self_similarity", 48)], words).passed
+    assert not checks.n_matches_rows("layers", [word_row("word_spearman", 48 * 48 + 1)], words).passed
+    assert not checks.n_matches_rows("layers", [word_row("self_similarity", 65)], words).passed
 
 
 def test_reject_fraction_levels():

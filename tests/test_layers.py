@@ -5,9 +5,11 @@ import pytest
 from scipy.stats import spearmanr
 
 from conescope.embedding import embed_texts, text_layer_states
+from conescope.families import pair_similarity_rows
 from conescope.metrics.isotropy import mean_cosine
-from conescope.metrics.layers import layer_self_similarity, sts_spearman
+from conescope.metrics.layers import layer_self_similarity, pair_cosines
 from conescope.model_kinds.open_clip import load_model
+from conescope.profile import MetricSettings
 
 TEXTS = ["a red circle", "a blue square in the centre", "ein grüner Stern", "une étoile", "digit seven", "x"]
 
@@ -44,15 +46,27 @@ def test_self_similarity_is_mean_cosine_per_layer():
     assert layer_self_similarity(states) == [mean_cosine(states[0]), mean_cosine(states[1])]
 
 
-def test_sts_spearman_matches_scipy():
+def test_sts_spearman_matches_scipy_with_its_interval():
     rng = np.random.default_rng(1)
     a, b = rng.normal(size=(30, 8)), rng.normal(size=(30, 8))
     scores = rng.uniform(0, 5, size=30)
     cos = np.array([x @ y / np.linalg.norm(x) / np.linalg.norm(y) for x, y in zip(a, b, strict=True)])
-    assert sts_spearman(a, b, scores) == pytest.approx(spearmanr(cos, scores).statistic)
-    assert sts_spearman(a, b, 3 * cos + 1) == pytest.approx(1.0)  # any increasing function of cos ranks alike
+    ids = np.asarray([f"t{i}" for i in range(60)], dtype=object)
+    pairs = {"text_id_a": list(ids[:30]), "text_id_b": list(ids[30:]), "score": list(scores)}
+    states = [np.vstack([a, b]), np.vstack([a, b]) * 2.0]
+    rows = pair_similarity_rows("sts_spearman", "stsb", ids, np.vstack([a, b]), states, pairs,
+                                MetricSettings(bootstrap=200))
+    assert [r["layer"] for r in rows] == [None, 0, 1]
+    expected = spearmanr(cos, scores).statistic
+    assert all(r["metric"] == "sts_spearman" and r["n"] == 30 for r in rows)
+    assert [r["value"] for r in rows] == pytest.approx([expected] * 3)  # scaling a state changes no cosine
+    assert all(r["ci_low"] < r["value"] < r["ci_high"] for r in rows)
+    # any increasing function of the cosine ranks alike
+    pairs["score"] = list(3 * cos + 1)
+    assert pair_similarity_rows("sts_spearman", "stsb", ids, np.vstack([a, b]), None, pairs,
+                                MetricSettings(bootstrap=200))[0]["value"] == pytest.approx(1.0)
 
 
 def test_sts_pairs_must_align():
     with pytest.raises(ValueError, match="misaligned"):
-        sts_spearman(np.ones((3, 2)), np.ones((2, 2)), np.ones(3))
+        pair_cosines(np.ones((3, 2)), np.ones((2, 2)))

@@ -86,7 +86,7 @@ def test_the_documented_download_entries_pin_the_bundled_files():
     copies (same file name and sha256)."""
     import yaml
 
-    page = (BUNDLED.parent.parent / "docs" / "datasets-and-models.md").read_text()
+    page = (BUNDLED.parents[2] / "docs" / "datasets-and-models.md").read_text()
     (block,) = [b for b in re.findall(r"```yaml\n(.*?)```", page, flags=re.S) if "kind: word_pairs" in b]
     raw = copy.deepcopy(TINY_PROFILE)
     raw["datasets"].update(yaml.safe_load(block)["datasets"])
@@ -323,7 +323,7 @@ def test_word_spearman_replays_their_word_evaluations():
     vectors = _word_states(texts["text"], n_layers)
     word = dict(zip(texts["text_id"], texts["text"], strict=True))
     ids, emb, states = _as_stored(texts, vectors, n_layers)
-    rows = families.word_pair_rows("rg65", ids, emb, states, pairs, SETTINGS)
+    rows = families.pair_similarity_rows("word_spearman", "rg65", ids, emb, states, pairs, SETTINGS)
     # their code reads the file itself and feeds each word of each pair alone (float32 states)
     lines = [line.split(";") for line in (BUNDLED / "rg65.csv").read_text().splitlines() if line.strip()]
     left = [[v.astype(np.float32) for v in vectors[w1]] for w1, _, _ in lines]

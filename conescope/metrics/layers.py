@@ -12,12 +12,15 @@
   single-category WEAT effect size against the pleasant words A and the unpleasant words B,
   s(w) = (mean_{a in A} cos(w, a) - mean_{b in B} cos(w, b)) / std_{x in A u B} cos(w, x), then Pearson's
   r of s(w) against the human pleasantness of w (Bellezza et al. 1986).
+
+Both Spearman correlations are ``conescope.metrics.bootstrap.correlation_ci`` (the value and its BCa
+interval over pairs) of ``pair_cosines`` against the scores, in ``conescope.families.pair_similarity_rows``.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import pearsonr, spearmanr
+from scipy.stats import pearsonr
 
 from conescope.metrics.isotropy import l2_normalize, mean_cosine
 
@@ -33,14 +36,6 @@ def pair_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         raise ValueError(f"pairs misaligned: {a.shape} first rows, {b.shape} second")
     return np.sum(l2_normalize(np.asarray(a, dtype=np.float64)) * l2_normalize(np.asarray(b, dtype=np.float64)),
                   axis=1)
-
-
-def sts_spearman(a: np.ndarray, b: np.ndarray, scores: np.ndarray) -> float:
-    """rho_Spearman(cos(a_i, b_i), score_i) over sentence (or word) pairs i."""
-    if not (len(a) == len(b) == len(scores)):
-        raise ValueError(f"STS pairs misaligned: {len(a)} first sentences, {len(b)} second, {len(scores)} scores")
-    cos = np.sum(l2_normalize(a) * l2_normalize(b), axis=1)
-    return float(spearmanr(cos, scores).statistic)
 
 
 def sc_weat(words: np.ndarray, pleasant: np.ndarray, unpleasant: np.ndarray, ddof: int = 0) -> np.ndarray:
