@@ -30,9 +30,8 @@ from conescope.metrics.isotropy_clusters import (
     grouped_correlation,
     train_trajectory,
 )
-from conescope.partition_metrics import EmbeddingSource
 from conescope.profile import ClusterTrainingSpec, MetricSettings, Profile
-from conescope.sets import text_labels
+from conescope.sets import EmbeddingSource, text_labels
 
 IDENTITY = "identity"  # the transform whose rows are the raw eval rows: the baseline of the changes
 EVERY_MODALITY = "all"  # the summary row over both modalities

@@ -17,41 +17,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 
 from conescope import families, metric_families
 from conescope.profile import Profile
-from conescope.sets import ImageSet, TextSet, text_labels
-
-
-class EmbeddingSource(Protocol):
-    """The stored embeddings of one model and what the manifest says about them."""
-
-    def image_set(self, dataset: str) -> ImageSet: ...
-
-    def text_set(self, dataset: str, lang: str) -> TextSet: ...
-
-    def logit_scale(self, dataset: str) -> tuple[float, float | None]:
-        """(logit scale, logit bias or None) of the model, from the image embeddings' provenance."""
-
-    def text_layers(self, dataset: str, lang: str, text_ids: np.ndarray) -> list[np.ndarray] | None:
-        """The pooled state of every text layer, rows in the order of ``text_ids``; None when the
-        embedding step stored none (``embedding.text_layers: false``)."""
-
-    def sts_pairs(self, dataset: str) -> dict[str, list] | None:
-        """The scored sentence pairs of an STS dataset, None for other datasets."""
-
-    def word_pairs(self, dataset: str) -> dict[str, list] | None:
-        """The scored word pairs of a word-similarity dataset (``kind: word_pairs``), None for others."""
-
-    def valence_lexicon(self, dataset: str) -> dict[str, list] | None:
-        """The lexicon and attribute words of a valence lexicon (``kind: valence_lexicon``: ``text_id``,
-        ``role``, ``score``), None for other datasets."""
-
-    def sample_labels(self, dataset: str) -> dict[str, int]:
-        """sample id -> label (-1 when unlabelled) from the manifest."""
+from conescope.sets import EmbeddingSource, ImageSet, TextSet, text_labels
 
 
 def image_datasets(profile: Profile) -> list[str]:

@@ -32,6 +32,16 @@ REGISTRY: dict[str, list[tuple[str, tuple[str, ...]]]] = {
         ("tests/test_cli.py::test_readme_subset_example_completes_on_the_demo_profile",
          ('"materialize", "--model", "vit-b-32.random", "--lang", "en"',)),
     ],
+    # configs/text.yaml is wolfe.yaml's datasets and minilm with mickus.yaml's experiment (checked by the
+    # first test): the second runs wolfe.yaml's datasets and minilm partition (the output embedding; the
+    # layer states and the second word vector in tests/test_words.py), the third mickus.yaml's whole plan
+    ".venv/bin/conescope materialize --profile text": [
+        ("tests/test_profile.py::test_the_text_profile_is_the_two_experiments_in_one_run",
+         ('load_profile(name) for name in ("text", "wolfe", "mickus", "demo")',)),
+        ("tests/test_words_minilm.py::materialized", ("words_profile()", "DATASETS_JOB", "MODEL_LANG_JOB")),
+        ("tests/test_isotropy_clusters.py::test_the_mickus_profile_materializes_offline",
+         ('load_profile("mickus")', "execute_plan(", "full_plan(")),
+    ],
     ".venv/bin/conescope materialize --profile mickus": [
         ("tests/test_isotropy_clusters.py::test_the_mickus_profile_materializes_offline",
          ('load_profile("mickus")', "execute_plan(", "full_plan(")),

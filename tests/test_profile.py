@@ -1,10 +1,12 @@
 import copy
+import re
 
 import pytest
 import yaml
 
 from conescope.profile import ProfileError, load_profile, parse_profile
 from tests.conftest import TINY_PROFILE
+from tests.doc_pages import section
 
 
 def test_demo_profile_is_the_default_and_matches_the_issue(monkeypatch):
@@ -164,3 +166,27 @@ def test_absent_sections_take_the_defaults_of_their_records():
     m = parse_profile(raw, "p.yaml").metrics
     assert m.clip_batch_size is None and m.logit_scale == 100.0 and isinstance(m.logit_scale, float)
     assert dataclasses.replace(m, retrieval_eval_set="all").retrieval_eval_set == "all"
+
+
+def test_the_readme_profile_sample_is_a_valid_profile():
+    """The README's annotated profile (## Profiles) parses with every section it shows."""
+    (block, *_) = re.findall(r"```yaml\n(.*?)```", section("README.md", "## Profiles"), flags=re.S)
+    raw = yaml.safe_load(block)
+    profile = parse_profile(raw, "README.md")
+    assert set(raw) >= {"datasets", "models", "embedding", "metrics", "transforms", "cluster_training"}
+    assert profile.cluster_training.datasets == ("shapes",)
+
+
+def test_the_text_profile_is_the_two_experiments_in_one_run():
+    """configs/text.yaml is configs/wolfe.yaml's datasets and minilm (scored with real weights in
+    tests/test_words_minilm.py) with configs/mickus.yaml's data and experiment (walked in
+    tests/test_isotropy_clusters.py), so what those tests check is what it runs, and the demo's random
+    tower as the baseline."""
+    text, wolfe, mickus, demo = (load_profile(name) for name in ("text", "wolfe", "mickus", "demo"))
+    assert {k: v for k, v in text.datasets.items() if k != "shapes"} == {**wolfe.datasets, **mickus.datasets}
+    # the baseline: the demo's random tower, with the image dataset an open_clip model needs
+    assert text.models == {"minilm": wolfe.models["minilm"], "vit-b-32.random": demo.models["vit-b-32.random"]}
+    assert text.datasets["shapes"].kind == "shapes"
+    assert text.models["minilm"].model == mickus.models["minilm"].model
+    assert text.cluster_training == mickus.cluster_training
+    assert text.embedding == wolfe.embedding and text.metrics == wolfe.metrics

@@ -29,30 +29,31 @@ from pipelines.refresh import DATASETS_JOB, MODEL_LANG_JOB
 from storage.paths import DataRoot
 from storage.warehouse import Warehouse
 from tests.conftest import TEXT_ONLY_MODEL
+from tests.doc_pages import section, sql_queries
 
+README_SECTION = "## Real weights: two text experiments"
 BUNDLED = Path(__file__).resolve().parent.parent / "conescope" / "bundled" / "wolfe-caliskan"
 PUBLISHED_STSB = 0.8203  # MTEB STSBenchmark (test), cos_sim spearman, sentence-transformers/all-MiniLM-L6-v2
 WORD_BENCHMARKS = {"rg65": ("rg65.csv", "semicolon"), "wordsim353": ("wordsim353.csv", "semicolon"),
                    "simlex999": ("simlex999.csv", "semicolon"), "simverb3500": ("SimVerb-3500.txt", "simverb")}
 
 
-def words_profile(text_layers: bool = False) -> dict:
-    """STS-B test, the four word benchmarks and ValNorm's lexicon, read from the bundled files, with
-    all-MiniLM-L6-v2 (the figures of the report come from the same profile with ``text_layers``)."""
-    datasets = {"stsb": {"kind": "sts", "format": "headerless", "file": str(BUNDLED / "sts-test.csv")},
-                **{name: {"kind": "word_pairs", "file": str(BUNDLED / f), "format": fmt}
-                   for name, (f, fmt) in WORD_BENCHMARKS.items()},
-                "valnorm": {"kind": "valence_lexicon", "file": str(BUNDLED / "Bellezza_Lexicon.csv")}}
-    return {"name": "words", "seed": 0, "languages": ["en"], "datasets": datasets,
-            "models": {"minilm": TEXT_ONLY_MODEL},
-            "embedding": {"batch_size": 64, "device": "cpu", "precision": "fp32", "text_layers": text_layers},
-            "metrics": {"bootstrap": 200}}
+def words_profile() -> dict:
+    """configs/wolfe.yaml (STS-B test, the four word benchmarks and ValNorm's lexicon, read from the bundled
+    files) with all-MiniLM-L6-v2's output embedding only: no layer states, no second word vector (the
+    report's per-layer figures come from the whole profile)."""
+    raw = yaml.safe_load((Path(__file__).resolve().parent.parent / "configs" / "wolfe.yaml").read_text())
+    assert raw["models"]["minilm"] == {**TEXT_ONLY_MODEL, "word_vector": "pooled"}
+    assert set(raw["datasets"]) == {"stsb", *WORD_BENCHMARKS, "valnorm"}
+    return {**raw, "models": {"minilm": raw["models"]["minilm"]},
+            "embedding": {**raw["embedding"], "device": "cpu", "text_layers": False},
+            "metrics": {**raw["metrics"], "bootstrap": 200}}
 
 
 @pytest.fixture(scope="module")
 def materialized(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("words")
-    path = tmp / "words.yaml"
+    path = tmp / "wolfe.yaml"
     path.write_text(yaml.safe_dump(words_profile()))
     defs = build_definitions(load_profile(str(path)), str(tmp / "data"))
     instance = dg.DagsterInstance.ephemeral()
@@ -67,7 +68,9 @@ def materialized(tmp_path_factory):
         rows = con.execute("SELECT dataset, metric, value, ci_low, ci_high, n FROM metrics.layers "
                            "WHERE model = 'minilm' AND layer IS NULL AND metric <> 'self_similarity'").fetchall()
     values = {(ds, metric): (value, low, high, n) for ds, metric, value, low, high, n in rows}
-    return values, result.get_asset_check_evaluations()
+    with Warehouse(root.warehouse).connect(read_only=True) as con:
+        readme = [con.execute(q).fetchall() for q in sql_queries(section("README.md", README_SECTION))]
+    return values, result.get_asset_check_evaluations(), readme
 
 
 @pytest.fixture(scope="module")
@@ -138,3 +141,17 @@ def test_valnorm_matches_sentence_transformers_and_scipy(warehouse, reference_mo
     assert n == 399
     assert value == pytest.approx(expected, abs=1e-4)
     assert low < value < high
+
+
+def test_readme_figures_of_the_output_embedding(materialized):
+    """The README's query runs on the profile's rows, and the output column of its table is what it
+    returns here (the per-layer columns need the layer states of the whole profile)."""
+    (rows,) = materialized[2]
+    got = {ds: value for ds, layer, value, *_ in rows if layer == "output"}
+    table = section("README.md", README_SECTION)
+    names = {"stsb": "STS-B test", "rg65": "RG65", "wordsim353": "WordSim-353", "simlex999": "SimLex-999",
+             "simverb3500": "SimVerb-3500", "valnorm": "ValNorm"}
+    assert set(got) == set(names)
+    for ds, name in names.items():
+        (line,) = [x for x in table.splitlines() if x.startswith(f"| {name} (")]
+        assert line.split("|")[-2].split()[0] == f"{got[ds]:.3f}", (ds, line)
