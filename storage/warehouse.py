@@ -110,6 +110,8 @@ READ_TABLE_FUNCTIONS = frozenset({
 EFFECT_FUNCTIONS = frozenset({"write_log", "nextval", "setseed"})
 BACKENDS = ("duckdb", "ducklake")
 LAKE_ALIAS = "conescope_lake"
+# The secret folder of a sandboxed connection: a path under a file, which no one can create.
+NO_SECRETS = os.path.join(os.devnull, "duckdb-secrets")
 _LAKE_EXTENSIONS = {"ducklake": "duckdb_extension_ducklake", "sqlite_scanner": "duckdb_extension_sqlite_scanner",
                     "postgres_scanner": "duckdb_extension_postgres_scanner"}
 
@@ -329,7 +331,9 @@ class Warehouse:
     def _config(self, sandbox: bool = False) -> dict:
         config: dict = {"file_search_path": str(self.root)}
         if sandbox:  # no secret from ~/.duckdb/stored_secrets, no extension fetched or loaded by a query
-            config.update(allow_persistent_secrets=False, autoinstall_known_extensions=False,
+            # A secret folder that cannot exist rather than allow_persistent_secrets = false: DuckLake's
+            # PostgreSQL catalog looks its secret up in the persistent storage, which that setting removes.
+            config.update(secret_directory=NO_SECRETS, autoinstall_known_extensions=False,
                           autoload_known_extensions=False)
         return config
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -258,3 +260,18 @@ def test_the_check_names_what_it_refuses(query, reason):
 
     with duckdb.connect() as con, pytest.raises(ReadOnlyViolation, match=re.escape(reason)):
         check_read_only(con, query)
+
+
+def test_a_sandboxed_connection_reads_no_stored_secret(tmp_path):
+    """No secret of the user's DuckDB secret folder reaches a sandboxed connection: its folder is a path
+    under a file (it cannot exist), not the setting that removes persistent storage altogether, which
+    DuckLake's PostgreSQL catalog needs to attach (tests/test_ducklake.py reads through it)."""
+    wh = Warehouse(tmp_path / "warehouse.duckdb")
+    with wh.connect() as con:
+        con.execute("CREATE SCHEMA IF NOT EXISTS metrics")
+    assert not Path(wh_module.NO_SECRETS).exists()
+    with wh.connect(read_only=True, sandbox=True) as con:
+        assert con.execute("SELECT current_setting('secret_directory')").fetchone() == (wh_module.NO_SECRETS,)
+        # listing the persistent secrets is out of the sandbox's file system access altogether
+        with pytest.raises(duckdb.PermissionException, match=re.escape(wh_module.NO_SECRETS)):
+            con.execute("SELECT count(*) FROM duckdb_secrets()").fetchone()
