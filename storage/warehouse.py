@@ -470,14 +470,19 @@ class Warehouse:
                     raise ValueError(f"{table}: rows with {column} = {value!r} are outside this writer's filter")
         clause = " AND ".join([f"{column} = ?" for column in where] + [f"{column} IS NULL" for column in null]
                               + [f"{column} <> ?" for column in exclude])
+        return self._replace(tables, f" WHERE {clause}", [*where.values(), *exclude.values()], where, null)
+
+    def _replace(self, tables: Mapping[str, pa.Table], where_sql: str, params: list, where: Mapping[str, str],
+                 null: Sequence[str]) -> dict[str, int]:
+        """Delete the rows ``where_sql`` selects in each of ``tables`` and insert the given ones, in one
+        transaction under the partition locks of (``where``, ``null``). Returns the rows deleted."""
         with self.connect() as con, self._partition_locks(tables, where, null):
             self.ensure_schema(con)
 
             def body() -> dict[str, int]:
                 deleted = {}
                 for table, rows in tables.items():
-                    deleted[table] = int(con.execute(f"DELETE FROM {table} WHERE {clause}",
-                                                     [*where.values(), *exclude.values()]).fetchone()[0])
+                    deleted[table] = int(con.execute(f"DELETE FROM {table}{where_sql}", params).fetchone()[0])
                     con.register("incoming_rows", rows)
                     try:
                         con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming_rows")
@@ -513,21 +518,7 @@ class Warehouse:
         """Every row of each of ``tables`` replaced by the given rows, all tables in one transaction (the
         tables of an unpartitioned asset, which owns all their rows). Returns the rows deleted. On
         DuckLake the writers of a whole table take turns as a partition's do (``_partition_locks``)."""
-        with self.connect() as con, self._partition_locks(tables, {}, ()):
-            self.ensure_schema(con)
-
-            def body() -> dict[str, int]:
-                deleted = {}
-                for table, rows in tables.items():
-                    deleted[table] = int(con.execute(f"DELETE FROM {table}").fetchone()[0])
-                    con.register("incoming_rows", rows)
-                    try:
-                        con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming_rows")
-                    finally:
-                        con.unregister("incoming_rows")
-                return deleted
-
-            return self._transaction(con, body)
+        return self._replace(tables, "", [], {}, ())
 
     def refresh_views(self, root: Path, datasets: list[str]) -> list[str]:
         """(Re)create the views over the Parquet files of ``datasets`` that exist under ``root``;
