@@ -33,14 +33,22 @@ from contextlib import ExitStack
 from typing import Any
 
 import click
-from dagster import DagsterInstance, RunsFilter
-from dagster._core.execution.backfill import BulkActionsFilter, BulkActionStatus
-from dagster._core.storage.dagster_run import FINISHED_STATUSES
-from dagster._core.storage.tags import BACKFILL_ID_TAG
-from dagster._daemon.backfill import execute_backfill_iteration
-from dagster._daemon.controller import create_daemon_of_type
-from dagster._daemon.daemon import BackfillDaemon, DagsterDaemon, SpanMarker
-from dagster._daemon.utils import DaemonErrorCapture
+from dagster import DagsterInstance, RunsFilter, deserialize_value
+
+from pipelines.dagster_private import (
+    BACKFILL_ID_TAG,
+    DAEMON_MODULE,
+    FINISHED_STATUSES,
+    BackfillDaemon,
+    BulkActionsFilter,
+    BulkActionStatus,
+    DaemonErrorCapture,
+    DagsterDaemon,
+    SpanMarker,
+    create_daemon_of_type,
+    execute_backfill_iteration,
+    submit_threadpool_executor,
+)
 
 # Dagster's own period: what has not changed by then is evaluated anyway (a backfill waiting on
 # something this daemon does not watch, such as a run launched outside it).
@@ -90,7 +98,7 @@ class PromptBackfillDaemon(BackfillDaemon):
                 try:
                     yield from execute_backfill_iteration(
                         workspace_process_context, self._logger,
-                        submit_threadpool_executor=self._submit_threadpool_executor)
+                        submit_threadpool_executor=submit_threadpool_executor(self))
                 except Exception:
                     yield DaemonErrorCapture.process_exception(
                         exc_info=sys.exc_info(), logger=self._logger, log_message="BackfillDaemon caught an error")
@@ -114,7 +122,7 @@ def prestart_launcher(instance: DagsterInstance, launcher: object, load_target: 
     prestart = getattr(launcher, "prestart", None)
     if prestart is None:
         return 0
-    from dagster._core.workspace.context import WorkspaceProcessContext
+    from pipelines.dagster_private import WorkspaceProcessContext
 
     started = 0
     try:
@@ -131,14 +139,18 @@ def prestart_launcher(instance: DagsterInstance, launcher: object, load_target: 
 def _run(code_server_log_level: str, log_level: str, log_format: str, instance_ref: str | None,
          shutdown_pipe: int | None, **workspace_options: object) -> None:
     """Dagster's ``dagster-daemon run`` (same options, same shutdown), its daemons from :func:`daemons`."""
-    from dagster._cli.utils import assert_no_remaining_opts, get_instance_for_cli
-    from dagster._cli.workspace.cli_target import WorkspaceOpts, workspace_opts_to_load_target
-    from dagster._core.instance import InstanceRef
-    from dagster._daemon.cli import _get_heartbeat_tolerance
-    from dagster._daemon.controller import daemon_controller_from_instance
-    from dagster._serdes import deserialize_value
-    from dagster._utils.interrupts import capture_interrupts, setup_interrupt_handlers
-    from dagster_shared.ipc import interrupt_on_ipc_shutdown_message
+    from pipelines.dagster_private import (
+        InstanceRef,
+        WorkspaceOpts,
+        assert_no_remaining_opts,
+        capture_interrupts,
+        daemon_controller_from_instance,
+        get_heartbeat_tolerance,
+        get_instance_for_cli,
+        interrupt_on_ipc_shutdown_message,
+        setup_interrupt_handlers,
+        workspace_opts_to_load_target,
+    )
 
     workspace_opts = WorkspaceOpts.extract_from_cli_options(workspace_options)
     assert_no_remaining_opts(workspace_options)
@@ -156,7 +168,7 @@ def _run(code_server_log_level: str, log_level: str, log_format: str, instance_r
                              name="conescope-prestart", daemon=True).start()
             with daemon_controller_from_instance(
                     instance, workspace_load_target=load_target, gen_daemons=daemons,
-                    heartbeat_tolerance_seconds=_get_heartbeat_tolerance(), log_level=log_level,
+                    heartbeat_tolerance_seconds=get_heartbeat_tolerance(), log_level=log_level,
                     code_server_log_level=code_server_log_level, log_format=log_format) as controller:
                 controller.check_daemon_loop()
     except KeyboardInterrupt:
@@ -164,22 +176,22 @@ def _run(code_server_log_level: str, log_level: str, log_format: str, instance_r
 
 
 def _run_command() -> click.Command:
-    from dagster._daemon.cli import run_command
+    from pipelines.dagster_private import daemon_run_command
 
-    return click.Command("run", params=list(run_command.params), callback=_run,
+    return click.Command("run", params=list(daemon_run_command.params), callback=_run,
                          help="Dagster's dagster-daemon run, with the backfill daemon of pipelines.daemon.")
 
 
 def dev(argv: Sequence[str]) -> None:
     """Dagster's ``dagster dev`` (``argv``: its options): the webserver, the code server and the
     daemon, the daemon started as ``python -m pipelines.daemon run`` with the same arguments."""
-    from dagster._cli import dev as dagster_dev
+    from pipelines.dagster_private import dagster_dev_cli as dagster_dev
 
     spawn = dagster_dev.open_ipc_subprocess
 
     def open_ipc_subprocess(parts: Sequence[str], **kwargs: Any):
         parts = list(parts)
-        if parts[1:3] == ["-m", "dagster._daemon"]:
+        if parts[1:3] == ["-m", DAEMON_MODULE]:
             parts[1:3] = ["-m", "pipelines.daemon"]
         return spawn(parts, **kwargs)
 

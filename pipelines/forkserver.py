@@ -83,11 +83,11 @@ def _child(args: list[str], keep_open: tuple[int, ...], torch_threads: int | Non
         for fd in keep_open:
             os.close(fd)
         _restore_child(torch_threads)
-        import dagster._cli
+        from pipelines.dagster_private import cli_main
 
         sys.argv = ["dagster", *args]
         try:
-            dagster._cli.main()
+            cli_main()
             code = 0
         except SystemExit as stop:
             code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)

@@ -134,7 +134,8 @@ def _create_storage(home) -> None:
     """Dagster's default storages in ``home`` (run, event log, schedule: SQLite files), which
     :func:`instance_config` leaves as they are; Dagster creates them when an instance is opened."""
     import dagster as dg
-    from dagster._core.instance.ref import InstanceRef
+
+    from pipelines.dagster_private import InstanceRef
 
     with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home), overrides={"telemetry": {"enabled": False}})):
         pass

@@ -42,12 +42,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from dagster import DefaultRunLauncher, Field
-from dagster._core.launcher.base import CheckRunHealthResult, LaunchRunContext, WorkerStatus
-from dagster._core.origin import RepositoryPythonOrigin
-from dagster._core.storage.dagster_run import DagsterRun
-from dagster._serdes import serialize_value
+from dagster import DagsterRun, DefaultRunLauncher, Field, serialize_value
 
+from pipelines.dagster_private import CheckRunHealthResult, LaunchRunContext, RepositoryPythonOrigin, WorkerStatus
 from pipelines.instance import local_process, process_alive, process_tag
 
 WORKER_TAG = "conescope/worker"
@@ -197,7 +194,7 @@ class PreforkRunLauncher(DefaultRunLauncher):
         return True
 
     def launch_run(self, context: LaunchRunContext) -> None:
-        from dagster._grpc.types import ExecuteRunArgs
+        from pipelines.dagster_private import ExecuteRunArgs
 
         run = context.dagster_run
         location = _code_location(run.job_code_origin.repository_origin if run.job_code_origin else None)

@@ -84,10 +84,13 @@ def stale_or_missing(defs: dg.Definitions, instance: dg.DagsterInstance, job: st
     or ``MISSING``), by Dagster's own rule, as the UI shows them: an asset partition is stale when its
     code version differs from the one its last materialization recorded or when a dependency's data
     version changed since; missing when never materialized."""
-    from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView
-    from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
-    from dagster._core.definitions.temporal_context import TemporalContext
-    from dagster._time import get_current_datetime
+    from pipelines.dagster_private import (
+        AssetGraphView,
+        CachingStaleStatusResolver,
+        StaleStatus,
+        TemporalContext,
+        get_current_datetime,
+    )
 
     graph = defs.resolve_asset_graph()
     view = AssetGraphView(temporal_context=TemporalContext(effective_dt=get_current_datetime(), last_event_id=None),

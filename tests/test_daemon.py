@@ -8,11 +8,10 @@ import time
 
 import dagster as dg
 import pytest
-from dagster._core.execution.backfill import BulkActionStatus, PartitionBackfill
-from dagster._daemon.daemon import BackfillDaemon, SpanMarker
 
 from pipelines import daemon as daemon_module
 from pipelines.daemon import PromptBackfillDaemon, backfill_state, daemons
+from pipelines.dagster_private import BackfillDaemon, BulkActionStatus, PartitionBackfill, SpanMarker
 
 
 @dg.asset

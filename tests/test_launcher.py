@@ -17,9 +17,8 @@ import dagster as dg
 import psutil
 import pytest
 import yaml
-from dagster._core.definitions.reconstruct import ReconstructableRepository
-from dagster._core.launcher.base import WorkerStatus
 
+from pipelines.dagster_private import ReconstructableRepository, WorkerStatus
 from pipelines.instance import instance_config, local_process, process_alive
 from pipelines.launcher import WORKER_TAG, ForkServer, ForkServerError, PreforkRunLauncher
 
@@ -149,9 +148,8 @@ def test_prestart_of_a_location_that_cannot_serve_leaves_it_to_the_first_run(tmp
 
 
 def test_the_daemon_prestarts_the_workspace_code_location(location, tmp_path):
-    from dagster._core.workspace.load_target import ModuleTarget
-
     from pipelines.daemon import prestart_launcher
+    from pipelines.dagster_private import ModuleTarget
 
     target = ModuleTarget(module_name=location.module, attribute="defs", working_directory=str(location.folder),
                           location_name="naps")

@@ -8,12 +8,10 @@ import copy
 
 import dagster as dg
 import pytest
-from dagster._core.remote_representation.external import RemoteRepository
-from dagster._core.remote_representation.external_data import RepositorySnap
-from dagster._core.remote_representation.handle import RepositoryHandle
-from dagster._serdes import deserialize_value, serialize_value
+from dagster import deserialize_value, serialize_value
 
 from conescope.profile import Profile, load_profile, parse_profile
+from pipelines.dagster_private import RemoteRepository, RepositoryHandle, RepositorySnap
 from pipelines.definitions import build_definitions
 from pipelines.partitions import model_and_lang, model_lang_key
 from pipelines.refresh import IMAGE_JOB, MODEL_LANG_JOB, SUMMARY_JOB, execute_plan, full_plan
