@@ -33,7 +33,7 @@ from pydantic import AfterValidator
 
 from conescope.dataset_specs import SourceDataset, register_source
 from conescope.ingest.common import IngestError, IngestResult, ManifestBuilder, need_file
-from conescope.profile_schema import Lang, Text, problem
+from conescope.profile_schema import Lang, Text, problem, record
 
 WORD_PAIRS_SCHEMA = pa.schema([("pair_id", pa.string()), ("text_id_a", pa.string()), ("text_id_b", pa.string()),
                                ("score", pa.float64())])
@@ -166,13 +166,10 @@ def _attribute_words(words: tuple[str, ...]) -> tuple[str, ...]:
 AttributeWords = Annotated[tuple[Text, ...], AfterValidator(_attribute_words)]
 
 
-@register_source
-class WordPairsSource(SourceDataset):
-    """Profile entry ``kind: word_pairs``: scored word pairs in one language, text only."""
+@record
+class WordSource(SourceDataset):
+    """What the word datasets share: words in one language (each embedded alone), no images."""
 
-    kind: Literal["word_pairs"]
-    file: Text
-    format: Literal["semicolon", "simverb"] = "semicolon"
     lang: Lang = "en"
     has_images: ClassVar[bool] = False
     text_unit: ClassVar[str] = "word"
@@ -181,12 +178,21 @@ class WordPairsSource(SourceDataset):
     def languages(self) -> tuple[str, ...]:
         return (self.lang,)
 
+
+@register_source
+class WordPairsSource(WordSource):
+    """Profile entry ``kind: word_pairs``: scored word pairs in one language, text only."""
+
+    kind: Literal["word_pairs"]
+    file: Text
+    format: Literal["semicolon", "simverb"] = "semicolon"
+
     def read(self, raw_dir: Path, languages: tuple[str, ...]) -> IngestResult:
         return read_word_pairs(self.name, self.at(raw_dir, self.file), self.format, self.lang, self.n)
 
 
 @register_source
-class ValenceLexiconSource(SourceDataset):
+class ValenceLexiconSource(WordSource):
     """Profile entry ``kind: valence_lexicon``: words with human valence norms and the SC-WEAT's attribute
     words, text only."""
 
@@ -196,13 +202,6 @@ class ValenceLexiconSource(SourceDataset):
     score_column: Text = "combined_pleasantness"
     pleasant: AttributeWords = PLEASANT
     unpleasant: AttributeWords = UNPLEASANT
-    lang: Lang = "en"
-    has_images: ClassVar[bool] = False
-    text_unit: ClassVar[str] = "word"
-
-    @property
-    def languages(self) -> tuple[str, ...]:
-        return (self.lang,)
 
     def read(self, raw_dir: Path, languages: tuple[str, ...]) -> IngestResult:
         return read_valence_lexicon(self.name, self.at(raw_dir, self.file), self.word_column, self.score_column,
