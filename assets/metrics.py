@@ -6,9 +6,9 @@ stored embeddings of its model and replaces the rows it owns with what comes bac
 
 [image_model] (image only, ``lang`` null; no partition for a text-only model, and not built when
 the profile has no image model): image_isotropy, image_clusters, linear_probe. [model x lang]:
-isotropy (text, joint), modality_gap, clip_loss, zero_shot, retrieval, clusters (text), layers (text
-tower, per stored hidden layer). [model], after every language: multilingual (``lang`` holds the
-compared language).
+isotropy (text, joint), clusters (text), layers (text tower, per stored hidden layer). [image model x
+lang] (image-caption pairs; no partition for a text-only model): modality_gap, clip_loss, zero_shot,
+retrieval. [model], after every language: multilingual (``lang`` holds the compared language).
 """
 
 import dagster as dg
@@ -16,7 +16,7 @@ import dagster as dg
 from assets import keys
 from assets.writes import write_metric_rows
 from conescope import code_versions
-from conescope.metric_families import MODEL, MODEL_LANG, SUMMARY
+from conescope.metric_families import MODEL, MODEL_LANG, PAIRED, SUMMARY
 from conescope.partition_metrics import FAMILIES, MetricFamily, image_datasets, text_datasets
 from conescope.profile import Profile
 from pipelines.partitions import ProfilePartitions, split_key
@@ -25,6 +25,7 @@ from storage.embedding_sets import StoredEmbeddings
 
 MODEL_LAYER = [keys.metric(f.name) for f in FAMILIES if f.scope == MODEL]
 MODEL_LANG_LAYER = [keys.metric(f.name) for f in FAMILIES if f.scope == MODEL_LANG]
+PAIRED_LAYER = [keys.metric(f.name) for f in FAMILIES if f.scope == PAIRED]
 SUMMARY_LAYER = [keys.metric(f.name) for f in FAMILIES if f.scope == SUMMARY]
 
 
@@ -37,11 +38,16 @@ def _deps(family: MetricFamily, profile: Profile, parts: ProfilePartitions) -> l
     if family.scope == MODEL_LANG:
         return [*(dg.AssetDep(keys.image_embeddings(ds), partition_mapping=parts.image_to_model_lang)
                   for ds in images), *(keys.text_embeddings(ds) for ds in texts)]
+    if family.scope == PAIRED:
+        return [*(dg.AssetDep(keys.image_embeddings(ds), partition_mapping=parts.image_to_model_lang)
+                  for ds in images),
+                *(dg.AssetDep(keys.text_embeddings(ds), partition_mapping=parts.same_image_key) for ds in texts)]
     return [dg.AssetDep(keys.text_embeddings(ds), partition_mapping=parts.model_lang_to_model) for ds in texts]
 
 
 def _partitions_def(family: MetricFamily, parts: ProfilePartitions) -> dg.StaticPartitionsDefinition | None:
-    return {MODEL: parts.image_model, MODEL_LANG: parts.model_lang, SUMMARY: parts.model}[family.scope]
+    return {MODEL: parts.image_model, MODEL_LANG: parts.model_lang, PAIRED: parts.image_model_lang,
+            SUMMARY: parts.model}[family.scope]
 
 
 def _metric_asset(family: MetricFamily, profile: Profile, parts: ProfilePartitions) -> dg.AssetsDefinition:
@@ -51,7 +57,7 @@ def _metric_asset(family: MetricFamily, profile: Profile, parts: ProfilePartitio
               partitions_def=_partitions_def(family, parts),
               group_name="metrics", pool=keys.DUCKDB_POOL, kinds={"duckdb"}, description=family.description)
     def _asset(context: dg.AssetExecutionContext, conescope: ConescopeHome) -> dg.MaterializeResult:
-        if family.scope == MODEL_LANG:
+        if family.scope in (MODEL_LANG, PAIRED):
             model, lang = split_key(context)
         else:
             model, lang = context.partition_key, None

@@ -18,7 +18,7 @@ import dagster as dg
 
 from assets import keys
 from assets.experiments import CLUSTER_TRAINING, TRANSFORM_CLUSTERS, experiment_assets
-from assets.metrics import MODEL_LANG_LAYER, MODEL_LAYER, SUMMARY_LAYER
+from assets.metrics import MODEL_LANG_LAYER, MODEL_LAYER, PAIRED_LAYER, SUMMARY_LAYER
 from assets.transforms import has_transforms
 from conescope import code_versions
 from conescope.partition_metrics import text_datasets
@@ -108,13 +108,15 @@ def _versions(version: str) -> dict[str, str]:
 def _partition_report(profile: Profile, parts: ProfilePartitions) -> dg.AssetsDefinition:
     datasets, image_datasets = text_datasets(profile), set(profile.image_datasets())
     transform_deps = [keys.TRANSFORM_METRICS] if has_transforms(profile, parts) else []  # the gap-shift sweep
-    # the image metric rows of its model (none for a text-only model: the mapping gives it no image parent)
+    # the image metric rows of its model and the pair rows of its partition (none for a text-only model:
+    # the mappings give it no image parent)
     image_deps = [] if parts.image_model is None else \
-        [dg.AssetDep(k, partition_mapping=parts.image_to_model_lang) for k in MODEL_LAYER]
+        [*(dg.AssetDep(k, partition_mapping=parts.image_to_model_lang) for k in MODEL_LAYER),
+         *(dg.AssetDep(k, partition_mapping=parts.same_image_key) for k in [*PAIRED_LAYER, *transform_deps])]
     version = code_versions.report(profile, "conescope.reports.partition")
 
     @dg.asset(key=keys.PARTITION_REPORT, partitions_def=parts.model_lang, group_name="reports", code_version=version,
-              deps=[*MODEL_LANG_LAYER, *transform_deps, *image_deps],
+              deps=[*MODEL_LANG_LAYER, *image_deps],
               pool=keys.DUCKDB_POOL, kinds={"html"},
               description="HTML report: SVD projections raw/centered/whitened, spectrum, pair-cosine histograms per "
                           "transform, similarity heatmaps, t-SNE maps, gap-shift landscape, layers, metric tables")

@@ -1,4 +1,4 @@
-"""transforms/<kind> and metrics/transforms [model x lang]: fitted transforms and what they do.
+"""transforms/<kind> and metrics/transforms [image model x lang]: fitted transforms and what they do.
 
 ``transforms/<kind>`` (one per kind of the profile's ``transforms.kinds``, all fitted in one step):
 every variant (k, lambda) fitted on every fit set of the protocols, stored as ``.npz`` with its
@@ -32,30 +32,25 @@ def _datasets(profile: Profile) -> list[str]:
 
 
 def _load(profile: Profile, home: ConescopeHome, model: str, lang: str) -> dict[str, tuple[ImageSet, TextSet]]:
-    """(image set, text set) per protocol dataset with texts in ``lang``; none for a text-only model,
-    whose partitions then store no transforms and write no rows (protocols.plan skips what is missing)."""
-    if not profile.models[model].has_image_tower:
-        return {}
+    """(image set, text set) per protocol dataset with texts in ``lang`` (the partitions are the image
+    models' only)."""
     return {ds: (load_image_set(home.paths, ds, model), load_text_set(home.paths, ds, model, lang))
             for ds in _datasets(profile) if lang in profile.dataset_languages(ds)}
 
 
 def _fit_asset(profile: Profile, parts: ProfilePartitions, deps: list) -> dg.AssetsDefinition:
     settings, version = profile.transforms, code_versions.fit_transforms(profile)
-    specs = [dg.AssetSpec(keys.transform(kind), deps=deps, partitions_def=parts.model_lang, code_version=version,
+    specs = [dg.AssetSpec(keys.transform(kind), deps=deps, partitions_def=parts.image_model_lang, code_version=version,
                           group_name="transforms", kinds={"numpy"},
                           description=f"Fitted {kind} transforms (every variant x fit set), .npz with provenance")
              for kind in settings.kinds]
 
-    @dg.multi_asset(name="fit_transforms", specs=specs, partitions_def=parts.model_lang)
+    @dg.multi_asset(name="fit_transforms", specs=specs, partitions_def=parts.image_model_lang)
     def fit_transforms(context: dg.AssetExecutionContext, conescope: ConescopeHome):
         model, lang = split_key(context)
         sets = _load(profile, conescope, model, lang)
         plan = protocols.plan(settings, sets)
-        with_images = profile.models[model].has_image_tower
-        if not with_images:
-            context.log.info(f"{model} is text-only: transforms pair images with texts, none are fitted")
-        for reason in plan.skipped if with_images else []:
+        for reason in plan.skipped:
             context.log.warning(f"not evaluated: {reason}")
         for kind in settings.kinds:
             fitted, skipped = protocol_eval.fit_all(settings, kind, plan, sets)
@@ -83,7 +78,7 @@ def _metrics_asset(profile: Profile, parts: ProfilePartitions, deps: list) -> dg
 
     @dg.asset(key=keys.TRANSFORM_METRICS, deps=[*(keys.transform(k) for k in settings.kinds), *deps],
               code_version=version,
-              partitions_def=parts.model_lang, group_name="metrics", pool=keys.DUCKDB_POOL, kinds={"duckdb"},
+              partitions_def=parts.image_model_lang, group_name="metrics", pool=keys.DUCKDB_POOL, kinds={"duckdb"},
               description="Metric rows of every fitted transform x protocol (transform, fit_set, eval_set filled "
                           f"in) in metrics.{', '.join(TRANSFORM_WRITTEN_TABLES)}")
     def transform_metrics(context: dg.AssetExecutionContext, conescope: ConescopeHome) -> dg.MaterializeResult:
@@ -122,5 +117,5 @@ def transform_assets(profile: Profile, parts: ProfilePartitions) -> list[dg.Asse
     datasets = _datasets(profile)
     deps = [*(dg.AssetDep(keys.image_embeddings(ds), partition_mapping=parts.image_to_model_lang)
               for ds in datasets),
-            *(keys.text_embeddings(ds) for ds in datasets)]
+            *(dg.AssetDep(keys.text_embeddings(ds), partition_mapping=parts.same_image_key) for ds in datasets)]
     return [_fit_asset(profile, parts, deps), _metrics_asset(profile, parts, deps)]

@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 # Partitionings of the metric assets: ``model`` (image rows, ``lang`` null; the image models only),
-# ``model_lang`` (text and joint rows of one language), ``summary`` (per model after every language:
-# rows of every compared language, and ``lang`` null over all of them).
-MODEL, MODEL_LANG, SUMMARY = "model", "model_lang", "summary"
+# ``model_lang`` (text and joint rows of one language), ``paired`` (the rows of image-caption pairs in
+# one language: the image models only), ``summary`` (per model after every language: rows of every
+# compared language, and ``lang`` null over all of them).
+MODEL, MODEL_LANG, PAIRED, SUMMARY = "model", "model_lang", "paired", "summary"
 # When a family is measured again after the fitted transforms (metrics/transforms writes those rows):
 EVERY_TRANSFORM = "every"  # after every transform of every protocol (``conescope.protocol_eval.tables_for``)
 NAMED_TRANSFORMS = "transforms.linear_probe"  # after the transforms this profile key names only
@@ -94,7 +95,7 @@ class MetricAsset:
         """The raw rows this asset replaces in one partition (and its checks read): its model's; of
         its language ([model x lang]), of no language ([model], image rows), or of every language
         ([model], after every language); restricted by ``owns``."""
-        equal = {"model": model, **({"lang": lang} if self.scope == MODEL_LANG else {}), **self.owns,
+        equal = {"model": model, **({"lang": lang} if self.scope in (MODEL_LANG, PAIRED) else {}), **self.owns,
                  "transform": "none"}
         return RowFilter(equal, ("lang",) if self.scope == MODEL else ())
 
@@ -141,23 +142,23 @@ FAMILIES: tuple[Family, ...] = (
     Family("modality_gap", {"joint": metrics("gap_norm", raw_only="separability_logreg separability_svm"),
                             "pair": metrics("pos_cosine_mean rand_cosine_mean similarity_gap")},
            ("conescope.metrics.gap",),
-           (MetricAsset("modality_gap", MODEL_LANG, "Gap norm, modality separability, positive vs random pair "
+           (MetricAsset("modality_gap", PAIRED, "Gap norm, modality separability, positive vs random pair "
                                                     "cosines"),),
            after_transforms=EVERY_TRANSFORM),
     Family("clip_loss", {"pair": metrics("loss loss_i2t loss_t2i", optional="loss_i2t_amumo",
                                          loss_i2t_amumo="metrics.amumo_loss")},
            ("conescope.metrics.clip_loss",),
-           (MetricAsset("clip_loss", MODEL_LANG, "Symmetric CLIP loss of image-caption pairs"),),
+           (MetricAsset("clip_loss", PAIRED, "Symmetric CLIP loss of image-caption pairs"),),
            after_transforms=EVERY_TRANSFORM),
     Family("zero_shot", {"pair": metrics("top1 top5 mean_per_class_recall")}, ("conescope.metrics.zero_shot",),
-           (MetricAsset("zero_shot", MODEL_LANG, "Zero-shot classification with class prompts"),),
+           (MetricAsset("zero_shot", PAIRED, "Zero-shot classification with class prompts"),),
            after_transforms=EVERY_TRANSFORM),
     Family("linear_probe", {"image": metrics("accuracy")}, ("conescope.metrics.linear_probe",),
            (MetricAsset("linear_probe", MODEL, "Linear-probe accuracy on image embeddings (train -> test split)"),),
            after_transforms=NAMED_TRANSFORMS),
     Family("retrieval", {"pair": metrics("i2t_r1 i2t_r5 i2t_r10 t2i_r1 t2i_r5 t2i_r10")},
            ("conescope.metrics.retrieval",),
-           (MetricAsset("retrieval", MODEL_LANG, "Image-text retrieval recall@k"),),
+           (MetricAsset("retrieval", PAIRED, "Image-text retrieval recall@k"),),
            after_transforms=EVERY_TRANSFORM),
     Family("clusters", dict.fromkeys(("image", "text"), metrics("silhouette")), ("conescope.metrics.clusters",), (
         MetricAsset("image_clusters", MODEL, "Silhouette of image embeddings against labels", {"modality": "image"}),
@@ -225,8 +226,9 @@ def family(table: str) -> Family:
 
 
 def assets() -> Iterator[tuple[Family, MetricAsset]]:
-    """Every metrics/<name> asset with its family, layer by layer: [model], [model x lang], summary."""
-    layers = (MODEL, MODEL_LANG, SUMMARY)
+    """Every metrics/<name> asset with its family, layer by layer: [model], [model x lang], [image model x
+    lang], summary."""
+    layers = (MODEL, MODEL_LANG, PAIRED, SUMMARY)
     yield from sorted(((f, a) for f in FAMILIES for a in f.assets), key=lambda fa: layers.index(fa[1].scope))
 
 

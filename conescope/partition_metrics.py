@@ -9,7 +9,8 @@ nothing themselves but hand over an :class:`EmbeddingSource` (the stored embeddi
 
 Scopes: ``model`` (image embeddings only, ``lang`` null; partitioned by the image models only),
 ``model_lang`` (text and joint rows of one language; a text-only model gets only its text rows, and a
-dataset without texts in the language none), ``summary`` (per model, after every language: the
+dataset without texts in the language none), ``paired`` (image-caption pairs of one language: the image
+models only; a dataset without texts in the language has none), ``summary`` (per model, after every language: the
 multilingual rows, ``lang`` holding the compared language).
 """
 
@@ -82,6 +83,8 @@ def isotropy(profile: Profile, model: str, source: EmbeddingSource, lang: str) -
     return rows
 
 
+# --- [image model x lang] -------------------------------------------------------------------------------
+
 def modality_gap(profile: Profile, model: str, source: EmbeddingSource, lang: str) -> list[dict]:
     return [row for image, text in _pairs(profile, model, source, lang)
             for row in families.gap_rows(image, text, profile.metrics)]
@@ -101,6 +104,8 @@ def retrieval(profile: Profile, model: str, source: EmbeddingSource, lang: str) 
     return [row for image, text in _pairs(profile, model, source, lang)
             for row in families.retrieval_rows(image, text, profile.metrics)]
 
+
+# --- [model x lang], text rows --------------------------------------------------------------------------
 
 def clusters(profile: Profile, model: str, source: EmbeddingSource, lang: str) -> list[dict]:
     """Silhouette of the texts against the label of each (its image's, or its class's): for an image
@@ -175,7 +180,7 @@ class MetricFamily:
         return self.family.table
 
     @property
-    def scope(self) -> str:  # MODEL, MODEL_LANG or SUMMARY
+    def scope(self) -> str:  # MODEL, MODEL_LANG, PAIRED or SUMMARY
         return self.asset.scope
 
     @property

@@ -14,9 +14,9 @@ evaluation code), attached centrally by :func:`with_automation`.
 - Two ``AutomationConditionSensorDefinition`` s evaluate the conditions (:func:`automation_sensors`):
   the image layer's runs go first in the run queue.
 - Nothing is requested while a dependency is missing or in progress, nor while a dependency that
-  runs in another run (another partitioning) is itself pending: a child never starts before its
-  parent's run, and waits for it instead of running twice. A per-model summary depends on every
-  language of its model, so it waits for all of them.
+  runs in another run (another partitioning) is itself pending, requested this tick or not: a child
+  never starts before or beside its parent's run, and waits for it instead of running twice. A
+  per-model summary depends on every language of its model, so it waits for all of them.
 - A pending trigger is kept until the asset is requested or updated (``since`` those), so a trigger
   that fires while the asset is blocked is acted on once the block lifts; a failed run is not
   retried until something changes again.
@@ -65,17 +65,21 @@ def root_condition(cron: str, timezone: str) -> dg.AutomationCondition:
     return (~AC.in_progress() & root_trigger(cron, timezone).since(_handled())).with_label("nightly refresh")
 
 
-def refresh_condition(roots: dg.AssetSelection, cron: str, timezone: str) -> dg.AutomationCondition:
-    """The condition of every non-root asset; ``roots`` are the datasets (``cron`` is theirs)."""
+def refresh_condition(roots: dg.AssetSelection, same_run: dg.AssetSelection, other_run: dg.AssetSelection,
+                      cron: str, timezone: str) -> dg.AutomationCondition:
+    """The condition of a non-root asset. ``roots`` are the datasets (``cron`` is theirs); ``same_run``
+    are its dependencies of the same partitioning (identity mapping: Dagster puts a tick's requests of
+    one partition and partitioning in one run), ``other_run`` those of another partitioning, which
+    always run in another run (Dagster groups a tick's requests by partitions definition and key)."""
     pending = stale_trigger().since(_handled())
-    # a dependency requested this tick in the same run does not block; one in another run does
+    # A dependency pending in another run blocks, even if it is requested this tick: the two runs would
+    # start together. One requested this tick in the same run does not block: the run orders them.
     parent_pending = (
-        AC.any_deps_match(root_trigger(cron, timezone).since(_handled()) & ~AC.will_be_requested()).allow(roots)
-        | AC.any_deps_match(pending & ~AC.will_be_requested()).ignore(roots)
+        AC.any_deps_match(root_trigger(cron, timezone).since(_handled())).allow(roots & other_run)
+        | AC.any_deps_match(pending).allow(other_run - roots)
+        | AC.any_deps_match(pending & ~AC.will_be_requested()).allow(same_run - roots)
     ).with_label("a dependency is pending in another run")
-    # A dataset is never requested together with a child (no child shares its partitioning), and
-    # a dataset rebuilt by the nightly tick may keep its data version: it never chains.
-    with_parent = AC.any_deps_match(AC.will_be_requested()).ignore(roots).with_label(
+    with_parent = AC.any_deps_match(AC.will_be_requested()).allow(same_run - roots).with_label(
         "a dependency is requested in this run")
     # `in_progress` first: the operands of an AND are evaluated in order, against the live event log,
     # during a tick that takes seconds. A run that materializes the asset between an `in_progress`
@@ -88,13 +92,22 @@ def refresh_condition(roots: dg.AssetSelection, cron: str, timezone: str) -> dg.
 def with_automation(assets: Sequence[dg.AssetsDefinition], profile: Profile) -> list[dg.AssetsDefinition]:
     """``assets`` with their automation condition: :func:`root_condition` on the roots (the assets
     without dependencies: the datasets), :func:`refresh_condition` on every other asset (``@asset``
-    and ``@multi_asset`` alike, through ``map_asset_specs``)."""
+    and ``@multi_asset`` alike, through ``map_asset_specs``), with its dependencies split by whether
+    they share its partitioning (the same ``PartitionsDefinition`` object: two partitionings with equal
+    keys are still two layers, pipelines/partitions.py)."""
     cron, tz = profile.schedule.cron, profile.schedule.timezone
-    root_keys = {spec.key for a in assets for spec in a.specs if not spec.deps}
-    nightly, stale = root_condition(cron, tz), refresh_condition(dg.AssetSelection.assets(*root_keys), cron, tz)
+    specs = {spec.key: spec for a in assets for spec in a.specs}
+    root_keys = {key for key, spec in specs.items() if not spec.deps}
+    roots, nightly = dg.AssetSelection.assets(*root_keys), root_condition(cron, tz)
+
+    def condition(spec: dg.AssetSpec) -> dg.AutomationCondition:
+        parents = [dep.asset_key for dep in spec.deps]
+        same = [k for k in parents if k in specs and specs[k].partitions_def is spec.partitions_def]
+        return refresh_condition(roots, dg.AssetSelection.assets(*same),
+                                 dg.AssetSelection.assets(*(k for k in parents if k not in same)), cron, tz)
 
     def attach(spec: dg.AssetSpec) -> dg.AssetSpec:
-        return spec.replace_attributes(automation_condition=nightly if spec.key in root_keys else stale)
+        return spec.replace_attributes(automation_condition=nightly if spec.key in root_keys else condition(spec))
 
     return [a.map_asset_specs(attach) for a in assets]
 

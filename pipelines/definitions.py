@@ -7,6 +7,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from assets import keys
 from assets.checks import build_asset_checks
 from assets.datasets import dataset_assets
 from assets.embeddings import embedding_assets
@@ -19,12 +20,21 @@ from pipelines.automation import automation_sensors, with_automation
 from pipelines.executors import executor_from_env
 from pipelines.partitions import (
     IMAGE_MODEL,
+    IMAGE_MODEL_LANG,
     MODEL_LANG,
     UNPARTITIONED,
     ProfilePartitions,
     profile_partitions,
 )
-from pipelines.refresh import DATASETS_JOB, IMAGE_JOB, MODEL_LANG_JOB, REPORTS_JOB, SUMMARY_JOB
+from pipelines.refresh import (
+    DATASETS_JOB,
+    IMAGE_JOB,
+    MODEL_LANG_JOB,
+    PAIRED_JOB,
+    PARTITION_REPORT_JOB,
+    REPORTS_JOB,
+    SUMMARY_JOB,
+)
 from pipelines.resources import ConescopeHome
 from storage.paths import DataRoot
 
@@ -33,13 +43,18 @@ def _layer_jobs(parts: ProfilePartitions, assets: list[dg.AssetsDefinition]) -> 
     """name -> (partitions def, description, asset keys) of each job of the refresh chain. An asset
     goes to the first layer of its partitioning unless it waits for a later one. Partitionings are told
     apart by name (``ProfilePartitions.name_of``)."""
-    later = {**dict.fromkeys([*SUMMARY_LAYER, *SUMMARY_REPORTS, CLUSTER_TRAINING], SUMMARY_JOB),
+    later = {keys.PARTITION_REPORT: PARTITION_REPORT_JOB,
+             **dict.fromkeys([*SUMMARY_LAYER, *SUMMARY_REPORTS, CLUSTER_TRAINING], SUMMARY_JOB),
              **dict.fromkeys([*FINAL_LAYER, TRANSFORM_CLUSTERS], REPORTS_JOB)}
-    first_of = {UNPARTITIONED: DATASETS_JOB, IMAGE_MODEL: IMAGE_JOB, MODEL_LANG: MODEL_LANG_JOB}
+    first_of = {UNPARTITIONED: DATASETS_JOB, IMAGE_MODEL: IMAGE_JOB, MODEL_LANG: MODEL_LANG_JOB,
+                IMAGE_MODEL_LANG: PAIRED_JOB}
     layers = {
         DATASETS_JOB: (None, "the dataset manifests"),
         IMAGE_JOB: (parts.image_model, "per image model: image embeddings and image-only metrics"),
-        MODEL_LANG_JOB: (parts.model_lang, "per model x lang: text embeddings, metrics, report"),
+        MODEL_LANG_JOB: (parts.model_lang, "per model x lang: text embeddings and text metrics"),
+        PAIRED_JOB: (parts.image_model_lang, "per image model x lang: the image-caption pair metrics, the "
+                                             "fitted transforms and their metrics"),
+        PARTITION_REPORT_JOB: (parts.model_lang, "per model x lang, after its pair metrics: the partition report"),
         SUMMARY_JOB: (parts.model, "per model, after every language: multilingual metrics and report, the "
                                    "cluster-training experiment"),
         REPORTS_JOB: (None, "after every model: the model comparison and paper reproduction reports, the "
@@ -49,9 +64,10 @@ def _layer_jobs(parts: ProfilePartitions, assets: list[dg.AssetsDefinition]) -> 
     for a in assets:
         for key in a.keys:
             selected[later.get(key) or first_of[parts.name_of(a.specs_by_key[key].partitions_def)]].append(key)
-    # no image model: no image assets, and no image layer
+    # no image model: no image assets, and neither image layer
     return {name: (partitions_def, description, selected[name])
-            for name, (partitions_def, description) in layers.items() if name != IMAGE_JOB or selected[name]}
+            for name, (partitions_def, description) in layers.items()
+            if name not in (IMAGE_JOB, PAIRED_JOB) or selected[name]}
 
 
 def build_definitions(profile: Profile, home: str | None = None,

@@ -10,6 +10,9 @@
   those of a ``model x lang`` multi-partition, ``lang|model`` (``en|vit-b-32.random``): built and parsed
   here only (:func:`model_lang_key`, :func:`model_and_lang`), kept so that run tags, stored runs and
   tests keep their keys.
+- ``image_model_lang``: the ``model_lang`` keys of the models with an image tower, for the assets that
+  pair images with texts (the image-text metric families, the fitted transforms and their metrics): a
+  text-only model has no partition of them. ``None`` without an image model.
 
 Why static, with explicit ``StaticPartitionMapping`` s (Dagster 1.13): ``MultiToSingleDimensionPartitionMapping``
 requires the single-dimension side to equal the multi dimension (so image assets would need a partition
@@ -27,7 +30,8 @@ import dagster as dg
 
 from conescope.profile import Profile
 
-IMAGE_MODEL, MODEL, MODEL_LANG, UNPARTITIONED = "image_model", "model", "model_lang", "unpartitioned"
+IMAGE_MODEL, MODEL, MODEL_LANG, IMAGE_MODEL_LANG, UNPARTITIONED = (
+    "image_model", "model", "model_lang", "image_model_lang", "unpartitioned")
 
 
 @dataclass(frozen=True)
@@ -39,14 +43,21 @@ class ProfilePartitions:
     image_model: dg.StaticPartitionsDefinition | None
     model: dg.StaticPartitionsDefinition
     model_lang: dg.StaticPartitionsDefinition
+    image_model_lang: dg.StaticPartitionsDefinition | None
     # model -> its model x lang keys, in the profile's language order
     lang_keys: dict[str, list[str]]
 
     @property
     def image_to_model_lang(self) -> dg.StaticPartitionMapping:
-        """image_model -> model_lang: a model x lang partition reads the image partition of its model;
-        a text-only model's model x lang partitions have no image parent."""
+        """image_model -> model_lang or image_model_lang: a model x lang partition reads the image
+        partition of its model; a text-only model's model x lang partitions have no image parent."""
         return dg.StaticPartitionMapping({m: self.lang_keys[m] for m in self.image_model_keys})
+
+    @property
+    def same_image_key(self) -> dg.StaticPartitionMapping:
+        """model_lang <-> image_model_lang, either way: a partition reads the partition of the same key; a
+        text-only model's model x lang partitions have none (neither parent nor child) on the image side."""
+        return dg.StaticPartitionMapping({k: k for m in self.image_model_keys for k in self.lang_keys[m]})
 
     @property
     def model_lang_to_model(self) -> dg.StaticPartitionMapping:
@@ -54,12 +65,13 @@ class ProfilePartitions:
         return dg.StaticPartitionMapping({key: m for m, keys in self.lang_keys.items() for key in keys})
 
     def name_of(self, partitions_def: dg.PartitionsDefinition | None) -> str:
-        """``image_model``, ``model``, ``model_lang`` or ``unpartitioned``: the partitioning of an asset.
+        """``image_model``, ``model``, ``model_lang``, ``image_model_lang`` or ``unpartitioned``: the
+        partitioning of an asset.
         By identity: with no text-only model in the profile, ``image_model`` and ``model`` hold the
         same keys (and compare equal), yet the image assets and the per-model ones stay apart."""
         if partitions_def is None:
             return UNPARTITIONED
-        for name in (IMAGE_MODEL, MODEL, MODEL_LANG):
+        for name in (IMAGE_MODEL, MODEL, MODEL_LANG, IMAGE_MODEL_LANG):
             if getattr(self, name) is partitions_def:
                 return name
         raise ValueError(f"{partitions_def} is none of the profile's partitionings (pipelines/partitions.py)")
@@ -76,6 +88,8 @@ def profile_partitions(profile: Profile) -> ProfilePartitions:
         image_model=dg.StaticPartitionsDefinition(image_models) if image_models else None,
         model=dg.StaticPartitionsDefinition(list(profile.models)),
         model_lang=dg.StaticPartitionsDefinition([key for keys in lang_keys.values() for key in keys]),
+        image_model_lang=dg.StaticPartitionsDefinition([key for m in image_models for key in lang_keys[m]])
+        if image_models else None,
         lang_keys=lang_keys)
 
 

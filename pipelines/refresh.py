@@ -2,9 +2,10 @@
 in dependency order, in one process and without a daemon.
 
 Layers: the datasets (one run), then each model's image layer (one run per model; text-only models
-have none and go straight on), then each model x lang partition, then each model's summary (metrics
-and the report that read every language), then the reports over every model (one run), so a layer
-never reads an upstream that is still being rewritten. Under ``conescope dev`` the automation
+have none and go straight on), then each model x lang partition's text layer, its pairs (image models
+only) and its report, then each model's summary (metrics and the report that read every language),
+then the reports over every model (one run), so a layer never reads an upstream that is still being
+rewritten. Under ``conescope dev`` the automation
 sensors request runs instead, from each asset's automation condition (pipelines/automation.py).
 """
 
@@ -20,6 +21,8 @@ from pipelines.partitions import model_lang_key
 DATASETS_JOB = "datasets_job"
 IMAGE_JOB = "image_job"
 MODEL_LANG_JOB = "model_lang_job"
+PAIRED_JOB = "paired_job"
+PARTITION_REPORT_JOB = "partition_report_job"
 SUMMARY_JOB = "model_summary_job"
 REPORTS_JOB = "reports_job"
 REFRESH_TAG = "conescope/refresh"
@@ -42,15 +45,17 @@ def _check(profile: Profile, models: list[str], langs: list[str]) -> None:
                          f"({'; '.join(valid)})")
 
 
-def _model_lang_runs(model: str, langs: list[str], tags: dict[str, str]) -> list[PlannedRun]:
-    return [PlannedRun(MODEL_LANG_JOB, model_lang_key(model, lang), tags) for lang in langs]
+def _model_lang_runs(model: str, langs: list[str], with_images: bool, tags: dict[str, str]) -> list[PlannedRun]:
+    jobs = (MODEL_LANG_JOB, PAIRED_JOB, PARTITION_REPORT_JOB) if with_images else (MODEL_LANG_JOB, PARTITION_REPORT_JOB)
+    return [PlannedRun(job, model_lang_key(model, lang), tags) for lang in langs for job in jobs]
 
 
 def full_plan(profile: Profile, refresh_id: str, models: list[str] | None = None,
               langs: list[str] | None = None) -> list[PlannedRun]:
     """Every run of the chain in an order that respects dependencies: the datasets; each image
-    model's image layer; the model x lang partitions (a text-only model's first: they have no image
-    layer to wait for); each model's summary, then the final reports, which read every language of
+    model's image layer; the model x lang partitions, each as its text layer, its pairs (an image
+    model's) and its report (a text-only model's first: they have no image layer to wait for); each
+    model's summary, then the final reports, which read every language of
     the profile and so are left out when ``langs`` is a subset. ``models`` restricts the per-model
     runs; the final reports still follow."""
     models = models or list(profile.models)
@@ -61,7 +66,7 @@ def full_plan(profile: Profile, refresh_id: str, models: list[str] | None = None
     text_only = [m for m in models if m not in with_images]
     plan = [PlannedRun(DATASETS_JOB, None, tags), *(PlannedRun(IMAGE_JOB, m, tags) for m in with_images)]
     for m in text_only + with_images:
-        plan += _model_lang_runs(m, langs, tags)
+        plan += _model_lang_runs(m, langs, m in with_images, tags)
     if set(profile.languages) <= set(langs):
         plan += [PlannedRun(SUMMARY_JOB, m, tags) for m in text_only + with_images]
         plan.append(PlannedRun(REPORTS_JOB, None, tags))

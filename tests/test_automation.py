@@ -10,7 +10,7 @@ import pytest
 
 from pipelines.automation import AUTOMATION_ENV, IMAGE_PRIORITY, IMAGE_SENSOR_NAME, MINIMUM_INTERVAL_S, SENSOR_NAME
 from pipelines.definitions import build_definitions
-from pipelines.refresh import IMAGE_JOB, MODEL_LANG_JOB
+from pipelines.refresh import IMAGE_JOB, MODEL_LANG_JOB, PAIRED_JOB, PARTITION_REPORT_JOB
 
 SHAPES, DIGITS = dg.AssetKey(["datasets", "shapes"]), dg.AssetKey(["datasets", "digits"])
 SHAPES_IMAGE, SHAPES_TEXT = dg.AssetKey(["embeddings", "shapes_image"]), dg.AssetKey(["embeddings", "shapes_text"])
@@ -51,7 +51,8 @@ class Ticks:
     def start_run(self, keys, partition: str) -> dg.DagsterRun:
         """A started run of ``keys`` at ``partition``, as the daemon launches one (its planned
         materializations make the partitions in progress)."""
-        job = self.defs.resolve_job_def(MODEL_LANG_JOB if "|" in partition else IMAGE_JOB)
+        jobs = [self.defs.resolve_job_def(j) for j in (IMAGE_JOB, MODEL_LANG_JOB, PAIRED_JOB, PARTITION_REPORT_JOB)]
+        job = next(j for j in jobs if j.asset_layer.selected_asset_keys >= set(keys))
         tags = {"dagster/partition": partition}
         if "|" in partition:
             lang, model = partition.split("|")
@@ -138,12 +139,24 @@ def test_the_stale_assets_of_a_partition_are_requested_together_after_their_pare
     assert ticks.tick() == {}  # the partition's image embeddings are still being rewritten
     ticks.finish_run(runs["tiny.random"], "tiny.random", "v2")
     requested = ticks.tick()
-    # one tick, one partition: Dagster launches it as one run (it groups a tick's requests by partition)
+    # one tick, one partition: its text layer and its pairs (Dagster groups a tick's requests by
+    # partitioning and partition: a run each)
     assert {p for parts in requested.values() for p in parts} == {"en|tiny.random"}
-    assert {"metrics/isotropy", "metrics/clip_loss", "transforms/procrustes", "metrics/transforms",
-            "reports/partition_report"} <= set(requested)
+    assert {"metrics/isotropy", "metrics/clip_loss", "transforms/procrustes", "metrics/transforms"} <= set(requested)
+    # the report reads the pairs, rewritten in another run: it waits for them
+    assert "reports/partition_report" not in requested
     # the model's summary reads every language: fr is still in progress
     assert "metrics/multilingual" not in requested
+    by_job = {job: [k for k in map(dg.AssetKey.from_user_string, requested)
+                    if k in ticks.defs.resolve_job_def(job).asset_layer.selected_asset_keys]
+              for job in (MODEL_LANG_JOB, PAIRED_JOB)}
+    layer_runs = [ticks.start_run(selection, "en|tiny.random") for selection in by_job.values()]
+    assert "reports/partition_report" not in ticks.tick()
+    ticks.finish_run(layer_runs[0], "en|tiny.random", "v2")
+    assert "reports/partition_report" not in ticks.tick()  # the pairs are still in progress
+    ticks.finish_run(layer_runs[1], "en|tiny.random", "v2")
+    assert ticks.tick()["reports/partition_report"] == {"en|tiny.random"}
+    assert "reports/partition_report" not in ticks.tick()  # requested once
 
 
 def test_a_models_summary_waits_for_every_language(ticks):
@@ -168,10 +181,12 @@ def test_changed_metric_code_recomputes_that_family_and_the_reports_only(tiny_pr
     _done(ticks)
     after = _with_code_versions(tiny_profile, data_root, {clip_loss: "2"})
     requested = ticks.tick(after)
-    # the family's partitions, and the partition report that reads them, in the same run
-    assert set(requested) == {"metrics/clip_loss", "reports/partition_report"}
+    # the family's partitions; then the partition report that reads them (another partitioning: another run)
+    assert set(requested) == {"metrics/clip_loss"}
     assert requested["metrics/clip_loss"] == set(ticks.graph.get(clip_loss).partitions_def.get_partition_keys())
-    ticks.materialize([clip_loss, dg.AssetKey(["reports", "partition_report"])], version="v2")
+    ticks.materialize([clip_loss], version="v2")
+    assert set(ticks.tick(after)) == {"reports/partition_report"}
+    ticks.materialize([dg.AssetKey(["reports", "partition_report"])], version="v2")
     # then the reports over every partition; never an embedding
     assert set(ticks.tick(after)) == {"reports/comparison_report", "reports/paper_report"}
 

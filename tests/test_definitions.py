@@ -9,6 +9,8 @@ from pipelines.refresh import (
     DATASETS_JOB,
     IMAGE_JOB,
     MODEL_LANG_JOB,
+    PAIRED_JOB,
+    PARTITION_REPORT_JOB,
     REPORTS_JOB,
     SUMMARY_JOB,
     PlannedRun,
@@ -67,7 +69,11 @@ def test_dependencies_and_partition_mappings(tiny_profile, data_root):
 def test_full_plan_covers_every_partition_in_dependency_order(tiny_profile):
     plan = full_plan(tiny_profile, "x")
     jobs = [p.job for p in plan]
-    assert jobs == [DATASETS_JOB] + [IMAGE_JOB] * 2 + [MODEL_LANG_JOB] * 4 + [SUMMARY_JOB] * 2 + [REPORTS_JOB]
+    # each model x lang partition: its text layer, its pairs, then its report (the report reads the pairs)
+    assert jobs == [DATASETS_JOB] + [IMAGE_JOB] * 2 + [MODEL_LANG_JOB, PAIRED_JOB, PARTITION_REPORT_JOB] * 4 + \
+        [SUMMARY_JOB] * 2 + [REPORTS_JOB]
+    assert [p.partition_key for p in plan if p.job == PAIRED_JOB] == \
+        [p.partition_key for p in plan if p.job == PARTITION_REPORT_JOB]
     assert full_plan(tiny_profile, "x", models=["tiny.random"])[-1] == PlannedRun(REPORTS_JOB, None)
     assert {p.partition_key for p in plan if p.job == MODEL_LANG_JOB} == {
         "en|tiny.random", "fr|tiny.random", "en|tiny.random-nobias", "fr|tiny.random-nobias"}
@@ -85,7 +91,8 @@ def test_final_reports_wait_for_every_models_summary(tiny_profile):
     # every summary after all the model x lang runs of its model
     for i in summaries:
         model = plan[i].partition_key
-        assert max(j for j, p in enumerate(plan) if p.job == MODEL_LANG_JOB and p.partition_key.endswith(
+        assert max(j for j, p in enumerate(plan) if p.job in (MODEL_LANG_JOB, PAIRED_JOB, PARTITION_REPORT_JOB)
+                   and p.partition_key.endswith(
             f"|{model}")) < i
     # Materializing one model by hand: its summary alone, then the final reports.
     assert full_plan(tiny_profile, "r", models=["tiny.random"])[-2:] == [

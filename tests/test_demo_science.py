@@ -16,7 +16,7 @@ import yaml
 from conescope.profile import load_profile
 from pipelines.definitions import build_definitions
 from pipelines.partitions import model_lang_key
-from pipelines.refresh import DATASETS_JOB, IMAGE_JOB, MODEL_LANG_JOB, execute_plan, full_plan
+from pipelines.refresh import DATASETS_JOB, IMAGE_JOB, MODEL_LANG_JOB, PAIRED_JOB, execute_plan, full_plan
 from storage.paths import DataRoot
 
 SCIENCE_PROFILE = {
@@ -96,8 +96,9 @@ def test_readme_science_queries_on_a_sufficient_profile(tmp_path):
     assert defs.resolve_job_def(DATASETS_JOB).execute_in_process(instance=instance).success
     _run(defs, instance, IMAGE_JOB, "tiny.random", ["embeddings/shapes_image", "metrics/image_isotropy"])
     key = model_lang_key("tiny.random", "en")
-    _run(defs, instance, MODEL_LANG_JOB, key,
-         ["embeddings/shapes_text", "metrics/modality_gap", "metrics/transforms",
+    _run(defs, instance, MODEL_LANG_JOB, key, ["embeddings/shapes_text"])
+    _run(defs, instance, PAIRED_JOB, key,
+         ["metrics/modality_gap", "metrics/transforms",
           *(f"transforms/{kind}" for kind in SCIENCE_PROFILE["transforms"]["kinds"])])
     check_claims(DataRoot(root), {"tiny.random"})
 

@@ -140,13 +140,14 @@ def replay(tmp_path_factory):
     arrays = _write_synthetic(root)
     defs = build_definitions(profile, str(tmp / "data"))
     instance = dg.DagsterInstance.ephemeral()
-    selection = [keys.metric("isotropy"), keys.metric("clip_loss"), keys.metric("modality_gap"), keys.metric("layers"),
-                 *(keys.transform(k) for k in profile.transforms.kinds), keys.TRANSFORM_METRICS]
+    selections = {"model_lang_job": [keys.metric("isotropy"), keys.metric("layers")],
+                  "paired_job": [keys.metric("clip_loss"), keys.metric("modality_gap"),
+                                 *(keys.transform(k) for k in profile.transforms.kinds), keys.TRANSFORM_METRICS]}
     for lang in ("en", "fr"):
-        job = defs.resolve_job_def("model_lang_job")
-        result = job.execute_in_process(instance=instance, partition_key=f"{lang}|{MODEL}",
-                                        asset_selection=selection, raise_on_error=True)
-        assert result.success
+        for job_name, selection in selections.items():
+            result = defs.resolve_job_def(job_name).execute_in_process(
+                instance=instance, partition_key=f"{lang}|{MODEL}", asset_selection=selection, raise_on_error=True)
+            assert result.success
     for key in (keys.metric("image_isotropy"), keys.metric("multilingual")):
         result = defs.resolve_job_def("image_job" if key == keys.metric("image_isotropy") else "model_summary_job"
                                       ).execute_in_process(instance=instance, partition_key=MODEL,
@@ -476,7 +477,7 @@ def test_chou_alam_geometry_replay(replay, tmp_path, geometry):
     root = DataRoot(tmp_path / "data")
     _write_synthetic(root)
     defs = build_definitions(profile, str(tmp_path / "data"))
-    defs.resolve_job_def("model_lang_job").execute_in_process(
+    defs.resolve_job_def("paired_job").execute_in_process(
         instance=dg.DagsterInstance.ephemeral(), partition_key=f"en|{MODEL}",
         asset_selection=[keys.metric("zero_shot"), keys.metric("clip_loss")], raise_on_error=True)
     rows = _warehouse_rows(root)

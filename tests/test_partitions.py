@@ -1,6 +1,7 @@
 """Every partition the graph declares can materialize: image assets are partitioned by the image
-models only, and the mappings between partitionings hold in the asset graph the UI and the daemon
-use (the repository snapshot, serialized and read back as a code server sends it)."""
+models only, the assets that pair images with texts by the image models' model x lang keys only, and
+the mappings between partitionings hold in the asset graph the UI and the daemon use (the repository
+snapshot, serialized and read back as a code server sends it)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ from tests.conftest import TEXT_ONLY_MODEL, TINY_PROFILE
 
 IMAGE_ONLY = {"embeddings/shapes_image", "embeddings/digits_image", "metrics/image_isotropy",
               "metrics/image_clusters", "metrics/linear_probe"}
+# [image model x lang]: the families of image-caption pairs, the fitted transforms and their metrics
+PAIRED = {"metrics/modality_gap", "metrics/clip_loss", "metrics/zero_shot", "metrics/retrieval", "metrics/transforms"}
 
 
 def tiny_with_minilm() -> Profile:
@@ -44,19 +47,24 @@ def test_image_assets_have_partitions_of_image_models_only(profile, tmp_path):
     text_only = {m for m, spec in profile.models.items() if not spec.has_image_tower}
     assert text_only == {"minilm"} and profile.image_models
     graph = build_definitions(profile, str(tmp_path / "data")).resolve_asset_graph()
-    without_text_only = set()
+    image_only, paired = set(), set()
     for key in graph.get_all_asset_keys():
         partitions_def = graph.get(key).partitions_def
         if partitions_def is None:
             continue
         keys = partitions_def.get_partition_keys()
         if not text_only & _models_of(keys):
-            without_text_only.add(key.to_user_string())
-            assert keys == profile.image_models, key
+            if keys == profile.image_models:
+                image_only.add(key.to_user_string())
+            else:
+                assert keys == [model_lang_key(m, lang) for m in profile.image_models
+                                for lang in profile.languages], key
+                paired.add(key.to_user_string())
         else:  # an asset that exists for every model has every model's partitions (or model x lang ones)
             assert keys == list(profile.models) or set(keys) == {
                 model_lang_key(m, lang) for m in profile.models for lang in profile.languages}, key
-    assert without_text_only == IMAGE_ONLY
+    assert image_only == IMAGE_ONLY
+    assert paired == PAIRED | {f"transforms/{kind}" for kind in profile.transforms.kinds}
 
 
 def test_a_profile_of_text_only_models_builds_no_image_asset(tmp_path):
@@ -64,7 +72,7 @@ def test_a_profile_of_text_only_models_builds_no_image_asset(tmp_path):
     dg.Definitions.validate_loadable(defs)
     graph = defs.resolve_asset_graph()
     names = {k.to_user_string() for k in graph.get_all_asset_keys()}
-    assert not names & IMAGE_ONLY and not any(n.startswith("transforms/") for n in names)
+    assert not names & (IMAGE_ONLY | PAIRED) and not any(n.startswith("transforms/") for n in names)
     assert "metrics/isotropy" in names and "metrics/multilingual" in names
     # no dependency on an asset that is not built (it would show as an external asset)
     assert all(graph.has(parent) for key in graph.get_all_asset_keys() for parent in graph.get(key).parent_keys)
@@ -88,6 +96,7 @@ def test_partition_mappings_in_the_asset_graph(where, tmp_path):
     image, text = dg.AssetKey(["embeddings", "shapes_image"]), dg.AssetKey(["embeddings", "shapes_text"])
     iso, multilingual = dg.AssetKey(["metrics", "isotropy"]), dg.AssetKey(["metrics", "multilingual"])
     report, image_iso = dg.AssetKey(["reports", "partition_report"]), dg.AssetKey(["metrics", "image_isotropy"])
+    clip_loss = dg.AssetKey(["metrics", "clip_loss"])
 
     def parents(child: dg.AssetKey, partition: str, parent: dg.AssetKey) -> set[str]:
         result = graph.get_parent_partition_keys_for_child(partition, parent, child)
@@ -98,9 +107,16 @@ def test_partition_mappings_in_the_asset_graph(where, tmp_path):
         # a text-only model's model x lang partition has no image parent; an image model's has its own
         assert parents(iso, f"{lang}|minilm", image) == set()
         assert parents(report, f"{lang}|minilm", image_iso) == set()
+        assert parents(report, f"{lang}|minilm", clip_loss) == set()
+        assert set(graph.get_child_partition_keys_of_parent(f"{lang}|minilm", text, clip_loss)) == set()
         for model in profile.image_models:
-            assert parents(iso, model_lang_key(model, lang), image) == {model}
-            assert parents(report, model_lang_key(model, lang), image_iso) == {model}
+            key = model_lang_key(model, lang)
+            assert parents(iso, key, image) == {model}
+            assert parents(report, key, image_iso) == {model}
+            # the pairs of a partition read its image model's images and its own texts; its report reads them
+            assert parents(clip_loss, key, image) == {model}
+            assert parents(clip_loss, key, text) == {key}
+            assert parents(report, key, clip_loss) == {key}
     for model in profile.models:  # a per-model partition reads every language of its model
         assert parents(multilingual, model, text) == {model_lang_key(model, lang) for lang in profile.languages}
     assert set(graph.get_child_partition_keys_of_parent("tiny.random", image, iso)) == {

@@ -12,7 +12,7 @@ from conescope.metric_families import METRIC_TABLES, TRANSFORM_TABLES
 from conescope.metric_families import family as metric_family
 from conescope.metrics.isotropy import isotropy_summary
 from pipelines.partitions import model_lang_key
-from pipelines.refresh import MODEL_LANG_JOB, PlannedRun, execute_plan
+from pipelines.refresh import MODEL_LANG_JOB, PAIRED_JOB, PARTITION_REPORT_JOB, PlannedRun, execute_plan
 from storage.parquet_store import read_embeddings, read_provenance
 from storage.paths import DataRoot
 from storage.warehouse import Warehouse
@@ -179,7 +179,8 @@ def test_rematerializing_a_partition_replaces_only_its_rows(materialized):
     snapshot = _query(root, sql)
     key = model_lang_key("tiny.random", "fr")
     # forced: the partition is fresh, and a plain plan would run nothing
-    assert execute_plan(defs, [PlannedRun(MODEL_LANG_JOB, key)], instance, log=lambda _: None, force=True)
+    assert execute_plan(defs, [PlannedRun(job, key) for job in (MODEL_LANG_JOB, PAIRED_JOB, PARTITION_REPORT_JOB)],
+                        instance, log=lambda _: None, force=True)
     after = _query(root, sql)
     assert len(after) == len(snapshot), "re-materialization must not duplicate rows"
 
