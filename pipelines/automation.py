@@ -1,13 +1,18 @@
 """Declarative automation of the whole graph: what Dagster's automation sensor requests, and when.
 
-Every asset gets an ``AutomationCondition`` built from Dagster's own operands (no custom
-evaluation code), attached centrally by :func:`with_automation`.
+Every asset gets an ``AutomationCondition`` built from Dagster's own operands and one of the
+project's, :class:`StaleOrMissing` (the rule ``conescope materialize`` applies: pipelines/staleness.py),
+attached centrally by :func:`with_automation`.
 
 - The datasets (the roots) are requested when the profile's cron tick passes (the nightly
-  refresh), when they are newly missing, or when their code version changed.
-- Every other asset is requested when it is *stale*: newly missing, its own code version changed,
-  or a dependency's data version changed since the previous tick. A dataset rebuilt with identical
+  refresh), when they are missing, or when their code version changed.
+- Every other asset is requested when it is *stale or missing* as Dagster's UI shows it: never
+  materialized, its own code version changed, or a dependency's data version changed since its last
+  materialization. The rule is level-triggered: whatever is stale when a tick runs is requested,
+  whether the change happened while the sensors were on or off. A dataset rebuilt with identical
   content keeps its data version (its content hash), so the nightly refresh requests nothing else.
+- A partition whose latest run failed is not requested again until something changes while the
+  sensors run (``execution_failed``, lifted by a new change since): no retry loop.
 - An asset is also requested when a dependency that can run in the same run (same partitions,
   identity mapping) is requested this tick, so that the assets of one partition that become stale
   together run in one run (Dagster groups a tick's requests by partition).
@@ -17,9 +22,7 @@ evaluation code), attached centrally by :func:`with_automation`.
   runs in another run (another partitioning) is itself pending, requested this tick or not: a child
   never starts before or beside its parent's run, and waits for it instead of running twice. A
   per-model summary depends on every language of its model, so it waits for all of them.
-- A pending trigger is kept until the asset is requested or updated (``since`` those), so a trigger
-  that fires while the asset is blocked is acted on once the block lifts; a failed run is not
-  retried until something changes again.
+- Being level-triggered, a partition blocked by a dependency is requested once the block lifts.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from collections.abc import Sequence
 import dagster as dg
 
 from conescope.profile import Profile
+from pipelines.staleness import not_fresh, resolver
 
 AC = dg.AutomationCondition
 SENSOR_NAME = "refresh_automation"
@@ -56,13 +60,52 @@ def root_trigger(cron: str, timezone: str) -> dg.AutomationCondition:
             ).with_label(f"cron tick ({cron} {timezone}), newly missing or code changed")
 
 
+class StaleOrMissing(dg.AutomationCondition):
+    """The candidate partitions that are stale or missing now, by pipelines/staleness.py (Dagster's
+    stale status): a level, not a change since the previous tick. Custom Python, so the sensors
+    evaluate it in the code server (``use_user_code_server``), as Dagster documents for such
+    conditions. One resolver per tick (its caches are the tick's reads)."""
+
+    _tick: tuple[object, object] | None = None  # (the tick's AssetGraphView, its resolver)
+
+    @property
+    def name(self) -> str:
+        return "stale_or_missing"
+
+    def evaluate(self, context: dg.AutomationContext) -> dg.AutomationResult:
+        candidates = context.candidate_subset
+        if candidates.is_empty:
+            return dg.AutomationResult(context, true_subset=candidates)
+        view = context.asset_graph_view
+        if StaleOrMissing._tick is None or StaleOrMissing._tick[0] is not view:
+            StaleOrMissing._tick = (view, resolver(view.instance, context.asset_graph, view))
+        statuses = StaleOrMissing._tick[1]
+        if context.partitions_def is None:
+            stale = not_fresh(statuses, [context.key], None)
+            return dg.AutomationResult(context, true_subset=candidates if stale else context.get_empty_subset())
+        keys = {p for p in candidates.expensively_compute_partition_keys()
+                if not_fresh(statuses, [context.key], p)}
+        return dg.AutomationResult(context, true_subset=candidates.compute_intersection_with_partition_keys(keys))
+
+
+def _stale(trigger: dg.AutomationCondition) -> dg.AutomationCondition:
+    """Stale or missing now, not requested on the previous tick, and not failed in its latest run
+    unless ``trigger`` (a change) fired since it was last requested or updated."""
+    retry = (~AC.execution_failed() | trigger.since(_handled())).with_label("not failed, or changed since")
+    return (~AC.newly_requested() & retry & StaleOrMissing()).with_label("stale or missing")
+
+
 def stale_trigger() -> dg.AutomationCondition:
     return (AC.newly_missing() | AC.code_version_changed() | AC.any_deps_match(AC.data_version_changed())
             ).with_label("newly missing, code changed or a dependency's data changed")
 
 
+def root_pending(cron: str, timezone: str) -> dg.AutomationCondition:
+    return AC.cron_tick_passed(cron, timezone).since(_handled()) | _stale(root_trigger(cron, timezone))
+
+
 def root_condition(cron: str, timezone: str) -> dg.AutomationCondition:
-    return (~AC.in_progress() & root_trigger(cron, timezone).since(_handled())).with_label("nightly refresh")
+    return (~AC.in_progress() & root_pending(cron, timezone)).with_label("nightly refresh")
 
 
 def refresh_condition(roots: dg.AssetSelection, same_run: dg.AssetSelection, other_run: dg.AssetSelection,
@@ -71,11 +114,11 @@ def refresh_condition(roots: dg.AssetSelection, same_run: dg.AssetSelection, oth
     are its dependencies of the same partitioning (identity mapping: Dagster puts a tick's requests of
     one partition and partitioning in one run), ``other_run`` those of another partitioning, which
     always run in another run (Dagster groups a tick's requests by partitions definition and key)."""
-    pending = stale_trigger().since(_handled())
+    pending = _stale(stale_trigger())
     # A dependency pending in another run blocks, even if it is requested this tick: the two runs would
     # start together. One requested this tick in the same run does not block: the run orders them.
     parent_pending = (
-        AC.any_deps_match(root_trigger(cron, timezone).since(_handled())).allow(roots & other_run)
+        AC.any_deps_match(root_pending(cron, timezone)).allow(roots & other_run)
         | AC.any_deps_match(pending).allow(other_run - roots)
         | AC.any_deps_match(pending & ~AC.will_be_requested()).allow(same_run - roots)
     ).with_label("a dependency is pending in another run")
@@ -138,7 +181,8 @@ def automation_sensors(first: Sequence[dg.AssetKey]) -> list[dg.AutomationCondit
     def sensor(name: str, target: dg.AssetSelection, run_tags: dict[str, str], what: str):
         return dg.AutomationConditionSensorDefinition(
             name, target=target, default_status=status, minimum_interval_seconds=MINIMUM_INTERVAL_S,
-            emit_backfills=False, run_tags=run_tags, description=f"{description}: {what}")
+            emit_backfills=False, use_user_code_server=True, run_tags=run_tags,
+            description=f"{description}: {what}")
 
     if not first:  # no image model
         return [sensor(SENSOR_NAME, dg.AssetSelection.all(), {}, "every asset")]

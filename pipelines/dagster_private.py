@@ -29,14 +29,15 @@ class Private(NamedTuple):
     why: str
 
 
-_STALENESS = "Dagster's own stale/missing rule as the UI shows it; no public API evaluates it (pipelines/refresh.py)"
+_STALENESS = ("Dagster's own stale/missing rule as the UI shows it; no public API evaluates it "
+              "(pipelines/staleness.py: the CLI's plan and the automation's StaleOrMissing)")
 _LAUNCHER = "the run launcher interface (RunLauncher subclasses), not exported publicly (pipelines/launcher.py)"
 _DAEMON = ("dagster-daemon run with the prompt backfill daemon in place of Dagster's (pipelines/daemon.py); "
            "the daemon framework has no public API")
 _TESTS = "tests only: building the objects Dagster hands to the code under test"
 
 PRIVATE: dict[str, Private] = {
-    # pipelines/refresh.py
+    # pipelines/staleness.py
     "AssetGraphView": Private("dagster._core.asset_graph_view.asset_graph_view", "AssetGraphView",
                               ("temporal_context", "instance", "asset_graph"), _STALENESS),
     "CachingStaleStatusResolver": Private("dagster._core.definitions.data_version", "CachingStaleStatusResolver",

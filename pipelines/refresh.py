@@ -17,6 +17,7 @@ import dagster as dg
 
 from conescope.profile import Profile
 from pipelines.partitions import model_lang_key
+from pipelines.staleness import not_fresh, resolver
 
 DATASETS_JOB = "datasets_job"
 IMAGE_JOB = "image_job"
@@ -86,24 +87,10 @@ def failure_message(error) -> str:
 def stale_or_missing(defs: dg.Definitions, instance: dg.DagsterInstance, job: str,
                      partition_key: str | None) -> dict[dg.AssetKey, str]:
     """The assets of ``job`` that are not fresh for ``partition_key``, with their status (``STALE``
-    or ``MISSING``), by Dagster's own rule, as the UI shows them: an asset partition is stale when its
-    code version differs from the one its last materialization recorded or when a dependency's data
-    version changed since; missing when never materialized."""
-    from pipelines.dagster_private import (
-        AssetGraphView,
-        CachingStaleStatusResolver,
-        StaleStatus,
-        TemporalContext,
-        get_current_datetime,
-    )
-
+    or ``MISSING``), by the rule the automation applies too (pipelines/staleness.py)."""
     graph = defs.resolve_asset_graph()
-    view = AssetGraphView(temporal_context=TemporalContext(effective_dt=get_current_datetime(), last_event_id=None),
-                          instance=instance, asset_graph=graph)
-    resolver = CachingStaleStatusResolver(instance, graph, view)
-    keys = defs.resolve_job_def(job).asset_layer.selected_asset_keys
-    statuses = {k: resolver.get_status(k, partition_key) for k in keys}
-    return {k: status.name for k, status in statuses.items() if status != StaleStatus.FRESH}
+    return not_fresh(resolver(instance, graph), defs.resolve_job_def(job).asset_layer.selected_asset_keys,
+                     partition_key)
 
 
 def next_selection(defs: dg.Definitions, job: str, not_fresh: dict[dg.AssetKey, str]) -> list[dg.AssetKey]:

@@ -4,6 +4,7 @@ reported without running anything (each with the data version a real run would r
 in-progress runs are created as the daemon would create them, so each test is fast."""
 
 import datetime
+import graphlib
 
 import dagster as dg
 import pytest
@@ -27,26 +28,43 @@ class Ticks:
         self.instance = dg.DagsterInstance.ephemeral()
         self.cursor, self.when = None, when
 
-    def tick(self, defs: dg.Definitions | None = None, minutes: float = 1) -> dict[str, set]:
-        """Evaluate once; what was requested, as {asset key: partition keys}."""
+    def tick(self, defs: dg.Definitions | None = None, minutes: float = 1, fresh_cursor: bool = False
+             ) -> dict[str, set]:
+        """Evaluate once (``defs``: a new deploy, kept for what follows; ``fresh_cursor``: as the first tick
+        of a sensor that kept no state); what was requested, as {asset key: partition keys}."""
         self.when += datetime.timedelta(minutes=minutes)
-        result = dg.evaluate_automation_conditions(defs or self.defs, self.instance, cursor=self.cursor,
-                                                   evaluation_time=self.when)
+        self.defs = defs or self.defs
+        result = dg.evaluate_automation_conditions(self.defs, self.instance, evaluation_time=self.when,
+                                                   cursor=None if fresh_cursor else self.cursor)
         self.cursor = result.cursor
         return {k.to_user_string(): result.get_requested_partitions(k)
                 for k in self.graph.get_all_asset_keys() if result.get_num_requested(k)}
 
     def materialize(self, keys, partitions=None, version: str = "v1") -> None:
-        """Record a materialization of ``keys`` (every partition, or ``partitions``) whose data
-        version depends on ``version`` only, as a content hash would."""
+        """Record a materialization of ``keys`` (every partition, or ``partitions``) as a run of the
+        deployed code records it: a data version that depends on ``version`` only (as a content hash
+        would), the code version, and the provenance of every input (its data version, and the event log
+        position it was read at; Dagster's ``dagster/input_*`` tags)."""
+        graph = self.defs.resolve_asset_graph()
         for key in keys:
             pdef = self.graph.get(key).partitions_def
             for p in (partitions or pdef.get_partition_keys()) if pdef else [None]:
-                self.instance.report_runless_asset_event(dg.AssetMaterialization(
-                    key, partition=p, tags={"dagster/data_version": f"{key.to_user_string()}:{p}:{version}"}))
+                pointer = str(self.instance.event_log_storage.get_maximum_record_id() or 0)
+                tags = {"dagster/data_version": f"{key.to_user_string()}:{p}:{version}",
+                        "dagster/code_version": graph.get(key).code_version or ""}
+                for parent in graph.get(key).parent_keys:
+                    latest = self.instance.get_latest_materialization_event(parent)
+                    name = parent.to_user_string()
+                    tags[f"dagster/input_data_version/{name}"] = (
+                        latest.asset_materialization.tags.get("dagster/data_version", "") if latest else "")
+                    tags[f"dagster/input_event_pointer/{name}"] = pointer
+                self.instance.report_runless_asset_event(dg.AssetMaterialization(key, partition=p, tags=tags))
 
     def everything(self) -> list[dg.AssetKey]:
-        return [k for k in self.graph.get_all_asset_keys() if self.graph.get(k).is_materializable]
+        """Every materializable asset, parents first (as runs would record them: a child recorded before its
+        parent would be stale)."""
+        order = graphlib.TopologicalSorter({k: self.graph.get(k).parent_keys for k in self.graph.get_all_asset_keys()})
+        return [k for k in order.static_order() if self.graph.get(k).is_materializable]
 
     def start_run(self, keys, partition: str) -> dg.DagsterRun:
         """A started run of ``keys`` at ``partition``, as the daemon launches one (its planned
@@ -61,7 +79,7 @@ class Ticks:
                                                 status=dg.DagsterRunStatus.STARTED)
 
     def finish_run(self, run: dg.DagsterRun, partition: str, version: str) -> None:
-        self.materialize(run.asset_selection, [partition], version)
+        self.materialize([k for k in self.everything() if k in run.asset_selection], [partition], version)
         self.instance.handle_run_event(run.run_id, dg.DagsterEvent(event_type_value="PIPELINE_SUCCESS",
                                                                    job_name=run.job_name))
 
@@ -239,3 +257,36 @@ def test_every_asset_has_a_condition_and_no_schedule_or_run_sensor_remains(tiny_
     assert graph.get(SHAPES).automation_condition.get_label() == "nightly refresh"
     assert list(defs.schedules or []) == []
     assert sorted(s.name for s in defs.sensors) == [SENSOR_NAME, IMAGE_SENSOR_NAME]
+
+
+@pytest.mark.parametrize("sensor_state", ["kept", "lost"])
+def test_a_change_made_while_the_sensors_were_off_is_requested_once_when_they_run(tiny_profile, data_root,
+                                                                                   sensor_state):
+    """Level-triggered: what is stale when a tick runs is requested, wherever the change happened. The
+    sensors are off while a deploy changes a metric's code (no tick sees the change); once they run
+    again, with their state kept or lost, every stale partition is requested once, then its readers."""
+    from pipelines.staleness import not_fresh, resolver
+
+    clip_loss, report = dg.AssetKey(["metrics", "clip_loss"]), dg.AssetKey(["reports", "partition_report"])
+    ticks = Ticks(_with_code_versions(tiny_profile, data_root, {}))
+    ticks.tick()
+    _done(ticks)
+    assert ticks.tick() == {}
+    after = _with_code_versions(tiny_profile, data_root, {clip_loss: "2"})
+    graph = after.resolve_asset_graph()
+    statuses = resolver(ticks.instance, graph)
+    stale = {(k.to_user_string(), p) for k in graph.materializable_asset_keys
+             for p in (graph.get(k).partitions_def.get_partition_keys() if graph.get(k).partitions_def else [None])
+             if not_fresh(statuses, [k], p)}
+    partitions = set(graph.get(clip_loss).partitions_def.get_partition_keys())
+    assert stale == {("metrics/clip_loss", p) for p in partitions}
+
+    requested = ticks.tick(after, minutes=60, fresh_cursor=sensor_state == "lost")
+    assert requested == {"metrics/clip_loss": partitions}
+    runs = {p: ticks.start_run([clip_loss], p) for p in partitions}
+    assert ticks.tick() == {}  # in progress: requested once
+    for p, run in runs.items():
+        ticks.finish_run(run, p, "v2")
+    assert ticks.tick() == {"reports/partition_report": partitions}
+    ticks.materialize([report], version="v2")
+    assert set(ticks.tick()) == {"reports/comparison_report", "reports/paper_report"}
