@@ -1,7 +1,8 @@
 """The Dagster UI in a real browser: ``conescope dev`` on a free port with its own data root (a copy
 of the materialized tiny profile), the asset graph, an asset's Partitions and Checks tabs, one
-partition materialized by clicking, then the server stopped with every child process. Screenshots
-go to ``test-output/``.
+partition materialized by clicking, a report materialized and opened from the link in its metadata (served
+by ``conescope dev`` over http), then the server stopped with every child process. Screenshots go to
+``test-output/``.
 
 Chromium from the system (Debian: ``apt-get install -y chromium``) driven by playwright; without it
 the test is skipped with the reason, or fails with ``CONESCOPE_REQUIRE_BROWSER=1``. The served
@@ -24,6 +25,8 @@ ASSET = "metrics/image_isotropy"
 PARTITION = "tiny.random"
 TEXT_ASSET = "metrics/isotropy"  # model x lang: a flat list of lang|model keys
 TEXT_ONLY = "minilm"  # in the served profile, not materialized: no image partition, text partitions only
+REPORT = "reports/paper_report"
+REPORT_TITLE = "paper reproduction"  # in the page's title and heading (conescope/reports/paper.py)
 RUNS = """{ runsOrError(limit: 10) { ... on Runs { results { runId status tags { key value } } } } }"""
 
 
@@ -61,6 +64,47 @@ def _wait_for_run(server: DevServer, timeout_s: float = 420.0) -> dict:
             return mine[0]
         time.sleep(2)
     raise TimeoutError(f"no finished run for {ASSET} [{PARTITION}] after {timeout_s} s: {runs}")
+
+
+def _wait_for_new_run(server: DevServer, known: set[str], timeout_s: float = 420.0) -> dict:
+    """The first run not in ``known``, once it has finished."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        new = [r for r in server.graphql(RUNS)["data"]["runsOrError"]["results"] if r["runId"] not in known]
+        if new and new[0]["status"] in ("SUCCESS", "FAILURE", "CANCELED"):
+            return new[0]
+        time.sleep(2)
+    raise TimeoutError(f"no new finished run after {timeout_s} s")
+
+
+def _confirm_if_asked(page) -> None:
+    """Past the upstream warning, when the UI shows it (this instance has not recorded the upstream runs)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    confirm = page.get_by_role("button", name="Confirm")
+    try:
+        confirm.wait_for(state="visible", timeout=15_000)
+    except PlaywrightTimeout:
+        return
+    confirm.click()
+
+
+def _follow(page, link):
+    """Click ``link``; the page it opened: a new tab (the UI opens links of metadata so) or this one."""
+    context = page.context
+    before = set(context.pages)
+    link.click()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        opened = [p for p in context.pages if p not in before]
+        if opened:
+            opened[0].wait_for_load_state("load")
+            return opened[0]
+        if page.url.startswith(link.get_attribute("href")):
+            page.wait_for_load_state("load")
+            return page
+        page.wait_for_timeout(200)
+    raise TimeoutError(f"clicking {link.get_attribute('href')} opened nothing")
 
 
 def test_ui_graph_partitions_checks_and_one_materialization(chromium, materialized, tmp_path):
@@ -127,6 +171,28 @@ def test_ui_graph_partitions_checks_and_one_materialization(chromium, materializ
         page.screenshot(path=str(TEST_OUTPUT / "ui-checks-after-run.png"))
         _open(page, f"{server.url}/runs/{run['runId']}", "RUN_SUCCESS")
         page.screenshot(path=str(TEST_OUTPUT / "ui-run.png"))
+
+        # A report one click away: materialize the paper report from its page, then click the `report`
+        # link of its materialization; conescope dev serves the page over http (a file:// link is dead there).
+        known = {r["runId"] for r in server.runs()}
+        _open(page, f"{server.url}/assets/{REPORT}", REPORT.split("/")[-1])
+        page.get_by_role("button", name="Materialize", exact=True).first.click()
+        _confirm_if_asked(page)
+        report_run = _wait_for_new_run(server, known)
+        assert report_run["status"] == "SUCCESS", (report_run, server.log.read_text()[-3000:])
+        url = f"{server.reports_url}/_paper/index.html"
+        _open(page, f"{server.url}/assets/{REPORT}?view=events", REPORT.split("/")[-1])
+        link = page.locator(f'a[href="{url}"]').first
+        link.wait_for(timeout=60_000)
+        page.screenshot(path=str(TEST_OUTPUT / "ui-report-link.png"))
+        report_page = _follow(page, link)
+        report_page.get_by_role("heading", level=1).first.wait_for(timeout=30_000)
+        assert report_page.url == url
+        assert REPORT_TITLE in report_page.title(), report_page.title()
+        assert REPORT_TITLE in report_page.get_by_role("heading", level=1).first.inner_text()
+        report_page.screenshot(path=str(TEST_OUTPUT / "ui-report-opened.png"))
+        if report_page is not page:
+            report_page.close()
         assert errors == [], errors
         page.close()
         took, left = server.stop(signal.SIGTERM)
