@@ -57,7 +57,7 @@ class ReportHandler(SimpleHTTPRequestHandler):
         pass  # one line per request would bury the output of conescope dev; errors still go to log_error
 
     def log_error(self, format: str, *args) -> None:  # noqa: A002 - the standard library's signature
-        if not format.startswith("code 404"):
+        if not (args and args[0] == HTTPStatus.NOT_FOUND):  # a missing page is the client's business
             sys.stderr.write(f"conescope reports: {format % args}\n")
 
 

@@ -8,6 +8,7 @@ Chromium from the system (Debian: ``apt-get install -y chromium``) driven by pla
 the test is skipped with the reason, or fails with ``CONESCOPE_REQUIRE_BROWSER=1``. The served
 profile adds a text-only model (not materialized): an image asset shows no partition of it."""
 
+import re
 import shutil
 import signal
 import time
@@ -90,8 +91,8 @@ def _confirm_if_asked(page) -> None:
 
 
 def _follow(page, link):
-    """Click ``link``; the page it opened: a new tab (the UI opens links of metadata so) or this one."""
-    context = page.context
+    """Click ``link``; the page it opened: a new tab (the UI opens a metadata URL so) or this one."""
+    context, href = page.context, link.get_attribute("href")
     before = set(context.pages)
     link.click()
     deadline = time.monotonic() + 30
@@ -100,11 +101,20 @@ def _follow(page, link):
         if opened:
             opened[0].wait_for_load_state("load")
             return opened[0]
-        if page.url.startswith(link.get_attribute("href")):
+        if page.url == href:
             page.wait_for_load_state("load")
             return page
         page.wait_for_timeout(200)
-    raise TimeoutError(f"clicking {link.get_attribute('href')} opened nothing")
+    raise TimeoutError(f"clicking {href} opened nothing")
+
+
+def _assert_report(page, url: str) -> None:
+    """``page`` shows the paper report served at ``url``, not an error page."""
+    heading = page.get_by_role("heading", level=1).first
+    heading.wait_for(timeout=30_000)
+    assert page.url == url
+    assert REPORT_TITLE in page.title(), page.title()
+    assert REPORT_TITLE in heading.inner_text()
 
 
 def test_ui_graph_partitions_checks_and_one_materialization(chromium, materialized, tmp_path):
@@ -173,27 +183,30 @@ def test_ui_graph_partitions_checks_and_one_materialization(chromium, materializ
         page.screenshot(path=str(TEST_OUTPUT / "ui-run.png"))
 
         # A report one click away: materialize the paper report from its page, then click the `report`
-        # link of its materialization; conescope dev serves the page over http (a file:// link is dead there).
+        # link of its materialization (a new tab) and the preview's link; conescope dev serves the page
+        # over http (a file:// link is dead in the UI).
         known = {r["runId"] for r in server.runs()}
         _open(page, f"{server.url}/assets/{REPORT}", REPORT.split("/")[-1])
-        page.get_by_role("button", name="Materialize", exact=True).first.click()
+        page.get_by_role("button").filter(has_text=re.compile(r"^\s*Materialize\s*$")).first.click()
         _confirm_if_asked(page)
         report_run = _wait_for_new_run(server, known)
         assert report_run["status"] == "SUCCESS", (report_run, server.log.read_text()[-3000:])
         url = f"{server.reports_url}/_paper/index.html"
-        _open(page, f"{server.url}/assets/{REPORT}?view=events", REPORT.split("/")[-1])
-        link = page.locator(f'a[href="{url}"]').first
+        _open(page, f"{server.url}/assets/{REPORT}", REPORT.split("/")[-1])
+        link = page.locator(f'a[href="{url}"]').first  # the metadata table of the latest materialization
         link.wait_for(timeout=60_000)
         page.screenshot(path=str(TEST_OUTPUT / "ui-report-link.png"))
         report_page = _follow(page, link)
-        report_page.get_by_role("heading", level=1).first.wait_for(timeout=30_000)
-        assert report_page.url == url
-        assert REPORT_TITLE in report_page.title(), report_page.title()
-        assert REPORT_TITLE in report_page.get_by_role("heading", level=1).first.inner_text()
+        _assert_report(report_page, url)
         report_page.screenshot(path=str(TEST_OUTPUT / "ui-report-opened.png"))
         if report_page is not page:
             report_page.close()
         assert errors == [], errors
+        page.get_by_text("[Show Markdown]").first.click()
+        preview_link = page.get_by_role("dialog").get_by_role("link", name="open the report")
+        preview_link.wait_for(timeout=30_000)
+        assert preview_link.get_attribute("href") == url
+        _assert_report(_follow(page, preview_link), url)
         page.close()
         took, left = server.stop(signal.SIGTERM)
         print(f"UI test (loaded machine): server ready in {started:.0f} s, run in {ran:.0f} s, stopped in {took:.1f} s")
