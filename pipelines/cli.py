@@ -125,6 +125,9 @@ def _dev(args: argparse.Namespace) -> int:
     reports = reports_url()
     if args.reports_port is not None:
         reports = with_port(reports, args.reports_port)
+    if reports_port(reports) == args.port:
+        raise ValueError(f"the reports and the UI cannot share port {args.port}: pick another with --reports-port "
+                         f"or {REPORTS_URL_ENV}")
     profile = load_profile()
     root.require_writable("dev")
     ensure_dagster_home(root)  # creates Dagster's storage on a fresh data root, under a lock
@@ -148,7 +151,7 @@ def _dev(args: argparse.Namespace) -> int:
     from pipelines.supervise import run_supervised
 
     with serving(reports_dir(root), args.host, reports_port(reports)):
-        print(f"conescope dev: the reports (the data root's reports/ folder, read-only) at {reports}/")
+        print(f"conescope dev: the reports (the data root's reports/ folder, read-only) at {reports}/", flush=True)
         return run_supervised(cmd)  # stops the webserver, daemon and code servers with it (SIGTERM, Ctrl-C)
 
 

@@ -135,10 +135,15 @@ def test_the_reports_url_comes_from_one_variable(monkeypatch, tmp_path):
         report_url(root, root.root / "warehouse.duckdb", "http://x:1")
 
 
-def test_dev_takes_a_reports_port():
+def test_dev_takes_a_reports_port(monkeypatch, capsys):
+    from pipelines.cli import main
+
     args = build_parser().parse_args(["dev", "--reports-port", "4321"])
     assert args.reports_port == 4321
     assert build_parser().parse_args(["dev"]).reports_port is None
+    monkeypatch.delenv(REPORTS_URL_ENV, raising=False)
+    assert main(["dev", "--port", "3001"]) == 2  # before anything starts
+    assert "the reports and the UI cannot share port 3001" in capsys.readouterr().err
 
 
 def test_report_metadata_links_the_http_url_and_keeps_the_path(tmp_path):
