@@ -37,6 +37,7 @@ from pipelines.resources import ConescopeHome
 from storage import metric_rows
 from storage.embedding_sets import load_image_set, load_text_set
 from storage.parquet_store import atomic_directory, read_manifest_table, read_provenance
+from storage.report_links import report_url
 
 MULTILINGUAL_REPORT = dg.AssetKey(["reports", "multilingual_report"])
 COMPARISON_REPORT = dg.AssetKey(["reports", "comparison_report"])
@@ -73,30 +74,35 @@ def report_settings(profile: Profile) -> ReportSettings:
                           clusters=profile.report.clusters, seed=profile.seed)
 
 
-def write_page(home: ConescopeHome, target, page: str) -> dg.MetadataValue:
+def write_page(home: ConescopeHome, target: Path, page: str) -> Path:
     with atomic_directory(target, home.paths.scratch) as staging:
         (staging / "index.html").write_text(page, encoding="utf-8")
     return target / "index.html"
 
 
-def report_metadata(index, preview_png: str | None, headline: dict[str, float], title: str) -> dict:
-    lines = [f"**{title}**: [open the report]({index.as_uri()}) ({index.stat().st_size / 1024:.0f} KiB)", ""]
+def report_metadata(index: Path, url: str, preview_png: str | None, headline: dict[str, float], title: str) -> dict:
+    """The ``report`` link and the preview's: ``url``, the page over http (``conescope dev`` serves the
+    reports: the UI turns a ``file://`` link into a dead one, and a browser refuses it from an http page);
+    ``path``: the file."""
+    lines = [f"**{title}**: [open the report]({url}) ({index.stat().st_size / 1024:.0f} KiB)", ""]
     if headline:
         lines += ["| metric | value |", "|---|---|", *(f"| {k} | {v} |" for k, v in list(headline.items())[:24]), ""]
     if preview_png:
         lines.append(f"![preview]({preview_png})")
     return {
-        "report": dg.MetadataValue.url(index.as_uri()),
+        "report": dg.MetadataValue.url(url),
         "path": dg.MetadataValue.path(str(index)),
         "size_kib": round(index.stat().st_size / 1024, 1),
         "preview": dg.MetadataValue.md("\n".join(lines)),
     }
 
 
-def report_result(index, report, title: str, **extra) -> dg.MaterializeResult:
+def report_result(home: ConescopeHome, index: Path, report, title: str, **extra) -> dg.MaterializeResult:
     """Metadata with the preview, and the data version: the hash of the page (rendering is deterministic:
-    seeded samples and layouts, SVG ids salted, no dates), so an unchanged page leaves its readers fresh."""
-    metadata = {**report_metadata(index, report.preview_png, report.headline, title), **extra}
+    seeded samples and layouts, SVG ids salted, no dates), so an unchanged page leaves its readers fresh;
+    the links in the metadata (``CONESCOPE_REPORTS_URL``) are not part of it."""
+    metadata = {**report_metadata(index, report_url(home.paths, index), report.preview_png, report.headline, title),
+                **extra}
     return dg.MaterializeResult(metadata=metadata,
                                 data_version=dg.DataVersion(hashlib.sha256(report.html.encode()).hexdigest()[:16]))
 
@@ -141,7 +147,8 @@ def _partition_report(profile: Profile, parts: ProfilePartitions) -> dg.AssetsDe
         report = render_partition_report(model, lang, sections, provenance, report_settings(profile), cache)
         index = write_page(conescope, conescope.paths.report_dir(model, lang), report.html)
         context.log.info(f"report written: {index} (cache: {cache.hits} hits, {cache.misses} computed)")
-        return report_result(index, report, f"{model} / {lang}", cache_hits=cache.hits, cache_computed=cache.misses)
+        return report_result(conescope, index, report, f"{model} / {lang}", cache_hits=cache.hits,
+                             cache_computed=cache.misses)
 
     return partition_report
 
@@ -173,7 +180,8 @@ def _multilingual_report(profile: Profile, parts: ProfilePartitions) -> dg.Asset
                                             provenance,
                                             settings.max_points, settings.seed, cache)
         index = write_page(conescope, conescope.paths.multilingual_report_dir(model), report.html)
-        return report_result(index, report, f"{model}: languages", cache_hits=cache.hits, cache_computed=cache.misses)
+        return report_result(conescope, index, report, f"{model}: languages", cache_hits=cache.hits,
+                             cache_computed=cache.misses)
 
     return multilingual_report
 
@@ -208,7 +216,7 @@ def _comparison_report(profile: Profile) -> dg.AssetsDefinition:
         report = render_comparison_report(models, list(profile.languages), ref, rows, embeddings, links, provenance,
                                           settings.max_points, settings.seed)
         index = write_page(conescope, conescope.paths.summary_report_dir("comparison"), report.html)
-        return report_result(index, report, "model comparison")
+        return report_result(conescope, index, report, "model comparison")
 
     return comparison_report
 
@@ -228,7 +236,7 @@ def _paper_report(profile: Profile) -> dg.AssetsDefinition:
         provenance = {"profile": profile.name, **_versions(version)}
         report = render_paper_report(rows, models, kinds, profile.reference_lang, provenance)
         index = write_page(conescope, conescope.paths.summary_report_dir("paper"), report.html)
-        return report_result(index, report, "paper reproduction")
+        return report_result(conescope, index, report, "paper reproduction")
 
     return paper_report
 
@@ -251,7 +259,7 @@ def _isotropy_clusters_report(profile: Profile, experiments: list[dg.AssetKey]) 
                                                  read["transform_clusters"], read["transform_clusters_summary"],
                                                  provenance)
         index = write_page(conescope, conescope.paths.summary_report_dir("isotropy_clusters"), report.html)
-        return report_result(index, report, "isotropy against clusters")
+        return report_result(conescope, index, report, "isotropy against clusters")
 
     return isotropy_clusters_report
 

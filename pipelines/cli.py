@@ -12,6 +12,14 @@ import time
 from pathlib import Path
 
 from storage.paths import DEFAULT_HOME, DataRoot
+from storage.report_links import (
+    DEFAULT_REPORTS_PORT,
+    REPORTS_URL_ENV,
+    reports_dir,
+    reports_port,
+    reports_url,
+    with_port,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -114,6 +122,12 @@ def _dev(args: argparse.Namespace) -> int:
     )
 
     root = DataRoot.from_env()
+    reports = reports_url()
+    if args.reports_port is not None:
+        reports = with_port(reports, args.reports_port)
+    if reports_port(reports) == args.port:
+        raise ValueError(f"the reports and the UI cannot share port {args.port}: pick another with --reports-port "
+                         f"or {REPORTS_URL_ENV}")
     profile = load_profile()
     root.require_writable("dev")
     ensure_dagster_home(root)  # creates Dagster's storage on a fresh data root, under a lock
@@ -127,13 +141,18 @@ def _dev(args: argparse.Namespace) -> int:
               f"{ensure_warehouse_pool(instance, profile.warehouse.kind)}; runs use "
               f"{threads['OMP_NUM_THREADS']} thread(s) each (OMP_NUM_THREADS)")
     os.environ["CONESCOPE_HOME"] = str(root.root)  # the code server resolves it from the repository
+    # the reports' links in the metadata of the runs it launches name the port served here
+    os.environ[REPORTS_URL_ENV] = reports
     # Dagster's `dagster dev`, its daemon's backfill loop acting when a backfill's run ends (pipelines/daemon.py)
     cmd = [sys.executable, "-m", "pipelines.daemon", "dev", "-w", str(REPO / "workspace.yaml"),
            "-p", str(args.port), "-h", args.host]
     os.chdir(REPO)
+    from pipelines.report_server import serving
     from pipelines.supervise import run_supervised
 
-    return run_supervised(cmd)  # stops the webserver, daemon and code servers with it (SIGTERM, Ctrl-C)
+    with serving(reports_dir(root), args.host, reports_port(reports)):
+        print(f"conescope dev: the reports (the data root's reports/ folder, read-only) at {reports}/", flush=True)
+        return run_supervised(cmd)  # stops the webserver, daemon and code servers with it (SIGTERM, Ctrl-C)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -152,6 +171,8 @@ ENVIRONMENT = {
     "CONESCOPE_AUTOMATION": "on or off: the automation sensors' state when conescope dev starts (default: on)",
     "CONESCOPE_EXECUTOR": "how the steps of a run launched by conescope dev execute: in_process (the default), "
                           "multiprocess, default (Dagster's) or k8s",
+    REPORTS_URL_ENV: f"the URL of the data root's reports/ folder, which the report assets link to and "
+                     f"conescope dev serves on its port (default: http://127.0.0.1:{DEFAULT_REPORTS_PORT})",
 }
 
 
@@ -203,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="materialize what is stale or missing in every partition of a profile",
         description="Materialize what is stale or missing in every partition of a profile, in this "
                     "process (no daemon needed). One line per run says what ran.",
-        epilog=_environment("CONESCOPE_HOME", "CONESCOPE_PROFILE", "CONESCOPE_OFFLINE"))
+        epilog=_environment("CONESCOPE_HOME", "CONESCOPE_PROFILE", "CONESCOPE_OFFLINE", REPORTS_URL_ENV))
     mat.add_argument("--profile", help="profile name under configs/ or a .yaml path (default: CONESCOPE_PROFILE "
                                        "or demo)")
     mat.add_argument("--model", action="append", help="only this model of the profile (repeatable)")
@@ -235,10 +256,16 @@ def build_parser() -> argparse.ArgumentParser:
         "dev", formatter_class=fmt, help="serve the Dagster UI and its daemon, Dagster's home in the data root",
         description="Serve the Dagster UI, with its daemon (run queue, automation sensors, backfills, run "
                     "monitoring), for the profile of CONESCOPE_PROFILE; Dagster's home is "
-                    "<data root>/dagster_home. Ctrl-C or SIGTERM stops it with every process it started.",
+                    "<data root>/dagster_home; and the HTML reports of the data root, read-only, where the report "
+                    "assets' links in the UI point (--reports-port). Ctrl-C or SIGTERM stops it with every process "
+                    "it started.",
         epilog=_environment("CONESCOPE_HOME", "CONESCOPE_PROFILE", "CONESCOPE_AUTOMATION", "CONESCOPE_EXECUTOR",
-                            "CONESCOPE_OFFLINE"))
+                            "CONESCOPE_OFFLINE", REPORTS_URL_ENV))
     dev.add_argument("--port", type=int, default=3000, help="port of the UI (default: %(default)s)")
+    dev.add_argument("--reports-port", type=int,
+                     help=f"port the HTML reports are served on, read-only, on the UI's host (default: the port of "
+                          f"{REPORTS_URL_ENV}, {DEFAULT_REPORTS_PORT}); the report links of the runs it launches "
+                          f"name it")
     dev.add_argument("--host", default="127.0.0.1",
                      help="address the UI listens on (default: %(default)s, this machine only; 0.0.0.0: every "
                           "interface)")

@@ -1,4 +1,4 @@
-"""``conescope dev`` as a test fixture: started on a free port with its own data root, and the
+"""``conescope dev`` as a test fixture: started on a free port (its reports on another) with its own data root, and the
 process tree it spawned (psutil); the GraphQL the UI sends to launch
 "Materialize all", and what the tests (and bench/daemon_refresh.py) read back: runs, failed steps,
 materialized partitions."""
@@ -88,7 +88,11 @@ class DevServer:
     def __init__(self, home: Path, profile: str, log: Path, env: dict[str, str] | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "CONESCOPE_HOME": str(home), "CONESCOPE_PROFILE": profile, **(env or {})}
+        # the reports on a free port too (3001 may be taken); the links the runs record name it
+        self.reports_port = free_port()
+        self.reports_url = f"http://127.0.0.1:{self.reports_port}"
+        env = {**os.environ, "CONESCOPE_HOME": str(home), "CONESCOPE_PROFILE": profile,
+               "CONESCOPE_REPORTS_URL": self.reports_url, **(env or {})}
         env.pop("DAGSTER_HOME", None)
         self.log = log
         self.proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "dev", "--port", str(self.port)],

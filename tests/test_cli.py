@@ -204,11 +204,12 @@ def test_help_names_the_environment_and_every_option_without_markup(capsys, monk
     monkeypatch.setenv("COLUMNS", "100")
     top = _help(capsys)
     for name in ("CONESCOPE_HOME", "CONESCOPE_PROFILE", "CONESCOPE_AUTOMATION", "CONESCOPE_EXECUTOR",
-                 "CONESCOPE_OFFLINE"):
+                 "CONESCOPE_OFFLINE", "CONESCOPE_REPORTS_URL"):
         assert name in top, top
     assert "(default: ./data)" in top and "(default: demo)" in top and "(default: on)" in top
     commands = {"materialize": ("CONESCOPE_HOME", "CONESCOPE_PROFILE"), "sql": ("CONESCOPE_HOME", "CONESCOPE_PROFILE"),
-                "dev": ("CONESCOPE_HOME", "CONESCOPE_PROFILE", "CONESCOPE_AUTOMATION")}
+                "dev": ("CONESCOPE_HOME", "CONESCOPE_PROFILE", "CONESCOPE_AUTOMATION", "CONESCOPE_REPORTS_URL",
+                        "--reports-port")}
     for command, names in commands.items():
         text = _help(capsys, command)
         assert all(name in text for name in names), text
@@ -220,7 +221,7 @@ def test_help_names_the_environment_and_every_option_without_markup(capsys, monk
         for action in sub._actions:
             assert action.help, f"{name} {action.dest}: no help"
     assert set(subparsers.choices) == set(commands)
-    assert len(ENVIRONMENT) == 5
+    assert len(ENVIRONMENT) == 6
 
 
 def test_the_help_states_the_defaults_the_code_uses(monkeypatch):
@@ -229,6 +230,7 @@ def test_the_help_states_the_defaults_the_code_uses(monkeypatch):
     from pipelines.cli import ENVIRONMENT
     from pipelines.executors import EXECUTORS, UNSET
     from storage.paths import DEFAULT_HOME
+    from storage.report_links import REPORTS_URL_ENV, reports_url
 
     assert ENVIRONMENT["CONESCOPE_HOME"].endswith(f"(default: ./{DEFAULT_HOME})")
     assert ENVIRONMENT["CONESCOPE_PROFILE"].endswith(f"(default: {DEFAULT_PROFILE})")
@@ -237,6 +239,8 @@ def test_the_help_states_the_defaults_the_code_uses(monkeypatch):
         "(default: on)")
     executor = ENVIRONMENT["CONESCOPE_EXECUTOR"]
     assert all(name in executor for name in EXECUTORS) and f"{UNSET} (the default)" in executor
+    monkeypatch.delenv(REPORTS_URL_ENV, raising=False)
+    assert ENVIRONMENT[REPORTS_URL_ENV].endswith(f"(default: {reports_url()})")
 
 
 def test_an_unknown_model_or_language_names_the_profiles_own(tiny_profile):

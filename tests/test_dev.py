@@ -1,13 +1,14 @@
 """``conescope dev`` runs Dagster's webserver, code server and daemon (its backfill daemon
-pipelines.daemon's), every daemon healthy, and stops with every child process on SIGTERM and on Ctrl-C
-(SIGINT) within 30 s, leaving no orphan; killed with SIGKILL, its watchdog stops every process it
-started within 10 s."""
+pipelines.daemon's), every daemon healthy, and serves the reports; it stops with every child process on
+SIGTERM and on Ctrl-C (SIGINT) within 30 s, leaving no orphan and no port open; killed with SIGKILL, its
+watchdog stops every process it started within 10 s, and both ports are closed."""
 
 import contextlib
 import os
 import signal
 import socket
 import time
+import urllib.request
 
 import psutil
 import pytest
@@ -21,9 +22,15 @@ from tests.devserver import DevServer, alive, descendants
 def test_dev_stops_with_every_child(tmp_path, signum):
     profile = tmp_path / "tiny.yaml"
     profile.write_text(yaml.safe_dump(TINY_PROFILE))
+    page = tmp_path / "data" / "reports" / "_paper" / "index.html"
+    page.parent.mkdir(parents=True)
+    page.write_text("<title>paper reproduction</title>")
     server = DevServer(tmp_path / "data", str(profile), tmp_path / "dev.log")
     try:
         server.wait_ready()
+        # the reports, served by conescope dev itself on the port of CONESCOPE_REPORTS_URL
+        with urllib.request.urlopen(f"{server.reports_url}/_paper/index.html", timeout=10) as response:
+            assert response.read() == page.read_bytes()
         tree = descendants(server.proc.pid)
         kinds = " ".join(tree.values())
         # the processes dagster dev starts, the daemon pipelines.daemon's (its backfill daemon acts on a run's end)
@@ -38,6 +45,7 @@ def test_dev_stops_with_every_child(tmp_path, signum):
         assert server.proc.returncode is not None, "conescope dev still running after 30 s"
         assert took < 30
         assert not left, f"orphans: {left}"
+        assert not _answers(server.port) and not _answers(server.reports_port)
     finally:
         server.kill()
 
@@ -53,6 +61,7 @@ def test_dev_killed_with_sigkill_leaves_nothing_behind(tmp_path):
         kinds = " ".join(tree.values())
         for part in ("dagster_webserver", "-m pipelines.daemon run", "code-server", "pipelines.supervise watch"):
             assert part in kinds, tree
+        assert _answers(server.reports_port)
         t0 = time.monotonic()
         server.proc.send_signal(signal.SIGKILL)
         server.proc.wait()
@@ -60,11 +69,11 @@ def test_dev_killed_with_sigkill_leaves_nothing_behind(tmp_path):
         while (left or port_open) and time.monotonic() - t0 < 20:
             time.sleep(0.2)
             left = alive(tree)
-            port_open = _answers(server.port)
+            port_open = _answers(server.port) or _answers(server.reports_port)
         took = time.monotonic() - t0
         print(f"conescope dev killed with SIGKILL: its {len(tree)} processes gone and the port closed in {took:.1f} s")
         assert not left, f"left behind: {[tree[p] for p in left]}"
-        assert not port_open, f"port {server.port} still answers"
+        assert not port_open, f"port {server.port} or {server.reports_port} (the reports) still answers"
         assert took < 10
         assert "supervisor (pid" in server.log.read_text()
     finally:

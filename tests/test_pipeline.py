@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import dagster as dg
 import numpy as np
 import pyarrow as pa
@@ -15,6 +17,7 @@ from pipelines.partitions import model_lang_key
 from pipelines.refresh import MODEL_LANG_JOB, PAIRED_JOB, PARTITION_REPORT_JOB, PlannedRun, execute_plan
 from storage.parquet_store import read_embeddings, read_provenance
 from storage.paths import DataRoot
+from storage.report_links import report_url
 from storage.warehouse import Warehouse
 
 METRIC_COLUMNS = ["dataset", "model", "lang", "modality", "transform", "fit_set", "eval_set", "metric", "value",
@@ -168,7 +171,8 @@ def test_reports_are_written_and_linked(materialized):
             page = (root.report_dir(model, lang) / "index.html").read_text()
             assert page.count("<svg") >= 4 and "i1" in page and "gap_norm" in page and "silhouette" in page
     event = instance.get_latest_materialization_event(dg.AssetKey(["reports", "partition_report"]))
-    assert event.asset_materialization.metadata["report"].value.startswith("file://")
+    meta = event.asset_materialization.metadata
+    assert meta["report"].value == report_url(root, Path(meta["path"].value))  # over http, conescope dev's server
 
 
 def test_rematerializing_a_partition_replaces_only_its_rows(materialized):

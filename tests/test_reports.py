@@ -28,6 +28,7 @@ from conescope.reports.published import PUBLISHED, Published
 from conescope.reports.report_data import DatasetData
 from conescope.reports.svg import Series, heatmap, scatter
 from storage.embedding_sets import load_image_set, load_text_set
+from storage.report_links import report_url, reports_url
 from tests.browser import chromium_browser
 
 TEST_OUTPUT = Path(__file__).resolve().parent.parent / "test-output"
@@ -206,7 +207,8 @@ def test_every_report_is_rendered_and_linked(materialized):
     for key in ("partition_report", "multilingual_report", "comparison_report", "paper_report"):
         event = instance.get_latest_materialization_event(dg.AssetKey(["reports", key]))
         meta = event.asset_materialization.metadata
-        assert meta["report"].value.startswith("file://"), key
+        assert meta["report"].value == report_url(root, Path(meta["path"].value)), key
+        assert meta["report"].value.startswith(f"{reports_url()}/"), key
         assert "open the report" in meta["preview"].value, key
     for key in ("partition_report", "multilingual_report", "comparison_report", "paper_report"):
         meta = instance.get_latest_materialization_event(dg.AssetKey(["reports", key])).asset_materialization.metadata
