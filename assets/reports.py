@@ -97,18 +97,30 @@ def report_metadata(index: Path, url: str, preview_png: str | None, headline: di
     }
 
 
-def report_result(home: ConescopeHome, index: Path, report, title: str, **extra) -> dg.MaterializeResult:
-    """Metadata with the preview, and the data version: the hash of the page (rendering is deterministic:
-    seeded samples and layouts, SVG ids salted, no dates), so an unchanged page leaves its readers fresh;
-    the links in the metadata (``CONESCOPE_REPORTS_URL``) are not part of it."""
+def report_result(home: ConescopeHome, index: Path, report, title: str, version: str,
+                  **extra) -> dg.MaterializeResult:
+    """Metadata with the preview and the git commit that rendered the page, and the data version: the
+    hash of the page without its code version (``version``, which the page records). Rendering is
+    deterministic (seeded samples and layouts, SVG ids salted, no dates, no git commit, which changes
+    with every edit anywhere in the work tree), so a page rendered again from the same inputs, even
+    by edited report code, leaves its readers fresh when it says the same; the links in the metadata
+    (``CONESCOPE_REPORTS_URL``) are not part of it."""
     metadata = {**report_metadata(index, report_url(home.paths, index), report.preview_png, report.headline, title),
+                "git_commit": git_commit(),
                 **extra}
     return dg.MaterializeResult(metadata=metadata,
-                                data_version=dg.DataVersion(hashlib.sha256(report.html.encode()).hexdigest()[:16]))
+                                data_version=dg.DataVersion(page_version(report.html, version)))
+
+
+def page_version(html: str, version: str) -> str:
+    """The data version of a rendered page: its SHA-256 without the code version it records."""
+    return hashlib.sha256(html.replace(version, "").encode()).hexdigest()[:16]
 
 
 def _versions(version: str) -> dict[str, str]:
-    return {"code_version": version, "git_commit": git_commit()}
+    """What the page records of the code that rendered it: the report's code version (its modules'
+    source); the git commit is in the asset's metadata (``report_result``)."""
+    return {"code_version": version}
 
 
 def _partition_report(profile: Profile, parts: ProfilePartitions) -> dg.AssetsDefinition:
@@ -147,7 +159,7 @@ def _partition_report(profile: Profile, parts: ProfilePartitions) -> dg.AssetsDe
         report = render_partition_report(model, lang, sections, provenance, report_settings(profile), cache)
         index = write_page(conescope, conescope.paths.report_dir(model, lang), report.html)
         context.log.info(f"report written: {index} (cache: {cache.hits} hits, {cache.misses} computed)")
-        return report_result(conescope, index, report, f"{model} / {lang}", cache_hits=cache.hits,
+        return report_result(conescope, index, report, f"{model} / {lang}", version, cache_hits=cache.hits,
                              cache_computed=cache.misses)
 
     return partition_report
@@ -180,7 +192,7 @@ def _multilingual_report(profile: Profile, parts: ProfilePartitions) -> dg.Asset
                                             provenance,
                                             settings.max_points, settings.seed, cache)
         index = write_page(conescope, conescope.paths.multilingual_report_dir(model), report.html)
-        return report_result(conescope, index, report, f"{model}: languages", cache_hits=cache.hits,
+        return report_result(conescope, index, report, f"{model}: languages", version, cache_hits=cache.hits,
                              cache_computed=cache.misses)
 
     return multilingual_report
@@ -216,7 +228,7 @@ def _comparison_report(profile: Profile) -> dg.AssetsDefinition:
         report = render_comparison_report(models, list(profile.languages), ref, rows, embeddings, links, provenance,
                                           settings.max_points, settings.seed)
         index = write_page(conescope, conescope.paths.summary_report_dir("comparison"), report.html)
-        return report_result(conescope, index, report, "model comparison")
+        return report_result(conescope, index, report, "model comparison", version)
 
     return comparison_report
 
@@ -236,7 +248,7 @@ def _paper_report(profile: Profile) -> dg.AssetsDefinition:
         provenance = {"profile": profile.name, **_versions(version)}
         report = render_paper_report(rows, models, kinds, profile.reference_lang, provenance)
         index = write_page(conescope, conescope.paths.summary_report_dir("paper"), report.html)
-        return report_result(conescope, index, report, "paper reproduction")
+        return report_result(conescope, index, report, "paper reproduction", version)
 
     return paper_report
 
@@ -259,7 +271,7 @@ def _isotropy_clusters_report(profile: Profile, experiments: list[dg.AssetKey]) 
                                                  read["transform_clusters"], read["transform_clusters_summary"],
                                                  provenance)
         index = write_page(conescope, conescope.paths.summary_report_dir("isotropy_clusters"), report.html)
-        return report_result(conescope, index, report, "isotropy against clusters")
+        return report_result(conescope, index, report, "isotropy against clusters", version)
 
     return isotropy_clusters_report
 

@@ -13,9 +13,10 @@ attached centrally by :func:`with_automation`.
   content keeps its data version (its content hash), so the nightly refresh requests nothing else.
 - A partition whose latest run failed is not requested again until something changes while the
   sensors run (``execution_failed``, lifted by a new change since): no retry loop.
-- An asset is also requested when a dependency that can run in the same run (same partitions,
-  identity mapping) is requested this tick, so that the assets of one partition that become stale
-  together run in one run (Dagster groups a tick's requests by partition).
+- A missing asset is also requested when a dependency that can run in the same run (same partitions,
+  identity mapping) is requested this tick, so that a new partition is built in one run (Dagster
+  groups a tick's requests by partition). An asset that exists waits for such a dependency's run and
+  runs only if its data version changed: exactly what ``conescope materialize`` runs.
 - Two ``AutomationConditionSensorDefinition`` s evaluate the conditions (:func:`automation_sensors`):
   the image layer's runs go first in the run queue.
 - Nothing is requested while a dependency is missing or in progress, nor while a dependency that
@@ -122,8 +123,10 @@ def refresh_condition(roots: dg.AssetSelection, same_run: dg.AssetSelection, oth
         | AC.any_deps_match(pending).allow(other_run - roots)
         | AC.any_deps_match(pending & ~AC.will_be_requested()).allow(same_run - roots)
     ).with_label("a dependency is pending in another run")
-    with_parent = AC.any_deps_match(AC.will_be_requested()).allow(same_run - roots).with_label(
-        "a dependency is requested in this run")
+    # A missing asset runs with its dependencies of the same run (it must run anyway). One that exists waits
+    # for their new data versions, and runs only if they changed, as ``conescope materialize`` does.
+    with_parent = (AC.missing() & AC.any_deps_match(AC.will_be_requested()).allow(same_run - roots)).with_label(
+        "missing, and a dependency is requested in this run")
     # `in_progress` first: the operands of an AND are evaluated in order, against the live event log,
     # during a tick that takes seconds. A run that materializes the asset between an `in_progress`
     # read and a later `handled` read is then either still in progress (not requested) or handled

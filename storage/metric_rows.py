@@ -62,10 +62,12 @@ def _summary_clause() -> str:
 
 
 def partition_rows(warehouse: Warehouse, model: str, lang: str) -> list[dict]:
-    """Every row of a model x lang partition (raw and transformed, the compared language's rows of the
-    families over languages) and its model's image rows (``lang`` null), in the partition report's order."""
+    """Every row of a model x lang partition (raw and transformed) and its model's image rows (``lang``
+    null), in the partition report's order. The families over languages are left out: they are written
+    after every language's report (the multilingual report shows them), so a page that showed them would
+    depend on whether the summary had run yet."""
     return query_rows(warehouse, f"SELECT {', '.join(REPORT_COLUMNS)} FROM metrics.all WHERE model = ? AND "
-                                 f"(lang = ? OR (lang IS NULL AND family NOT IN ({_summary_clause()}))) "
+                                 f"(lang = ? OR lang IS NULL) AND family NOT IN ({_summary_clause()}) "
                                  "ORDER BY dataset, family, transform, fit_set, eval_set, modality, metric, layer",
                       [model, lang])
 

@@ -174,8 +174,8 @@ def test_the_data_version_of_a_report_is_its_page_not_its_links(tmp_path, monkey
     results = []
     for base in ("http://127.0.0.1:3001", "http://lab-box:8123"):
         monkeypatch.setenv(REPORTS_URL_ENV, base)
-        results.append(report_result(home, index, report, "paper reproduction"))
+        results.append(report_result(home, index, report, "paper reproduction", "0123abcd"))
         assert results[-1].metadata["report"].value == f"{base}/_paper/index.html"
     assert results[0].data_version == results[1].data_version
     assert report_result(home, index, SimpleNamespace(html=PAGE + " ", preview_png=None, headline={}),
-                         "paper reproduction").data_version != results[0].data_version
+                         "paper reproduction", "0123abcd").data_version != results[0].data_version

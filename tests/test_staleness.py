@@ -28,6 +28,7 @@ from tests.conftest import TINY_PROFILE
 REPO = Path(__file__).resolve().parent.parent
 PROFILE = {**TINY_PROFILE, "models": {"tiny.random": TINY_PROFILE["models"]["tiny.random"]},
            "transforms": {**TINY_PROFILE["transforms"], "kinds": ["identity", "centering"]}}
+PARTITION_REPORT = dg.AssetKey(["reports", "partition_report"])
 EMBEDDINGS = {"embeddings/shapes_image", "embeddings/shapes_text", "embeddings/digits_image", "embeddings/digits_text"}
 
 
@@ -163,6 +164,72 @@ def test_a_forgotten_dagster_home_reruns_every_step_but_keeps_the_embeddings(roo
     for key, before in versions.items():
         after = r.instance.get_latest_data_version_record(key, False, "en|tiny.random")
         assert after.event_log_entry.tags["dagster/data_version"] == before.event_log_entry.tags["dagster/data_version"]
+
+
+def test_e_a_report_rendered_again_from_the_same_inputs_keeps_its_data_version(root, monkeypatch):
+    """The report's code changed (it renders again) and so did the git commit (an edit anywhere in the work
+    tree): the page is the same, so its data version is, and the reports that read it stay fresh."""
+    import assets.reports
+
+    before = root()
+    versions = {p: before.instance.get_latest_data_version_record(PARTITION_REPORT, False, p)
+                .event_log_entry.tags["dagster/data_version"] for p in ("en|tiny.random", "fr|tiny.random")}
+    monkeypatch.setattr(code_versions, "read_source", _edited("conescope.reports.partition", "\nEDITED = 1\n"))
+    monkeypatch.setattr(assets.reports, "git_commit", lambda: "0.0.0+gdeadbeef.dirty")
+    code_versions.clear_cache()
+    r = root()
+    graph, graph_before = r.defs.resolve_asset_graph(), before.defs.resolve_asset_graph()
+    changed = {k.to_user_string() for k in graph.materializable_asset_keys
+               if graph.get(k).code_version != graph_before.get(k).code_version}
+    assert "reports/partition_report" in changed
+    done = r.materialize()
+    # what renders the page changed; nothing reruns because a page it reads changed
+    assert set(done) == {"datasets/shapes", "datasets/digits", *changed}
+    assert all(meta["git_commit"] == "0.0.0+gdeadbeef.dirty" for meta in done["reports/partition_report"].values())
+    for p, version in versions.items():
+        record = r.instance.get_latest_data_version_record(PARTITION_REPORT, False, p)
+        assert record.event_log_entry.tags["dagster/data_version"] == version
+    assert r.not_fresh() == set()
+
+
+def _automation_route(r: Root) -> set[tuple[str, str | None]]:
+    """What the automation sensors run until nothing is requested: each tick's requests grouped into runs as
+    the sensor groups them (by partitions definition, equal ones together, and partition key), each run
+    executed as the daemon launches it (the implicit asset job, the run's assets and partition)."""
+    job, graph = r.defs.resolve_implicit_global_asset_job_def(), r.defs.resolve_asset_graph()
+    cursor, ran = None, set()
+    for _ in range(30):
+        result = dg.evaluate_automation_conditions(r.defs, r.instance, cursor=cursor)
+        cursor = result.cursor
+        runs: dict[tuple, list[dg.AssetKey]] = {}
+        for key in graph.get_all_asset_keys():
+            for p in result.get_requested_partitions(key) if result.get_num_requested(key) else []:
+                runs.setdefault((graph.get(key).partitions_def, p), []).append(key)
+        if not runs:
+            return ran
+        for (_, p), selection in runs.items():
+            assert job.execute_in_process(instance=r.instance, partition_key=p, asset_selection=selection).success
+            ran |= {(k.to_user_string(), p) for k in selection}
+    raise AssertionError(f"the automation still requests runs after 30 ticks: {ran}")
+
+
+@pytest.mark.parametrize("module", ["conescope.metrics.clip_loss", "conescope.metrics.clusters"])
+def test_f_both_routes_run_the_same_asset_partitions_after_a_metric_module_changed(materialized_root, tmp_path,
+                                                                                     monkeypatch, module):
+    """One metric module edited: ``conescope materialize`` and the automation sensors run the same asset
+    partitions, and leave everything fresh (the datasets aside: the CLI rebuilds them every time, cheaply,
+    to notice changed source files; the automation on the nightly tick)."""
+    monkeypatch.setattr(code_versions, "read_source", _edited(module, "\n\ndef _edited() -> int:\n    return 1\n"))
+    code_versions.clear_cache()
+    for name in ("cli", "automation"):
+        shutil.copytree(materialized_root, tmp_path / name)
+    cli, automation = Root(tmp_path / "cli", PROFILE), Root(tmp_path / "automation", PROFILE)
+    cli.materialize()
+    by_cli = {(name, p) for (name, p), n in cli.runs.items() if not name.startswith("datasets/")}
+    by_automation = _automation_route(automation)
+    assert by_cli and by_automation == by_cli
+    assert automation.not_fresh() == set() and cli.not_fresh() == set()
+    code_versions.clear_cache()
 
 
 # --- the code versions themselves ------------------------------------------------------------------------
