@@ -3,6 +3,7 @@ checks, jobs, the automation sensor and resources built from the active profile 
 default ``demo``) and data root (``CONESCOPE_HOME``, default ``./data``)."""
 
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import dagster as dg
@@ -54,8 +55,8 @@ def _layer_jobs(parts: ProfilePartitions, assets: list[dg.AssetsDefinition]) -> 
             for name, (partitions_def, description) in layers.items() if name != IMAGE_JOB or selected[name]}
 
 
-def build_definitions(profile: Profile, home: str | None = None,
-                      executor: dg.ExecutorDefinition | None = None) -> dg.Definitions:
+def build_definitions(profile: Profile, home: str | None = None, executor: dg.ExecutorDefinition | None = None,
+                      loggers: Mapping[str, dg.LoggerDefinition] | None = None) -> dg.Definitions:
     parts = profile_partitions(profile)
     all_assets = [*dataset_assets(profile), *embedding_assets(profile, parts), *metric_assets(profile, parts),
                   *transform_assets(profile, parts), *experiment_assets(profile, parts),
@@ -74,6 +75,7 @@ def build_definitions(profile: Profile, home: str | None = None,
                                               warehouse_catalog=profile.warehouse.catalog,
                                               warehouse_data_path=profile.warehouse.data_path)},
         executor=executor,
+        loggers=loggers,  # conescope materialize: Dagster's console logger and its terminal lines (refresh.py)
     )
 
 
