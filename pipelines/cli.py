@@ -52,7 +52,7 @@ def _materialize(args: argparse.Namespace) -> int:
         with instance:
             # models created and long embedding steps' progress, under the run in progress
             terminal = TerminalLines(lambda line: print(line, flush=True))
-            defs = build_definitions(profile, str(root.root), loggers=terminal.loggers())
+            defs = build_definitions(profile, str(root.root), terminal=terminal)
             print(f"profile {profile.name} ({profile.source}), data root {root.root}: {len(plan)} runs")
             if args.lang and set(profile.languages) - set(args.lang):
                 print(f"note: {SUMMARY_JOB} and {REPORTS_JOB} read every language of the profile; they run "

@@ -3,7 +3,7 @@ checks, jobs, the automation sensor and resources built from the active profile 
 default ``demo``) and data root (``CONESCOPE_HOME``, default ``./data``)."""
 
 
-from collections.abc import Mapping
+import logging
 from pathlib import Path
 
 import dagster as dg
@@ -25,7 +25,7 @@ from pipelines.partitions import (
     ProfilePartitions,
     profile_partitions,
 )
-from pipelines.refresh import DATASETS_JOB, IMAGE_JOB, MODEL_LANG_JOB, REPORTS_JOB, SUMMARY_JOB
+from pipelines.refresh import DATASETS_JOB, IMAGE_JOB, MODEL_LANG_JOB, REPORTS_JOB, SUMMARY_JOB, run_loggers
 from pipelines.resources import ConescopeHome
 from storage.paths import DataRoot
 
@@ -56,7 +56,9 @@ def _layer_jobs(parts: ProfilePartitions, assets: list[dg.AssetsDefinition]) -> 
 
 
 def build_definitions(profile: Profile, home: str | None = None, executor: dg.ExecutorDefinition | None = None,
-                      loggers: Mapping[str, dg.LoggerDefinition] | None = None) -> dg.Definitions:
+                      terminal: logging.Handler | None = None) -> dg.Definitions:
+    """The definitions of ``profile`` on the data root ``home``; ``terminal``: what ``conescope
+    materialize`` prints of its runs' logs (pipelines/refresh.py, ``TerminalLines``)."""
     parts = profile_partitions(profile)
     all_assets = [*dataset_assets(profile), *embedding_assets(profile, parts), *metric_assets(profile, parts),
                   *transform_assets(profile, parts), *experiment_assets(profile, parts),
@@ -75,7 +77,7 @@ def build_definitions(profile: Profile, home: str | None = None, executor: dg.Ex
                                               warehouse_catalog=profile.warehouse.catalog,
                                               warehouse_data_path=profile.warehouse.data_path)},
         executor=executor,
-        loggers=loggers,  # conescope materialize: Dagster's console logger and its terminal lines (refresh.py)
+        loggers=run_loggers(terminal),
     )
 
 

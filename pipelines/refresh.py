@@ -206,8 +206,8 @@ class TerminalLines(logging.Handler):
     (every one), and an embedding step's progress, at most one line per ``every_s`` seconds of the
     step (default :data:`PROGRESS_EVERY_S`; the engine itself logs at most every
     ``embedding.progress_every_s`` of the profile). It reaches the runs as a Dagster logger
-    (:meth:`loggers`: the definitions' loggers, beside Dagster's console logger); every other record
-    stays in the run's event log only."""
+    (:func:`run_loggers`, given to ``build_definitions``), which ``execute_plan`` names in each run's
+    config; every other record stays in the run's event log only."""
 
     LOGGER = "conescope_terminal"  # its key among the loggers (a run uses those its run config names)
     # the engine spaces its lines by its own clock; one that arrives a hair early is not dropped
@@ -245,18 +245,21 @@ class TerminalLines(logging.Handler):
         self.printed_at[step] = figures.elapsed_s
         self._print(progress_line(step, figures))
 
-    def loggers(self) -> dict[str, dg.LoggerDefinition]:
-        """Dagster's console logger (``execute_plan`` sets its level) and this handler's, for
-        ``build_definitions(loggers=...)``."""
-        handler = self
 
-        @dg.logger(description="conescope materialize: model notes and embedding progress in the terminal")
-        def terminal(_init_context) -> logging.Logger:
-            logger = logging.Logger("conescope.materialize", logging.INFO)
-            logger.addHandler(handler)
-            return logger
 
-        return {"console": dg.colored_console_logger, self.LOGGER: terminal}
+def run_loggers(terminal: logging.Handler | None = None) -> dict[str, dg.LoggerDefinition]:
+    """The loggers of every job: Dagster's console logger (``execute_plan`` sets its level) and
+    :class:`TerminalLines`' (``terminal``; without one, the code location's, it drops what it gets),
+    so that a run ``conescope materialize`` made, whose config names both, can be re-executed from the UI."""
+    handler = terminal or logging.NullHandler()
+
+    @dg.logger(description="conescope materialize: model notes and embedding progress in the terminal")
+    def conescope_terminal(_init_context) -> logging.Logger:
+        logger = logging.Logger("conescope.materialize", logging.INFO)
+        logger.addHandler(handler)
+        return logger
+
+    return {"console": dg.colored_console_logger, TerminalLines.LOGGER: conescope_terminal}
 
 
 def execute_plan(defs: dg.Definitions, plan: list[PlannedRun], instance: dg.DagsterInstance,

@@ -387,3 +387,16 @@ def test_progress_lines_are_one_per_interval_per_step_under_the_run_in_progress(
     terminal.handle(progress("embeddings/digits_image [other]", 1024, 10.5))
     assert out[-2:] == ["[3/9] image_job other ...",
                         "  embeddings/digits_image [other]: 1,024/1,797 rows, 98 rows/s, ETA 8 s"]
+
+
+def test_a_run_of_materialize_can_be_reexecuted_by_the_code_location(tiny_profile, data_root):
+    """The run config execute_plan gives a run names the terminal's logger, which the code location's
+    definitions (no terminal) define too: the UI's re-execution of a CLI run validates."""
+    import dagster as dg
+
+    from pipelines.definitions import build_definitions
+    from pipelines.refresh import DATASETS_JOB, TerminalLines
+
+    job = build_definitions(tiny_profile, str(data_root)).resolve_job_def(DATASETS_JOB)
+    config = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}, TerminalLines.LOGGER: {}}}
+    assert dg.validate_run_config(job, config)["loggers"].keys() == {"console", TerminalLines.LOGGER}
