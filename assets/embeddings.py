@@ -11,8 +11,11 @@ warehouse writes (rejects, views) wait on DuckDB's file lock instead of holding 
 """
 
 
+import logging
 import shutil
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import lru_cache
 
@@ -51,6 +54,53 @@ def cached_model(spec: ModelSpec, device: str, precision: str = "fp32") -> Embed
     return spec.load(device, precision)
 
 
+class _Lines(logging.Handler):
+    def __init__(self, log: Callable[[str], None]) -> None:
+        super().__init__(logging.INFO)
+        self.log = log
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.log(record.getMessage())
+
+
+@contextmanager
+def project_log_to(log: Callable[[str], None]) -> Iterator[None]:
+    """While the block runs, what conescope's own logger says (at INFO and above: a model kind stating
+    how it created a model, e.g. a random initialisation, conescope/model_kinds/open_clip.py) goes to
+    ``log`` alone: the run's log in a step, stderr in the forkserver's warm-up. Around
+    :func:`cached_model`, so a model is stated once, where it is created."""
+    logger, handler = logging.getLogger("conescope"), _Lines(log)
+    level, propagate = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = propagate
+
+
+def step_model(context, spec: ModelSpec, device: str, precision: str) -> EmbeddingModel:
+    """:func:`cached_model` in a step: a model created here is stated in the run's log (and under the
+    run in the terminal of ``conescope materialize``)."""
+    with project_log_to(lambda line: context.log.info(line, extra={keys.MODEL_NOTE_EXTRA: line})):
+        return cached_model(spec, device, precision)
+
+
+def step_progress(context, label: str, total: int, every_s: float, done_before: int) -> engine.Progress:
+    """The engine's progress lines in the run's log, each with its figures and the step it measures
+    (``<asset> [<partition>]``) for ``conescope materialize`` to print under the run in progress."""
+    step = f"{context.asset_key.to_user_string()} [{context.partition_key}]"
+
+    def log(line: str) -> None:
+        context.log.info(line, extra={keys.PROGRESS_EXTRA: (step, progress.figures())})
+
+    progress = engine.Progress(label, total, log, every_s, done_before=done_before)
+    return progress
+
+
 def warm_models(profile: Profile | None = None) -> list[str]:
     """Create the profile's models in :func:`cached_model` (as many as it holds), where the embedding
     steps will run them on the CPU; returns their names. The run launcher's forkserver
@@ -68,7 +118,8 @@ def warm_models(profile: Profile | None = None) -> list[str]:
     warmed = []
     for spec in list(profile.models.values())[:cached_model.cache_info().maxsize]:
         try:
-            cached_model(spec, "cpu", cfg.precision)
+            with project_log_to(lambda line: print(f"warm_models: {line}", file=sys.stderr)):
+                cached_model(spec, "cpu", cfg.precision)
         except Exception as exc:  # noqa: BLE001 - the step loads it again and fails with the reason
             print(f"warm_models: {spec.name} not preloaded: {exc}", file=sys.stderr)
             continue
@@ -144,8 +195,8 @@ def _embed_images(context, ds: str, spec: ModelSpec, cfg: EmbeddingSpec, paths, 
     with ResumablePartition({MAIN: Stream(target, IMAGE_KEY_COLUMNS)}, paths.scratch, provenance, stable,
                             part_rows=cfg.part_rows, salvage=not forced(context)) as part:
         pending = [i for i, sid in enumerate(ids) if sid not in part.done_keys]
-        progress = engine.Progress(f"{ds} images, {spec.name}", len(ids), context.log.info,
-                                   cfg.progress_every_s, done_before=len(ids) - len(pending))
+        progress = step_progress(context, f"{ds} images, {spec.name}", len(ids), cfg.progress_every_s,
+                                 done_before=len(ids) - len(pending))
 
         def reject(i: int, reason: str) -> None:
             context.log.warning(f"{ds}: skipping sample {ids[i]}: {reason}")
@@ -174,7 +225,7 @@ def _image_asset(ds: str, profile: Profile, parts: ProfilePartitions) -> dg.Asse
         ids = read_manifest_table(paths.dataset_dir(ds), "samples", ["sample_id"]).column("sample_id").to_pylist()
         manifest = paths.dataset_dir(ds) / "samples.parquet"
         with engine.claimed_device(cfg.device, paths.scratch / "gpus") as device:
-            loaded = cached_model(spec, device, cfg.precision)
+            loaded = step_model(context, spec, device, cfg.precision)
             provenance, stable = _provenance(loaded, spec, ds, read_provenance(manifest).get("data_sha256", ""),
                                              modality="image")
             if stored_partition(context, provenance, paths.image_embeddings(ds, spec.name)):
@@ -231,7 +282,7 @@ def _text_asset(ds: str, profile: Profile, parts: ProfilePartitions) -> dg.Asset
         if with_layers:
             streams[LAYERS] = Stream(layers_dir, LAYER_KEY_COLUMNS, vector="state")
         with engine.claimed_device(cfg.device, paths.scratch / "gpus") as device:
-            loaded = cached_model(spec, device, cfg.precision)
+            loaded = step_model(context, spec, device, cfg.precision)
             code = loaded.set_language(lang)  # e.g. NLLB-CLIP: the tokenizer's source-language token
             provenance, stable = _provenance(loaded, spec, ds, data_sha, modality="text", lang=lang,
                                              text_layers=with_layers,
@@ -243,8 +294,8 @@ def _text_asset(ds: str, profile: Profile, parts: ProfilePartitions) -> dg.Asset
             with ResumablePartition(streams, paths.scratch, provenance, stable, part_rows=cfg.part_rows,
                                     salvage=not forced(context)) as part:
                 pending = [i for i, tid in enumerate(cols["text_id"]) if tid not in part.done_keys]
-                progress = engine.Progress(f"{ds} texts ({lang}), {model}", len(cols["text_id"]), context.log.info,
-                                           cfg.progress_every_s, done_before=len(cols["text_id"]) - len(pending))
+                progress = step_progress(context, f"{ds} texts ({lang}), {model}", len(cols["text_id"]),
+                                         cfg.progress_every_s, done_before=len(cols["text_id"]) - len(pending))
                 for rows, emb, layers in engine.embed_texts(loaded, cols["text"], engine_settings(cfg), pending,
                                                             with_layers, progress, run, words):
                     part.write(rows, _text_batch(cols, rows, emb, layers))

@@ -14,6 +14,11 @@ GPU_POOL = "gpu"
 FORCE_TAG = "conescope/force"
 # With the Kubernetes executor (dagster-k8s) each embedding step's pod asks for one GPU.
 GPU_STEP_TAGS = {"dagster-k8s/config": {"container_config": {"resources": {"limits": {"nvidia.com/gpu": "1"}}}}}
+# Run-log lines that `conescope materialize` also prints under the run in progress (pipelines/refresh.py,
+# TerminalLines), marked by a key of the log call's `extra`: how a model was created, in the profile's terms
+# (the line itself), and an embedding step's progress ((the step, conescope.engine.ProgressFigures)).
+MODEL_NOTE_EXTRA = "conescope_model_note"
+PROGRESS_EXTRA = "conescope_progress"
 
 
 def dataset(ds: str) -> dg.AssetKey:

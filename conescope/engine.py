@@ -440,6 +440,20 @@ def embed_texts(loaded: EmbeddingModel, texts: Sequence[str], settings: EngineSe
 
 # --- progress ------------------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class ProgressFigures:
+    """Where an embedding stands: rows done of ``total`` (``resumed`` of them found from an earlier run),
+    the rate of this run's rows since it started (``elapsed_s`` ago), the time left at that rate
+    (None while the rate is 0)."""
+
+    done: int
+    total: int
+    resumed: int
+    rate: float
+    eta_s: float | None
+    elapsed_s: float
+
+
 class Progress:
     """Throughput and ETA, reported through ``log`` at most every ``every_s`` seconds and at the end.
 
@@ -454,17 +468,18 @@ class Progress:
         self.start = self.last = clock()
         self.logged = -1  # ``done`` at the last line, so that finish() does not repeat it
 
-    @property
-    def rate(self) -> float:
+    def figures(self) -> ProgressFigures:
         elapsed = self.clock() - self.start
-        return self.done / elapsed if elapsed > 0 else 0.0
+        rate = self.done / elapsed if elapsed > 0 else 0.0
+        have = self.done_before + self.done
+        return ProgressFigures(have, self.total, self.done_before, rate,
+                               (self.total - have) / rate if rate > 0 else None, elapsed)
 
     def message(self) -> str:
-        rate, have = self.rate, self.done_before + self.done
-        left = self.total - have
-        eta = f"{left / rate:.0f} s" if rate > 0 else "unknown"
-        resumed = f", {self.done_before} from an earlier run" if self.done_before else ""
-        return f"{self.label}: {have}/{self.total} ({rate:.1f}/s, ETA {eta}{resumed})"
+        f = self.figures()
+        eta = f"{f.eta_s:.0f} s" if f.eta_s is not None else "unknown"
+        resumed = f", {f.resumed} from an earlier run" if f.resumed else ""
+        return f"{self.label}: {f.done}/{f.total} ({f.rate:.1f}/s, ETA {eta}{resumed})"
 
     def update(self, n: int) -> None:
         self.done += n

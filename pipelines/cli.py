@@ -34,7 +34,7 @@ def _warehouse(profile_name: str | None):
 
 def _materialize(args: argparse.Namespace) -> int:
     from conescope.profile import load_profile
-    from pipelines.refresh import REPORTS_JOB, SUMMARY_JOB, execute_plan, full_plan
+    from pipelines.refresh import REPORTS_JOB, SUMMARY_JOB, TerminalLines, execute_plan, full_plan
 
     root = DataRoot.from_env()
     profile = load_profile(args.profile)
@@ -58,7 +58,9 @@ def _materialize(args: argparse.Namespace) -> int:
         with storage_creation_lock(root):  # a dagster.yaml written by hand may name storages not made yet
             instance = dg.DagsterInstance.get()
         with instance:
-            defs = build_definitions(profile, str(root.root))
+            # models created and long embedding steps' progress, under the run in progress
+            terminal = TerminalLines(lambda line: print(line, flush=True))
+            defs = build_definitions(profile, str(root.root), terminal=terminal)
             print(f"profile {profile.name} ({profile.source}), data root {root.root}: {len(plan)} runs")
             if args.lang and set(profile.languages) - set(args.lang):
                 print(f"note: {SUMMARY_JOB} and {REPORTS_JOB} read every language of the profile; they run "
@@ -66,7 +68,7 @@ def _materialize(args: argparse.Namespace) -> int:
             started = time.perf_counter()
             recover_dead_runs(instance)
             ensure_warehouse_pool(instance, profile.warehouse.kind)
-            if not execute_plan(defs, plan, instance, debug=args.debug, force=args.force):
+            if not execute_plan(defs, plan, instance, debug=args.debug, force=args.force, terminal=terminal):
                 return 1
         print(f"done in {time.perf_counter() - started:.1f} s; try: conescope sql \"SELECT * FROM metrics.isotropy\"")
     return 0

@@ -20,20 +20,27 @@ backfills in progress, and how many of their runs have finished). Everything els
 Dagster's ``dagster dev`` with this daemon in place of its own (:func:`dev`); ``conescope dev``
 runs that. The daemon also starts the run launcher's forkserver once the code location is loaded
 (:func:`prestart_launcher`), so the first run does not wait for it.
+
+Its log says what the daemons request and launch, not that they ticked: Dagster's daemons log both at
+INFO (no level shows the one without the other), so :data:`PER_TICK` names the lines they repeat on
+every tick or poll whatever happens, and :func:`quiet_per_tick_logs` drops those alone (``--log-level``
+of ``conescope dev``'s ``dagster dev`` stays ``info``).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from typing import Any
 
 import click
-from dagster import DagsterInstance, RunsFilter, deserialize_value
+from dagster import DagsterInstance, RunsFilter, SupersessionWarning, deserialize_value
 
 from pipelines.dagster_private import (
     BACKFILL_ID_TAG,
@@ -56,6 +63,55 @@ FALLBACK_PERIOD_S = 30.0
 POLL_S = 1.0
 # the statuses Dagster's execute_backfill_iteration acts on
 ACTIVE_STATUSES = (BulkActionStatus.REQUESTED, BulkActionStatus.CANCELING, BulkActionStatus.FAILING)
+
+
+# The lines Dagster's daemons (1.13) log at INFO on every tick or poll whatever happens, by daemon logger:
+# idle, the two automation sensors alone gave 6 lines per tick each (about 4,000 an hour); with runs
+# queued, the run queue repeats its limits every second. What a tick requests and what is launched
+# ("Submitting 2 runs", "Launched 1 runs.", "Creating new run for ...", "Freed 1 slots for run ...")
+# is logged at the same level, and stays.
+PER_TICK: dict[str, tuple[str, ...]] = {
+    "AssetDaemon": (  # dagster/_daemon/asset_daemon.py, declarative_automation/automation_condition_evaluator.py
+        r"Checking \d+ assets/checks and \d+ observable source assets? ",
+        r"Prefetching asset records for \d+ records\.$",
+        r"Done prefetching asset records\.$",
+        r"Tick produced 0 runs and ",
+        r"Adding \d+ asset evaluations for evaluation ",
+        r"Submitting 0 runs for evaluation ",
+        r"Finished auto-materialization tick",
+    ),
+    "SensorDaemon": (  # dagster/_daemon/sensor.py
+        r"Checking for new runs for sensor: ",
+        r"No run requests returned for .*, skipping$",
+    ),
+    "QueuedRunCoordinatorDaemon": (  # dagster/_daemon/run_coordinator/queued_run_coordinator_daemon.py
+        r"\d+ runs are currently in progress\. Maximum is \d+, won't launch more\.$",
+        r"Priority sorting and checking tag concurrency limits for queued runs",
+        r"Run \S+ is blocked by global concurrency limits: ",
+    ),
+    "MonitoringDaemon": (  # dagster/_daemon/monitoring/run_monitoring.py, every 30 s while runs are in progress
+        r"Collected \d+ runs for monitoring$",
+        r"Checking run \S+$",
+    ),
+}
+
+
+class _PerTick(logging.Filter):
+    def __init__(self, patterns: tuple[str, ...]) -> None:
+        super().__init__()
+        self.pattern = re.compile("|".join(f"(?:{p})" for p in patterns))
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno != logging.INFO or not self.pattern.match(record.getMessage())
+
+
+def quiet_per_tick_logs() -> None:
+    """Drop the :data:`PER_TICK` lines of this process's daemons (a filter on each daemon's logger,
+    ``dagster.daemon.<name>``: Dagster's own logging configuration keeps it)."""
+    for name, patterns in PER_TICK.items():
+        logger = logging.getLogger(f"dagster.daemon.{name}")
+        if not any(isinstance(f, _PerTick) for f in logger.filters):
+            logger.addFilter(_PerTick(patterns))
 
 
 def backfill_state(instance: DagsterInstance) -> tuple[tuple[tuple[str, str], ...], int]:
@@ -155,6 +211,7 @@ def _run(code_server_log_level: str, log_level: str, log_format: str, instance_r
     workspace_opts = WorkspaceOpts.extract_from_cli_options(workspace_options)
     assert_no_remaining_opts(workspace_options)
     setup_interrupt_handlers()
+    quiet_per_tick_logs()
     try:
         with ExitStack() as stack:
             if shutdown_pipe:
@@ -196,7 +253,11 @@ def dev(argv: Sequence[str]) -> None:
         return spawn(parts, **kwargs)
 
     dagster_dev.open_ipc_subprocess = open_ipc_subprocess
-    dagster_dev.dev_command.main(args=list(argv), prog_name="dagster dev")
+    with warnings.catch_warnings():
+        # "Use 'dg dev' instead": dg dev starts Dagster's daemon, without the changes above
+        warnings.filterwarnings("ignore", message="Function `dev_command` is superseded",
+                                category=SupersessionWarning)
+        dagster_dev.dev_command.main(args=list(argv), prog_name="dagster dev")
 
 
 def main(argv: Sequence[str] | None = None) -> None:

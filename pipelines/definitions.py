@@ -3,6 +3,7 @@ checks, jobs, the automation sensor and resources built from the active profile 
 default ``demo``) and data root (``CONESCOPE_HOME``, default ``./data``)."""
 
 
+import logging
 from pathlib import Path
 
 import dagster as dg
@@ -34,6 +35,7 @@ from pipelines.refresh import (
     PARTITION_REPORT_JOB,
     REPORTS_JOB,
     SUMMARY_JOB,
+    run_loggers,
 )
 from pipelines.resources import ConescopeHome
 from storage.paths import DataRoot
@@ -70,8 +72,10 @@ def _layer_jobs(parts: ProfilePartitions, assets: list[dg.AssetsDefinition]) -> 
             if name not in (IMAGE_JOB, PAIRED_JOB) or selected[name]}
 
 
-def build_definitions(profile: Profile, home: str | None = None,
-                      executor: dg.ExecutorDefinition | None = None) -> dg.Definitions:
+def build_definitions(profile: Profile, home: str | None = None, executor: dg.ExecutorDefinition | None = None,
+                      terminal: logging.Handler | None = None) -> dg.Definitions:
+    """The definitions of ``profile`` on the data root ``home``; ``terminal``: what ``conescope
+    materialize`` prints of its runs' logs (pipelines/refresh.py, ``TerminalLines``)."""
     parts = profile_partitions(profile)
     all_assets = [*dataset_assets(profile), *embedding_assets(profile, parts), *metric_assets(profile, parts),
                   *transform_assets(profile, parts), *experiment_assets(profile, parts),
@@ -90,6 +94,7 @@ def build_definitions(profile: Profile, home: str | None = None,
                                               warehouse_catalog=profile.warehouse.catalog,
                                               warehouse_data_path=profile.warehouse.data_path)},
         executor=executor,
+        loggers=run_loggers(terminal),
     )
 
 

@@ -317,3 +317,90 @@ def test_the_shipped_tiny_profile_is_the_tests_and_a_missing_profile_is_one_line
     err = capsys.readouterr().err
     assert err.startswith("bench.daemon_refresh: error: profile ") and "missing.yaml" in err, err
     assert len(err.strip().splitlines()) == 1, err
+
+
+def test_materialize_prints_the_models_made_and_the_progress_of_embedding_steps(data_root, tmp_path, capsys,
+                                                                                   monkeypatch):
+    """Under the run in progress (a line names it first): each model created, in the profile's terms
+    (open_clip's own warning is gone), and the embedding steps' progress, rows done and rate, here
+    with the terminal's interval at 0 and the engine logging after every batch."""
+    import re
+
+    import yaml
+
+    from pipelines import refresh
+    from tests.conftest import TINY_PROFILE
+
+    monkeypatch.setattr(refresh, "PROGRESS_EVERY_S", 0.0)
+    profile = {**{k: v for k, v in TINY_PROFILE.items() if k != "transforms"}, "languages": ["en"],
+               "datasets": {"shapes": TINY_PROFILE["datasets"]["shapes"]},
+               "models": {"tiny.random": TINY_PROFILE["models"]["tiny.random"]},
+               "embedding": {**TINY_PROFILE["embedding"], "progress_every_s": 0.001}}
+    path = tmp_path / "one.yaml"
+    path.write_text(yaml.safe_dump(profile))
+    assert main(["materialize", "--profile", str(path)]) == 0
+    captured = capsys.readouterr()
+    assert "initialized randomly" not in captured.err + captured.out
+    lines = captured.out.splitlines()
+    start = lines.index("[2/5] image_job tiny.random ...")
+    assert lines[start + 1] == "  tiny.random: random initialisation (seed 0), no pretrained weights"
+    image = [re.fullmatch(r"  embeddings/shapes_image \[tiny\.random\]: (\d+)/12 rows, [\d.,]+ rows/s, ETA .+", line)
+             for line in lines[start + 2:]]
+    done = [int(m.group(1)) for m in image if m]
+    assert done == [5, 10, 12], lines  # batches of 5, one line each
+    assert re.match(r"\[2/5\] image_job tiny\.random ok ", lines[start + 2 + len(done)])
+    text = [line for line in lines if line.startswith("  embeddings/shapes_text [en|tiny.random]: ")]
+    assert text and text[-1].split(": ")[1].startswith("12/12 rows, "), lines
+    assert lines.count("  tiny.random: random initialisation (seed 0), no pretrained weights") == 1  # made once
+
+
+def test_progress_lines_are_one_per_interval_per_step_under_the_run_in_progress():
+    import logging
+
+    from assets.keys import MODEL_NOTE_EXTRA, PROGRESS_EXTRA
+    from conescope.engine import ProgressFigures
+    from pipelines.refresh import TerminalLines
+
+    out: list[str] = []
+    terminal = TerminalLines(out.append, every_s=10.0)
+
+    def record(**extra) -> logging.LogRecord:
+        return logging.makeLogRecord({"msg": "x", "levelno": logging.INFO, **extra})
+
+    def progress(step: str, done: int, elapsed: float, resumed: int = 0) -> logging.LogRecord:
+        rate = (done - resumed) / elapsed
+        figures = ProgressFigures(done, 1797, resumed, rate, (1797 - done) / rate, elapsed)
+        return record(**{PROGRESS_EXTRA: (step, figures)})
+
+    terminal.run("[2/9] image_job vit-b-32.random")
+    terminal.handle(record())  # a run-log line of no interest to the terminal
+    terminal.handle(progress("embeddings/digits_image [vit-b-32.random]", 100, 3.0))  # the step is young
+    assert out == []
+    for done, elapsed in ((1024, 10.01), (1400, 15.0), (1700, 19.99), (1797, 21.0)):
+        terminal.handle(progress("embeddings/digits_image [vit-b-32.random]", done, elapsed))
+    terminal.handle(progress("embeddings/shapes_image [vit-b-32.random]", 600, 12.0, resumed=500))
+    note = "vit-b-32.random: random initialisation (seed 0), no pretrained weights"
+    terminal.handle(record(**{MODEL_NOTE_EXTRA: note}))
+    assert out == ["[2/9] image_job vit-b-32.random ...",
+                   "  embeddings/digits_image [vit-b-32.random]: 1,024/1,797 rows, 102 rows/s, ETA 8 s",
+                   "  embeddings/digits_image [vit-b-32.random]: 1,700/1,797 rows, 85 rows/s, ETA 1 s",
+                   "  embeddings/shapes_image [vit-b-32.random]: 600/1,797 rows, 8.3 rows/s, ETA 144 s, "
+                   "500 from an earlier run",
+                   f"  {note}"]
+    terminal.run("[3/9] image_job other")
+    terminal.handle(progress("embeddings/digits_image [other]", 1024, 10.5))
+    assert out[-2:] == ["[3/9] image_job other ...",
+                        "  embeddings/digits_image [other]: 1,024/1,797 rows, 98 rows/s, ETA 8 s"]
+
+
+def test_a_run_of_materialize_can_be_reexecuted_by_the_code_location(tiny_profile, data_root):
+    """The run config execute_plan gives a run names the terminal's logger, which the code location's
+    definitions (no terminal) define too: the UI's re-execution of a CLI run validates."""
+    import dagster as dg
+
+    from pipelines.definitions import build_definitions
+    from pipelines.refresh import DATASETS_JOB, TerminalLines
+
+    job = build_definitions(tiny_profile, str(data_root)).resolve_job_def(DATASETS_JOB)
+    config = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}, TerminalLines.LOGGER: {}}}
+    assert dg.validate_run_config(job, config)["loggers"].keys() == {"console", TerminalLines.LOGGER}

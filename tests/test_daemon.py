@@ -143,3 +143,57 @@ def test_the_module_names_its_commands(argv):
     with pytest.raises(SystemExit) as exc:
         daemon_module.main(argv)
     assert "dev|run" in str(exc.value.code)
+
+
+def test_the_daemons_log_what_they_request_and_launch_and_not_that_they_ticked():
+    """The lines Dagster's daemons repeat every tick (PER_TICK) are dropped from their loggers; what a
+    tick requests or the queue launches, logged at the same level, stays (messages as Dagster 1.13
+    writes them)."""
+    import logging
+
+    daemon_module.quiet_per_tick_logs()
+    daemon_module.quiet_per_tick_logs()  # once per logger, however often it is called
+    seen: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    lines = {
+        "AssetDaemon": {
+            "Checking 26 assets/checks and 0 observable source assets for refresh_automation in "
+            "pipelines.definitions in thread dagster-daemon-ASSET": False,
+            "Prefetching asset records for 31 records.": False,
+            "Done prefetching asset records.": False,
+            "Tick produced 0 runs and 26 asset evaluations for evaluation ID 1 for refresh_automation": False,
+            "Adding 26 asset evaluations for evaluation 1 for refresh_automation": False,
+            "Submitting 0 runs for evaluation 3 for refresh_automation in pipelines.definitions": False,
+            "Finished auto-materialization tick for refresh_automation in pipelines.definitions": False,
+            "Tick produced 2 runs and 5 asset evaluations for evaluation ID 7 for refresh_automation": True,
+            "Submitting 2 runs for evaluation 7 for refresh_automation in pipelines.definitions": True,
+        },
+        "SensorDaemon": {"Checking for new runs for sensor: my_sensor": False,
+                         "No run requests returned for my_sensor, skipping": False,
+                         "Launching run for my_sensor": True},
+        "QueuedRunCoordinatorDaemon": {
+            "2 runs are currently in progress. Maximum is 1, won't launch more.": False,
+            "Priority sorting and checking tag concurrency limits for queued runs.": False,
+            "Run 1234-abcd is blocked by global concurrency limits: pool gpu": False,
+            "Launched 1 runs.": True},
+        "MonitoringDaemon": {"Collected 2 runs for monitoring": False, "Checking run 1234-abcd": False,
+                             "Freed 1 slots for run 1234-abcd with status FAILURE": True},
+    }
+    for name, messages in lines.items():
+        logger = logging.getLogger(f"dagster.daemon.{name}")
+        handler, level = Keep(), logger.level
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        try:
+            for message in messages:
+                logger.info(message)
+            logger.warning("Checking for new runs for sensor: my_sensor")  # a warning is never dropped
+        finally:
+            logger.removeHandler(handler)
+            logger.setLevel(level)
+        assert seen == [m for m, kept in messages.items() if kept] + ["Checking for new runs for sensor: my_sensor"]
+        seen.clear()

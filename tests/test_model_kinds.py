@@ -217,3 +217,35 @@ def test_what_the_reports_print_comes_from_the_kind():
                                                  "zero_bias": "false"}
     assert p.models["clip"].paper_info() == ModelInfo("ViT-B-32", "openai", False)
     assert p.models["minilm"].paper_info() == ModelInfo("org/minilm", None, False)
+
+
+def test_a_random_tower_is_stated_once_in_the_profiles_terms_without_open_clips_warning(tiny_profile, caplog, capsys):
+    """open_clip's root-logger warning ("No pretrained weights loaded ... Model initialized randomly.") is
+    dropped for the creation call alone; the kind states the random tower once, by its profile name and
+    seed; the step's cache creates it once (one line), and a root warning after it passes again."""
+    import logging
+
+    from assets.embeddings import cached_model, project_log_to
+
+    caplog.set_level(logging.INFO)
+    spec = tiny_profile.models["tiny.random-nobias"]
+    spec.load("cpu", "fp32")
+    assert not [r for r in caplog.records if "initialized randomly" in r.getMessage()]
+    assert "initialized randomly" not in capsys.readouterr().err
+    stated = [(r.name, r.levelno, r.getMessage()) for r in caplog.records if r.name.startswith("conescope")]
+    assert stated == [("conescope.model_kinds.open_clip", logging.INFO,
+                       "tiny.random-nobias: random initialisation (seed 0, biases zeroed), no pretrained weights")]
+
+    logging.getLogger().warning("No pretrained weights loaded for model 'conescope-tiny'. Model initialized randomly.")
+    assert [r.getMessage() for r in caplog.records if r.name == "root" and r.levelno == logging.WARNING] == [
+        "No pretrained weights loaded for model 'conescope-tiny'. Model initialized randomly."]  # only scoped
+
+    lines: list[str] = []
+    cached_model.cache_clear()
+    try:
+        for _ in range(2):
+            with project_log_to(lines.append):
+                cached_model(tiny_profile.models["tiny.random"], "cpu", "fp32")
+    finally:
+        cached_model.cache_clear()
+    assert lines == ["tiny.random: random initialisation (seed 0), no pretrained weights"]

@@ -19,11 +19,18 @@ tower's own (end token, ``ln_final``, projection) either way.
 
 NLLB-CLIP towers (Visheratin 2023) get the NLLB-200 code of each partition's language
 (``conescope.languages``).
+
+A random tower is stated once, in the profile's terms, when it is created (``<name>: random initialisation
+(seed <seed>), no pretrained weights``, at INFO on this module's logger, which the embedding steps route
+to the run's log); open_clip's own ``No pretrained weights loaded ... Model initialized randomly.`` on
+the root logger, which says the same in the library's terms and read as a fault, is dropped for that
+creation call only (:func:`random_init_warning_dropped`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cache
@@ -40,6 +47,7 @@ from conescope.models import resolve_device, resolve_precision, torch_dtype
 from conescope.profile_schema import Flag, Text, problem
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "model_configs"
+LOG = logging.getLogger(__name__)
 
 
 @cache
@@ -163,7 +171,11 @@ class OpenClipModel(ModelSpec):
                       f"{', '.join(sorted(tags))})", "pretrained")
 
     def load(self, device: str, precision: str) -> LoadedModel:
-        return load_model(self.arch, self.pretrained, self.seed, self.zero_bias, device, precision)
+        loaded = load_model(self.arch, self.pretrained, self.seed, self.zero_bias, device, precision)
+        if random_init(self.arch, self.pretrained):
+            LOG.info("%s: random initialisation (seed %d%s), no pretrained weights", self.name, self.seed,
+                     ", biases zeroed" if self.zero_bias else "")
+        return loaded
 
     def declared_dimension(self) -> tuple[int | None, str]:
         """``embed_dim`` of the open_clip config (the folder's ``open_clip_config.json`` for
@@ -334,6 +346,36 @@ def where_weights_go(arch: str, pretrained: str | None) -> str:
             f"and copy that folder to the same place here")
 
 
+def random_init(arch: str, pretrained: str | None) -> bool:
+    """Built from its config without weights: no ``pretrained``, and an architecture name rather than
+    an ``hf-hub:`` repository or a ``local-dir:`` folder, which bring their weights."""
+    return pretrained is None and ":" not in arch
+
+
+class _RandomInitWarning(logging.Filter):
+    """Drops open_clip's ``No pretrained weights loaded for model '<arch>'. Model initialized randomly.``
+    (``open_clip.factory.create_model``, ``logging.warning`` on the root logger) and nothing else."""
+
+    def __init__(self, arch: str) -> None:
+        super().__init__()
+        self.message = f"No pretrained weights loaded for model '{arch}'. Model initialized randomly."
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.name == "root" and record.levelno == logging.WARNING and record.getMessage() == self.message)
+
+
+@contextlib.contextmanager
+def random_init_warning_dropped(arch: str) -> Iterator[None]:
+    """While a random tower of ``arch`` is created: open_clip's warning that it is random is dropped
+    (the caller states it in the profile's terms); every other record, of open_clip or not, passes."""
+    root, dropped = logging.getLogger(), _RandomInitWarning(arch)
+    root.addFilter(dropped)
+    try:
+        yield
+    finally:
+        root.removeFilter(dropped)
+
+
 def load_model(arch: str, pretrained: str | None, seed: int, zero_bias: bool, device: str = "auto",
                precision: str = "fp32") -> LoadedModel:
     """Build an open_clip model in eval mode on ``device`` with its preprocessing and tokenizer, its
@@ -351,7 +393,9 @@ def load_model(arch: str, pretrained: str | None, seed: int, zero_bias: bool, de
             from open_clip.pretrained import download_pretrained_from_hf
 
             download_pretrained_from_hf(arch.removeprefix("hf-hub:"))
-        model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=pretrained, device=device)
+        # random by request: OpenClipModel.load states it in the profile's terms
+        with random_init_warning_dropped(arch) if random_init(arch, pretrained) else contextlib.nullcontext():
+            model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=pretrained, device=device)
     except Exception as exc:  # open_clip raises several types for missing weights
         if pretrained is None and not arch.startswith("hf-hub:"):
             raise
