@@ -29,8 +29,9 @@ def newest(tmp_path_factory) -> tuple[dict[str, str], str]:
                               *PACKAGES], capture_output=True, text=True, timeout=1200)
     assert install.returncode == 0, f"pip could not install the newest {PACKAGES}:\n{install.stderr[-4000:]}"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(target), str(REPO)])}
-    version, where = subprocess.run([sys.executable, "-c", "import dagster; print(dagster.__version__, dagster.__file__)"],
-                                    env=env, capture_output=True, text=True, timeout=300, check=True).stdout.split()
+    probe = "import dagster; print(dagster.__version__, dagster.__file__)"
+    version, where = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True,
+                                    timeout=300, check=True).stdout.split()
     assert Path(where).is_relative_to(target), f"the scratch install is not in front: dagster {version} from {where}"
     print(f"newest dagster on the registry: {version}")
     return env, version
