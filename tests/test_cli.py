@@ -342,13 +342,13 @@ def test_materialize_prints_the_models_made_and_the_progress_of_embedding_steps(
     captured = capsys.readouterr()
     assert "initialized randomly" not in captured.err + captured.out
     lines = captured.out.splitlines()
-    start = lines.index("[2/5] image_job tiny.random ...")
+    start = lines.index("[2/7] image_job tiny.random ...")  # datasets, image, texts, pairs, report, summary, reports
     assert lines[start + 1] == "  tiny.random: random initialisation (seed 0), no pretrained weights"
     image = [re.fullmatch(r"  embeddings/shapes_image \[tiny\.random\]: (\d+)/12 rows, [\d.,]+ rows/s, ETA .+", line)
              for line in lines[start + 2:]]
     done = [int(m.group(1)) for m in image if m]
     assert done == [5, 10, 12], lines  # batches of 5, one line each
-    assert re.match(r"\[2/5\] image_job tiny\.random ok ", lines[start + 2 + len(done)])
+    assert re.match(r"\[2/7\] image_job tiny\.random ok ", lines[start + 2 + len(done)])
     text = [line for line in lines if line.startswith("  embeddings/shapes_text [en|tiny.random]: ")]
     assert text and text[-1].split(": ")[1].startswith("12/12 rows, "), lines
     assert lines.count("  tiny.random: random initialisation (seed 0), no pretrained weights") == 1  # made once

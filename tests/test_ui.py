@@ -36,16 +36,21 @@ def chromium():
     yield from chromium_browser("UI test")
 
 
-def _dismiss_welcome(page) -> None:
-    """A fresh instance may greet a visit with a newsletter dialog (shown a moment after the page)."""
+def _click_if_shown(page, button: str, timeout_ms: int) -> None:
+    """Click the button named ``button`` if it shows within ``timeout_ms``."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-    skip = page.get_by_role("button", name="Skip")
+    found = page.get_by_role("button", name=button)
     try:
-        skip.wait_for(state="visible", timeout=3000)
+        found.wait_for(state="visible", timeout=timeout_ms)
     except PlaywrightTimeout:
         return
-    skip.click()
+    found.click()
+
+
+def _dismiss_welcome(page) -> None:
+    """A fresh instance may greet a visit with a newsletter dialog (shown a moment after the page)."""
+    _click_if_shown(page, "Skip", 3000)
 
 
 def _open(page, url: str, ready_text: str) -> None:
@@ -80,14 +85,7 @@ def _wait_for_new_run(server: DevServer, known: set[str], timeout_s: float = 420
 
 def _confirm_if_asked(page) -> None:
     """Past the upstream warning, when the UI shows it (this instance has not recorded the upstream runs)."""
-    from playwright.sync_api import TimeoutError as PlaywrightTimeout
-
-    confirm = page.get_by_role("button", name="Confirm")
-    try:
-        confirm.wait_for(state="visible", timeout=15_000)
-    except PlaywrightTimeout:
-        return
-    confirm.click()
+    _click_if_shown(page, "Confirm", 15_000)
 
 
 def _follow(page, link):
