@@ -290,3 +290,20 @@ def test_a_change_made_while_the_sensors_were_off_is_requested_once_when_they_ru
     assert ticks.tick() == {"reports/partition_report": partitions}
     ticks.materialize([report], version="v2")
     assert set(ticks.tick()) == {"reports/comparison_report", "reports/paper_report"}
+
+
+def test_an_idle_tick_resolves_no_stale_status_and_a_new_event_resolves_again(ticks, monkeypatch):
+    """Between two ticks with no new event and no new code version, the previous answer stands: the tick
+    reads no stale status (on the demo a full evaluation costs seconds of CPU every 10 s)."""
+    import pipelines.automation as automation
+
+    ticks.tick()
+    _done(ticks)
+    assert ticks.tick() == {}
+    calls, real = [], automation.not_fresh
+    monkeypatch.setattr(automation, "not_fresh", lambda *args: calls.append(args) or real(*args))
+    assert ticks.tick() == {}
+    assert calls == []
+    ticks.materialize([SHAPES], version="v2")
+    assert "embeddings/shapes_text" in ticks.tick()
+    assert calls
