@@ -328,10 +328,12 @@ def test_materialize_prints_the_models_made_and_the_progress_of_embedding_steps(
 
     import yaml
 
+    from assets.embeddings import cached_model
     from pipelines import refresh
     from tests.conftest import TINY_PROFILE
 
     monkeypatch.setattr(refresh, "PROGRESS_EVERY_S", 0.0)
+    cached_model.cache_clear()  # a model an earlier test created in this process is not created again
     profile = {**{k: v for k, v in TINY_PROFILE.items() if k != "transforms"}, "languages": ["en"],
                "datasets": {"shapes": TINY_PROFILE["datasets"]["shapes"]},
                "models": {"tiny.random": TINY_PROFILE["models"]["tiny.random"]},
