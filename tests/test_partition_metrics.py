@@ -14,7 +14,7 @@ import yaml
 from conescope import checks
 from conescope import partition_metrics as pm
 from conescope.file_lock import try_lock
-from conescope.metric_families import METRIC_TABLES, MODEL_LANG, TRANSFORM_TABLES
+from conescope.metric_families import METRIC_TABLES, MODEL_LANG, PAIRED, TRANSFORM_TABLES
 from conescope.metrics.layers import layer_self_similarity
 from conescope.profile import load_profile
 from conescope.protocols import protocol_datasets
@@ -109,7 +109,7 @@ def test_every_declared_asset_computes_rows_its_declaration_allows(profile):
             np.arange(5), [f"a {c}" for c in range(5)], rng.normal(size=(5, D)).astype(np.float32))
     source.images["digits"].labels[:] = np.arange(12) % 5
     for f in pm.FAMILIES:
-        lang = "en" if f.scope == MODEL_LANG else None
+        lang = "en" if f.scope in (MODEL_LANG, PAIRED) else None
         rows = f.rows(profile, "tiny.random", source, lang)
         assert rows, f.name
         owned = f.asset.owned_rows("tiny.random", lang)
