@@ -29,6 +29,7 @@ attached centrally by :func:`with_automation`.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 
 import dagster as dg
@@ -195,13 +196,18 @@ def automation_sensors(first: Sequence[dg.AssetKey]) -> list[dg.AutomationCondit
     in ``conescope dev``'s, pipelines/daemon.py); the conditions already order the layers."""
     status = dg.DefaultSensorStatus.RUNNING if automation_enabled() else dg.DefaultSensorStatus.STOPPED
     description = ("Requests the datasets on the profile's nightly cron tick, and every asset partition that is "
-                   "missing or stale (its code or a dependency's data changed), parents before children")
+                   "missing or stale (its code or a dependency's data changed since it ran), parents before children")
 
     def sensor(name: str, target: dg.AssetSelection, run_tags: dict[str, str], what: str):
-        return dg.AutomationConditionSensorDefinition(
-            name, target=target, default_status=status, minimum_interval_seconds=MINIMUM_INTERVAL_S,
-            emit_backfills=False, use_user_code_server=True, run_tags=run_tags,
-            description=f"{description}: {what}")
+        with warnings.catch_warnings():
+            # `use_user_code_server` is a beta parameter of Dagster 1.13, the one Dagster documents for
+            # custom conditions (StaleOrMissing); its behaviour here is tested (tests/test_automation.py,
+            # tests/test_crash.py), so the warning it prints at every load says nothing to a user.
+            warnings.simplefilter("ignore", dg.BetaWarning)
+            return dg.AutomationConditionSensorDefinition(
+                name, target=target, default_status=status, minimum_interval_seconds=MINIMUM_INTERVAL_S,
+                emit_backfills=False, use_user_code_server=True, run_tags=run_tags,
+                description=f"{description}: {what}")
 
     if not first:  # no image model
         return [sensor(SENSOR_NAME, dg.AssetSelection.all(), {}, "every asset")]
