@@ -145,16 +145,19 @@ def _dev(args: argparse.Namespace) -> int:
     os.environ["CONESCOPE_HOME"] = str(root.root)  # the code server resolves it from the repository
     # the reports' links in the metadata of the runs it launches name the port served here
     os.environ[REPORTS_URL_ENV] = reports
-    # Dagster's `dagster dev`, its daemon's backfill loop acting when a backfill's run ends (pipelines/daemon.py)
-    cmd = [sys.executable, "-m", "pipelines.daemon", "dev", "-w", str(REPO / "workspace.yaml"),
-           "-p", str(args.port), "-h", args.host]
-    os.chdir(REPO)
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")  # their output is a pipe now: each line as it is written
+    # Dagster's own `dagster dev`, run in Dagster's home: a dagster.yaml in its working folder other than
+    # DAGSTER_HOME's would only earn a warning (the repository's is for plain `dagster dev`, docs/operations.md)
+    cmd = [sys.executable, "-m", "dagster", "dev", "-w", str(REPO / "workspace.yaml"), "-p", str(args.port),
+           "-h", args.host]
+    from pipelines.daemon import per_tick_line
     from pipelines.report_server import serving
     from pipelines.supervise import run_supervised
 
     with serving(reports_dir(root), args.host, reports_port(reports)):
         print(f"conescope dev: the reports (the data root's reports/ folder, read-only) at {reports}/", flush=True)
-        return run_supervised(cmd)  # stops the webserver, daemon and code servers with it (SIGTERM, Ctrl-C)
+        # stops the webserver, daemon and code servers with it (SIGTERM, Ctrl-C); the daemons' per-tick lines dropped
+        return run_supervised(cmd, drop_line=per_tick_line, cwd=root.dagster_home)
 
 
 def _one_line(exc: BaseException) -> str:

@@ -73,12 +73,15 @@ def configured_max_runs(root: DataRoot) -> int:
                or max_concurrent_runs())
 
 
-def instance_config() -> dict:
+def instance_config(cpus: int | None = None) -> dict:
+    """The instance config ``conescope dev`` and ``conescope materialize`` give Dagster's home in the data
+    root; the repository's own ``dagster.yaml`` holds it for a 2-core machine, for plain ``dagster dev``
+    (:data:`REPOSITORY_CONFIG`)."""
     return {
         "telemetry": {"enabled": False},
         "concurrency": {"pools": {"default_limit": 1, "granularity": "op",
                                   "op_granularity_run_buffer": POOL_RUN_BUFFER},
-                        "runs": {"max_concurrent_runs": max_concurrent_runs()}},
+                        "runs": {"max_concurrent_runs": max_concurrent_runs(cpus)}},
         "run_queue": {"dequeue_interval_seconds": DEQUEUE_INTERVAL_S},
         # runs forked from a process that has imported the code location (pipelines/launcher.py)
         "run_launcher": {"module": "pipelines.launcher", "class": "PreforkRunLauncher"},
@@ -88,6 +91,20 @@ def instance_config() -> dict:
         "run_monitoring": {"enabled": True, "start_timeout_seconds": 180, "max_resume_run_attempts": 0,
                            "poll_interval_seconds": 30, "free_slots_after_run_end_seconds": 10},
     }
+
+
+# Plain `dagster dev` from the repository root, DAGSTER_HOME unset, opens a temporary instance configured by the
+# repository's dagster.yaml (Dagster: "If DAGSTER_HOME isn't set, ... a temporary directory", its config read
+# from the working folder). That file is instance_config(cpus=2) with the storage of the default data root's
+# Dagster home, so plain `dagster dev` sees the run history `conescope dev` and `conescope materialize` keep.
+REPOSITORY_CONFIG = "dagster.yaml"
+REPOSITORY_CONFIG_CPUS = 2
+REPOSITORY_STORAGE = {"storage": {"sqlite": {"base_dir": "data/dagster_home"}}}
+
+
+def repository_config() -> dict:
+    """What the repository's ``dagster.yaml`` holds (tests/test_instance.py compares them)."""
+    return {**REPOSITORY_STORAGE, **instance_config(cpus=REPOSITORY_CONFIG_CPUS)}
 
 
 # Tag of every run `conescope materialize` executes: the process that owns it, "host:pid:start time".

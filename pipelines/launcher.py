@@ -176,23 +176,6 @@ class PreforkRunLauncher(DefaultRunLauncher):
         executable, working_directory, module = location
         return ForkServer(executable, working_directory, [module, *self._preload], self._warm_up)
 
-    def prestart(self, origin: RepositoryPythonOrigin) -> bool:
-        """Start the forkserver of a code location ahead of its first run (``conescope dev``'s daemon
-        calls it once the workspace is loaded: the first run then starts in 0.5 s instead of after
-        the forkserver's own start, 8 s on the demo). False when the location is not a Python module
-        or its forkserver cannot serve; its first run then reports why, as without a prestart."""
-        location = _code_location(origin)
-        if location is None:
-            return False
-        with self._lock:
-            if location in self._servers:
-                return True
-            try:
-                self._servers[location] = self._start(location)
-            except ForkServerError:
-                return False
-        return True
-
     def launch_run(self, context: LaunchRunContext) -> None:
         from pipelines.dagster_private import ExecuteRunArgs
 

@@ -1,7 +1,7 @@
-"""Run a command as a supervised process group: ``conescope dev`` starts ``dagster dev`` (through
-``python -m pipelines.daemon dev``, pipelines/daemon.py) this way so that SIGTERM or Ctrl-C stops the
-webserver, the daemon and the code servers with it, within 30 s, and so that nothing of it outlives
-``conescope dev`` killed with SIGKILL (or by a closed terminal's SIGHUP) either.
+"""Run a command as a supervised process group: ``conescope dev`` starts ``dagster dev`` this way so that
+SIGTERM or Ctrl-C stops the webserver, the daemon and the code servers with it, within 30 s, and so that
+nothing of it outlives ``conescope dev`` killed with SIGKILL (or by a closed terminal's SIGHUP) either.
+The child's output (its processes' logs) can pass through a line filter on its way to this process's.
 
 The child gets a session (and process group) of its own, so a terminal's Ctrl-C reaches only this
 process. The signal is passed to the child alone first: ``dagster dev`` then shuts its webserver,
@@ -24,7 +24,9 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -65,12 +67,29 @@ def _default_stop_signals() -> None:
         signal.signal(s, signal.SIG_DFL)
 
 
-def run_supervised(cmd: list[str], grace_s: float = 15.0, kill_after_s: float = 5.0, poll_s: float = 0.2) -> int:
+def _copy_lines(source, drop: Callable[[str], bool]) -> None:
+    for raw in iter(source.readline, b""):
+        line = raw.decode(errors="replace")
+        if not drop(line):
+            sys.stdout.write(line)
+            sys.stdout.flush()
+
+
+def run_supervised(cmd: list[str], grace_s: float = 15.0, kill_after_s: float = 5.0, poll_s: float = 0.2,
+                   drop_line: Callable[[str], bool] | None = None, cwd: str | Path | None = None) -> int:
     """Run ``cmd`` in a new session until it exits or this process gets SIGTERM/SIGINT. On a signal,
     pass it to the child and wait up to ``grace_s``; then SIGTERM what is left of its group, and
     SIGKILL after ``kill_after_s`` more. Returns the child's exit status (128 + the signal number
-    when it was stopped by one)."""
-    proc = subprocess.Popen(cmd, start_new_session=True, preexec_fn=_default_stop_signals)
+    when it was stopped by one). With ``drop_line``, the output of the child and of every process
+    under it (stdout and stderr) is copied line by line to this process's stdout, less the lines
+    ``drop_line`` is true of."""
+    output = {} if drop_line is None else {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT}
+    proc = subprocess.Popen(cmd, start_new_session=True, preexec_fn=_default_stop_signals, cwd=cwd, **output)
+    copier = None
+    if drop_line is not None:
+        copier = threading.Thread(target=_copy_lines, args=(proc.stdout, drop_line), name="conescope-output",
+                                  daemon=True)
+        copier.start()
     pgid = proc.pid  # a session leader's pid is its group id
     watchdog = start_watchdog(pgid)
     received: list[int] = []
@@ -91,6 +110,8 @@ def run_supervised(cmd: list[str], grace_s: float = 15.0, kill_after_s: float = 
             if not _wait(lambda: not group_members(pgid), kill_after_s, poll_s):
                 _signal_group(pgid, signal.SIGKILL)
         rc = proc.wait()
+        if copier is not None:  # the group is gone: the pipe ends once what is left in it is read
+            copier.join(timeout=5)
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)

@@ -1,5 +1,5 @@
-"""``conescope dev`` runs Dagster's webserver, code server and daemon (its backfill daemon
-pipelines.daemon's), every daemon healthy, and serves the reports; it stops with every child process on
+"""``conescope dev`` runs Dagster's own ``dagster dev`` (webserver, code server, Dagster's daemon), every
+daemon healthy, and serves the reports; it stops with every child process on
 SIGTERM and on Ctrl-C (SIGINT) within 30 s, leaving no orphan and no port open; killed with SIGKILL, its
 watchdog stops every process it started within 10 s, and both ports are closed."""
 
@@ -33,10 +33,10 @@ def test_dev_stops_with_every_child(tmp_path, signum):
             assert response.read() == page.read_bytes()
         tree = descendants(server.proc.pid)
         kinds = " ".join(tree.values())
-        # the processes dagster dev starts, the daemon pipelines.daemon's (its backfill daemon acts on a run's end)
-        for part in ("dagster_webserver", "-m pipelines.daemon run", "code-server"):
+        # the processes Dagster's dagster dev starts, nothing of conescope's in their place
+        for part in ("-m dagster dev", "dagster_webserver", "-m dagster._daemon run", "code-server"):
             assert part in kinds, tree
-        assert "dagster._daemon" not in kinds, tree
+        assert "pipelines.daemon" not in kinds, tree
         statuses = _daemon_statuses(server)
         assert statuses.get("BACKFILL") is True and all(statuses.values()), statuses
         took, left = server.stop(signum)
@@ -59,7 +59,7 @@ def test_dev_killed_with_sigkill_leaves_nothing_behind(tmp_path):
         server.wait_ready()
         tree = descendants(server.proc.pid)
         kinds = " ".join(tree.values())
-        for part in ("dagster_webserver", "-m pipelines.daemon run", "code-server", "pipelines.supervise watch"):
+        for part in ("dagster_webserver", "-m dagster._daemon run", "code-server", "pipelines.supervise watch"):
             assert part in kinds, tree
         assert _answers(server.reports_port)
         t0 = time.monotonic()

@@ -98,3 +98,35 @@ def test_a_process_is_alive_until_it_exits_and_a_recycled_pid_is_not_it():
         child.kill()
         child.wait()
     assert not process_alive(child.pid, started)
+
+
+def test_the_repository_dagster_yaml_is_conescope_s_instance_config_on_the_default_data_root(tmp_path, monkeypatch):
+    """Plain ``dagster dev`` from the repository root (DAGSTER_HOME unset) opens a temporary home configured
+    by the repository's dagster.yaml, as Dagster's CLI does (``InstanceRef.from_dir(tmp, config_dir=cwd)``):
+    its launcher, queue and pools are conescope's, and its runs are stored where ``conescope dev`` and
+    ``conescope materialize`` of the default data root read them."""
+    from pipelines.dagster_private import InstanceRef
+    from pipelines.instance import REPOSITORY_CONFIG, repository_config
+    from tests.doc_pages import REPO
+
+    assert yaml.safe_load((REPO / REPOSITORY_CONFIG).read_text()) == repository_config()
+    folder = tmp_path / "checkout"
+    folder.mkdir()
+    (folder / "dagster.yaml").write_text((REPO / REPOSITORY_CONFIG).read_text())
+    monkeypatch.chdir(folder)
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+
+    @dg.asset
+    def one() -> int:
+        return 1
+
+    temporary = tmp_path / "tmp_home"
+    temporary.mkdir()
+    with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(temporary), config_dir=str(folder))) as instance:
+        assert type(instance.run_launcher).__name__ == "PreforkRunLauncher"
+        assert instance.get_concurrency_config().run_queue_config.max_concurrent_runs == 1
+        run_id = dg.materialize([one], instance=instance).run_id
+    home = ensure_dagster_home(DataRoot(folder / "data"))  # what conescope's commands open on that data root
+    with dg.DagsterInstance.from_config(home) as conescope_instance:
+        assert conescope_instance.get_run_by_id(run_id) is not None
+        assert conescope_instance.get_latest_materialization_event(dg.AssetKey("one")) is not None

@@ -125,42 +125,6 @@ def test_runs_are_forked_from_one_forkserver_and_succeed(location):
             assert psutil.Process(pid).ppid() == server.proc.pid
 
 
-def test_a_prestarted_forkserver_serves_the_first_run(location):
-    launcher = location.instance.run_launcher
-    origin = location.recon.get_python_origin().repository_origin
-    assert launcher.prestart(origin) and launcher.prestart(origin)  # the second finds it running
-    (server,) = launcher._servers.values()
-    run = location.finished(location.launch(0))
-    assert run.status == dg.DagsterRunStatus.SUCCESS
-    assert list(launcher._servers.values()) == [server]  # no second start
-    assert local_process(run.tags[WORKER_TAG])[0] != server.proc.pid
-
-
-def test_prestart_of_a_location_that_cannot_serve_leaves_it_to_the_first_run(tmp_path):
-    loc = Location(tmp_path, NAPS)
-    try:
-        origin = loc.recon.get_python_origin().repository_origin
-        loc.file.write_text("raise ImportError('broken on purpose')\n")
-        assert loc.instance.run_launcher.prestart(origin) is False
-        assert loc.instance.run_launcher._servers == {}
-    finally:
-        loc.close()
-
-
-def test_the_daemon_prestarts_the_workspace_code_location(location, tmp_path):
-    from pipelines.daemon import prestart_launcher
-    from pipelines.dagster_private import ModuleTarget
-
-    target = ModuleTarget(module_name=location.module, attribute="defs", working_directory=str(location.folder),
-                          location_name="naps")
-    assert prestart_launcher(location.instance, location.instance.run_launcher, target) == 1
-    (server,) = location.instance.run_launcher._servers.values()
-    assert location.module in server.modules
-    assert location.finished(location.launch(0)).status == dg.DagsterRunStatus.SUCCESS
-    assert list(location.instance.run_launcher._servers.values()) == [server]
-    assert prestart_launcher(location.instance, object(), target) == 0  # another launcher: nothing
-
-
 def test_a_code_change_restarts_the_forkserver(location):
     assert location.finished(location.launch(0)).status == dg.DagsterRunStatus.SUCCESS
     (server,) = location.instance.run_launcher._servers.values()
