@@ -148,8 +148,9 @@ def _dev(args: argparse.Namespace) -> int:
     os.environ.setdefault("PYTHONUNBUFFERED", "1")  # their output is a pipe now: each line as it is written
     # Dagster's own `dagster dev`, run in Dagster's home: a dagster.yaml in its working folder other than
     # DAGSTER_HOME's would only earn a warning (the repository's is for plain `dagster dev`, docs/operations.md)
-    cmd = [sys.executable, "-m", "dagster", "dev", "-w", str(REPO / "workspace.yaml"), "-p", str(args.port),
-           "-h", args.host]
+    # (its SupersessionWarning "Use 'dg dev' instead" is for projects laid out for dg, which this one is not)
+    cmd = [sys.executable, "-W", "ignore:Function `dev_command` is superseded", "-m", "dagster", "dev",
+           "-w", str(REPO / "workspace.yaml"), "-p", str(args.port), "-h", args.host]
     from pipelines.daemon import per_tick_line
     from pipelines.report_server import serving
     from pipelines.supervise import run_supervised

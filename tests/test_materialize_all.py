@@ -5,9 +5,8 @@ to its end through GraphQL. The profile is the tiny one plus the offline text-on
 model x lang partitions have no image layer.
 
 One test launches the backfill and checks what it targets (every partition of every asset, none that
-cannot run) and cancels it; the other follows it to its end, through conescope dev's backfill daemon
-(pipelines/daemon.py: it acts when a run of the backfill ends, where Dagster's acts every 30 s, so
-the whole backfill takes about two minutes on 2 cores instead of several)."""
+cannot run) and cancels it; the other follows it to its end, through Dagster's own backfill daemon (it
+evaluates a backfill every 30 s, so each layer of the graph waits up to 30 s for its parents' runs)."""
 
 import copy
 
