@@ -85,7 +85,11 @@ LIVE_RUNS = ("QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING")
 
 
 class DevServer:
-    def __init__(self, home: Path, profile: str, log: Path, env: dict[str, str] | None = None):
+    """``conescope dev``; with ``plain_in``, Dagster's plain ``dagster dev`` started in that folder instead
+    (DAGSTER_HOME unset: the folder's dagster.yaml and workspace.yaml, as from the repository root)."""
+
+    def __init__(self, home: Path, profile: str, log: Path, env: dict[str, str] | None = None,
+                 plain_in: Path | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         # the reports on a free port too (3001 may be taken); the links the runs record name it
@@ -95,8 +99,10 @@ class DevServer:
                "CONESCOPE_REPORTS_URL": self.reports_url, **(env or {})}
         env.pop("DAGSTER_HOME", None)
         self.log = log
-        self.proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "dev", "--port", str(self.port)],
-                                     cwd=REPO, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+        cmd = [sys.executable, "-m", "pipelines.cli", "dev", "--port", str(self.port)] if plain_in is None else \
+            [sys.executable, "-m", "dagster", "dev", "-p", str(self.port)]
+        self.proc = subprocess.Popen(cmd, cwd=plain_in or REPO, env=env, stdout=log.open("wb"),
+                                     stderr=subprocess.STDOUT)
 
     def wait_ready(self, timeout_s: float = 240.0) -> None:
         """Until the webserver answers and the code location is loaded (the daemon and code server

@@ -50,6 +50,12 @@ REGISTRY: dict[str, list[tuple[str, tuple[str, ...]]]] = {
         ("tests/devserver.py::DevServer", ('"pipelines.cli", "dev"',)),
         ("tests/test_dev.py::test_dev_stops_with_every_child", ("DevServer(",)),
     ],
+    ".venv/bin/dagster dev": [
+        ("tests/devserver.py::DevServer", ('"-m", "dagster", "dev"',)),
+        ("tests/test_plain_dagster_dev.py::"
+         "test_plain_dagster_dev_from_the_root_is_conescope_s_instance_on_the_default_data_root",
+         ("plain_in=checkout", 'shutil.copy(REPO / "dagster.yaml"')),
+    ],
     ".venv/bin/python bench/staleness.py --home data": [
         ("tests/test_bench_commands.py::test_bench_staleness_measures_the_three_refreshes",
          ('"bench/staleness.py", "--home"',)),
