@@ -44,7 +44,8 @@ from storage.paths import DataRoot
 def _layer_jobs(parts: ProfilePartitions, assets: list[dg.AssetsDefinition]) -> dict[str, tuple]:
     """name -> (partitions def, description, asset keys) of each job of the refresh chain. An asset
     goes to the first layer of its partitioning unless it waits for a later one. Partitionings are told
-    apart by name (``ProfilePartitions.name_of``)."""
+    apart by name (``ProfilePartitions.name_of``). The jobs run in the order the asset graph gives
+    (pipelines/refresh.py, ``job_order``); the order here only ranks jobs that do not depend on each other."""
     later = {keys.PARTITION_REPORT: PARTITION_REPORT_JOB,
              **dict.fromkeys([*SUMMARY_LAYER, *SUMMARY_REPORTS, CLUSTER_TRAINING], SUMMARY_JOB),
              **dict.fromkeys([*FINAL_LAYER, TRANSFORM_CLUSTERS], REPORTS_JOB)}

@@ -5,12 +5,14 @@ Layers: the datasets (one run), then each model's image layer (one run per model
 have none and go straight on), then each model x lang partition's text layer, its pairs (image models
 only) and its report, then each model's summary (metrics and the report that read every language),
 then the reports over every model (one run), so a layer never reads an upstream that is still being
-rewritten. Under ``conescope dev`` the automation
-sensors request runs instead, from each asset's automation condition (pipelines/automation.py).
+rewritten. The order of the jobs is not written here: :func:`job_order` takes it from the asset graph.
+Under ``conescope dev`` the automation sensors request runs instead, from each asset's automation
+condition (pipelines/automation.py), which waits on the same dependencies.
 """
 
 from __future__ import annotations
 
+import graphlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,7 +21,7 @@ from typing import TYPE_CHECKING
 import dagster as dg
 
 from conescope.profile import Profile
-from pipelines.partitions import model_lang_key
+from pipelines.partitions import model_and_lang, model_lang_key
 from pipelines.staleness import not_fresh, resolver
 
 if TYPE_CHECKING:
@@ -55,31 +57,80 @@ def _check(profile: Profile, models: list[str], langs: list[str]) -> None:
                          f"({'; '.join(valid)})")
 
 
-def _model_lang_runs(model: str, langs: list[str], with_images: bool, tags: dict[str, str]) -> list[PlannedRun]:
-    jobs = (MODEL_LANG_JOB, PAIRED_JOB, PARTITION_REPORT_JOB) if with_images else (MODEL_LANG_JOB, PARTITION_REPORT_JOB)
-    return [PlannedRun(job, model_lang_key(model, lang), tags) for lang in langs for job in jobs]
+def job_order(defs: dg.Definitions) -> list[str]:
+    """The jobs of ``defs`` in dependency order, from the asset graph alone (the dependencies the
+    automation conditions wait on too): a job comes after every job holding a dependency of one of its
+    assets. Jobs that do not depend on each other keep the order they are defined in (the image layer
+    before the text layer: its runs are the longest). Jobs that depend on each other both ways cannot be
+    ordered: an error names them."""
+    graph = defs.resolve_asset_graph()
+    names = [job.name for job in defs.jobs]
+    job_of = {key: name for name in names for key in defs.resolve_job_def(name).asset_layer.selected_asset_keys}
+    after: dict[str, set[str]] = {name: set() for name in names}
+    for key, name in job_of.items():
+        after[name] |= {job_of[p] for p in graph.get(key).parent_keys if p in job_of and job_of[p] != name}
+    sorter = graphlib.TopologicalSorter(after)
+    try:
+        sorter.prepare()
+    except graphlib.CycleError as exc:
+        raise ValueError(f"jobs that depend on each other both ways: {', '.join(exc.args[1])}") from None
+    order: list[str] = []
+    while sorter.is_active():
+        ready = sorted(sorter.get_ready(), key=names.index)
+        order += ready
+        sorter.done(*ready)
+    return order
 
 
 def full_plan(profile: Profile, refresh_id: str, models: list[str] | None = None,
-              langs: list[str] | None = None) -> list[PlannedRun]:
-    """Every run of the chain in an order that respects dependencies: the datasets; each image
-    model's image layer; the model x lang partitions, each as its text layer, its pairs (an image
-    model's) and its report (a text-only model's first: they have no image layer to wait for); each
-    model's summary, then the final reports, which read every language of
-    the profile and so are left out when ``langs`` is a subset. ``models`` restricts the per-model
-    runs; the final reports still follow."""
+              langs: list[str] | None = None, defs: dg.Definitions | None = None) -> list[PlannedRun]:
+    """Every run of the chain, the jobs in :func:`job_order` (``defs``: the profile's definitions, built
+    when not given), each over its partitions: the datasets; each image model's image layer; the model x
+    lang partitions, each as its text layer, its pairs (an image model's) and its report (consecutive jobs
+    over model x lang keys run one key after another, a text-only model's first: they have no image layer
+    to wait for); each model's summary, then the final reports. A job ordered after the model x lang
+    layers reads every language of the profile and is left out when ``langs`` is a subset. ``models``
+    restricts the per-model and model x lang runs; the final reports still follow."""
     models = models or list(profile.models)
     langs = langs or list(profile.languages)
     _check(profile, models, langs)
+    if defs is None:
+        from pipelines.definitions import build_definitions
+
+        defs = build_definitions(profile)
     tags = {REFRESH_TAG: refresh_id}
     with_images = [m for m in models if profile.models[m].has_image_tower]
-    text_only = [m for m in models if m not in with_images]
-    plan = [PlannedRun(DATASETS_JOB, None, tags), *(PlannedRun(IMAGE_JOB, m, tags) for m in with_images)]
-    for m in text_only + with_images:
-        plan += _model_lang_runs(m, langs, m in with_images, tags)
-    if set(profile.languages) <= set(langs):
-        plan += [PlannedRun(SUMMARY_JOB, m, tags) for m in text_only + with_images]
-        plan.append(PlannedRun(REPORTS_JOB, None, tags))
+    ordered = [m for m in models if m not in with_images] + with_images
+
+    def keys(job: str) -> list[str | None] | list[tuple[str, str]]:
+        partitions = defs.resolve_job_def(job).partitions_def
+        if partitions is None:
+            return [None]
+        found = partitions.get_partition_keys()
+        if all(k in profile.models for k in found):
+            return [m for m in ordered if m in found]
+        pairs = {model_and_lang(k) for k in found}
+        return [(m, lang) for m in ordered for lang in langs if (m, lang) in pairs]
+
+    plan: list[PlannedRun] = []
+    group: list[tuple[str, list]] = []  # consecutive model x lang jobs, run key by key
+
+    def flush() -> None:
+        for m, lang in dict.fromkeys(pair for _, pairs in group for pair in pairs):
+            plan.extend(PlannedRun(job, model_lang_key(m, lang), tags) for job, pairs in group if (m, lang) in pairs)
+        group.clear()
+
+    every_language, after_model_lang = set(profile.languages) <= set(langs), False
+    for job in job_order(defs):
+        job_keys = keys(job)
+        if job_keys and isinstance(job_keys[0], tuple):
+            group.append((job, job_keys))
+            after_model_lang = True
+            continue
+        flush()
+        if every_language or not after_model_lang:
+            plan += [PlannedRun(job, key, tags) for key in job_keys]
+    flush()
     return plan
 
 

@@ -15,6 +15,7 @@ from pipelines.refresh import (
     SUMMARY_JOB,
     PlannedRun,
     full_plan,
+    job_order,
 )
 
 
@@ -97,3 +98,36 @@ def test_final_reports_wait_for_every_models_summary(tiny_profile):
     # Materializing one model by hand: its summary alone, then the final reports.
     assert full_plan(tiny_profile, "r", models=["tiny.random"])[-2:] == [
         PlannedRun(SUMMARY_JOB, "tiny.random"), PlannedRun(REPORTS_JOB, None)]
+
+
+def test_the_job_order_comes_from_the_asset_graph(tiny_profile, data_root):
+    """Each job after every job that holds a dependency of one of its assets; the plan follows it."""
+    defs = build_definitions(tiny_profile, str(data_root))
+    order = job_order(defs)
+    assert order == [DATASETS_JOB, IMAGE_JOB, MODEL_LANG_JOB, PAIRED_JOB, PARTITION_REPORT_JOB, SUMMARY_JOB,
+                     REPORTS_JOB]
+    graph = defs.resolve_asset_graph()
+    job_of = {key: name for name in order for key in defs.resolve_job_def(name).asset_layer.selected_asset_keys}
+    for key, name in job_of.items():
+        for parent in graph.get(key).parent_keys:
+            assert order.index(job_of[parent]) <= order.index(name), (key, parent)
+    assert [p.job for p in full_plan(tiny_profile, "x", defs=defs)] == [p.job for p in full_plan(tiny_profile, "x")]
+
+
+def test_jobs_that_depend_on_each_other_both_ways_are_an_error():
+    @dg.asset
+    def a1() -> int:
+        return 1
+
+    @dg.asset(deps=[a1])
+    def b1() -> int:
+        return 1
+
+    @dg.asset(deps=[b1])
+    def a2() -> int:
+        return 1
+
+    defs = dg.Definitions(assets=[a1, b1, a2], jobs=[dg.define_asset_job("job_a", [a1, a2]),
+                                                     dg.define_asset_job("job_b", [b1])])
+    with pytest.raises(ValueError, match="both ways: job_(a|b), job_(a|b)"):
+        job_order(defs)
