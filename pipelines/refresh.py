@@ -60,9 +60,10 @@ def _check(profile: Profile, models: list[str], langs: list[str]) -> None:
 def job_order(defs: dg.Definitions) -> list[str]:
     """The jobs of ``defs`` in dependency order, from the asset graph alone (the dependencies the
     automation conditions wait on too): a job comes after every job holding a dependency of one of its
-    assets. Jobs that do not depend on each other keep the order they are defined in (the image layer
-    before the text layer: its runs are the longest). Jobs that depend on each other both ways cannot be
-    ordered: an error names them."""
+    assets. Of jobs that do not depend on each other, one over model x lang keys that follows another
+    goes first, so that :func:`full_plan` runs a partition's layers together (its report as soon as its
+    pairs); the rest go by name. Jobs that depend on each other both ways cannot be ordered: an error
+    names them."""
     graph = defs.resolve_asset_graph()
     names = [job.name for job in defs.jobs]
     job_of = {key: name for name in names for key in defs.resolve_job_def(name).asset_layer.selected_asset_keys}
@@ -75,11 +76,20 @@ def job_order(defs: dg.Definitions) -> list[str]:
     except graphlib.CycleError as exc:
         raise ValueError(f"jobs that depend on each other both ways: {', '.join(exc.args[1])}") from None
     order: list[str] = []
-    while sorter.is_active():
-        ready = sorted(sorter.get_ready(), key=names.index)
-        order += ready
-        sorter.done(*ready)
+    ready: set[str] = set()
+    while sorter.is_active():  # one job at a time: a job made ready by the last one can go next
+        ready |= set(sorter.get_ready())
+        group_open = bool(order) and _over_model_lang(defs, order[-1])
+        job = min(ready, key=lambda name: (not (group_open and _over_model_lang(defs, name)), name))
+        ready.discard(job)
+        order.append(job)
+        sorter.done(job)
     return order
+
+
+def _over_model_lang(defs: dg.Definitions, job: str) -> bool:
+    partitions = defs.resolve_job_def(job).partitions_def
+    return partitions is not None and all("|" in key for key in partitions.get_partition_keys())
 
 
 def full_plan(profile: Profile, refresh_id: str, models: list[str] | None = None,
