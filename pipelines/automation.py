@@ -192,8 +192,7 @@ def automation_sensors(first: Sequence[dg.AssetKey]) -> list[dg.AutomationCondit
 
     ``emit_backfills=False``: a tick's requests become one run per partition (Dagster groups the
     assets of a partition), launched at once. With backfills, every layer would also wait for the
-    backfill daemon's next iteration (every 30 s in Dagster's daemon; when a run of the backfill ends
-    in ``conescope dev``'s, pipelines/daemon.py); the conditions already order the layers."""
+    backfill daemon's next iteration (every 30 s); the conditions already order the layers."""
     status = dg.DefaultSensorStatus.RUNNING if automation_enabled() else dg.DefaultSensorStatus.STOPPED
     description = ("Requests the datasets on the profile's nightly cron tick, and every asset partition that is "
                    "missing or stale (its code or a dependency's data changed since it ran), parents before children")
