@@ -1,7 +1,8 @@
 """The refresh plan of ``conescope materialize``: which runs recompute every partition of a profile,
 in dependency order, in one process and without a daemon.
 
-Layers: the datasets (one run), then each model's image layer (one run per model; text-only models
+Layers: the datasets (one run), then the checkpoint of each model the pipeline trains (one run per
+trained model), then each model's image layer (one run per model; text-only models
 have none and go straight on), then each model x lang partition's text layer, its pairs (image models
 only) and its report, then each model's summary (metrics and the report that read every language),
 then the reports over every model (one run), so a layer never reads an upstream that is still being
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from conescope.engine import ProgressFigures
 
 DATASETS_JOB = "datasets_job"
+TRAIN_JOB = "train_job"
 IMAGE_JOB = "image_job"
 MODEL_LANG_JOB = "model_lang_job"
 PAIRED_JOB = "paired_job"
@@ -62,19 +64,21 @@ def _model_lang_runs(model: str, langs: list[str], with_images: bool, tags: dict
 
 def full_plan(profile: Profile, refresh_id: str, models: list[str] | None = None,
               langs: list[str] | None = None) -> list[PlannedRun]:
-    """Every run of the chain in an order that respects dependencies: the datasets; each image
-    model's image layer; the model x lang partitions, each as its text layer, its pairs (an image
-    model's) and its report (a text-only model's first: they have no image layer to wait for); each
-    model's summary, then the final reports, which read every language of
-    the profile and so are left out when ``langs`` is a subset. ``models`` restricts the per-model
-    runs; the final reports still follow."""
+    """Every run of the chain in an order that respects dependencies: the datasets; the checkpoint of
+    each model the pipeline trains; each image model's image layer; the model x lang partitions, each
+    as its text layer, its pairs (an image model's) and its report (a text-only model's first: they
+    have no image layer to wait for); each model's summary, then the final reports, which read every
+    language of the profile and so are left out when ``langs`` is a subset. ``models`` restricts the
+    per-model runs; the final reports still follow."""
     models = models or list(profile.models)
     langs = langs or list(profile.languages)
     _check(profile, models, langs)
     tags = {REFRESH_TAG: refresh_id}
     with_images = [m for m in models if profile.models[m].has_image_tower]
     text_only = [m for m in models if m not in with_images]
-    plan = [PlannedRun(DATASETS_JOB, None, tags), *(PlannedRun(IMAGE_JOB, m, tags) for m in with_images)]
+    trained = [m for m in models if profile.models[m].training() is not None]
+    plan = [PlannedRun(DATASETS_JOB, None, tags), *(PlannedRun(TRAIN_JOB, m, tags) for m in trained),
+            *(PlannedRun(IMAGE_JOB, m, tags) for m in with_images)]
     for m in text_only + with_images:
         plan += _model_lang_runs(m, langs, m in with_images, tags)
     if set(profile.languages) <= set(langs):
