@@ -26,8 +26,6 @@ if TYPE_CHECKING:
     import numpy as np
     import torch
 
-    from conescope.training import TrainingPairs, TrainResult, TrainSettings
-
 
 class Capability(StrEnum):
     """What a model kind can do beyond embedding texts (every model has a text tower: the model x lang
@@ -122,18 +120,21 @@ class ModelSpec(Section):
         weights of a model that has :meth:`training` settings (None for every other model)."""
         raise NotImplementedError(f"model kind {type(self).__name__} defines no loader")
 
-    def training(self) -> TrainSettings | None:
-        """The training settings of a model whose weights the pipeline trains (a checkpoint asset per
-        such model, read by its embedding steps); None for a model that comes with its weights."""
+    # The training types are conescope.training's (TrainSettings, TrainingPairs, TrainResult), named in the
+    # docstrings only: that module runs the engine, which imports this one.
+    def training(self) -> Any:
+        """The training settings (``conescope.training.TrainSettings``) of a model whose weights the
+        pipeline trains (a checkpoint asset per such model, read by its embedding steps); None for a
+        model that comes with its weights."""
         return None
 
-    def trained_with(self, settings: TrainSettings) -> ModelSpec:
+    def trained_with(self, settings: Any) -> ModelSpec:
         """This entry with ``settings`` as its training settings (the profile fills in their defaults)."""
         raise NotImplementedError(f"model kind {type(self).__name__} is not trained by the pipeline")
 
-    def train_weights(self, pairs: TrainingPairs, device: str, precision: str,
-                      log: Callable[[str], None] | None = None) -> TrainResult:
-        """Train the model on ``pairs`` (``conescope.training``) with its :meth:`training` settings."""
+    def train_weights(self, pairs: Any, device: str, precision: str, log: Callable[[str], None] | None = None) -> Any:
+        """Train the model on ``pairs`` (``conescope.training.TrainingPairs``) with its :meth:`training`
+        settings; returns a ``conescope.training.TrainResult``."""
         raise NotImplementedError(f"model kind {type(self).__name__} is not trained by the pipeline")
 
     def declared_dimension(self) -> tuple[int | None, str]:
