@@ -302,3 +302,23 @@ def test_a_rerun_with_the_same_settings_keeps_the_checkpoint(root):
     done = r.materialize(langs=["en"])
     assert done["training/checkpoint"][TRAINED]["kept"] is True
     assert all(meta["embedded_rows"] == 0 for meta in done["embeddings/shapes_text"].values())
+
+
+def test_a_damaged_checkpoint_is_trained_again_to_the_same_weights(root):
+    """``conescope materialize`` finds a checkpoint whose tensors changed since written, names it and
+    trains it again; training is deterministic, so the weights (the data version) are those written
+    first and nothing downstream reruns."""
+    r = root()
+    paths = DataRoot(r.base / "data")
+    sha = checkpoints.stored_provenance(paths, TRAINED)["weights_sha256"]
+    file = checkpoints.checkpoint_file(paths, TRAINED)
+    data = bytearray(file.read_bytes())
+    data[-1] ^= 0xFF
+    file.write_bytes(bytes(data))
+    done = r.materialize()
+    assert any(f"checkpoints/model={TRAINED}/model.safetensors is damaged" in line and "training tiny.trained again"
+               in line for line in r.lines), r.lines
+    assert done["training/checkpoint"][TRAINED]["kept"] is False
+    assert checkpoints.stored_provenance(paths, TRAINED)["weights_sha256"] == sha
+    assert checkpoints.verify_checkpoint(paths, TRAINED) is None
+    assert {name for name in done if not name.startswith("datasets/")} == {"training/checkpoint"}
