@@ -58,9 +58,10 @@ NonNegative = Annotated[StrictFloat, Field(ge=0)]
 
 @record
 class TrainSettings(Section):
-    """The ``train`` section of a trained model's entry. The defaults train ``conescope-tiny`` on a few
-    hundred captioned images; ``seed`` and ``languages`` default to the profile's (filled in when the
-    profile is read, ``conescope.profile``), so the stored settings are complete."""
+    """The ``train`` section of a trained model's entry, its defaults sized for a small architecture
+    (``conescope-tiny``) on a few hundred captioned images; ``seed`` and ``languages`` default to the
+    profile's (filled in when the profile is read, ``conescope.profile``), so the stored settings are
+    complete."""
 
     dataset: Text  # a profile dataset with images and captions; its train split is trained on
     steps: at_least(1) = 500
