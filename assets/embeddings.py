@@ -28,11 +28,12 @@ import pyarrow.parquet as pq
 from assets import keys
 from assets.writes import write_rejects
 from conescope import code_versions, engine
-from conescope.model_specs import EmbeddingModel
+from conescope.model_specs import EmbeddingModel, Weights
 from conescope.profile import EmbeddingSpec, ModelSpec, Profile
 from conescope.provenance import git_commit
 from pipelines.partitions import ProfilePartitions, split_key
 from pipelines.resources import ConescopeHome
+from storage.checkpoints import stored_weights
 from storage.integrity import verify_parts
 from storage.parquet_store import (
     IMAGE_KEY_COLUMNS,
@@ -41,6 +42,7 @@ from storage.parquet_store import (
     read_manifest_table,
     read_provenance,
 )
+from storage.paths import DataRoot
 from storage.resumable import MAIN, ResumablePartition, Stream, fingerprint
 
 LAYERS = "layers"
@@ -48,10 +50,13 @@ LAYER_KEY_COLUMNS: list[tuple[str, pa.DataType]] = [("text_id", pa.string()), ("
 
 
 @lru_cache(maxsize=3)
-def cached_model(spec: ModelSpec, device: str, precision: str = "fp32") -> EmbeddingModel:
+def cached_model(spec: ModelSpec, device: str, precision: str = "fp32",
+                 weights: Weights | None = None) -> EmbeddingModel:
     # Runs executed in one process (the CLI, tests) reuse the model across steps and partitions; three,
     # so that the demo's models (images of two, then the text partitions of all three) load once each.
-    return spec.load(device, precision)
+    # Trained weights are part of the key by their content hash: a model trained again is loaded again.
+    # Called without ``weights`` for every other model, so that the key is the one warm_models made.
+    return spec.load(device, precision) if weights is None else spec.load(device, precision, weights)
 
 
 class _Lines(logging.Handler):
@@ -82,11 +87,14 @@ def project_log_to(log: Callable[[str], None]) -> Iterator[None]:
         logger.propagate = propagate
 
 
-def step_model(context, spec: ModelSpec, device: str, precision: str) -> EmbeddingModel:
+def step_model(context, spec: ModelSpec, device: str, precision: str, paths: DataRoot) -> EmbeddingModel:
     """:func:`cached_model` in a step: a model created here is stated in the run's log (and under the
-    run in the terminal of ``conescope materialize``)."""
+    run in the terminal of ``conescope materialize``). A model the pipeline trains gets the weights of
+    its stored checkpoint (``training/checkpoint``, storage/checkpoints.py)."""
+    weights = stored_weights(paths, spec.name) if spec.training() is not None else None
     with project_log_to(lambda line: context.log.info(line, extra={keys.MODEL_NOTE_EXTRA: line})):
-        return cached_model(spec, device, precision)
+        return cached_model(spec, device, precision) if weights is None else \
+            cached_model(spec, device, precision, weights)
 
 
 def step_progress(context, label: str, total: int, every_s: float, done_before: int) -> engine.Progress:
@@ -107,7 +115,8 @@ def warm_models(profile: Profile | None = None) -> list[str]:
     (pipelines/forkserver.py) calls it once, so that the runs forked from it find their model made:
     a model created per run costs 1-3 s (the CLI makes each once for all its runs). Nothing on a
     GPU: CUDA cannot be used in a forked child once the parent has. A model that fails to load is
-    left to the step, which reports why."""
+    left to the step, which reports why; a model the pipeline trains is left to the step too (its
+    checkpoint may not exist yet, or be trained again before the step runs)."""
     from conescope.models import resolve_device
     from conescope.profile import load_profile
 
@@ -116,7 +125,8 @@ def warm_models(profile: Profile | None = None) -> list[str]:
     if resolve_device(cfg.device) != "cpu":
         return []
     warmed = []
-    for spec in list(profile.models.values())[:cached_model.cache_info().maxsize]:
+    loadable = [spec for spec in profile.models.values() if spec.training() is None]
+    for spec in loadable[:cached_model.cache_info().maxsize]:
         try:
             with project_log_to(lambda line: print(f"warm_models: {line}", file=sys.stderr)):
                 cached_model(spec, "cpu", cfg.precision)
@@ -211,10 +221,17 @@ def _embed_images(context, ds: str, spec: ModelSpec, cfg: EmbeddingSpec, paths, 
     return n, part, run
 
 
+def trained_deps(parts: ProfilePartitions, mapping: dg.StaticPartitionMapping) -> list[dg.AssetDep]:
+    """The checkpoint of the models the pipeline trains, read by their partitions only (``mapping``);
+    none without a trained model."""
+    return [dg.AssetDep(keys.CHECKPOINT, partition_mapping=mapping)] if parts.trained_model is not None else []
+
+
 def _image_asset(ds: str, profile: Profile, parts: ProfilePartitions) -> dg.AssetsDefinition:
     version = code_versions.embedding(profile, "image")
 
-    @dg.asset(key=keys.image_embeddings(ds), deps=[keys.dataset(ds)], partitions_def=parts.image_model,
+    @dg.asset(key=keys.image_embeddings(ds), partitions_def=parts.image_model,
+              deps=[keys.dataset(ds), *trained_deps(parts, parts.trained_to_image_model)],
               code_version=version,
               group_name="embeddings", pool=keys.GPU_POOL, op_tags=keys.GPU_STEP_TAGS,
               kinds={"pytorch", "parquet"},
@@ -225,7 +242,7 @@ def _image_asset(ds: str, profile: Profile, parts: ProfilePartitions) -> dg.Asse
         ids = read_manifest_table(paths.dataset_dir(ds), "samples", ["sample_id"]).column("sample_id").to_pylist()
         manifest = paths.dataset_dir(ds) / "samples.parquet"
         with engine.claimed_device(cfg.device, paths.scratch / "gpus") as device:
-            loaded = step_model(context, spec, device, cfg.precision)
+            loaded = step_model(context, spec, device, cfg.precision, paths)
             provenance, stable = _provenance(loaded, spec, ds, read_provenance(manifest).get("data_sha256", ""),
                                              modality="image")
             if stored_partition(context, provenance, paths.image_embeddings(ds, spec.name)):
@@ -253,7 +270,8 @@ def _text_batch(cols: dict[str, list], rows, emb, layers) -> dict:
 
 
 def _text_asset(ds: str, profile: Profile, parts: ProfilePartitions) -> dg.AssetsDefinition:
-    @dg.asset(key=keys.text_embeddings(ds), deps=[keys.dataset(ds)], partitions_def=parts.model_lang,
+    @dg.asset(key=keys.text_embeddings(ds), deps=[keys.dataset(ds), *trained_deps(parts, parts.trained_to_model_lang)],
+              partitions_def=parts.model_lang,
               code_version=code_versions.embedding(profile, "text"),
               group_name="embeddings", pool=keys.GPU_POOL, op_tags=keys.GPU_STEP_TAGS,
               kinds={"pytorch", "parquet"},
@@ -282,7 +300,7 @@ def _text_asset(ds: str, profile: Profile, parts: ProfilePartitions) -> dg.Asset
         if with_layers:
             streams[LAYERS] = Stream(layers_dir, LAYER_KEY_COLUMNS, vector="state")
         with engine.claimed_device(cfg.device, paths.scratch / "gpus") as device:
-            loaded = step_model(context, spec, device, cfg.precision)
+            loaded = step_model(context, spec, device, cfg.precision, paths)
             code = loaded.set_language(lang)  # e.g. NLLB-CLIP: the tokenizer's source-language token
             provenance, stable = _provenance(loaded, spec, ds, data_sha, modality="text", lang=lang,
                                              text_layers=with_layers,

@@ -38,6 +38,8 @@ def metric(name: str) -> dg.AssetKey:
     return dg.AssetKey(["metrics", name])
 
 
+# training/checkpoint [trained model]: the weights of a model the pipeline trains (assets/training.py)
+CHECKPOINT = dg.AssetKey(["training", "checkpoint"])
 PARTITION_REPORT = dg.AssetKey(["reports", "partition_report"])
 TRANSFORM_METRICS = metric("transforms")
 

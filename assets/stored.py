@@ -17,6 +17,7 @@ import dagster as dg
 
 from pipelines.partitions import model_and_lang
 from pipelines.resources import ConescopeHome
+from storage.checkpoints import verify_checkpoint
 from storage.integrity import Damage, verify_files, verify_parts
 
 
@@ -45,7 +46,8 @@ def _embedding_dirs(home: ConescopeHome, name: str, partition: str | None) -> tu
 def verify_stored(home: ConescopeHome, key: dg.AssetKey, partition: str | None) -> Stored | None:
     """The damaged files that asset partition ``key`` [``partition``] relies on, or None when it
     keeps none that are checked (or none is damaged). Embedding parts: footers, row counts, values of
-    the parts changed since written (storage/integrity.py); dataset manifests: footers."""
+    the parts changed since written (storage/integrity.py); dataset manifests: footers; a trained model's
+    checkpoint: its provenance and the hash of its tensors (storage/checkpoints.py)."""
     head, name = key.path[0], key.path[-1]
     if head == "embeddings":
         found = _embedding_dirs(home, name, partition)
@@ -57,6 +59,9 @@ def verify_stored(home: ConescopeHome, key: dg.AssetKey, partition: str | None) 
         directory = home.paths.dataset_dir(name)
         damages = verify_files(sorted(directory.glob("*.parquet")) if directory.is_dir() else [])
         remedy = f"the datasets run writes {name} again"
+    elif head == "training" and partition is not None:
+        damage = verify_checkpoint(home.paths, partition)
+        damages, remedy = ([damage] if damage else []), f"training {partition} again"
     else:
         return None
     return Stored(damages, remedy) if damages else None

@@ -80,6 +80,8 @@ DATASET = ("assets.datasets", "assets.writes", "storage.parquet_store")
 GENERATED_DATASET = ("conescope.datasets",)
 SOURCE_DATASET = ("conescope.ingest", "conescope.download")
 # + the module of each model kind embedded (``model_kind``)
+# + the module of each trained model's kind (its loader builds the tower that is trained)
+CHECKPOINT = ("assets.training", "conescope.training", "storage.checkpoints")
 EMBEDDING = ("assets.embeddings", "assets.writes", "conescope.engine", "conescope.models", "storage.resumable",
              "storage.parquet_store")
 METRIC_SHARED = ("assets.metrics", "assets.writes", "conescope.partition_metrics", "conescope.families",
@@ -248,9 +250,37 @@ def embedding_code(spec: ModelSpec) -> str:
     return version((*EMBEDDING, model_kind(spec)))
 
 
+def checkpoint(profile: Profile) -> str:
+    """training/checkpoint: the training code and the kinds of the trained models, every trained model's
+    entry (architecture, seed, the ``train`` section with its seed and languages filled in) and the
+    settings that change the weights: ``precision`` (bf16 autocast where native) and ``device``. Editing
+    one trained model changes the version for every trained model's partition; their steps then keep
+    each stored checkpoint whose fingerprint (its own model only) still matches (assets/training.py)."""
+    specs = {name: spec for name, spec in profile.models.items() if spec.training() is not None}
+    settings = {"precision": profile.embedding.precision, "device": profile.embedding.device}
+    return version((*CHECKPOINT, *{model_kind(spec) for spec in specs.values()}),
+                   {"models": {name: _dump(spec) for name, spec in specs.items()}, "embedding": settings})
+
+
+def checkpoint_code(spec: ModelSpec) -> str:
+    """The code that trains ``spec``'s weights (the training code and its kind alone), what a
+    checkpoint's provenance and fingerprint record beside the entry and the data it was trained on."""
+    return version((*CHECKPOINT, model_kind(spec)))
+
+
+def _embedded(spec: ModelSpec) -> dict:
+    """A model's entry as its embeddings depend on it: its training settings left out, which reach them
+    through the data version of its checkpoint (``training/checkpoint``), so a changed training setting
+    restales the embeddings of that model only, once its checkpoint is trained again."""
+    training = spec.training()
+    return {key: value for key, value in _dump(spec).items()
+            if training is None or getattr(spec, key, None) is not training}
+
+
 def embedding(profile: Profile, modality: str) -> str:
-    """embeddings/<ds>_<modality>: the engine and the kinds of its models, and every model's spec with the
-    settings that change the stored values: ``precision``, ``device`` (kernels differ between CPU and
+    """embeddings/<ds>_<modality>: the engine and the kinds of its models, and every model's spec (a
+    trained model's less its training settings: :func:`_embedded`) with the settings that change the
+    stored values: ``precision``, ``device`` (kernels differ between CPU and
     GPU), ``text_layers`` (text only). Not ``workers``, ``part_rows``, ``progress_every_s`` (decoding
     processes, commit size, logging: the rows are the same), nor ``batch_size``: it changes the rows
     only in the last float32 bits (the kernels block the matrix products differently; measured at most
@@ -259,7 +289,7 @@ def embedding(profile: Profile, modality: str) -> str:
     Adding or editing one model changes the version for every model's partitions; their steps then keep
     each stored partition whose fingerprint (its own model only) still matches (assets/embeddings.py)."""
     specs = {name: spec for name, spec in profile.models.items() if modality == "text" or spec.has_image_tower}
-    models = {name: _dump(spec) for name, spec in specs.items()}
+    models = {name: _embedded(spec) for name, spec in specs.items()}
     settings = {"precision": profile.embedding.precision, "device": profile.embedding.device}
     if modality == "text":
         settings["text_layers"] = profile.embedding.text_layers

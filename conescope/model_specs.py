@@ -13,7 +13,7 @@ only; ``conescope.model_kinds.model_kinds`` finds every module, and the profile 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cache
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Protocol
@@ -84,6 +84,16 @@ class ModelInfo:
     zero_bias: bool
 
 
+@dataclass(frozen=True)
+class Weights:
+    """Weights the pipeline trained for a model (its checkpoint asset), as its loader takes them: the
+    content hash of the tensors (the checkpoint's data version, which alone identifies them: two
+    ``Weights`` of one hash are equal) and a function that reads the tensors, checked against it."""
+
+    sha256: str
+    read: Callable[[], Mapping[str, torch.Tensor]] = field(compare=False, repr=False)
+
+
 @record
 class ModelSpec(Section):
     """What every model entry has: its name (the profile key) and the seed of a random initialisation;
@@ -104,10 +114,28 @@ class ModelSpec(Section):
     def has_text_layers(self) -> bool:
         return Capability.TEXT_LAYERS in self.capabilities
 
-    def load(self, device: str, precision: str) -> EmbeddingModel:
+    def load(self, device: str, precision: str, weights: Weights | None = None) -> EmbeddingModel:
         """The model on ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:<i>``) with its weights at
-        ``precision`` (``conescope.models.resolve_precision``), in eval mode."""
+        ``precision`` (``conescope.models.resolve_precision``), in eval mode; ``weights``: the trained
+        weights of a model that has :meth:`training` settings (None for every other model)."""
         raise NotImplementedError(f"model kind {type(self).__name__} defines no loader")
+
+    # The training types are conescope.training's (TrainSettings, TrainingPairs, TrainResult), named in the
+    # docstrings only: that module runs the engine, which imports this one.
+    def training(self) -> Any:
+        """The training settings (``conescope.training.TrainSettings``) of a model whose weights the
+        pipeline trains (a checkpoint asset per such model, read by its embedding steps); None for a
+        model that comes with its weights."""
+        return None
+
+    def trained_with(self, settings: Any) -> ModelSpec:
+        """This entry with ``settings`` as its training settings (the profile fills in their defaults)."""
+        raise NotImplementedError(f"model kind {type(self).__name__} is not trained by the pipeline")
+
+    def train_weights(self, pairs: Any, device: str, precision: str, log: Callable[[str], None] | None = None) -> Any:
+        """Train the model on ``pairs`` (``conescope.training.TrainingPairs``) with its :meth:`training`
+        settings; returns a ``conescope.training.TrainResult``."""
+        raise NotImplementedError(f"model kind {type(self).__name__} is not trained by the pipeline")
 
     def declared_dimension(self) -> tuple[int | None, str]:
         """(the output dimension the model's configuration declares, where that was read), read without

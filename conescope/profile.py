@@ -9,6 +9,7 @@ the modules of ``conescope.model_kinds`` register (``conescope.model_specs``).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from pathlib import Path
@@ -339,7 +340,32 @@ class Profile(Section):
             if dataset not in self.datasets:
                 raise problem(f"{dataset!r} is not one of the profile's datasets ({', '.join(self.datasets)})",
                               "cluster_training", "datasets", i)
+        for name, spec in list(self.models.items()):
+            if spec.training() is not None:
+                self.models[name] = self._training_defaults(name, spec)
         return self
+
+    def _training_defaults(self, name: str, spec: ModelSpec) -> ModelSpec:
+        """A trained model's entry with the defaults of its training settings that the profile gives:
+        ``seed`` (the profile's) and ``languages`` (every profile language its dataset has texts in),
+        after checking that its dataset is one of the profile's, with images, in those languages."""
+        settings, at = spec.training(), ("models", name, "train")
+        dataset = self.datasets.get(settings.dataset)
+        if dataset is None:
+            raise problem(f"{settings.dataset!r} is not one of the profile's datasets ({', '.join(self.datasets)})",
+                          *at, "dataset")
+        if not dataset.has_images:
+            raise problem(f"{settings.dataset!r} has no images to train image and text towers on", *at, "dataset")
+        available = self.dataset_languages(settings.dataset)
+        if not available:
+            raise problem(f"{settings.dataset!r} has no texts in the profile's languages", *at, "dataset")
+        for i, lang in enumerate(settings.languages or ()):
+            if lang not in available:
+                raise problem(f"{lang!r} is not a language of both the profile and {settings.dataset!r} "
+                              f"({', '.join(available)})", *at, "languages", i)
+        return spec.trained_with(dataclasses.replace(
+            settings, seed=self.seed if settings.seed is None else settings.seed,
+            languages=settings.languages or available))
 
     @property
     def image_models(self) -> list[str]:

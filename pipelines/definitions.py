@@ -15,6 +15,7 @@ from assets.embeddings import embedding_assets
 from assets.experiments import CLUSTER_TRAINING, TRANSFORM_CLUSTERS, experiment_assets
 from assets.metrics import SUMMARY_LAYER, metric_assets
 from assets.reports import FINAL_LAYER, SUMMARY_REPORTS, report_assets
+from assets.training import checkpoint_assets
 from assets.transforms import transform_assets
 from conescope.profile import Profile, load_profile
 from pipelines.automation import automation_sensors, with_automation
@@ -23,6 +24,7 @@ from pipelines.partitions import (
     IMAGE_MODEL,
     IMAGE_MODEL_LANG,
     MODEL_LANG,
+    TRAINED_MODEL,
     UNPARTITIONED,
     ProfilePartitions,
     profile_partitions,
@@ -35,6 +37,7 @@ from pipelines.refresh import (
     PARTITION_REPORT_JOB,
     REPORTS_JOB,
     SUMMARY_JOB,
+    TRAIN_JOB,
     run_loggers,
 )
 from pipelines.resources import ConescopeHome
@@ -49,10 +52,11 @@ def _layer_jobs(parts: ProfilePartitions, assets: list[dg.AssetsDefinition]) -> 
     later = {keys.PARTITION_REPORT: PARTITION_REPORT_JOB,
              **dict.fromkeys([*SUMMARY_LAYER, *SUMMARY_REPORTS, CLUSTER_TRAINING], SUMMARY_JOB),
              **dict.fromkeys([*FINAL_LAYER, TRANSFORM_CLUSTERS], REPORTS_JOB)}
-    first_of = {UNPARTITIONED: DATASETS_JOB, IMAGE_MODEL: IMAGE_JOB, MODEL_LANG: MODEL_LANG_JOB,
-                IMAGE_MODEL_LANG: PAIRED_JOB}
+    first_of = {UNPARTITIONED: DATASETS_JOB, TRAINED_MODEL: TRAIN_JOB, IMAGE_MODEL: IMAGE_JOB,
+                MODEL_LANG: MODEL_LANG_JOB, IMAGE_MODEL_LANG: PAIRED_JOB}
     layers = {
         DATASETS_JOB: (None, "the dataset manifests"),
+        TRAIN_JOB: (parts.trained_model, "per model the pipeline trains: its checkpoint"),
         IMAGE_JOB: (parts.image_model, "per image model: image embeddings and image-only metrics"),
         MODEL_LANG_JOB: (parts.model_lang, "per model x lang: text embeddings and text metrics"),
         PAIRED_JOB: (parts.image_model_lang, "per image model x lang: the image-caption pair metrics, the "
@@ -67,10 +71,10 @@ def _layer_jobs(parts: ProfilePartitions, assets: list[dg.AssetsDefinition]) -> 
     for a in assets:
         for key in a.keys:
             selected[later.get(key) or first_of[parts.name_of(a.specs_by_key[key].partitions_def)]].append(key)
-    # no image model: no image assets, and neither image layer
+    # no image model: no image assets, and neither image layer; no trained model: no training layer
     return {name: (partitions_def, description, selected[name])
             for name, (partitions_def, description) in layers.items()
-            if name not in (IMAGE_JOB, PAIRED_JOB) or selected[name]}
+            if name not in (TRAIN_JOB, IMAGE_JOB, PAIRED_JOB) or selected[name]}
 
 
 def build_definitions(profile: Profile, home: str | None = None, executor: dg.ExecutorDefinition | None = None,
@@ -78,7 +82,8 @@ def build_definitions(profile: Profile, home: str | None = None, executor: dg.Ex
     """The definitions of ``profile`` on the data root ``home``; ``terminal``: what ``conescope
     materialize`` prints of its runs' logs (pipelines/refresh.py, ``TerminalLines``)."""
     parts = profile_partitions(profile)
-    all_assets = [*dataset_assets(profile), *embedding_assets(profile, parts), *metric_assets(profile, parts),
+    all_assets = [*dataset_assets(profile), *checkpoint_assets(profile, parts), *embedding_assets(profile, parts),
+                  *metric_assets(profile, parts),
                   *transform_assets(profile, parts), *experiment_assets(profile, parts),
                   *report_assets(profile, parts)]
     all_assets = with_automation(all_assets, profile)

@@ -13,6 +13,12 @@
 - ``image_model_lang``: the ``model_lang`` keys of the models with an image tower, for the assets that
   pair images with texts (the image-text metric families, the fitted transforms and their metrics): a
   text-only model has no partition of them. ``None`` without an image model.
+- ``trained_model``: the models whose weights the pipeline trains (entries with training settings,
+  ``ModelSpec.training``), for their checkpoint (``training/checkpoint``): a model that comes with its
+  weights has no checkpoint partition. ``None`` without a trained model. The embedding assets read it
+  through ``trained_to_image_model`` and ``trained_to_model_lang``: the partitions of a trained model read
+  its checkpoint, every other model's read none, so a changed training setting restales the trained
+  model's embeddings (and what is downstream of them) only.
 
 Why static, with explicit ``StaticPartitionMapping`` s (Dagster 1.13): ``MultiToSingleDimensionPartitionMapping``
 requires the single-dimension side to equal the multi dimension (so image assets would need a partition
@@ -30,8 +36,8 @@ import dagster as dg
 
 from conescope.profile import Profile
 
-IMAGE_MODEL, MODEL, MODEL_LANG, IMAGE_MODEL_LANG, UNPARTITIONED = (
-    "image_model", "model", "model_lang", "image_model_lang", "unpartitioned")
+IMAGE_MODEL, MODEL, MODEL_LANG, IMAGE_MODEL_LANG, TRAINED_MODEL, UNPARTITIONED = (
+    "image_model", "model", "model_lang", "image_model_lang", "trained_model", "unpartitioned")
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,7 @@ class ProfilePartitions:
     image_model_lang: dg.StaticPartitionsDefinition | None
     # model -> its model x lang keys, in the profile's language order
     lang_keys: dict[str, list[str]]
+    trained_model: dg.StaticPartitionsDefinition | None = None
 
     @property
     def image_to_model_lang(self) -> dg.StaticPartitionMapping:
@@ -64,14 +71,24 @@ class ProfilePartitions:
         """model_lang -> model: a per-model asset reads every language of its model."""
         return dg.StaticPartitionMapping({key: m for m, keys in self.lang_keys.items() for key in keys})
 
+    @property
+    def trained_to_image_model(self) -> dg.StaticPartitionMapping:
+        """trained_model -> image_model: a trained model's image partition reads its checkpoint."""
+        return dg.StaticPartitionMapping({m: m for m in self.trained_model_keys if m in self.image_model_keys})
+
+    @property
+    def trained_to_model_lang(self) -> dg.StaticPartitionMapping:
+        """trained_model -> model_lang: each language of a trained model reads its checkpoint."""
+        return dg.StaticPartitionMapping({m: self.lang_keys[m] for m in self.trained_model_keys})
+
     def name_of(self, partitions_def: dg.PartitionsDefinition | None) -> str:
-        """``image_model``, ``model``, ``model_lang``, ``image_model_lang`` or ``unpartitioned``: the
-        partitioning of an asset.
+        """``image_model``, ``model``, ``model_lang``, ``image_model_lang``, ``trained_model`` or
+        ``unpartitioned``: the partitioning of an asset.
         By identity: with no text-only model in the profile, ``image_model`` and ``model`` hold the
         same keys (and compare equal), yet the image assets and the per-model ones stay apart."""
         if partitions_def is None:
             return UNPARTITIONED
-        for name in (IMAGE_MODEL, MODEL, MODEL_LANG, IMAGE_MODEL_LANG):
+        for name in (IMAGE_MODEL, MODEL, MODEL_LANG, IMAGE_MODEL_LANG, TRAINED_MODEL):
             if getattr(self, name) is partitions_def:
                 return name
         raise ValueError(f"{partitions_def} is none of the profile's partitionings (pipelines/partitions.py)")
@@ -80,9 +97,14 @@ class ProfilePartitions:
     def image_model_keys(self) -> list[str]:
         return self.image_model.get_partition_keys() if self.image_model is not None else []
 
+    @property
+    def trained_model_keys(self) -> list[str]:
+        return self.trained_model.get_partition_keys() if self.trained_model is not None else []
+
 
 def profile_partitions(profile: Profile) -> ProfilePartitions:
     image_models = profile.image_models
+    trained = [m for m, spec in profile.models.items() if spec.training() is not None]
     lang_keys = {m: [model_lang_key(m, lang) for lang in profile.languages] for m in profile.models}
     return ProfilePartitions(
         image_model=dg.StaticPartitionsDefinition(image_models) if image_models else None,
@@ -90,7 +112,8 @@ def profile_partitions(profile: Profile) -> ProfilePartitions:
         model_lang=dg.StaticPartitionsDefinition([key for keys in lang_keys.values() for key in keys]),
         image_model_lang=dg.StaticPartitionsDefinition([key for m in image_models for key in lang_keys[m]])
         if image_models else None,
-        lang_keys=lang_keys)
+        lang_keys=lang_keys,
+        trained_model=dg.StaticPartitionsDefinition(trained) if trained else None)
 
 
 def model_lang_key(model: str, lang: str) -> str:

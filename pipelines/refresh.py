@@ -1,7 +1,8 @@
 """The refresh plan of ``conescope materialize``: which runs recompute every partition of a profile,
 in dependency order, in one process and without a daemon.
 
-Layers: the datasets (one run), then each model's image layer (one run per model; text-only models
+Layers: the datasets (one run), then the checkpoint of each model the pipeline trains (one run per
+trained model), then each model's image layer (one run per model; text-only models
 have none and go straight on), then each model x lang partition's text layer, its pairs (image models
 only) and its report, then each model's summary (metrics and the report that read every language),
 then the reports over every model (one run), so a layer never reads an upstream that is still being
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from conescope.engine import ProgressFigures
 
 DATASETS_JOB = "datasets_job"
+TRAIN_JOB = "train_job"
 IMAGE_JOB = "image_job"
 MODEL_LANG_JOB = "model_lang_job"
 PAIRED_JOB = "paired_job"
@@ -95,7 +97,8 @@ def _over_model_lang(defs: dg.Definitions, job: str) -> bool:
 def full_plan(profile: Profile, refresh_id: str, models: list[str] | None = None,
               langs: list[str] | None = None, defs: dg.Definitions | None = None) -> list[PlannedRun]:
     """Every run of the chain, the jobs in :func:`job_order` (``defs``: the profile's definitions, built
-    when not given), each over its partitions: the datasets; each image model's image layer; the model x
+    when not given), each over its partitions: the datasets; the checkpoint of each model the pipeline
+    trains; each image model's image layer; the model x
     lang partitions, each as its text layer, its pairs (an image model's) and its report (consecutive jobs
     over model x lang keys run one key after another, a text-only model's first: they have no image layer
     to wait for); each model's summary, then the final reports. A job ordered after the model x lang

@@ -130,6 +130,7 @@ NOT_IN_REPOSITORY = {
     "dagster_home/dagster.yaml": "the instance config conescope writes into the data root",
     "dagster.yaml": "the same, named bare",
     "_parts.json": "the part list the embedding writer stores beside a partition's parts, in the data root",
+    "provenance.json": "the provenance a trained model's checkpoint keeps beside its weights, in the data root",
     "open_clip_config.json": "a file of a user's model folder (arch: local-dir:)",
     "annotations/captions_val2014.json": "a COCO source file, under raw/coco/",
     "coco/annotations/captions_val2014.json": "the same, from raw/",

@@ -162,11 +162,13 @@ def test_each_kind_module_registers_its_kind():
     kinds = model_kinds()
     assert {k: cls.__module__ for k, cls in kinds.items()} == {
         "open_clip": "conescope.model_kinds.open_clip",
+        "open_clip_trained": "conescope.model_kinds.open_clip_trained",
         "sentence_transformers": "conescope.model_kinds.sentence_transformers"}
     for kind, cls in kinds.items():
         assert issubclass(cls, ModelSpec) and kind_of(cls) == kind
         assert cls.load is not ModelSpec.load, f"{kind} defines no loader"
     assert kinds["open_clip"].capabilities == {Capability.IMAGE_TOWER, Capability.TEXT_LAYERS}
+    assert kinds["open_clip_trained"].capabilities == {Capability.IMAGE_TOWER, Capability.TEXT_LAYERS}
     assert kinds["sentence_transformers"].capabilities == {Capability.TEXT_LAYERS}
 
 

@@ -61,7 +61,7 @@ def test_the_profile_validates_the_kinds_keys(kind):
                                                     "width)"),
         ({"kind": "random_projection", "dim": 1}, "p.yaml: models.proj.dim: must be >= 2, got 1"),
         ({"kind": "projection"}, "p.yaml: models.proj.kind: 'projection' is not one of open_clip, "
-                                 "sentence_transformers, random_projection"),
+                                 "open_clip_trained, sentence_transformers, random_projection"),
     ]:
         raw = copy.deepcopy(PROFILE)
         raw["models"]["proj"] = entry

@@ -15,7 +15,7 @@ from conescope.profile import Profile, load_profile, parse_profile
 from pipelines.dagster_private import RemoteRepository, RepositoryHandle, RepositorySnap
 from pipelines.definitions import build_definitions
 from pipelines.partitions import model_and_lang, model_lang_key
-from pipelines.refresh import IMAGE_JOB, MODEL_LANG_JOB, SUMMARY_JOB, execute_plan, full_plan
+from pipelines.refresh import IMAGE_JOB, MODEL_LANG_JOB, SUMMARY_JOB, TRAIN_JOB, execute_plan, full_plan
 from tests.conftest import TEXT_ONLY_MODEL, TINY_PROFILE
 
 IMAGE_ONLY = {"embeddings/shapes_image", "embeddings/digits_image", "metrics/image_isotropy",
@@ -121,6 +121,47 @@ def test_partition_mappings_in_the_asset_graph(where, tmp_path):
         assert parents(multilingual, model, text) == {model_lang_key(model, lang) for lang in profile.languages}
     assert set(graph.get_child_partition_keys_of_parent("tiny.random", image, iso)) == {
         "en|tiny.random", "fr|tiny.random"}
+
+
+def tiny_with_trained() -> Profile:
+    """The tiny profile, minilm and a model the pipeline trains (``kind: open_clip_trained``)."""
+    raw = copy.deepcopy(TINY_PROFILE)
+    raw["models"]["minilm"] = TEXT_ONLY_MODEL
+    raw["models"]["tiny.trained"] = {"kind": "open_clip_trained", "arch": "conescope-tiny",
+                                     "train": {"dataset": "shapes", "steps": 2, "batch_size": 4, "warmup_steps": 0}}
+    return parse_profile(raw, "tiny-trained.yaml")
+
+
+@pytest.mark.parametrize("where", ["definitions", "remote"])
+def test_the_checkpoint_is_read_by_the_partitions_of_its_trained_model_only(where, tmp_path):
+    """``trained_model`` holds the trained model alone; its checkpoint is a parent of that model's image
+    and model x lang partitions, of no other model's (neither an untrained image model nor a text-only
+    one), in the serialized snapshot too."""
+    profile = tiny_with_trained()
+    defs = build_definitions(profile, str(tmp_path / "data"))
+    graph = defs.resolve_asset_graph() if where == "definitions" else _remote_graph(defs)
+    checkpoint = dg.AssetKey(["training", "checkpoint"])
+    image, text = dg.AssetKey(["embeddings", "shapes_image"]), dg.AssetKey(["embeddings", "shapes_text"])
+    assert graph.get(checkpoint).partitions_def.get_partition_keys() == ["tiny.trained"]
+
+    def parents(child: dg.AssetKey, partition: str) -> set[str]:
+        result = graph.get_parent_partition_keys_for_child(partition, checkpoint, child)
+        assert not result.required_but_nonexistent_partition_keys
+        return set(result.partitions_subset.get_partition_keys())
+
+    for model in profile.models:
+        trained = {"tiny.trained"} if model == "tiny.trained" else set()
+        if profile.models[model].has_image_tower:
+            assert parents(image, model) == trained
+        for lang in profile.languages:
+            assert parents(text, model_lang_key(model, lang)) == trained
+    assert set(graph.get_child_partition_keys_of_parent("tiny.trained", checkpoint, text)) == {
+        model_lang_key("tiny.trained", lang) for lang in profile.languages}
+    train_job = defs.resolve_job_def(TRAIN_JOB)
+    assert train_job.asset_layer.selected_asset_keys == {checkpoint}
+    assert train_job.partitions_def.get_partition_keys() == ["tiny.trained"]
+    assert TRAIN_JOB not in {j.name for j in build_definitions(tiny_with_minilm(), str(tmp_path / "d2"))
+                             .resolve_all_job_defs()}
 
 
 @pytest.mark.parametrize("make_profile", [tiny_with_minilm, text_only_profile], ids=["tiny+minilm", "text-only"])
