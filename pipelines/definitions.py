@@ -20,6 +20,16 @@ from assets.transforms import transform_assets
 from conescope.profile import Profile, load_profile
 from pipelines.automation import automation_sensors, with_automation
 from pipelines.executors import executor_from_env
+from pipelines.jobs import (
+    DATASETS_JOB,
+    IMAGE_JOB,
+    MODEL_LANG_JOB,
+    PAIRED_JOB,
+    PARTITION_REPORT_JOB,
+    REPORTS_JOB,
+    SUMMARY_JOB,
+    TRAIN_JOB,
+)
 from pipelines.partitions import (
     IMAGE_MODEL,
     IMAGE_MODEL_LANG,
@@ -29,18 +39,8 @@ from pipelines.partitions import (
     ProfilePartitions,
     profile_partitions,
 )
-from pipelines.refresh import (
-    DATASETS_JOB,
-    IMAGE_JOB,
-    MODEL_LANG_JOB,
-    PAIRED_JOB,
-    PARTITION_REPORT_JOB,
-    REPORTS_JOB,
-    SUMMARY_JOB,
-    TRAIN_JOB,
-    run_loggers,
-)
 from pipelines.resources import ConescopeHome
+from pipelines.terminal import run_loggers
 from storage.paths import DataRoot
 
 
@@ -80,7 +80,7 @@ def _layer_jobs(parts: ProfilePartitions, assets: list[dg.AssetsDefinition]) -> 
 def build_definitions(profile: Profile, home: str | None = None, executor: dg.ExecutorDefinition | None = None,
                       terminal: logging.Handler | None = None) -> dg.Definitions:
     """The definitions of ``profile`` on the data root ``home``; ``terminal``: what ``conescope
-    materialize`` prints of its runs' logs (pipelines/refresh.py, ``TerminalLines``)."""
+    materialize`` prints of its runs' logs (pipelines/terminal.py, ``TerminalLines``)."""
     parts = profile_partitions(profile)
     all_assets = [*dataset_assets(profile), *checkpoint_assets(profile, parts), *embedding_assets(profile, parts),
                   *metric_assets(profile, parts),

@@ -329,10 +329,10 @@ def test_materialize_prints_the_models_made_and_the_progress_of_embedding_steps(
     import yaml
 
     from assets.embeddings import cached_model
-    from pipelines import refresh
+    from pipelines import terminal
     from tests.conftest import TINY_PROFILE
 
-    monkeypatch.setattr(refresh, "PROGRESS_EVERY_S", 0.0)
+    monkeypatch.setattr(terminal, "PROGRESS_EVERY_S", 0.0)
     cached_model.cache_clear()  # a model an earlier test created in this process is not created again
     profile = {**{k: v for k, v in TINY_PROFILE.items() if k != "transforms"}, "languages": ["en"],
                "datasets": {"shapes": TINY_PROFILE["datasets"]["shapes"]},
@@ -361,7 +361,7 @@ def test_progress_lines_are_one_per_interval_per_step_under_the_run_in_progress(
 
     from assets.keys import MODEL_NOTE_EXTRA, PROGRESS_EXTRA
     from conescope.engine import ProgressFigures
-    from pipelines.refresh import TerminalLines
+    from pipelines.terminal import TerminalLines
 
     out: list[str] = []
     terminal = TerminalLines(out.append, every_s=10.0)
@@ -401,7 +401,8 @@ def test_a_run_of_materialize_can_be_reexecuted_by_the_code_location(tiny_profil
     import dagster as dg
 
     from pipelines.definitions import build_definitions
-    from pipelines.refresh import DATASETS_JOB, TerminalLines
+    from pipelines.refresh import DATASETS_JOB
+    from pipelines.terminal import TerminalLines
 
     job = build_definitions(tiny_profile, str(data_root)).resolve_job_def(DATASETS_JOB)
     config = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}, TerminalLines.LOGGER: {}}}
