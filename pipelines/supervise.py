@@ -59,7 +59,7 @@ def _wait(done, seconds: float, poll_s: float) -> bool:
     return True
 
 
-def _default_stop_signals() -> None:
+def default_stop_signals() -> None:
     # A process started in the background by a non-interactive shell (a CI job, nohup ... &) inherits
     # SIGINT ignored, and Python then keeps it ignored; dagster dev maps SIGTERM to the SIGINT handler,
     # so it would ignore both. The child gets the default handlers back.
@@ -84,7 +84,7 @@ def run_supervised(cmd: list[str], grace_s: float = 15.0, kill_after_s: float = 
     under it (stdout and stderr) is copied line by line to this process's stdout, less the lines
     ``drop_line`` is true of."""
     output = {} if drop_line is None else {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT}
-    proc = subprocess.Popen(cmd, start_new_session=True, preexec_fn=_default_stop_signals, cwd=cwd, **output)
+    proc = subprocess.Popen(cmd, start_new_session=True, preexec_fn=default_stop_signals, cwd=cwd, **output)
     copier = None
     if drop_line is not None:
         copier = threading.Thread(target=_copy_lines, args=(proc.stdout, drop_line), name="conescope-output",

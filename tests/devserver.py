@@ -101,8 +101,12 @@ class DevServer:
         self.log = log
         cmd = [sys.executable, "-m", "pipelines.cli", "dev", "--port", str(self.port)] if plain_in is None else \
             [sys.executable, "-m", "dagster", "dev", "-p", str(self.port)]
+        # as from a terminal: a process started in the background by a non-interactive shell (a CI job)
+        # inherits SIGINT ignored, and `dagster dev` then ignores SIGTERM too (conescope dev restores both)
+        from pipelines.supervise import default_stop_signals
+
         self.proc = subprocess.Popen(cmd, cwd=plain_in or REPO, env=env, stdout=log.open("wb"),
-                                     stderr=subprocess.STDOUT)
+                                     stderr=subprocess.STDOUT, preexec_fn=default_stop_signals)
 
     def wait_ready(self, timeout_s: float = 240.0) -> None:
         """Until the webserver answers and the code location is loaded (the daemon and code server
