@@ -34,7 +34,8 @@ def _warehouse(profile_name: str | None):
 
 def _materialize(args: argparse.Namespace) -> int:
     from conescope.profile import load_profile
-    from pipelines.refresh import REPORTS_JOB, SUMMARY_JOB, execute_plan, full_plan
+    from pipelines.jobs import REPORTS_JOB, SUMMARY_JOB
+    from pipelines.refresh import execute_plan, full_plan
     from pipelines.terminal import TerminalLines
 
     root = DataRoot.from_env()

@@ -19,16 +19,7 @@ from dataclasses import dataclass, field
 import dagster as dg
 
 from conescope.profile import Profile
-from pipelines.jobs import (  # noqa: F401  (the job names, also imported from here)
-    DATASETS_JOB,
-    IMAGE_JOB,
-    MODEL_LANG_JOB,
-    PAIRED_JOB,
-    PARTITION_REPORT_JOB,
-    REPORTS_JOB,
-    SUMMARY_JOB,
-    TRAIN_JOB,
-)
+from pipelines.jobs import DATASETS_JOB
 from pipelines.partitions import model_and_lang, model_lang_key
 from pipelines.staleness import not_fresh, resolver
 from pipelines.terminal import TerminalLines

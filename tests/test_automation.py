@@ -11,7 +11,7 @@ import pytest
 
 from pipelines.automation import AUTOMATION_ENV, IMAGE_PRIORITY, IMAGE_SENSOR_NAME, MINIMUM_INTERVAL_S, SENSOR_NAME
 from pipelines.definitions import build_definitions
-from pipelines.refresh import IMAGE_JOB, MODEL_LANG_JOB, PAIRED_JOB, PARTITION_REPORT_JOB
+from pipelines.jobs import IMAGE_JOB, MODEL_LANG_JOB, PAIRED_JOB, PARTITION_REPORT_JOB
 
 SHAPES, DIGITS = dg.AssetKey(["datasets", "shapes"]), dg.AssetKey(["datasets", "digits"])
 SHAPES_IMAGE, SHAPES_TEXT = dg.AssetKey(["embeddings", "shapes_image"]), dg.AssetKey(["embeddings", "shapes_text"])

@@ -143,7 +143,8 @@ def test_a_failing_step_is_reported_in_one_line(data_root, tmp_path, capsys):
 
 
 def test_a_language_subset_plans_no_run_that_reads_every_language(tiny_profile):
-    from pipelines.refresh import MODEL_LANG_JOB, REPORTS_JOB, SUMMARY_JOB, full_plan
+    from pipelines.jobs import MODEL_LANG_JOB, REPORTS_JOB, SUMMARY_JOB
+    from pipelines.refresh import full_plan
 
     subset = full_plan(tiny_profile, "t", ["tiny.random"], ["en"])
     assert [p.job for p in subset if p.job in (SUMMARY_JOB, REPORTS_JOB)] == []
@@ -401,7 +402,7 @@ def test_a_run_of_materialize_can_be_reexecuted_by_the_code_location(tiny_profil
     import dagster as dg
 
     from pipelines.definitions import build_definitions
-    from pipelines.refresh import DATASETS_JOB
+    from pipelines.jobs import DATASETS_JOB
     from pipelines.terminal import TerminalLines
 
     job = build_definitions(tiny_profile, str(data_root)).resolve_job_def(DATASETS_JOB)

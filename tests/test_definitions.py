@@ -5,7 +5,7 @@ import dagster as dg
 import pytest
 
 from pipelines.definitions import build_definitions
-from pipelines.refresh import (
+from pipelines.jobs import (
     DATASETS_JOB,
     IMAGE_JOB,
     MODEL_LANG_JOB,
@@ -13,10 +13,8 @@ from pipelines.refresh import (
     PARTITION_REPORT_JOB,
     REPORTS_JOB,
     SUMMARY_JOB,
-    PlannedRun,
-    full_plan,
-    job_order,
 )
+from pipelines.refresh import PlannedRun, full_plan, job_order
 
 
 def test_module_level_definitions_load_with_the_demo_profile(monkeypatch):

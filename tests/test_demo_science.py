@@ -15,8 +15,9 @@ import yaml
 
 from conescope.profile import load_profile
 from pipelines.definitions import build_definitions
+from pipelines.jobs import DATASETS_JOB, IMAGE_JOB, MODEL_LANG_JOB, PAIRED_JOB
 from pipelines.partitions import model_lang_key
-from pipelines.refresh import DATASETS_JOB, IMAGE_JOB, MODEL_LANG_JOB, PAIRED_JOB, execute_plan, full_plan
+from pipelines.refresh import execute_plan, full_plan
 from storage.paths import DataRoot
 
 SCIENCE_PROFILE = {

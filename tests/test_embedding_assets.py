@@ -15,8 +15,8 @@ from conescope.metrics.layers import layer_self_similarity
 from conescope.model_kinds import open_clip
 from conescope.profile import load_profile
 from pipelines.definitions import build_definitions
+from pipelines.jobs import DATASETS_JOB, IMAGE_JOB, MODEL_LANG_JOB
 from pipelines.partitions import model_lang_key
-from pipelines.refresh import DATASETS_JOB, IMAGE_JOB, MODEL_LANG_JOB
 from storage.embedding_sets import load_text_set
 from storage.parquet_store import read_embeddings
 from storage.paths import DataRoot

@@ -14,8 +14,9 @@ from dagster import deserialize_value, serialize_value
 from conescope.profile import Profile, load_profile, parse_profile
 from pipelines.dagster_private import RemoteRepository, RepositoryHandle, RepositorySnap
 from pipelines.definitions import build_definitions
+from pipelines.jobs import IMAGE_JOB, MODEL_LANG_JOB, SUMMARY_JOB, TRAIN_JOB
 from pipelines.partitions import model_and_lang, model_lang_key
-from pipelines.refresh import IMAGE_JOB, MODEL_LANG_JOB, SUMMARY_JOB, TRAIN_JOB, execute_plan, full_plan
+from pipelines.refresh import execute_plan, full_plan
 from tests.conftest import TEXT_ONLY_MODEL, TINY_PROFILE
 
 IMAGE_ONLY = {"embeddings/shapes_image", "embeddings/digits_image", "metrics/image_isotropy",

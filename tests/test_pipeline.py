@@ -13,8 +13,9 @@ import pytest
 from conescope.metric_families import METRIC_TABLES, TRANSFORM_TABLES
 from conescope.metric_families import family as metric_family
 from conescope.metrics.isotropy import isotropy_summary
+from pipelines.jobs import MODEL_LANG_JOB, PAIRED_JOB, PARTITION_REPORT_JOB
 from pipelines.partitions import model_lang_key
-from pipelines.refresh import MODEL_LANG_JOB, PAIRED_JOB, PARTITION_REPORT_JOB, PlannedRun, execute_plan
+from pipelines.refresh import PlannedRun, execute_plan
 from storage.parquet_store import read_embeddings, read_provenance
 from storage.paths import DataRoot
 from storage.report_links import report_url

@@ -16,7 +16,7 @@ from conescope.metrics import clip_loss, gap, isotropy
 from conescope.model_kinds.open_clip import load_model
 from conescope.profile import ProfileError, load_profile
 from pipelines.definitions import build_definitions
-from pipelines.refresh import DATASETS_JOB, IMAGE_JOB
+from pipelines.jobs import DATASETS_JOB, IMAGE_JOB
 from storage.parquet_store import read_embeddings, read_provenance
 from storage.paths import DataRoot
 from tests.conftest import TINY_PROFILE, crash_after

@@ -13,7 +13,8 @@ from PIL import Image
 
 from conescope.profile import load_profile
 from pipelines.definitions import build_definitions
-from pipelines.refresh import IMAGE_JOB, MODEL_LANG_JOB, REPORTS_JOB, execute_plan, full_plan
+from pipelines.jobs import IMAGE_JOB, MODEL_LANG_JOB, REPORTS_JOB
+from pipelines.refresh import execute_plan, full_plan
 from storage.parquet_store import read_embeddings, read_provenance
 from storage.paths import DataRoot
 from storage.warehouse import Warehouse

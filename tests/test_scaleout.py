@@ -8,7 +8,7 @@ from dagster_k8s.job import get_user_defined_k8s_config
 from pipelines.definitions import build_definitions
 from pipelines.executors import executor_from_name
 from pipelines.instance import ensure_gpu_pool
-from pipelines.refresh import IMAGE_JOB, MODEL_LANG_JOB
+from pipelines.jobs import IMAGE_JOB, MODEL_LANG_JOB
 
 
 @pytest.mark.parametrize(("name", "executor_name", "run_config"), [

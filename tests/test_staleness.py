@@ -60,6 +60,20 @@ class Root:
                 done.setdefault(name, {})[mat.partition] = {k: v.value for k, v in mat.metadata.items()}
         return done
 
+    @staticmethod
+    def materialized(base: Path, profile: dict) -> Path:
+        """``base`` with the whole plan of ``profile`` materialized in it (a module fixture's work)."""
+        (base / "dagster").mkdir()
+        Root(base, profile).materialize()
+        return base
+
+    @staticmethod
+    def copies(materialized: Path, folder: Path, default: dict):
+        """A copy of a :meth:`materialized` base in ``folder``, opened (with ``default`` or another profile)
+        by the returned function: each test edits its own."""
+        shutil.copytree(materialized, folder)
+        return lambda profile=default: Root(folder, profile)
+
     def not_fresh(self) -> set[str]:
         """Every asset partition that Dagster calls stale or missing, as ``asset[partition]``."""
         return {f"{key.to_user_string()}[{run.partition_key or ''}]"
@@ -69,17 +83,12 @@ class Root:
 
 @pytest.fixture(scope="module")
 def materialized_root(tmp_path_factory) -> Path:
-    base = tmp_path_factory.mktemp("staleness")
-    (base / "dagster").mkdir()
-    Root(base, PROFILE).materialize()
-    return base
+    return Root.materialized(tmp_path_factory.mktemp("staleness"), PROFILE)
 
 
 @pytest.fixture
 def root(materialized_root: Path, tmp_path: Path):
-    copy = tmp_path / "copy"
-    shutil.copytree(materialized_root, copy)
-    yield lambda profile=PROFILE: Root(copy, profile)
+    yield Root.copies(materialized_root, tmp_path / "copy", PROFILE)
     code_versions.clear_cache()  # a test that edits sources leaves the real versions behind it
 
 

@@ -18,8 +18,9 @@ import torch
 from conescope.datasets import build_dataset
 from conescope.profile import ProfileError, parse_profile
 from conescope.training import training_pairs
+from pipelines.jobs import IMAGE_JOB, TRAIN_JOB
 from pipelines.partitions import model_and_lang
-from pipelines.refresh import IMAGE_JOB, TRAIN_JOB, full_plan
+from pipelines.refresh import full_plan
 from storage import checkpoints
 from storage.parquet_store import read_embeddings, read_provenance
 from storage.paths import DataRoot
@@ -218,17 +219,12 @@ def test_changed_tensors_are_found(tmp_path):
 
 @pytest.fixture(scope="module")
 def trained_root(tmp_path_factory) -> Path:
-    base = tmp_path_factory.mktemp("trained")
-    (base / "dagster").mkdir()
-    Root(base, PROFILE).materialize()
-    return base
+    return Root.materialized(tmp_path_factory.mktemp("trained"), PROFILE)
 
 
 @pytest.fixture
 def root(trained_root: Path, tmp_path: Path):
-    copy_ = tmp_path / "copy"
-    shutil.copytree(trained_root, copy_)
-    return lambda profile=PROFILE: Root(copy_, profile)
+    return Root.copies(trained_root, tmp_path / "copy", PROFILE)
 
 
 def test_the_checkpoint_asset_stores_weights_and_provenance_that_the_embeddings_read(root):

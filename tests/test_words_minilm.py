@@ -24,8 +24,8 @@ from scipy.spatial.distance import cdist
 from conescope.ingest.words import PLEASANT, UNPLEASANT
 from conescope.profile import load_profile
 from pipelines.definitions import build_definitions
+from pipelines.jobs import DATASETS_JOB, MODEL_LANG_JOB
 from pipelines.partitions import model_lang_key
-from pipelines.refresh import DATASETS_JOB, MODEL_LANG_JOB
 from storage.paths import DataRoot
 from storage.warehouse import Warehouse
 from tests.conftest import TEXT_ONLY_MODEL
