@@ -47,11 +47,13 @@ def _dataset_asset(spec: DatasetSpec, languages: tuple[str, ...], profile_name: 
         if spec.is_source:
             manifest, extra_tables, rejected, info = _ingest(spec, languages, conescope, context, version)
         else:
-            manifest = build_dataset(spec.kind, spec.name, spec.n, spec.seed, spec.image_size, languages)
+            manifest = build_dataset(spec.kind, spec.name, spec.n, spec.seed, spec.image_size, languages,
+                                     getattr(spec, "classes", "shape"))
         directory = conescope.paths.dataset_dir(spec.name)
         data_hash = table_sha256(manifest.samples, manifest.texts, *extra_tables.values())[:16]
         provenance = {"data_sha256": data_hash, "dataset": spec.name, "kind": spec.kind, "n": spec.n, "seed": spec.seed,
-                      "image_size": spec.image_size, "languages": list(languages), "profile": profile_name,
+                      "image_size": spec.image_size, **({"classes": spec.classes} if hasattr(spec, "classes") else {}),
+                      "languages": list(languages), "profile": profile_name,
                       "code_version": version, "git_commit": git_commit(), "rejected": rejected, **info}
         write_manifest(directory, conescope.paths.scratch,
                        {"samples": manifest.samples, "texts": manifest.texts, **extra_tables}, provenance)

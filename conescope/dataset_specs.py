@@ -76,6 +76,7 @@ class ShapesDataset(GeneratedDataset):
     """Generated image-caption pairs (shapes and colours), parallel captions in every language."""
 
     kind: Literal["shapes"]
+    classes: Literal["shape", "colour_shape"] = "shape"  # 4 classes, or 20 (colour x shape)
 
 
 @record

@@ -9,7 +9,9 @@ A manifest is two tables:
   ``label`` (the class a prompt names, or null), ``lang``, ``text``.
 
 ``shapes`` renders one coloured shape per image at a seeded position and describes it in every
-language (parallel captions, the label is the shape). ``digits`` is scikit-learn's bundled digits
+language (parallel captions); its label is the shape (4 classes) or, with ``classes: colour_shape``, the
+colour and the shape (20 classes), and each class has one prompt per language, the caption without the
+position ("a red circle", "un cercle rouge"), for zero-shot classification. ``digits`` is scikit-learn's bundled digits
 (1,797 8x8 images) with one prompt per class and language, the setting of zero-shot classification.
 """
 
@@ -54,6 +56,7 @@ SHAPES = ("circle", "square", "triangle", "star")
 COLOURS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220),
            "yellow": (235, 200, 30), "purple": (140, 60, 180)}
 POSITIONS = ("top left", "top right", "bottom left", "bottom right", "centre")
+SHAPE_CLASSES = ("shape", "colour_shape")
 
 # Grammatical gender decides the adjective ending in fr/de/ru, so each noun carries its gender.
 _SHAPE_WORDS = {
@@ -86,20 +89,33 @@ _POSITION_WORDS = {
 }
 
 
-def shape_caption(shape: str, colour: str, position: str, lang: str) -> str:
-    """The caption of one rendered shape in one language, with correct adjective agreement."""
-    where = _POSITION_WORDS[lang][position]
+def shape_caption(shape: str, colour: str | None, position: str | None, lang: str) -> str:
+    """The caption of one rendered shape in one language, with correct adjective agreement; without a
+    position (a class prompt) or a colour (a shape-only class prompt) the phrase is left out."""
+    where = "" if position is None else " " + _POSITION_WORDS[lang][position]
     if lang == "en":
-        return f"a {colour} {shape} {where}"
+        return f"a {shape}{where}" if colour is None else f"a {colour} {shape}{where}"
     noun, gender = _SHAPE_WORDS[lang][shape]
-    masc, other = _COLOUR_WORDS[lang][colour]
+    masc, other = _COLOUR_WORDS[lang][colour] if colour is not None else ("", "")
     if lang == "fr":
         article = "une" if gender == "f" else "un"
-        return f"{article} {noun} {other if gender == 'f' else masc} {where}"
+        adjective = other if gender == "f" else masc
+        return f"{article} {noun}{' ' + adjective if adjective else ''}{where}"
     if lang == "de":
-        article = "ein"
-        return f"{article} {other if gender == 'n' else masc} {noun} {where}"
-    return f"{other if gender == 'f' else masc} {noun} {where}"
+        article = {"m": "ein", "n": "ein", "f": "eine"}[gender] if colour is None else "ein"
+        adjective = other if gender == "n" else masc
+        return f"{article}{' ' + adjective if adjective else ''} {noun}{where}"
+    adjective = other if gender == "f" else masc
+    return f"{adjective + ' ' if adjective else ''}{noun}{where}"
+
+
+def shape_classes(classes: str) -> list[tuple[str, str | None]]:
+    """(shape, colour or None) of each class label, in label order."""
+    if classes == "shape":
+        return [(shape, None) for shape in SHAPES]
+    if classes == "colour_shape":
+        return [(shape, colour) for colour in COLOURS for shape in SHAPES]
+    raise ValueError(f"unknown shapes classes {classes!r} (expected one of {', '.join(SHAPE_CLASSES)})")
 
 
 def _png(img: Image.Image) -> bytes:
@@ -138,27 +154,37 @@ def _splits(n: int, rng: np.random.Generator) -> list[str]:
     return ["test" if t else "train" for t in test]
 
 
-def build_shapes(name: str, n: int, seed: int, image_size: int, languages: tuple[str, ...]) -> Manifest:
-    """Render ``n`` images of one shape each, with a caption per language; label = shape index."""
+def build_shapes(name: str, n: int, seed: int, image_size: int, languages: tuple[str, ...],
+                 classes: str = "shape") -> Manifest:
+    """Render ``n`` images of one shape each, with a caption per language and a prompt per class and
+    language; label = the index of the shape or of the (shape, colour) pair in :func:`shape_classes`."""
     _check_languages(name, languages)
     rng = np.random.default_rng(seed)
     colours = list(COLOURS)
     samples: dict[str, list] = {k: [] for k in SAMPLES_SCHEMA.names}
     texts: dict[str, list] = {k: [] for k in TEXTS_SCHEMA.names}
     splits = _splits(n, rng)
+    class_list = shape_classes(classes)
     for i in range(n):
-        label = int(rng.integers(len(SHAPES)))
-        shape, colour = SHAPES[label], colours[int(rng.integers(len(colours)))]
+        shape_index = int(rng.integers(len(SHAPES)))
+        shape, colour = SHAPES[shape_index], colours[int(rng.integers(len(colours)))]
         position = POSITIONS[int(rng.integers(len(POSITIONS)))]
+        label = class_list.index((shape, colour if classes == "colour_shape" else None))
+        label_name = shape if classes == "shape" else f"{colour} {shape}"
         sample_id = f"{name}-{i:06d}"
         img = _draw_shape(shape, COLOURS[colour], position, image_size, rng)
         for key, value in (("sample_id", sample_id), ("split", splits[i]), ("image", _png(img)),
-                           ("image_path", None), ("label", label), ("label_name", shape)):
+                           ("image_path", None), ("label", label), ("label_name", label_name)):
             samples[key].append(value)
         for lang in languages:
             for key, value in (("text_id", f"{sample_id}-{lang}"), ("sample_id", sample_id),
                                ("label", None), ("lang", lang),
                                ("text", shape_caption(shape, colour, position, lang))):
+                texts[key].append(value)
+    for lang in languages:
+        for label, (shape, colour) in enumerate(class_list):
+            for key, value in (("text_id", f"{name}-class{label}-{lang}"), ("sample_id", None),
+                               ("label", label), ("lang", lang), ("text", shape_caption(shape, colour, None, lang))):
                 texts[key].append(value)
     return Manifest(pa.table(samples, schema=SAMPLES_SCHEMA), pa.table(texts, schema=TEXTS_SCHEMA))
 
@@ -216,9 +242,9 @@ def _check_languages(name: str, languages: tuple[str, ...]) -> None:
 
 
 def build_dataset(kind: str, name: str, n: int, seed: int, image_size: int,
-                  languages: tuple[str, ...]) -> Manifest:
+                  languages: tuple[str, ...], classes: str = "shape") -> Manifest:
     if kind == "shapes":
-        return build_shapes(name, n, seed, image_size, languages)
+        return build_shapes(name, n, seed, image_size, languages, classes)
     if kind == "digits":
         return build_digits(name, n, seed, languages)
     raise ValueError(f"dataset {name!r}: unknown kind {kind!r}")

@@ -3,6 +3,7 @@
 import io
 
 import numpy as np
+import pyarrow.compute as pc
 import pytest
 from PIL import Image
 
@@ -24,7 +25,8 @@ def test_shapes_are_seeded_and_parallel():
     assert a.samples.equals(b.samples) and a.texts.equals(b.texts)
     assert not a.samples.equals(c.samples)
     assert a.samples.schema == SAMPLES_SCHEMA and a.texts.schema == TEXTS_SCHEMA
-    per_lang = {lang: a.texts.filter(a.texts.column("lang").to_numpy(zero_copy_only=False) == lang)
+    captions = a.texts.filter(pc.is_valid(a.texts.column("sample_id")))
+    per_lang = {lang: captions.filter(captions.column("lang").to_numpy(zero_copy_only=False) == lang)
                 for lang in LANGS}
     for table in per_lang.values():
         assert table.column("sample_id").to_pylist() == a.samples.column("sample_id").to_pylist()
@@ -34,7 +36,8 @@ def test_shapes_are_seeded_and_parallel():
 
 def test_shape_images_decode_and_show_the_colour():
     m = build_shapes("shapes", 6, seed=0, image_size=48, languages=("en",))
-    for png, caption in zip(m.samples.column("image").to_pylist(), m.texts.column("text").to_pylist(), strict=True):
+    captions = m.texts.filter(pc.is_valid(m.texts.column("sample_id"))).column("text").to_pylist()
+    for png, caption in zip(m.samples.column("image").to_pylist(), captions, strict=True):
         img = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
         assert img.shape == (48, 48, 3)
         assert img.std() > 10, f"nothing drawn for {caption!r}"
@@ -48,6 +51,27 @@ def test_shape_images_decode_and_show_the_colour():
 ])
 def test_caption_agreement_feminine_and_masculine(lang, expected):
     assert shape_caption("star", "green", "centre", lang) == expected
+
+
+@pytest.mark.parametrize("classes, n_classes", [("shape", 4), ("colour_shape", 20)])
+def test_shape_labels_and_class_prompts(classes, n_classes):
+    """Each label names what the caption says (the shape, or colour and shape), and each class has one
+    prompt per language: the caption without the position."""
+    m = build_shapes("shapes", 200, seed=1, image_size=32, languages=LANGS, classes=classes)
+    samples, texts = m.samples.to_pydict(), m.texts.to_pydict()
+    caption = {(sid, lang): text for sid, lang, text in zip(texts["sample_id"], texts["lang"], texts["text"],
+                                                             strict=True) if sid is not None}
+    prompts = {(label, lang): text for sid, label, lang, text in zip(texts["sample_id"], texts["label"], texts["lang"],
+                                                                      texts["text"], strict=True) if sid is None}
+    assert sorted({label for label, _ in prompts}) == list(range(n_classes))
+    assert len(prompts) == n_classes * len(LANGS)
+    assert len(set(samples["label"])) == n_classes  # 200 draws cover every class
+    for sid, label, name in zip(samples["sample_id"], samples["label"], samples["label_name"], strict=True):
+        assert name.split()[-1] in caption[(sid, "en")] and (classes == "shape" or name in caption[(sid, "en")])
+        for lang in LANGS:  # colour_shape: the prompt is the caption without the position; shape: its noun
+            prompt = prompts[(label, lang)]
+            assert caption[(sid, lang)].startswith(prompt) if classes == "colour_shape" \
+                else prompt.split()[-1] in caption[(sid, lang)].split()
 
 
 @pytest.mark.parametrize("lang, expected", [

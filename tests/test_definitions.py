@@ -31,7 +31,7 @@ def test_module_level_definitions_load_with_the_demo_profile(monkeypatch):
     assert "en|vit-b-32.random" in job.partitions_def.get_partition_keys()
     # image partitions exist for the image models only: the text-only minilm has none
     assert defs.resolve_job_def(IMAGE_JOB).partitions_def.get_partition_keys() == [
-        "vit-b-32.random", "vit-b-32.random-nobias"]
+        "vit-b-32.random", "vit-b-32.random-nobias", "tiny.trained"]
     assert "minilm" in defs.resolve_job_def(SUMMARY_JOB).partitions_def.get_partition_keys()
     summary = defs.resolve_job_def(SUMMARY_JOB)
     assert {k.to_user_string() for k in summary.asset_layer.executable_asset_keys} == {

@@ -46,6 +46,10 @@ REGISTRY: dict[str, list[tuple[str, tuple[str, ...]]]] = {
         ("tests/test_isotropy_clusters.py::test_the_mickus_profile_materializes_offline",
          ('load_profile("mickus")', "execute_plan(", "full_plan(")),
     ],
+    ".venv/bin/conescope materialize --profile liang": [
+        ("tests/test_temperature_profile.py::test_the_liang_profile_shows_the_gap_depends_on_the_temperature",
+         ('load_profile("liang")', "execute_plan(", "full_plan(")),
+    ],
     ".venv/bin/conescope dev": [
         ("tests/devserver.py::DevServer", ('"pipelines.cli", "dev"',)),
         ("tests/test_dev.py::test_dev_stops_with_every_child", ("DevServer(",)),

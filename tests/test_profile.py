@@ -14,9 +14,11 @@ def test_demo_profile_is_the_default_and_matches_the_issue(monkeypatch):
     profile = load_profile()
     assert profile.name == "demo"
     assert set(profile.datasets) == {"shapes", "digits"}
-    assert set(profile.models) == {"vit-b-32.random", "vit-b-32.random-nobias", "minilm"}
+    assert set(profile.models) == {"vit-b-32.random", "vit-b-32.random-nobias", "minilm", "tiny.trained"}
     assert not profile.models["minilm"].has_image_tower
-    assert profile.image_models == ["vit-b-32.random", "vit-b-32.random-nobias"]
+    assert profile.image_models == ["vit-b-32.random", "vit-b-32.random-nobias", "tiny.trained"]
+    assert profile.models["tiny.trained"].training().dataset == "shapes"
+    assert profile.datasets["shapes"].classes == "colour_shape"  # 20 classes: class-disjoint needs >= 10
     assert profile.languages == ("en", "fr", "de", "ru")
     assert profile.models["vit-b-32.random-nobias"].zero_bias
     assert profile.models["vit-b-32.random"].arch == "ViT-B-32"
@@ -111,7 +113,8 @@ def test_transform_section_parses_and_defaults(monkeypatch):
     monkeypatch.delenv("CONESCOPE_PROFILE", raising=False)
     demo = load_profile().transforms
     assert demo.kinds == ("identity", "centering", "whitening", "pca", "procrustes", "lstsq", "gap_shift")
-    assert demo.cross_dataset == (("shapes", "digits"),) and demo.class_disjoint == ("digits",)
+    assert demo.cross_dataset == (("shapes", "digits"), ("digits", "shapes"))
+    assert demo.class_disjoint == ("shapes", "digits")
     assert 0.0 in demo.gap_shift_lambdas and 1.0 in demo.gap_shift_lambdas
     raw = copy.deepcopy(TINY_PROFILE)
     raw.pop("transforms")
@@ -130,7 +133,7 @@ def test_transform_section_parses_and_defaults(monkeypatch):
     (lambda r: r["embedding"].update(batch_auto=True), "embedding.batch_auto", "unknown key"),
     (lambda r: r["datasets"]["shapes"].update(name="other"), "datasets.shapes.name", "unknown key"),
     (lambda r: r["datasets"]["shapes"].update(size=3), "datasets.shapes.size",
-     "unknown key (allowed: image_size, kind, n, seed)"),
+     "unknown key (allowed: classes, image_size, kind, n, seed)"),
     (lambda r: r["datasets"].update(shapes=["shapes"]), "datasets.shapes", "expected a mapping, got list"),
     (lambda r: r["datasets"]["shapes"].pop("kind"), "datasets.shapes.kind", "missing required key"),
     (lambda r: r.update(metrics={"reference_lang": "de"}), "metrics.reference_lang",
