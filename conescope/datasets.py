@@ -9,9 +9,10 @@ A manifest is two tables:
   ``label`` (the class a prompt names, or null), ``lang``, ``text``.
 
 ``shapes`` renders one coloured shape per image at a seeded position and describes it in every
-language (parallel captions); its label is the shape (4 classes) or, with ``classes: colour_shape``, the
-colour and the shape (20 classes), and each class has one prompt per language, the caption without the
-position ("a red circle", "un cercle rouge"), for zero-shot classification. ``digits`` is scikit-learn's bundled digits
+language (parallel captions); its label is the shape (4 classes, too few for top-5 accuracy: no class
+prompts) or, with ``classes: colour_shape``, the colour and the shape (20 classes), each with one prompt
+per language, the caption without the position ("a red circle", "un cercle rouge"), for zero-shot
+classification. ``digits`` is scikit-learn's bundled digits
 (1,797 8x8 images) with one prompt per class and language, the setting of zero-shot classification.
 """
 
@@ -89,24 +90,20 @@ _POSITION_WORDS = {
 }
 
 
-def shape_caption(shape: str, colour: str | None, position: str | None, lang: str) -> str:
+def shape_caption(shape: str, colour: str, position: str | None, lang: str) -> str:
     """The caption of one rendered shape in one language, with correct adjective agreement; without a
-    position (a class prompt) or a colour (a shape-only class prompt) the phrase is left out."""
+    position, the class prompt of a colour and shape."""
     where = "" if position is None else " " + _POSITION_WORDS[lang][position]
     if lang == "en":
-        return f"a {shape}{where}" if colour is None else f"a {colour} {shape}{where}"
+        return f"a {colour} {shape}{where}"
     noun, gender = _SHAPE_WORDS[lang][shape]
-    masc, other = _COLOUR_WORDS[lang][colour] if colour is not None else ("", "")
+    masc, other = _COLOUR_WORDS[lang][colour]
     if lang == "fr":
         article = "une" if gender == "f" else "un"
-        adjective = other if gender == "f" else masc
-        return f"{article} {noun}{' ' + adjective if adjective else ''}{where}"
+        return f"{article} {noun} {other if gender == 'f' else masc}{where}"
     if lang == "de":
-        article = {"m": "ein", "n": "ein", "f": "eine"}[gender] if colour is None else "ein"
-        adjective = other if gender == "n" else masc
-        return f"{article}{' ' + adjective if adjective else ''} {noun}{where}"
-    adjective = other if gender == "f" else masc
-    return f"{adjective + ' ' if adjective else ''}{noun}{where}"
+        return f"ein {other if gender == 'n' else masc} {noun}{where}"
+    return f"{other if gender == 'f' else masc} {noun}{where}"
 
 
 def shape_classes(classes: str) -> list[tuple[str, str | None]]:
@@ -156,8 +153,9 @@ def _splits(n: int, rng: np.random.Generator) -> list[str]:
 
 def build_shapes(name: str, n: int, seed: int, image_size: int, languages: tuple[str, ...],
                  classes: str = "shape") -> Manifest:
-    """Render ``n`` images of one shape each, with a caption per language and a prompt per class and
-    language; label = the index of the shape or of the (shape, colour) pair in :func:`shape_classes`."""
+    """Render ``n`` images of one shape each, with a caption per language; label = the index of the
+    shape or of the (shape, colour) pair in :func:`shape_classes`, and with ``colour_shape`` a prompt per
+    class and language."""
     _check_languages(name, languages)
     rng = np.random.default_rng(seed)
     colours = list(COLOURS)
@@ -181,7 +179,7 @@ def build_shapes(name: str, n: int, seed: int, image_size: int, languages: tuple
                                ("label", None), ("lang", lang),
                                ("text", shape_caption(shape, colour, position, lang))):
                 texts[key].append(value)
-    for lang in languages:
+    for lang in languages if classes == "colour_shape" else ():
         for label, (shape, colour) in enumerate(class_list):
             for key, value in (("text_id", f"{name}-class{label}-{lang}"), ("sample_id", None),
                                ("label", label), ("lang", lang), ("text", shape_caption(shape, colour, None, lang))):

@@ -15,8 +15,8 @@ the logit scale, or any parameter with fewer than 2 dimensions), the learning ra
 ``open_clip_train/scheduler.py`` (``cosine_lr``: linear warmup then cosine decay to 0; ``const_lr``:
 linear warmup then constant), and the learned logit scale clamped to [0, ln 100] after each step
 (``open_clip_train/train.py``). The temperature starts at ``init_temperature`` (CLIP's 0.07) and is
-learned, or held fixed (``learn_temperature: false``: Liang et al. 2022, section 4.2, train at fixed
-temperatures to show how the modality gap depends on it).
+learned, or held fixed (``learn_temperature: false``: Liang et al. 2022, section 4 and Figure 3, train
+at fixed temperatures to show how the modality gap depends on it; ``configs/liang.yaml``).
 
 Determinism: the model starts from the random initialisation of its entry's ``seed`` (the same tower a
 ``kind: open_clip`` entry with that seed embeds); the batches come from ``numpy.random.default_rng(seed)``

@@ -55,23 +55,27 @@ def test_caption_agreement_feminine_and_masculine(lang, expected):
 
 @pytest.mark.parametrize("classes, n_classes", [("shape", 4), ("colour_shape", 20)])
 def test_shape_labels_and_class_prompts(classes, n_classes):
-    """Each label names what the caption says (the shape, or colour and shape), and each class has one
-    prompt per language: the caption without the position."""
+    """Each label names what the caption says (the shape, or colour and shape); with colour_shape each
+    class has one prompt per language, the caption without the position; four shapes have none."""
     m = build_shapes("shapes", 200, seed=1, image_size=32, languages=LANGS, classes=classes)
     samples, texts = m.samples.to_pydict(), m.texts.to_pydict()
     caption = {(sid, lang): text for sid, lang, text in zip(texts["sample_id"], texts["lang"], texts["text"],
                                                              strict=True) if sid is not None}
     prompts = {(label, lang): text for sid, label, lang, text in zip(texts["sample_id"], texts["label"], texts["lang"],
                                                                       texts["text"], strict=True) if sid is None}
+    assert len(set(samples["label"])) == n_classes  # 200 draws cover every class
+    assert len(caption) == 200 * len(LANGS)
+    if classes == "shape":
+        assert not prompts
+        assert all(name in caption[(sid, "en")].split() for sid, name in zip(
+            samples["sample_id"], samples["label_name"], strict=True))
+        return
     assert sorted({label for label, _ in prompts}) == list(range(n_classes))
     assert len(prompts) == n_classes * len(LANGS)
-    assert len(set(samples["label"])) == n_classes  # 200 draws cover every class
     for sid, label, name in zip(samples["sample_id"], samples["label"], samples["label_name"], strict=True):
-        assert name.split()[-1] in caption[(sid, "en")] and (classes == "shape" or name in caption[(sid, "en")])
-        for lang in LANGS:  # colour_shape: the prompt is the caption without the position; shape: its noun
-            prompt = prompts[(label, lang)]
-            assert caption[(sid, lang)].startswith(prompt) if classes == "colour_shape" \
-                else prompt.split()[-1] in caption[(sid, lang)].split()
+        assert caption[(sid, "en")].startswith(f"a {name} ")
+        for lang in LANGS:
+            assert caption[(sid, lang)].startswith(prompts[(label, lang)] + " ")
 
 
 @pytest.mark.parametrize("lang, expected", [

@@ -1,6 +1,6 @@
-"""The README's temperature experiment (configs/liang.yaml, Liang et al. 2022 section 4.2): the lower the
-fixed temperature a model is trained at, the larger the modality gap training leaves, and at the lowest
-temperature the shift that closes the gap raises the CLIP loss.
+"""The README's temperature experiment (configs/liang.yaml; Liang et al. 2022, section 4 and Figure 3):
+the lower the fixed temperature a model is trained at, the larger the modality gap training leaves, and
+at the lowest temperature the shift that closes the gap raises the CLIP loss.
 
 By default two of the profile's temperatures (1/100 and 1), trained for fewer steps; the heavy test
 materializes the whole profile as ``conescope materialize --profile liang`` does."""
