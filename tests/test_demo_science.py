@@ -129,9 +129,12 @@ def check_trained_claims(root: DataRoot, langs: set[str], random_models: set[str
         assert new["lstsq"][0] < new["identity"][1], (lang, new)
         assert new["identity"][0] - new["lstsq"][0] > known["identity"][0] - known["lstsq"][0]
         assert inside(new["procrustes"], new["identity"]) and inside(known["procrustes"], known["identity"])
+        assert inside(in_domain["lstsq"], in_domain["identity"])  # no gain the test split can show
 
         losses = {r[1]: r[2] for r in loss if r[0] == lang}
         assert losses["identity"] < losses["whitening_4"] < losses["whitening_8"] < losses["whitening_16"]
+        assert losses["pca_4"] > losses["identity"] + 0.15
+        assert all(abs(losses[t] - losses["identity"]) < 0.05 for t in ("centering", "procrustes", "lstsq", "pca_16"))
         assert abs(losses["gap_shift_1"] - losses["gap_shift_0"]) < 0.05
 
 
