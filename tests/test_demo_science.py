@@ -1,4 +1,4 @@
-"""The README's "What the demo shows" queries, run on a materialized profile: the cone at
+"""The README's "What the demo shows" queries and those of docs/findings.md, run on a materialized profile: the cone at
 initialisation, centering removing it and the gap shift closing the gap, each with confidence
 intervals that do not overlap; and, on the trained model, its quality far above chance, the gap that
 survives training, and what each fitted transform does to its quality.
@@ -41,23 +41,30 @@ REPO = Path(__file__).resolve().parent.parent
 TRAINED = "tiny.trained"
 
 
-def readme_queries(block: int = 0) -> list[str]:
-    """The statements of the ``block``-th SQL block of the README's "What the demo shows": 0 the random
-    towers', 1 the trained model's."""
-    text = (REPO / "README.md").read_text()
-    section = text.split("## What the demo shows", 1)[1].split("\n## ", 1)[0]
-    sql = section.split("```sql\n")[1 + block].split("```", 1)[0]
+def readme_queries() -> list[str]:
+    """The statements of the README's "What the demo shows" SQL block: the random towers'."""
+    return sql_statements((REPO / "README.md").read_text(), "## What the demo shows")
+
+
+def findings_queries() -> list[str]:
+    """The statements of docs/findings.md's SQL block on the demo's trained model."""
+    return sql_statements((REPO / "docs" / "findings.md").read_text(), "## A model that works")
+
+
+def sql_statements(text: str, heading: str) -> list[str]:
+    section = text.split(heading, 1)[1].split("\n## ", 1)[0]
+    sql = section.split("```sql\n", 1)[1].split("```", 1)[0]
     return [q.strip() for q in sql.split(";") if q.strip()]
 
 
-def _answers(root: DataRoot, block: int = 0) -> list[list[tuple]]:
+def _answers(root: DataRoot, queries: list[str]) -> list[list[tuple]]:
     with duckdb.connect(str(root.warehouse), read_only=True) as con:
-        return [con.execute(q).fetchall() for q in readme_queries(block)]
+        return [con.execute(q).fetchall() for q in queries]
 
 
 def check_claims(root: DataRoot, cone_models: set[str]) -> None:
     """What the README says of the three answers, for the random towers in ``cone_models``."""
-    cone, centering, shift = _answers(root)
+    cone, centering, shift = _answers(root, readme_queries())
     assert all(row[0] is not None for row in cone + centering + shift)
 
     images = [r for r in cone if r[0] in cone_models and r[2] == "image"]
@@ -90,9 +97,9 @@ def check_claims(root: DataRoot, cone_models: set[str]) -> None:
 
 
 def check_trained_claims(root: DataRoot, langs: set[str], random_models: set[str]) -> None:
-    """What the README says of the trained model's four answers, in each of ``langs``; of the random
+    """What docs/findings.md says of the trained model's four answers, in each of ``langs``; of the random
     towers in ``random_models``, that their quality reaches down to chance and their gap is larger."""
-    quality, gap, zero_shot, loss = _answers(root, 1)
+    quality, gap, zero_shot, loss = _answers(root, findings_queries())
     assert {(r[0], r[1]) for r in quality} >= {(TRAINED, lang) for lang in langs}
     chance = {"top1": 1 / 20, "i2t_r1": 1 / 100, "t2i_r1": 1 / 100}
     for model, lang, metric, value, lo, hi in quality:

@@ -1,4 +1,4 @@
-"""The README's temperature experiment (configs/liang.yaml; Liang et al. 2022, section 4 and Figure 3):
+"""The temperature experiment of docs/findings.md (configs/liang.yaml; Liang et al. 2022, section 4 and Figure 3):
 the lower the fixed temperature a model is trained at, the larger the modality gap training leaves, and
 at the lowest temperature the shift that closes the gap raises the CLIP loss.
 
@@ -21,16 +21,16 @@ from storage.paths import DataRoot
 REPO = Path(__file__).resolve().parent.parent
 
 
-def readme_query() -> str:
-    text = (REPO / "README.md").read_text()
+def findings_query() -> str:
+    text = (REPO / "docs" / "findings.md").read_text()
     section = text.split("## The temperature experiment of Liang et al.", 1)[1].split("\n## ", 1)[0]
     return section.split("```sql\n", 1)[1].split("```", 1)[0].strip().rstrip(";")
 
 
 def check_claims(root: DataRoot, fixed: set[str]) -> None:
-    """The README's claims over the models in ``fixed``, trained at fixed temperatures."""
+    """The claims of docs/findings.md over the models in ``fixed``, trained at fixed temperatures."""
     with duckdb.connect(str(root.warehouse), read_only=True) as con:
-        rows = con.execute(readme_query()).fetchall()
+        rows = con.execute(findings_query()).fetchall()
     scale = {model: s for model, s, metric, transform, _ in rows if metric == "loss" and transform == "gap_shift_0"}
     value = {(model, metric, transform): v for model, _, metric, transform, v in rows}
     by_temperature = sorted(fixed, key=lambda m: -scale[m])  # lowest temperature (largest logit scale) first
